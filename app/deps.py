@@ -1,0 +1,75 @@
+"""FastAPI dependencies: settings, a connection in a transaction, the caller and its role."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app import security
+from app.errors import Forbidden, Unauthorized
+from app.settings import Settings
+from app.sql import keys as keys_sql
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    return request.app.state.engine
+
+
+async def get_conn(engine: Annotated[AsyncEngine, Depends(get_engine)]) -> AsyncIterator[AsyncConnection]:
+    """One transaction per request: committed when the handler returns, rolled back on error."""
+    async with engine.begin() as conn:
+        yield conn
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
+
+_bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer obs_…`")
+
+
+async def get_principal(
+    engine: EngineDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> security.Principal:
+    if credentials is None:
+        return security.PUBLIC
+    key = credentials.credentials
+    prefix = security.split_key(key)
+    if prefix is None:
+        raise Unauthorized("Malformed API key.")
+    async with engine.begin() as conn:
+        row = (await conn.execute(keys_sql.select_active_key(prefix))).first()
+        if row is None or not security.key_matches(key, row.hash):
+            raise Unauthorized("Unknown or revoked API key.")
+        await conn.execute(keys_sql.touch_key(row.id))
+    return security.Principal(role=row.role, key_id=row.id, name=row.name)
+
+
+PrincipalDep = Annotated[security.Principal, Depends(get_principal)]
+
+
+def require(role: str):
+    """Dependency factory: the caller must hold ``role`` or a higher one."""
+
+    async def _check(principal: PrincipalDep) -> security.Principal:
+        if principal.role is None:
+            raise Unauthorized(f"This endpoint needs an API key with the {role} role or higher.")
+        if not principal.has(role):
+            raise Forbidden(f"Your key has the {principal.role} role; this needs {role} or higher.")
+        return principal
+
+    return Depends(_check)
+
+
+Analyst = Annotated[security.Principal, require("analyst")]
+Editor = Annotated[security.Principal, require("editor")]
+Admin = Annotated[security.Principal, require("admin")]

@@ -1,0 +1,125 @@
+"""One error format for every failure: RFC 9457 ``application/problem+json``."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from boundaries import BoundaryError
+
+log = logging.getLogger("observatory")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """Base of every error the API returns on purpose."""
+
+    status: int = 400
+    title: str = "Bad request"
+    type: str = "about:blank"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidParameter(ProblemError):
+    status, title = 422, "Invalid parameter"
+
+
+class InvalidFile(ProblemError):
+    status, title = 422, "Invalid file"
+
+
+class NotFound(ProblemError):
+    status, title = 404, "Not found"
+
+
+class Conflict(ProblemError):
+    status, title = 409, "Conflict"
+
+
+class PayloadTooLarge(ProblemError):
+    status, title = 413, "Payload too large"
+
+
+class Unauthorized(ProblemError):
+    status, title = 401, "Unauthorized"
+
+
+class Forbidden(ProblemError):
+    status, title = 403, "Forbidden"
+
+
+class ServiceUnavailable(ProblemError):
+    status, title = 503, "Service unavailable"
+
+
+# Errors raised by the pure packages, and the status each one maps to.
+PURE_ERROR_STATUS: dict[type[Exception], int] = {BoundaryError: 422}
+
+
+def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> ORJSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return ORJSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> ORJSONResponse:
+        return problem(exc.status, exc.title, exc.detail, instance=request.url.path, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem(422, "Invalid request", detail, instance=request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        return problem(exc.status_code, title, str(exc.detail), instance=request.url.path)
+
+    for error_type, status in PURE_ERROR_STATUS.items():
+
+        async def _pure(request: Request, exc: Exception, status: int = status) -> ORJSONResponse:
+            return problem(status, "Invalid input", str(exc), instance=request.url.path)
+
+        app.add_exception_handler(error_type, _pure)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> ORJSONResponse:
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return problem(503, "Service unavailable", "The database is not reachable; retry later.")
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> ORJSONResponse:
+        return _internal(request, exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+        return _internal(request, exc)
+
+
+def _internal(request: Request, exc: Exception) -> ORJSONResponse:
+    log_id = uuid.uuid4().hex[:12]
+    log.exception("unhandled error %s on %s %s", log_id, request.method, request.url.path)
+    return problem(
+        500, "Internal server error", f"Something went wrong; quote log id {log_id}.", log_id=log_id
+    )

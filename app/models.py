@@ -1,0 +1,201 @@
+"""Tables (SQLAlchemy Core + GeoAlchemy2). Storage is EPSG:4326; migrations mirror this file."""
+
+from __future__ import annotations
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+SRID = 4326
+ROLES = ("viewer", "analyst", "editor", "admin")
+SEXES = ("female", "male", "unknown")
+
+
+def _timestamps() -> list[Column]:
+    return [
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ]
+
+
+admin_unit = Table(
+    "admin_unit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("boundary_set", Text, nullable=False, server_default="default"),
+    Column("level", SmallInteger, nullable=False),
+    Column("code", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("parent_id", Integer, ForeignKey("admin_unit.id", ondelete="SET NULL")),
+    Column("geom", Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False), nullable=False),
+    Column("area_km2", Float, nullable=False),
+    Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    *_timestamps(),
+    CheckConstraint("level >= 0", name="level_non_negative"),
+    CheckConstraint("ST_IsValid(geom)", name="geom_valid"),
+    Index("ix_admin_unit_geom", "geom", postgresql_using="gist"),
+    Index("ix_admin_unit_level", "level"),
+)
+
+population = Table(
+    "population",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("unit_id", Integer, ForeignKey("admin_unit.id", ondelete="CASCADE"), nullable=False),
+    Column("year", SmallInteger, nullable=False),
+    Column("sex", Text, nullable=False, server_default="total"),
+    Column("age_group", Text, nullable=False, server_default="total"),
+    Column("value", Float, nullable=False),
+    Column("source", Text, nullable=False, server_default=""),
+    CheckConstraint("sex IN ('total', 'female', 'male')", name="sex_known"),
+    CheckConstraint("value >= 0", name="value_non_negative"),
+    UniqueConstraint("unit_id", "year", "sex", "age_group"),
+)
+
+indicator_value = Table(
+    "indicator_value",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("unit_id", Integer, ForeignKey("admin_unit.id", ondelete="CASCADE"), nullable=False),
+    Column("period", Text, nullable=False),
+    Column("indicator", Text, nullable=False),
+    Column("sex", Text, nullable=False, server_default="total"),
+    Column("age_group", Text, nullable=False, server_default="total"),
+    Column("value", Float, nullable=False),
+    Column("source", Text, nullable=False, server_default=""),
+    UniqueConstraint("unit_id", "period", "indicator", "sex", "age_group"),
+)
+
+category = Table(
+    "category",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("category_group", Text, nullable=False),
+    # Sensitive categories (sexual, domestic violence) are never shown below the threshold.
+    Column("sensitive", Boolean, nullable=False, server_default=text("false")),
+    Column("description", Text, nullable=False, server_default=""),
+)
+
+import_batch = Table(
+    "import_batch",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", Text, nullable=False, server_default="incidents"),
+    Column("filename", Text, nullable=False),
+    Column("format", Text, nullable=False),
+    Column("options", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_by", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="running"),
+    Column("received", Integer, nullable=False, server_default="0"),
+    Column("inserted", Integer, nullable=False, server_default="0"),
+    Column("updated", Integer, nullable=False, server_default="0"),
+    Column("unchanged", Integer, nullable=False, server_default="0"),
+    Column("rejected", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint("status IN ('running', 'completed', 'failed')", name="status_known"),
+)
+
+import_rejection = Table(
+    "import_rejection",
+    metadata,
+    Column(
+        "batch_id", Integer, ForeignKey("import_batch.id", ondelete="CASCADE"), primary_key=True
+    ),
+    # 1-based data row number in the file (header excluded), so an analyst can find it.
+    Column("row_number", Integer, primary_key=True),
+    Column("source_id", Text),
+    Column("reason", Text, nullable=False),
+    Column("raw", JSONB, nullable=False),
+)
+
+incident = Table(
+    "incident",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("source_id", Text, nullable=False),
+    Column("category", Text, ForeignKey("category.code", onupdate="CASCADE"), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("reported_at", DateTime(timezone=True)),
+    Column("geom", Geometry("POINT", srid=SRID, spatial_index=False), nullable=False),
+    Column("location_precision", Text),
+    Column("victim_sex", Text),
+    Column("victim_age", SmallInteger),
+    Column("victims_count", SmallInteger, nullable=False, server_default="1"),
+    Column("weapon", Text),
+    Column("perpetrator_relation", Text),
+    Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Every admin unit (all levels) containing the point, set by a spatial join in PostGIS.
+    Column("unit_ids", ARRAY(Integer), nullable=False, server_default=text("'{}'")),
+    Column("import_batch_id", Integer, ForeignKey("import_batch.id", ondelete="SET NULL")),
+    *_timestamps(),
+    Column("deleted_at", DateTime(timezone=True)),
+    UniqueConstraint("source", "source_id"),
+    CheckConstraint("victim_sex IN ('female', 'male', 'unknown')", name="victim_sex_known"),
+    CheckConstraint("victim_age BETWEEN 0 AND 120", name="victim_age_range"),
+    CheckConstraint("victims_count >= 1", name="victims_count_positive"),
+    Index("ix_incident_geom", "geom", postgresql_using="gist"),
+    Index("ix_incident_occurred_at", "occurred_at"),
+    Index("ix_incident_category", "category"),
+    Index("ix_incident_unit_ids", "unit_ids", postgresql_using="gin"),
+)
+
+api_key = Table(
+    "api_key",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    # The public part of the key, shown in lists and logs; the secret is stored hashed only.
+    Column("prefix", Text, nullable=False, unique=True),
+    Column("hash", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint("role IN ('viewer', 'analyst', 'editor', 'admin')", name="role_known"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("entity", Text, nullable=False),
+    Column("entity_id", Text),
+    Column("before", JSONB),
+    Column("after", JSONB),
+    Index("ix_audit_log_entity", "entity", "entity_id"),
+    Index("ix_audit_log_at", "at"),
+)

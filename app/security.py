@@ -1,0 +1,58 @@
+"""API keys: generation, hashing and the role ladder viewer < analyst < editor < admin.
+
+Keys are 192-bit random secrets, so a plain SHA-256 is enough to store them (a slow
+password hash protects low-entropy secrets, which these are not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from app.models import ROLES
+
+KEY_PREFIX = "obs"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API key's id, name and role, or the anonymous public."""
+
+    role: str | None
+    key_id: int | None = None
+    name: str = "public"
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key_id}:{self.name}" if self.key_id else self.name
+
+    def has(self, role: str) -> bool:
+        return self.role is not None and ROLES.index(self.role) >= ROLES.index(role)
+
+
+PUBLIC = Principal(role=None)
+
+
+def new_key() -> tuple[str, str, str]:
+    """Return (key, prefix, hash); only the prefix and the hash are stored."""
+    prefix = secrets.token_hex(4)
+    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(24)}"
+    return key, prefix, hash_key(key)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def split_key(key: str) -> str | None:
+    """The prefix of a well-formed key, else None."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 8:
+        return None
+    return parts[1]
+
+
+def key_matches(key: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_key(key), stored_hash)

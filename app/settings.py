@@ -1,0 +1,121 @@
+"""One settings object for the whole service (env prefix ``OBSERVATORY_``, nested with ``__``).
+
+A TOML file named by ``OBSERVATORY_CONFIG_FILE`` supplies a country's territory settings
+(see ``config/``); environment variables override it. Nothing else in the project reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DATA_DIR = Path(str(files("app") / "data"))
+
+
+class DatabaseSettings(BaseModel):
+    """The private cluster the CLI manages (ignored when ``database_url`` is set)."""
+
+    data_dir: Path = Path(".data/postgres")
+    host: str = "127.0.0.1"
+    port: int = 5433
+    name: str = "observatory"
+    user: str = "observatory"
+    pool_size: int = 10
+    statement_timeout_ms: int = 60_000
+
+
+class TerritorySettings(BaseModel):
+    """The country (or city) the service runs for. Data, not code: Belize is only the default."""
+
+    name: str = "Belize"
+    # Metric CRS for distances, grids and buffers (UTM 16N suits Belize).
+    projected_crs: str = "EPSG:32616"
+    # Local time zone: naive timestamps in imported files are read in it.
+    timezone: str = "America/Belize"
+    # Incidents farther than this outside the loaded country outline are rejected
+    # (coarse outlines cut off coastal points and cayes).
+    tolerance_m: float = Field(default=2_000, ge=0)
+    # Used only while no boundaries are loaded: (west, south, east, north) in degrees.
+    bbox: tuple[float, float, float, float] | None = (-89.3, 15.8, -87.4, 18.6)
+    categories_file: Path = DATA_DIR / "categories.csv"
+
+
+class ApiSettings(BaseModel):
+    default_limit: int = Field(default=1_000, ge=1)
+    max_limit: int = Field(default=10_000, ge=1)
+    max_upload_mb: int = Field(default=200, ge=1)
+    cors_origins: list[str] = ["*"]
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> ApiSettings:
+        if self.default_limit > self.max_limit:
+            raise ValueError("api.default_limit must not exceed api.max_limit")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OBSERVATORY_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    config_file: Path | None = None
+    # Any PostGIS database (OBSERVATORY_DATABASE_URL); unset means the private cluster.
+    database_url: SecretStr | None = None
+    database: DatabaseSettings = DatabaseSettings()
+    territory: TerritorySettings = TerritorySettings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = env_settings().get("config_file")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def libpq_url(self) -> str:
+        """``postgresql://`` URL of the external or the private database."""
+        if self.database_url is not None:
+            url = self.database_url.get_secret_value()
+        else:
+            from app.cluster import Cluster
+
+            url = Cluster(self.database).url
+        for prefix in ("postgresql+psycopg://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql://" + url[len(prefix) :]
+        return url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The same URL for SQLAlchemy with the psycopg 3 driver."""
+        return "postgresql+psycopg://" + self.libpq_url[len("postgresql://") :]
+
+    @property
+    def uses_private_cluster(self) -> bool:
+        return self.database_url is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

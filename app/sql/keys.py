@@ -1,0 +1,47 @@
+"""SQL for API keys."""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, Update, func, insert, select, update
+from sqlalchemy.sql.dml import Insert
+
+from app.models import api_key
+
+
+def insert_key(name: str, prefix: str, key_hash: str, role: str) -> Insert:
+    return (
+        insert(api_key)
+        .values(name=name, prefix=prefix, hash=key_hash, role=role)
+        .returning(api_key.c.id)
+    )
+
+
+def select_active_key(prefix: str) -> Select:
+    return select(api_key.c.id, api_key.c.name, api_key.c.hash, api_key.c.role).where(
+        api_key.c.prefix == prefix, api_key.c.revoked_at.is_(None)
+    )
+
+
+def touch_key(key_id: int) -> Update:
+    return update(api_key).where(api_key.c.id == key_id).values(last_used_at=func.now())
+
+
+def select_keys() -> Select:
+    return select(
+        api_key.c.id,
+        api_key.c.name,
+        api_key.c.prefix,
+        api_key.c.role,
+        api_key.c.created_at,
+        api_key.c.last_used_at,
+        api_key.c.revoked_at,
+    ).order_by(api_key.c.id)
+
+
+def revoke_key(key_id: int) -> Update:
+    return (
+        update(api_key)
+        .where(api_key.c.id == key_id, api_key.c.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(api_key.c.id)
+    )

@@ -1,0 +1,135 @@
+"""Test fixtures: a throw-away PostgreSQL 15 + PostGIS cluster for the whole session.
+
+Nothing is mocked. If PostGIS cannot start, every database test errors loudly; a skip
+would hide a broken store, so none of these fixtures ever skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from app import security
+from app.cluster import Cluster
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import DATA_DIR, DatabaseSettings, Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BELIZE = DATA_DIR / "belize"
+ROLES = ("viewer", "analyst", "editor", "admin")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    base = tmp_path_factory.mktemp("postgres")
+    base.chmod(0o755)  # the postgres user must reach the data directory when we are root
+    for parent in base.parents:
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o005)
+    db = DatabaseSettings(data_dir=base / "data", port=_free_port(), name="observatory_test")
+    cluster = Cluster(db)
+    cluster.start()  # raises (and so fails the suite) when PostgreSQL/PostGIS cannot run
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def settings(cluster: Cluster) -> Settings:
+    settings = Settings(environment="test", database=cluster.settings, database_url=None)
+    upgrade(settings.sqlalchemy_url)
+    return settings
+
+
+def run(coro):
+    """Run a coroutine from a synchronous test."""
+    return asyncio.run(coro)
+
+
+async def _with_engine(settings: Settings, fn):
+    from app.db import create_engine
+
+    engine = create_engine(settings)
+    try:
+        return await fn(engine)
+    finally:
+        await engine.dispose()
+
+
+def call_service(settings: Settings, fn):
+    """Call ``fn(engine)`` (an async service function) on a fresh engine."""
+    return run(_with_engine(settings, fn))
+
+
+@pytest.fixture(scope="session")
+def db_url(settings: Settings) -> str:
+    return settings.libpq_url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def base_data(settings: Settings) -> Settings:
+    """Categories and the real Belize boundaries (country + 6 districts), loaded once."""
+    from app.services.boundaries import import_boundaries
+    from app.services.categories import load_categories
+
+    call_service(settings, lambda e: load_categories(e, settings.territory.categories_file))
+    boundaries = BELIZE / "boundaries"
+    call_service(
+        settings,
+        lambda e: import_boundaries(
+            e, boundaries / "belize_adm0_naturalearth_10m.geojson", level=0,
+            code_field="ISO_A2", name_field="ADMIN", actor="tests",
+        ),
+    )
+    call_service(
+        settings,
+        lambda e: import_boundaries(
+            e, boundaries / "belize_adm1_districts.geojson", level=1,
+            code_field="iso_3166_2", name_field="district", actor="tests",
+        ),
+    )
+    return settings
+
+
+@pytest.fixture(scope="session")
+def keys(settings: Settings, db_url: str) -> dict[str, str]:
+    """One API key per role."""
+    out = {}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for role in ROLES:
+            key, prefix, key_hash = security.new_key()
+            conn.execute(
+                "INSERT INTO api_key (name, prefix, hash, role) VALUES (%s, %s, %s, %s)",
+                [f"test-{role}", prefix, key_hash, role],
+            )
+            out[role] = key
+    return out
+
+
+def auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@pytest.fixture(scope="session")
+def client(base_data: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(base_data)) as client:
+        yield client
