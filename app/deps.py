@@ -23,7 +23,9 @@ def get_engine(request: Request) -> AsyncEngine:
     return request.app.state.engine
 
 
-async def get_conn(engine: Annotated[AsyncEngine, Depends(get_engine)]) -> AsyncIterator[AsyncConnection]:
+async def get_conn(
+    engine: Annotated[AsyncEngine, Depends(get_engine)],
+) -> AsyncIterator[AsyncConnection]:
     """One transaction per request: committed when the handler returns, rolled back on error."""
     async with engine.begin() as conn:
         yield conn

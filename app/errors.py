@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -68,22 +68,22 @@ class ServiceUnavailable(ProblemError):
 PURE_ERROR_STATUS: dict[type[Exception], int] = {BoundaryError: 422}
 
 
-def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> ORJSONResponse:
+def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return ORJSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
-    async def _problem(request: Request, exc: ProblemError) -> ORJSONResponse:
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
         return problem(exc.status, exc.title, exc.detail, instance=request.url.path, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
@@ -92,32 +92,32 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(422, "Invalid request", detail, instance=request.url.path, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail), instance=request.url.path)
 
     for error_type, status in PURE_ERROR_STATUS.items():
 
-        async def _pure(request: Request, exc: Exception, status: int = status) -> ORJSONResponse:
+        async def _pure(request: Request, exc: Exception, status: int = status) -> JSONResponse:
             return problem(status, "Invalid input", str(exc), instance=request.url.path)
 
         app.add_exception_handler(error_type, _pure)
 
     @app.exception_handler(OperationalError)
-    async def _database_down(request: Request, exc: OperationalError) -> ORJSONResponse:
+    async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc.__class__.__name__)
         return problem(503, "Service unavailable", "The database is not reachable; retry later.")
 
     @app.exception_handler(DBAPIError)
-    async def _database_error(request: Request, exc: DBAPIError) -> ORJSONResponse:
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         return _internal(request, exc)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _internal(request, exc)
 
 
-def _internal(request: Request, exc: Exception) -> ORJSONResponse:
+def _internal(request: Request, exc: Exception) -> JSONResponse:
     log_id = uuid.uuid4().hex[:12]
     log.exception("unhandled error %s on %s %s", log_id, request.method, request.url.path)
     return problem(

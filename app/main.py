@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import ORJSONResponse
 from fastapi.routing import APIRoute
 
 from app.errors import install_error_handlers
@@ -38,7 +37,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Crime Observatory API",
         summary="Georeferenced incidents, hot spots and territorial violence indexes on PostGIS.",
         version="0.1.0",
-        default_response_class=ORJSONResponse,
         generate_unique_id_function=_operation_id,
         lifespan=lifespan,
     )
@@ -51,7 +49,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Location"],
     )
     install_error_handlers(app)
-    for router in (health.router, units.router, boundaries.router, incidents.router, imports.router):
+    for router in (
+        health.router,
+        units.router,
+        boundaries.router,
+        incidents.router,
+        imports.router,
+    ):
         app.include_router(router)
     logging.basicConfig(level=logging.INFO)
     return app

@@ -96,15 +96,23 @@ def base_data(settings: Settings) -> Settings:
     call_service(
         settings,
         lambda e: import_boundaries(
-            e, boundaries / "belize_adm0_naturalearth_10m.geojson", level=0,
-            code_field="ISO_A2", name_field="ADMIN", actor="tests",
+            e,
+            boundaries / "belize_adm0_naturalearth_10m.geojson",
+            level=0,
+            code_field="ISO_A2",
+            name_field="ADMIN",
+            actor="tests",
         ),
     )
     call_service(
         settings,
         lambda e: import_boundaries(
-            e, boundaries / "belize_adm1_districts.geojson", level=1,
-            code_field="iso_3166_2", name_field="district", actor="tests",
+            e,
+            boundaries / "belize_adm1_districts.geojson",
+            level=1,
+            code_field="iso_3166_2",
+            name_field="district",
+            actor="tests",
         ),
     )
     return settings

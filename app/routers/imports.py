@@ -1,5 +1,142 @@
-"""Placeholder; being written."""
+"""Bulk incident imports (editor): upload a file, read the report, download rejected rows."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter(tags=["imports"])
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+
+from app.deps import ConnDep, Editor, EngineDep, SettingsDep
+from app.errors import InvalidParameter, NotFound
+from app.schemas.imports import ImportBatchDetail, ImportBatchList, ImportBatchPublic
+from app.services.imports import import_incidents, rejections_csv
+from app.services.incident_rows import FORMATS, ReadOptions
+from app.sql import imports as sql
+from app.uploads import saved_upload
+
+router = APIRouter(prefix="/imports", tags=["imports"])
+
+REJECTIONS_SHOWN = 1_000
+
+
+def _links(request: Request, batch_id: int) -> list[dict[str, str]]:
+    return [
+        {
+            "rel": "self",
+            "type": "application/json",
+            "href": str(request.url_for("get_import", batch_id=batch_id)),
+        },
+        {
+            "rel": "rejections",
+            "type": "text/csv",
+            "href": str(request.url_for("get_import_rejections", batch_id=batch_id)),
+        },
+    ]
+
+
+def _columns(columns: str | None) -> dict[str, str]:
+    if not columns:
+        return {}
+    try:
+        mapping = orjson.loads(columns)
+    except orjson.JSONDecodeError:
+        mapping = None
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise InvalidParameter(
+            'columns must be a JSON object mapping our names to yours, e.g. {"category": "tipo"}'
+        )
+    return mapping
+
+
+@router.post("", status_code=201, response_model=ImportBatchDetail, summary="Import incidents")
+async def create_import(
+    request: Request,
+    engine: EngineDep,
+    conn: ConnDep,
+    settings: SettingsDep,
+    who: Editor,
+    file: Annotated[UploadFile, File(description="CSV, GeoJSON or GeoPackage")],
+    source: Annotated[str | None, Form(description="reporting agency, if no source column")] = None,
+    format: Annotated[str | None, Form(description="csv, geojson or gpkg")] = None,
+    crs: Annotated[str | None, Form(description="CRS of the coordinates, e.g. EPSG:32616")] = None,
+    columns: Annotated[str | None, Form(description='JSON: {"category": "tipo", …}')] = None,
+    delimiter: Annotated[str, Form(max_length=1)] = ",",
+    encoding: Annotated[str, Form()] = "utf-8",
+    layer: Annotated[str | None, Form(description="GeoPackage layer")] = None,
+) -> Response:
+    options = ReadOptions(
+        source=source,
+        format=format,
+        columns=_columns(columns),
+        crs=crs,
+        layer=layer,
+        delimiter=delimiter,
+        encoding=encoding,
+    )
+    suffixes = tuple(FORMATS) if format is None else (*FORMATS, ".dat")
+    with saved_upload(file, max_mb=settings.api.max_upload_mb, suffixes=suffixes) as path:
+        report = await import_incidents(
+            engine,
+            settings,
+            path,
+            options,
+            actor=who.actor,
+            filename=file.filename or path.name,
+        )
+    detail = await _detail(request, conn, report.batch_id)
+    return Response(
+        detail.model_dump_json(),
+        status_code=201,
+        media_type="application/json",
+        headers={"Location": detail.links[0]["href"]},
+    )
+
+
+@router.get("", response_model=ImportBatchList, summary="Recent import batches")
+async def list_imports(
+    request: Request,
+    conn: ConnDep,
+    _: Editor,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ImportBatchList:
+    rows = (await conn.execute(sql.select_batches(limit, offset))).mappings().all()
+    return ImportBatchList(
+        batches=[ImportBatchPublic(**r, links=_links(request, r["id"])) for r in rows]
+    )
+
+
+@router.get("/{batch_id}", response_model=ImportBatchDetail, summary="One batch and its rejections")
+async def get_import(
+    request: Request, batch_id: int, conn: ConnDep, _: Editor
+) -> ImportBatchDetail:
+    return await _detail(request, conn, batch_id)
+
+
+@router.get("/{batch_id}/rejections.csv", summary="Every rejected row with its reason, as CSV")
+async def get_import_rejections(batch_id: int, conn: ConnDep, _: Editor) -> Response:
+    if (await conn.execute(sql.select_batch(batch_id))).first() is None:
+        raise NotFound(f"no import batch {batch_id}")
+    rows = (await conn.execute(sql.select_rejections(batch_id))).all()
+    body = rejections_csv(rows) if rows else "row_number,source_id,reason\n"
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="import-{batch_id}-rejected.csv"'},
+    )
+
+
+async def _detail(request: Request, conn, batch_id: int) -> ImportBatchDetail:
+    batch = (await conn.execute(sql.select_batch(batch_id))).mappings().first()
+    if batch is None:
+        raise NotFound(f"no import batch {batch_id}")
+    rows = (
+        (await conn.execute(sql.select_rejections(batch_id, REJECTIONS_SHOWN + 1))).mappings().all()
+    )
+    return ImportBatchDetail(
+        **batch,
+        links=_links(request, batch_id),
+        rejections=[dict(r) for r in rows[:REJECTIONS_SHOWN]],
+        rejections_truncated=len(rows) > REJECTIONS_SHOWN,
+    )

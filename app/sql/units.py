@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import TextClause, text
 
 
@@ -47,3 +49,165 @@ def assign_incident_units(where: str = "TRUE") -> list[TextClause]:
               AND cardinality(i.unit_ids) < (SELECT count(DISTINCT level) FROM admin_unit)"""
         ),
     ]
+
+
+# --- Boundary import -------------------------------------------------------------------------
+
+
+def upsert_units(level: int, rows: list[dict], boundary_set: str = "default") -> TextClause:
+    """Insert or update units by ``code``; returns one row per unit: ``code, inserted``.
+
+    ``rows`` are dicts with ``code``, ``name``, ``parent_code`` (None or the code of a unit
+    of ``level - 1``) and ``wkb`` (hex WKB or EWKB, lon/lat). They travel as one bound
+    JSON array, so the whole level is one statement. Polygons become MultiPolygons, the
+    SRID is 4326 and ``area_km2`` is the geodesic area.
+    """
+    return text(
+        """
+        WITH src AS (
+            SELECT r.code, r.name, r.parent_code,
+                   ST_Multi(ST_SetSRID(ST_GeomFromEWKB(decode(r.wkb, 'hex')), 4326)) AS geom
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                AS r(code text, name text, parent_code text, wkb text)
+        )
+        INSERT INTO admin_unit AS u
+            (boundary_set, level, code, name, parent_id, geom, area_km2, updated_at)
+        SELECT :boundary_set, :level, s.code, s.name, p.id, s.geom,
+               ST_Area(s.geom::geography) / 1e6, now()
+        FROM src s
+        LEFT JOIN admin_unit p ON p.code = s.parent_code AND p.level = :level - 1
+        ON CONFLICT (code) DO UPDATE SET
+            boundary_set = EXCLUDED.boundary_set,
+            level = EXCLUDED.level,
+            name = EXCLUDED.name,
+            parent_id = EXCLUDED.parent_id,
+            geom = EXCLUDED.geom,
+            area_km2 = EXCLUDED.area_km2,
+            updated_at = now()
+        RETURNING u.code, (xmax = 0) AS inserted
+        """
+    ).bindparams(rows=json.dumps(rows), level=level, boundary_set=boundary_set)
+
+
+def delete_units_missing(level: int, codes: list[str]) -> TextClause:
+    """Delete the units of ``level`` whose code is not in ``codes``; returns their codes.
+
+    Their population and indicator rows go with them (``ON DELETE CASCADE``) and their
+    children lose their parent (``SET NULL``).
+    """
+    return text(
+        """
+        DELETE FROM admin_unit
+        WHERE level = :level AND NOT (code = ANY(CAST(:codes AS text[])))
+        RETURNING code
+        """
+    ).bindparams(level=level, codes=list(codes))
+
+
+def select_units_wkb(level: int) -> TextClause:
+    """``code, name, wkb`` (bytes, lon/lat) of the units of ``level``, by code."""
+    return text(
+        """
+        SELECT code, name, ST_AsBinary(geom) AS wkb
+        FROM admin_unit WHERE level = :level ORDER BY code
+        """
+    ).bindparams(level=level)
+
+
+def select_orphans_wkb(level: int) -> TextClause:
+    """``code, wkb`` of the units of ``level`` that have no parent, by code."""
+    return text(
+        """
+        SELECT code, ST_AsBinary(geom) AS wkb
+        FROM admin_unit WHERE level = :level AND parent_id IS NULL ORDER BY code
+        """
+    ).bindparams(level=level)
+
+
+def update_parents(level: int, links: list[dict]) -> TextClause:
+    """Set ``parent_id`` of units of ``level`` from ``links`` (dicts ``code, parent_code``)."""
+    return text(
+        """
+        UPDATE admin_unit c SET parent_id = p.id, updated_at = now()
+        FROM jsonb_to_recordset(CAST(:links AS jsonb)) AS l(code text, parent_code text)
+        JOIN admin_unit p ON p.code = l.parent_code AND p.level = :level - 1
+        WHERE c.code = l.code AND c.level = :level
+        """
+    ).bindparams(links=json.dumps(links), level=level)
+
+
+def snapshot_incident_units() -> TextClause:
+    """Copy every incident's ``unit_ids`` into a temporary table dropped at commit."""
+    return text(
+        """
+        CREATE TEMPORARY TABLE incident_units_before ON COMMIT DROP AS
+        SELECT id, unit_ids FROM incident
+        """
+    )
+
+
+def count_changed_incident_units() -> TextClause:
+    """How many incidents' ``unit_ids`` differ from :func:`snapshot_incident_units`."""
+    return text(
+        """
+        SELECT count(*) FROM incident i JOIN incident_units_before b USING (id)
+        WHERE i.unit_ids IS DISTINCT FROM b.unit_ids
+        """
+    )
+
+
+# --- Serving units as GeoJSON (built in PostGIS) -------------------------------------------
+
+
+def _feature(simplify: float | None) -> str:
+    geom = "u.geom" if simplify is None else "ST_SimplifyPreserveTopology(u.geom, :simplify)"
+    return f"""json_build_object(
+            'type', 'Feature',
+            'id', u.code,
+            'geometry', ST_AsGeoJSON({geom})::json,
+            'properties', json_build_object(
+                'code', u.code, 'name', u.name, 'level', u.level,
+                'parent_code', p.code, 'area_km2', u.area_km2
+            )
+        )"""
+
+
+def select_units_geojson(level: int | None = None, simplify: float | None = None) -> TextClause:
+    """One row, one column: the units of ``level`` (all levels when None) as a GeoJSON
+    FeatureCollection text, ordered by level and code; ``simplify`` is a
+    ``ST_SimplifyPreserveTopology`` tolerance in degrees."""
+    where = "TRUE" if level is None else "u.level = :level"
+    stmt = text(
+        f"""
+        SELECT json_build_object(
+            'type', 'FeatureCollection',
+            'features', coalesce(json_agg(f.feature ORDER BY f.level, f.code), '[]'::json)
+        )::text
+        FROM (
+            SELECT u.level, u.code, {_feature(simplify)} AS feature
+            FROM admin_unit u LEFT JOIN admin_unit p ON p.id = u.parent_id
+            WHERE {where}
+        ) f
+        """
+    )
+    params: dict = {}
+    if level is not None:
+        params["level"] = level
+    if simplify is not None:
+        params["simplify"] = simplify
+    return stmt.bindparams(**params)
+
+
+def select_unit_geojson(code: str, simplify: float | None = None) -> TextClause:
+    """The unit ``code`` as a GeoJSON Feature text (no row when the code is unknown)."""
+    stmt = text(
+        f"""
+        SELECT {_feature(simplify)}::text
+        FROM admin_unit u LEFT JOIN admin_unit p ON p.id = u.parent_id
+        WHERE u.code = :code
+        """
+    )
+    params: dict = {"code": code}
+    if simplify is not None:
+        params["simplify"] = simplify
+    return stmt.bindparams(**params)

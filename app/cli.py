@@ -1,0 +1,368 @@
+"""``observatory``: everything an administrator does from a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.settings import Settings, get_settings
+
+T = TypeVar("T")
+console = Console()
+cli = typer.Typer(help="Crime observatory: PostGIS store, analyses and map services.")
+db_cli = typer.Typer(help="The private PostgreSQL + PostGIS cluster.")
+import_cli = typer.Typer(help="Load boundaries, incidents, populations, indicators, categories.")
+keys_cli = typer.Typer(help="API keys and their roles (viewer < analyst < editor < admin).")
+cli.add_typer(db_cli, name="db")
+cli.add_typer(import_cli, name="import")
+cli.add_typer(keys_cli, name="keys")
+
+CLI_ACTOR = f"cli:{os.environ.get('USER', 'admin')}"
+FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
+
+
+def _with_engine(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> T:
+    from app.db import create_engine
+
+    async def run() -> T:
+        engine = create_engine(settings or get_settings())
+        try:
+            return await fn(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Turn the service's expected errors into one clear line and exit code 1."""
+    from app.cluster import ClusterError
+    from app.errors import ProblemError
+    from boundaries import BoundaryError
+
+    try:
+        return fn()
+    except (ProblemError, BoundaryError, ClusterError) as exc:
+        _fail(getattr(exc, "detail", None) or str(exc))
+        raise  # unreachable; keeps type checkers content
+
+
+# -- database ----------------------------------------------------------------------------
+
+
+@db_cli.command("start")
+def db_start() -> None:
+    """Create (first time) and start the private cluster on 127.0.0.1."""
+    from app.cluster import Cluster
+
+    settings = get_settings()
+    if not settings.uses_private_cluster:
+        _fail("OBSERVATORY_DATABASE_URL is set: the database is managed elsewhere")
+    cluster = Cluster(settings.database)
+    _guard(cluster.start)
+    console.print(f"PostgreSQL {cluster.status()}")
+
+
+@db_cli.command("stop")
+def db_stop() -> None:
+    """Stop the private cluster."""
+    from app.cluster import Cluster
+
+    cluster = Cluster(get_settings().database)
+    cluster.stop()
+    console.print(f"PostgreSQL {cluster.status()}")
+
+
+@db_cli.command("status")
+def db_status() -> None:
+    """Say whether the private cluster exists and runs."""
+    from app.cluster import Cluster
+
+    settings = get_settings()
+    if not settings.uses_private_cluster:
+        console.print("external database (OBSERVATORY_DATABASE_URL)")
+        return
+    console.print(f"PostgreSQL {Cluster(settings.database).status()}")
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the schema (PostGIS extension, tables, indexes)."""
+    from app.migrate import upgrade
+
+    upgrade(get_settings().sqlalchemy_url)
+    console.print("database schema is up to date")
+
+
+# -- imports -----------------------------------------------------------------------------
+
+
+@import_cli.command("boundaries")
+def import_boundaries_cmd(
+    file: FileArg,
+    level: Annotated[int, typer.Option(help="0 country, 1 district, 2 …")],
+    code_field: Annotated[str, typer.Option(help="field holding the unit code")] = "code",
+    name_field: Annotated[str, typer.Option(help="field holding the unit name")] = "name",
+    parent_field: Annotated[str | None, typer.Option(help="field with the parent code")] = None,
+    layer: Annotated[str | None, typer.Option(help="GeoPackage layer")] = None,
+    replace: Annotated[
+        bool, typer.Option(help="delete units of this level missing from the file")
+    ] = False,
+) -> None:
+    """Load GeoJSON, GeoPackage or zipped Shapefile boundaries (any CRS)."""
+    from app.services.boundaries import import_boundaries
+
+    settings = get_settings()
+    report = _guard(
+        lambda: _with_engine(
+            lambda engine: import_boundaries(
+                engine,
+                file,
+                level=level,
+                code_field=code_field,
+                name_field=name_field,
+                parent_field=parent_field,
+                layer=layer,
+                actor=CLI_ACTOR,
+                replace=replace,
+                tolerance_m=settings.territory.tolerance_m,
+            )
+        )
+    )
+    _print_report(report)
+
+
+@import_cli.command("incidents")
+def import_incidents_cmd(
+    file: FileArg,
+    source: Annotated[
+        str | None, typer.Option(help="reporting agency, if no source column")
+    ] = None,
+    format: Annotated[str | None, typer.Option(help="csv, geojson or gpkg")] = None,
+    crs: Annotated[str | None, typer.Option(help="CRS of the coordinates")] = None,
+    map: Annotated[
+        list[str] | None, typer.Option(help="OURS=THEIRS column mapping, repeatable")
+    ] = None,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    layer: Annotated[str | None, typer.Option(help="GeoPackage layer")] = None,
+) -> None:
+    """Import incidents from CSV, GeoJSON or GeoPackage: idempotent, lossless, one batch."""
+    from app.services.imports import import_incidents
+    from app.services.incident_rows import ReadOptions
+
+    columns = {}
+    for item in map or []:
+        ours, sep, theirs = item.partition("=")
+        if not sep:
+            _fail(f"--map needs OURS=THEIRS (got {item!r})")
+        columns[ours.strip()] = theirs.strip()
+    options = ReadOptions(
+        source=source,
+        format=format,
+        columns=columns,
+        crs=crs,
+        layer=layer,
+        delimiter=delimiter,
+        encoding=encoding,
+    )
+    settings = get_settings()
+    with _progress() as progress:
+        report = _guard(
+            lambda: _with_engine(
+                lambda engine: import_incidents(
+                    engine, settings, file, options, actor=CLI_ACTOR, progress=progress
+                )
+            )
+        )
+    _print_report(report)
+    if report.rejected:
+        console.print(
+            f"{report.rejected} rejected rows: GET /imports/{report.batch_id}/rejections.csv"
+        )
+
+
+@import_cli.command("population")
+def import_population_cmd(file: FileArg) -> None:
+    """Denominators: long CSV unit_code, year, sex, age_group, value, source."""
+    from app.services.tables import import_population
+
+    _print_report(
+        _guard(lambda: _with_engine(lambda e: import_population(e, file, actor=CLI_ACTOR)))
+    )
+
+
+@import_cli.command("indicators")
+def import_indicators_cmd(file: FileArg) -> None:
+    """External indicators: long CSV unit_code, period, indicator, sex, age_group, value, source."""
+    from app.services.tables import import_indicators
+
+    _print_report(
+        _guard(lambda: _with_engine(lambda e: import_indicators(e, file, actor=CLI_ACTOR)))
+    )
+
+
+@import_cli.command("categories")
+def import_categories_cmd(file: FileArg) -> None:
+    """Category vocabulary: CSV code, name, category_group, sensitive, description."""
+    from app.services.categories import load_categories
+
+    count = _guard(lambda: _with_engine(lambda e: load_categories(e, file)))
+    console.print(f"{count} categories loaded")
+
+
+# -- keys --------------------------------------------------------------------------------
+
+
+@keys_cli.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="viewer, analyst, editor or admin")],
+    name: Annotated[str, typer.Option(help="who or what uses the key")] = "unnamed",
+) -> None:
+    """Create a key; it is shown once and stored hashed."""
+    from app.services.keys import create_key
+
+    key = _guard(
+        lambda: _with_engine(lambda e: create_key(e, role=role, name=name, actor=CLI_ACTOR))
+    )
+    console.print(f"{role} key for {name!r} (shown once):")
+    print(key)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    from app.services.keys import list_keys
+
+    rows = _with_engine(list_keys)
+    table = Table("id", "name", "prefix", "role", "created", "last used", "revoked")
+    for r in rows:
+        table.add_row(*(str(v) if v is not None else "" for v in r))
+    console.print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: int) -> None:
+    """Revoke a key by id; requests with it get 401 from now on."""
+    from app.services.keys import revoke_key
+
+    _guard(lambda: _with_engine(lambda e: revoke_key(e, key_id, actor=CLI_ACTOR)))
+    console.print(f"key {key_id} revoked")
+
+
+# -- demo and serving --------------------------------------------------------------------
+
+
+@cli.command()
+def demo(
+    incidents: Annotated[int, typer.Option(help="synthetic incidents to generate")] = 60_000,
+    seed: Annotated[int, typer.Option(help="random seed of the synthetic incidents")] = 42,
+) -> None:
+    """Load the Belize demo: real districts and census, SYNTHETIC incidents."""
+    from app.services.demo import load_demo
+
+    settings = get_settings()
+    with _progress() as progress:
+        report = _guard(
+            lambda: _with_engine(
+                lambda e: load_demo(e, settings, incidents=incidents, seed=seed, progress=progress)
+            )
+        )
+    if report.incidents is None:
+        console.print(f"demo already loaded ({report.existing_incidents} synthetic incidents)")
+    else:
+        _print_report(report.incidents)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+) -> None:
+    """Serve the API with uvicorn."""
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@cli.command()
+def up(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    incidents: Annotated[int, typer.Option(help="synthetic demo incidents")] = 60_000,
+) -> None:
+    """Everything for a first look: start PostGIS, migrate, load the demo, print keys, serve."""
+    from app.services.keys import demo_keys
+
+    settings = get_settings()
+    if settings.uses_private_cluster:
+        db_start()
+    migrate()
+    demo(incidents=incidents, seed=42)
+    keys = _guard(lambda: _with_engine(lambda e: demo_keys(e, settings)))
+    console.print("\n[bold]Demo API keys[/bold] (also in .data/demo-keys.json):")
+    for role, key in keys.items():
+        console.print(f"  {role:8} {key}")
+    console.print(f"\nServing on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n")
+    serve(host=host, port=port, workers=1)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _progress():
+    """A rich progress bar fed by the services' (stage, done, total) callbacks."""
+
+    class _Bar:
+        def __enter__(self):
+            self.bar = Progress(
+                TextColumn("{task.description:>9}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
+            self.bar.__enter__()
+            self.tasks: dict[str, Any] = {}
+            return self
+
+        def __call__(self, stage: str, done: int, total: int) -> None:
+            if stage not in self.tasks:
+                self.tasks[stage] = self.bar.add_task(stage, total=total)
+            self.bar.update(self.tasks[stage], completed=done, total=total)
+
+        def __exit__(self, *exc):
+            return self.bar.__exit__(*exc)
+
+    return _Bar()
+
+
+def _print_report(report: Any) -> None:
+    data = report if isinstance(report, dict) else getattr(report, "__dict__", report)
+    if hasattr(report, "model_dump"):
+        data = report.model_dump()
+    console.print_json(json.dumps(data, default=str))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Import administrative boundaries: read → repair → hierarchy (pure package) → PostGIS.
+
+When boundaries change, incidents follow: the import re-runs the spatial join that sets
+every incident's ``unit_ids``, in the same transaction as the boundary upsert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+from sqlalchemy import TextClause
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.errors import InvalidParameter
+from app.schemas.units import BoundaryReport, RepairedUnit
+from app.sql import audit as audit_sql
+from app.sql import units as sql
+from boundaries import BoundaryError
+from boundaries.hierarchy import assign_parents
+from boundaries.read import read_boundaries
+from boundaries.repair import RepairNote, repair_geometries
+
+
+def prepare_units(
+    path: Path,
+    *,
+    code_field: str,
+    name_field: str,
+    parent_field: str | None,
+    layer: str | None,
+) -> tuple[gpd.GeoDataFrame, int, list[RepairNote]]:
+    """Read and repair a boundary file: (units, features received, repair notes)."""
+    units = read_boundaries(
+        path, code_field=code_field, name_field=name_field, parent_field=parent_field, layer=layer
+    )
+    repaired, notes = repair_geometries(units)
+    if repaired.empty:
+        raise BoundaryError(f"{Path(path).name}: no unit has a usable polygon after repair")
+    return repaired, len(units), notes
+
+
+async def import_boundaries(
+    engine: AsyncEngine,
+    path: Path | str,
+    *,
+    level: int,
+    code_field: str,
+    name_field: str,
+    parent_field: str | None = None,
+    layer: str | None = None,
+    actor: str,
+    replace: bool = False,
+    tolerance_m: float = 2000.0,
+) -> BoundaryReport:
+    """Load one level of units from a boundary file, idempotently (upsert by code).
+
+    Parents come from the units of ``level - 1`` already loaded; units of ``level + 1``
+    left without a parent are linked to the new units. With ``replace``, units of
+    ``level`` absent from the file are deleted (with their population and indicator
+    rows). Everything, including the incidents' unit reassignment (nearest unit within
+    ``tolerance_m`` for points just outside) and one audit row, is one transaction.
+    """
+    if level < 0:
+        raise InvalidParameter("level must be 0 (country) or more")
+    units, received, notes = await asyncio.to_thread(
+        prepare_units,
+        Path(path),
+        code_field=code_field,
+        name_field=name_field,
+        parent_field=parent_field,
+        layer=layer,
+    )
+    async with engine.begin() as conn:
+        if level > 0:
+            parents = await _units_frame(conn, sql.select_units_wkb(level - 1))
+            units = await asyncio.to_thread(assign_parents, units, parents)
+        elif units["parent_code"].notna().any():
+            raise BoundaryError("units of level 0 (countries) cannot have a parent")
+        rows = [
+            {
+                "code": code,
+                "name": name,
+                "parent_code": None if pd.isna(parent) else parent,
+                "wkb": wkb,
+            }
+            for code, name, parent, wkb in zip(
+                units["code"],
+                units["name"],
+                units["parent_code"],
+                shapely.to_wkb(units.geometry.array, hex=True),
+                strict=True,
+            )
+        ]
+        result = (await conn.execute(sql.upsert_units(level, rows))).all()
+        inserted = sum(1 for row in result if row.inserted)
+        deleted = 0
+        if replace:
+            gone = await conn.execute(sql.delete_units_missing(level, list(units["code"])))
+            deleted = len(gone.all())
+        await _link_orphans(conn, level + 1)
+
+        await conn.execute(sql.snapshot_incident_units())
+        for statement in sql.assign_incident_units():
+            await conn.execute(statement, {"tolerance_m": tolerance_m})
+        reassigned = (await conn.execute(sql.count_changed_incident_units())).scalar_one()
+
+        report = BoundaryReport(
+            level=level,
+            received=received,
+            inserted=inserted,
+            updated=len(result) - inserted,
+            deleted=deleted,
+            repaired=[RepairedUnit(code=n.code, reason=n.reason) for n in notes],
+            without_parent=(
+                sorted(units.loc[units["parent_code"].isna(), "code"]) if level > 0 else []
+            ),
+            incidents_reassigned=reassigned,
+        )
+        summary = {"file": Path(path).name, "replace": replace, **report.model_dump()}
+        await conn.execute(
+            audit_sql.insert_audit(
+                actor, "import", "boundaries", entity_id=f"level:{level}", after=summary
+            )
+        )
+    return report
+
+
+async def _units_frame(conn: AsyncConnection, statement: TextClause) -> gpd.GeoDataFrame:
+    """Rows with ``code`` and ``wkb`` as a GeoDataFrame in EPSG:4326."""
+    rows = (await conn.execute(statement)).all()
+    return gpd.GeoDataFrame(
+        {"code": [row.code for row in rows]},
+        geometry=gpd.GeoSeries(shapely.from_wkb([bytes(row.wkb) for row in rows]), crs=4326),
+    )
+
+
+async def _link_orphans(conn: AsyncConnection, level: int) -> None:
+    """Give the parentless units of ``level`` a parent among the units of ``level - 1``."""
+    orphans = await _units_frame(conn, sql.select_orphans_wkb(level))
+    if orphans.empty:
+        return
+    parents = await _units_frame(conn, sql.select_units_wkb(level - 1))
+    linked = assign_parents(orphans, parents)
+    links = [
+        {"code": code, "parent_code": parent}
+        for code, parent in zip(linked["code"], linked["parent_code"], strict=True)
+        if parent is not None
+    ]
+    if links:
+        await conn.execute(sql.update_parents(level, links))

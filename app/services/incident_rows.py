@@ -1,0 +1,445 @@
+"""Read incident files and validate their rows, vectorised over the whole frame.
+
+The same rules serve the bulk import and the single-incident endpoints, so a row accepted
+by one is accepted by the other. Every rejected row keeps its original values and all
+its reasons, joined by "; ", so an analyst can fix the file in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyogrio
+import shapely
+from pyproj import CRS, Transformer
+
+from app.errors import InvalidFile, InvalidParameter
+
+# The canonical columns of an incident record, as a file may provide them.
+TEXT_COLUMNS = ("location_precision", "weapon", "perpetrator_relation")
+CANONICAL = (
+    "source",
+    "source_id",
+    "category",
+    "occurred_at",
+    "reported_at",
+    "longitude",
+    "latitude",
+    "wkt",
+    "victim_sex",
+    "victim_age",
+    "victims_count",
+    *TEXT_COLUMNS,
+)
+FORMATS = {".csv": "csv", ".txt": "csv", ".geojson": "geojson", ".json": "geojson", ".gpkg": "gpkg"}
+SEX_ALIASES = {
+    "f": "female",
+    "female": "female",
+    "woman": "female",
+    "w": "female",
+    "mujer": "female",
+    "femenino": "female",
+    "m": "male",
+    "male": "male",
+    "man": "male",
+    "hombre": "male",
+    "masculino": "male",
+    "u": "unknown",
+    "unknown": "unknown",
+    "": "unknown",
+    "na": "unknown",
+    "n/a": "unknown",
+}
+# Columns of a validated frame, in the order the staging table receives them.
+VALID_COLUMNS = (
+    "row_number",
+    "source",
+    "source_id",
+    "category",
+    "occurred_at",
+    "reported_at",
+    "longitude",
+    "latitude",
+    "location_precision",
+    "victim_sex",
+    "victim_age",
+    "victims_count",
+    "weapon",
+    "perpetrator_relation",
+    "attributes",
+)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read an incident file.
+
+    ``columns`` maps a canonical name (``category``, ``occurred_at``, ``longitude``,
+    ``wkt``…) to the file's own column name. ``crs`` is the CRS of the coordinates
+    (default: the file's own CRS, else EPSG:4326). ``source`` names the agency when
+    the file has no ``source`` column.
+    """
+
+    source: str | None = None
+    format: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    crs: str | None = None
+    layer: str | None = None
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")}
+
+
+@dataclass(frozen=True)
+class Territory:
+    """Where incidents may lie: the loaded outline (buffered by the tolerance) in EPSG:4326."""
+
+    name: str
+    geometry: shapely.Geometry
+    tolerance_m: float
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Category codes, and names that map to them (matched case-insensitively)."""
+
+    codes: frozenset[str]
+    aliases: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Validated:
+    valid: pd.DataFrame  # VALID_COLUMNS, typed
+    rejected: pd.DataFrame  # row_number, source_id, reason, raw (dict)
+    received: int
+
+
+def detect_format(filename: str, declared: str | None = None) -> str:
+    if declared:
+        if declared not in set(FORMATS.values()):
+            raise InvalidParameter(f"format must be one of csv, geojson, gpkg (got {declared!r})")
+        return declared
+    suffix = Path(filename).suffix.lower()
+    if suffix not in FORMATS:
+        raise InvalidFile(
+            f"cannot tell the format of {Path(filename).name!r}: use .csv, .geojson or .gpkg, "
+            "or name the format"
+        )
+    return FORMATS[suffix]
+
+
+def read_incident_file(
+    path: Path, options: ReadOptions, filename: str | None = None
+) -> pd.DataFrame:
+    """Read a CSV, GeoJSON or GeoPackage into a frame of strings with canonical column names.
+
+    Coordinates end up in ``longitude``/``latitude`` (strings, as in the file) or ``wkt``,
+    plus an ``_crs`` attribute in ``frame.attrs``. Columns that are not canonical are kept
+    and later stored in ``attributes``.
+    """
+    fmt = detect_format(filename or path.name, options.format)
+    try:
+        if fmt == "csv":
+            frame = pd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                sep=options.delimiter,
+                encoding=options.encoding,
+                skipinitialspace=True,
+            )
+            crs = options.crs or "EPSG:4326"
+        else:
+            frame, crs = _read_vector(path, options)
+    except UnicodeDecodeError as exc:
+        raise InvalidFile(
+            f"the file is not valid {options.encoding}: {exc.reason} at byte {exc.start}; "
+            "name its encoding (for example latin-1)"
+        ) from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InvalidFile(f"cannot parse the CSV file: {exc}") from exc
+    except pyogrio.errors.DataSourceError as exc:
+        raise InvalidFile(f"cannot read the {fmt} file: {exc}") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    renamed = {file_col: canonical for canonical, file_col in options.columns.items()}
+    unknown = [c for c in options.columns if c not in CANONICAL]
+    if unknown:
+        raise InvalidParameter(
+            f"unknown target column(s) {', '.join(unknown)}; map onto: {', '.join(CANONICAL)}"
+        )
+    missing = [f for f in options.columns.values() if f not in frame.columns]
+    if missing:
+        raise InvalidFile(
+            f"column(s) {', '.join(missing)} not in the file; it has: {', '.join(frame.columns)}"
+        )
+    frame = frame.rename(columns=renamed)
+    frame.attrs["crs"] = crs
+    return frame
+
+
+def _read_vector(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, str]:
+    gdf = pyogrio.read_dataframe(path, layer=options.layer)
+    crs = options.crs or (gdf.crs.to_string() if gdf.crs is not None else "EPSG:4326")
+    geoms = gdf.geometry.values
+    frame = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+    for col in frame.columns:
+        values = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            frame[col] = values.map(lambda v: "" if pd.isna(v) else v.isoformat())
+        else:
+            frame[col] = values.map(lambda v: "" if v is None or v is pd.NA or v != v else str(v))
+    points = shapely.get_type_id(geoms) == 0
+    frame["longitude"] = np.where(points, shapely.get_x(geoms), np.nan).astype(str)
+    frame["latitude"] = np.where(points, shapely.get_y(geoms), np.nan).astype(str)
+    frame.loc[~points, "longitude"] = ""
+    frame.loc[~points, "latitude"] = ""
+    frame.attrs["non_point"] = ~points & ~shapely.is_missing(geoms)
+    return frame, crs
+
+
+def validate_incidents(
+    frame: pd.DataFrame,
+    *,
+    options: ReadOptions,
+    vocabulary: Vocabulary,
+    territory: Territory,
+    timezone: str,
+    now: pd.Timestamp | None = None,
+) -> Validated:
+    """Check every row; return the valid rows typed for the store and the rejected ones."""
+    n = len(frame)
+    now = now or pd.Timestamp.now(tz="UTC")
+    reasons = _Reasons(n)
+
+    def col(name: str) -> pd.Series:
+        if name in frame:
+            return frame[name].astype(str).str.strip()
+        return pd.Series([""] * n, index=frame.index, dtype=object)
+
+    # Who reported it, and its id in their system: the key of idempotent re-imports.
+    source = col("source")
+    if options.source:
+        source = source.where(source != "", options.source)
+    reasons.add(source == "", "missing source (name the agency)")
+    source_id = col("source_id")
+    reasons.add(source_id == "", "missing source_id")
+
+    raw_category = col("category")
+    category = raw_category.str.lower().map(
+        lambda v: v if v in vocabulary.codes else vocabulary.aliases.get(v)
+    )
+    reasons.add(raw_category == "", "missing category")
+    reasons.add_each(
+        category.isna() & (raw_category != ""), "unknown category '" + raw_category + "'"
+    )
+
+    occurred_raw = col("occurred_at")
+    occurred = _parse_times(occurred_raw, timezone)
+    reasons.add(occurred_raw == "", "missing occurred_at")
+    reasons.add_each(
+        occurred.isna() & (occurred_raw != ""), "occurred_at '" + occurred_raw + "' is not a date"
+    )
+    reasons.add(occurred > now + pd.Timedelta(days=1), "occurred_at is in the future")
+    reasons.add(occurred < pd.Timestamp("1900-01-01", tz="UTC"), "occurred_at is before 1900")
+    reported_raw = col("reported_at")
+    reported = _parse_times(reported_raw, timezone)
+    reasons.add_each(
+        reported.isna() & (reported_raw != ""), "reported_at '" + reported_raw + "' is not a date"
+    )
+    reasons.add(reported < occurred, "reported_at is before occurred_at")
+
+    lon, lat = _coordinates(frame, col, options, reasons)
+    inside = _inside(territory, lon, lat)
+    reasons.add(
+        ~np.isnan(lon) & ~inside,
+        f"outside the territory ({territory.name}) by more than {territory.tolerance_m:g} m",
+    )
+
+    sex_raw = col("victim_sex")
+    sex = sex_raw.str.lower().map(SEX_ALIASES)
+    reasons.add_each(sex.isna(), "victim_sex '" + sex_raw + "' is not female, male or unknown")
+    age = _integers(col("victim_age"), "victim_age", 0, 120, reasons)
+    victims = _integers(col("victims_count"), "victims_count", 1, 10_000, reasons).fillna(1)
+
+    # A key repeated in the file: the first otherwise valid row wins, later ones are rejected.
+    candidates = ~reasons.mask
+    key = (source + "\x1f" + source_id)[candidates]
+    row_number = pd.Series(np.arange(1, n + 1), index=frame.index)[candidates]
+    first_row = row_number.groupby(key.values).transform("min")
+    duplicate = np.zeros(n, dtype=bool)
+    duplicate[candidates] = key.duplicated(keep="first").to_numpy()
+    first = pd.Series("", index=frame.index)
+    first[candidates] = first_row.astype(str)
+    reasons.add_each(duplicate, "duplicate of row " + first + " (same source and source_id)")
+
+    attributes = _attributes(frame)
+    rejected_mask = reasons.mask
+    valid = pd.DataFrame(
+        {
+            "row_number": np.arange(1, n + 1),
+            "source": source,
+            "source_id": source_id,
+            "category": category,
+            "occurred_at": occurred,
+            "reported_at": reported,
+            "longitude": lon,
+            "latitude": lat,
+            **{c: col(c).replace("", None) for c in TEXT_COLUMNS[:1]},
+            "victim_sex": sex,
+            "victim_age": age,
+            "victims_count": victims,
+            **{c: col(c).replace("", None) for c in TEXT_COLUMNS[1:]},
+            "attributes": attributes,
+        },
+        index=frame.index,
+    )[list(VALID_COLUMNS)]
+    bad = np.flatnonzero(rejected_mask)
+    originals = frame.iloc[bad]
+    rejected = pd.DataFrame(
+        {
+            "row_number": bad + 1,
+            "source_id": source_id.iloc[bad].replace("", None).to_numpy(),
+            "reason": reasons.text(bad),
+            "raw": originals.to_dict("records"),
+        }
+    )
+    return Validated(valid=valid[~rejected_mask], rejected=rejected, received=n)
+
+
+class _Reasons:
+    """Collects, per row, every reason it is rejected."""
+
+    def __init__(self, n: int) -> None:
+        self.mask = np.zeros(n, dtype=bool)
+        self._items: list[tuple[np.ndarray, object]] = []
+
+    def add(self, condition: pd.Series | np.ndarray, reason: str) -> None:
+        cond = np.asarray(condition, dtype=bool)
+        if cond.any():
+            self.mask |= cond
+            self._items.append((cond, reason))
+
+    def add_each(self, condition: pd.Series | np.ndarray, reasons: pd.Series) -> None:
+        """Like ``add`` with a reason per row (quoting the bad value)."""
+        cond = np.asarray(condition, dtype=bool)
+        if cond.any():
+            self.mask |= cond
+            self._items.append((cond, np.asarray(reasons, dtype=object)))
+
+    def text(self, rows: np.ndarray) -> list[str]:
+        out: list[list[str]] = [[] for _ in rows]
+        for cond, reason in self._items:
+            for i, row in enumerate(rows):
+                if cond[row]:
+                    out[i].append(reason if isinstance(reason, str) else str(reason[row]))
+        return ["; ".join(r) for r in out]
+
+
+_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _parse_times(values: pd.Series, timezone: str) -> pd.Series:
+    """ISO 8601 dates and times; naive ones are local time of the territory."""
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    present = values != ""
+    if not present.any():
+        return out
+    aware = present & values.str.contains(_OFFSET, regex=True)
+    if aware.any():
+        out[aware] = pd.to_datetime(values[aware], errors="coerce", utc=True, format="ISO8601")
+    naive = present & ~aware
+    if naive.any():
+        local = pd.to_datetime(values[naive], errors="coerce", format="ISO8601")
+        out[naive] = local.dt.tz_localize(
+            timezone, ambiguous="NaT", nonexistent="NaT"
+        ).dt.tz_convert("UTC")
+    return out
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    return pd.to_numeric(values.replace("", None), errors="coerce").to_numpy(dtype=float)
+
+
+def _coordinates(
+    frame, col, options: ReadOptions, reasons: _Reasons
+) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude/latitude in EPSG:4326 (NaN where missing or invalid)."""
+    n = len(frame)
+    if "wkt" in frame:
+        wkt = col("wkt")
+        geoms = shapely.from_wkt(wkt.replace("", None).to_numpy(), on_invalid="ignore")
+        is_point = shapely.get_type_id(geoms) == 0
+        reasons.add((wkt == "").to_numpy(), "missing geometry (wkt)")
+        reasons.add((wkt != "").to_numpy() & ~is_point, "wkt is not a valid POINT")
+        x = np.where(is_point, shapely.get_x(geoms), np.nan)
+        y = np.where(is_point, shapely.get_y(geoms), np.nan)
+    elif "longitude" in frame and "latitude" in frame:
+        lon_raw, lat_raw = col("longitude"), col("latitude")
+        x, y = _numbers(lon_raw), _numbers(lat_raw)
+        non_point = np.asarray(frame.attrs.get("non_point", np.zeros(n, dtype=bool)))
+        reasons.add(non_point, "geometry is not a point")
+        missing = ((lon_raw == "") | (lat_raw == "")).to_numpy() & ~non_point
+        reasons.add(missing, "missing coordinates")
+        reasons.add(
+            ~missing & ~non_point & (np.isnan(x) | np.isnan(y)), "coordinates are not numbers"
+        )
+    else:
+        raise InvalidFile(
+            "no coordinates: the file needs longitude and latitude columns or a wkt column "
+            "(map yours with the column options)"
+        )
+    crs = CRS.from_user_input(frame.attrs.get("crs") or options.crs or "EPSG:4326")
+    finite = np.isfinite(x) & np.isfinite(y)
+    if not crs.equals(CRS.from_epsg(4326)) and finite.any():
+        transformer = Transformer.from_crs(crs, 4326, always_xy=True)
+        x, y = x.copy(), y.copy()
+        x[finite], y[finite] = transformer.transform(x[finite], y[finite], errcheck=False)
+    reasons.add(np.isinf(x) | np.isinf(y), "coordinates are not finite")
+    out_of_range = np.isfinite(x) & np.isfinite(y) & ((np.abs(x) > 180) | (np.abs(y) > 90))
+    reasons.add(out_of_range, "coordinates out of range (longitude ±180, latitude ±90)")
+    bad = ~(np.isfinite(x) & np.isfinite(y)) | out_of_range
+    # Round to 1e-7 degrees (about 1 cm): finer digits are noise from reprojection, and
+    # would make an unchanged incident look changed on re-import.
+    x = np.where(bad, np.nan, np.round(x, 7))
+    y = np.where(bad, np.nan, np.round(y, 7))
+    assert len(x) == n
+    return x, y
+
+
+def _inside(territory: Territory, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(lon)
+    inside = np.zeros(len(lon), dtype=bool)
+    if ok.any():
+        shapely.prepare(territory.geometry)
+        inside[ok] = shapely.contains_xy(territory.geometry, lon[ok], lat[ok])
+    return inside
+
+
+def _integers(values: pd.Series, name: str, low: int, high: int, reasons: _Reasons) -> pd.Series:
+    numbers = _numbers(values)
+    present = (values != "").to_numpy()
+    whole = np.isfinite(numbers) & (np.mod(numbers, 1) == 0)
+    reasons.add_each(present & ~whole, name + " '" + values + "' is not a whole number")
+    in_range = (numbers >= low) & (numbers <= high)
+    reasons.add(present & whole & ~in_range, f"{name} must be between {low} and {high}")
+    return pd.Series(
+        np.where(present & whole & in_range, numbers, np.nan), index=values.index
+    ).astype("Int64")
+
+
+def _attributes(frame: pd.DataFrame) -> pd.Series:
+    """Non-canonical columns, kept as a JSON object per row."""
+    extra = [c for c in frame.columns if c not in CANONICAL]
+    if not extra:
+        return pd.Series(["{}"] * len(frame), index=frame.index)
+    records = frame[extra].to_dict("records")
+    return pd.Series(
+        [orjson.dumps({k: v for k, v in r.items() if v != ""}).decode() for r in records],
+        index=frame.index,
+    )

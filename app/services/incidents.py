@@ -1,0 +1,113 @@
+"""Single-incident writes: validated by the same rules as the bulk import, audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pandas as pd
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.errors import Conflict, InvalidParameter, NotFound
+from app.schemas.incidents import IncidentCreate, IncidentUpdate
+from app.services.imports import load_territory, load_vocabulary
+from app.services.incident_rows import ReadOptions, validate_incidents
+from app.settings import Settings
+from app.sql import audit as audit_sql
+from app.sql import incidents as sql
+
+
+async def _validated_values(conn: AsyncConnection, settings: Settings, record: dict) -> dict:
+    """Run the import rules on one record; return the typed values to store, or 422."""
+    row = {
+        k: "" if v is None else (orjson.dumps(v).decode() if isinstance(v, dict) else str(v))
+        for k, v in record.items()
+        if k != "attributes"
+    }
+    checked = validate_incidents(
+        pd.DataFrame([row]),
+        options=ReadOptions(),
+        vocabulary=await load_vocabulary(conn),
+        territory=await load_territory(conn, settings),
+        timezone=settings.territory.timezone,
+    )
+    if len(checked.rejected):
+        raise InvalidParameter(checked.rejected.iloc[0]["reason"])
+    valid = checked.valid.iloc[0]
+    values: dict[str, Any] = {
+        k: (None if pd.isna(valid[k]) else valid[k])
+        for k in sql.WRITABLE
+        if k in valid.index and k != "attributes"
+    }
+    for k in ("victim_age", "victims_count"):
+        if values.get(k) is not None:
+            values[k] = int(values[k])
+    for k in ("occurred_at", "reported_at"):
+        if values.get(k) is not None:
+            values[k] = values[k].to_pydatetime()
+    values["longitude"], values["latitude"] = float(valid["longitude"]), float(valid["latitude"])
+    values["attributes"] = record.get("attributes") or {}
+    return values
+
+
+def _flatten(body: dict) -> dict:
+    """API body → record with longitude/latitude in place of the GeoJSON geometry."""
+    record = dict(body)
+    geometry = record.pop("geometry", None)
+    if geometry is not None:
+        record["longitude"], record["latitude"] = geometry["coordinates"][:2]
+    return record
+
+
+async def create_incident(
+    conn: AsyncConnection, settings: Settings, body: IncidentCreate, actor: str
+) -> int:
+    record = _flatten(body.model_dump(mode="json"))
+    values = await _validated_values(conn, settings, record)
+    new_id = (await conn.execute(sql.insert_incident(values))).scalar()
+    if new_id is None:
+        raise Conflict(
+            f"an incident from {body.source!r} with source_id {body.source_id!r} already exists; "
+            "PATCH it instead",
+        )
+    await _assign_units(conn, settings, new_id)
+    after = await _snapshot(conn, new_id)
+    await conn.execute(audit_sql.insert_audit(actor, "create", "incident", new_id, after=after))
+    return new_id
+
+
+async def update_incident(
+    conn: AsyncConnection, settings: Settings, incident_id: int, body: IncidentUpdate, actor: str
+) -> None:
+    before = await _snapshot(conn, incident_id)
+    changes = _flatten(body.model_dump(mode="json", exclude_unset=True))
+    merged = {**before, **changes}
+    values = await _validated_values(conn, settings, merged)
+    await conn.execute(sql.update_incident(incident_id, values))
+    if "longitude" in changes:
+        await _assign_units(conn, settings, incident_id)
+    after = await _snapshot(conn, incident_id)
+    await conn.execute(
+        audit_sql.insert_audit(actor, "update", "incident", incident_id, before=before, after=after)
+    )
+
+
+async def delete_incident(conn: AsyncConnection, incident_id: int, actor: str) -> None:
+    """Soft delete: the row stays for the audit trail and disappears from every read."""
+    before = await _snapshot(conn, incident_id)
+    await conn.execute(sql.soft_delete(incident_id))
+    await conn.execute(
+        audit_sql.insert_audit(actor, "delete", "incident", incident_id, before=before)
+    )
+
+
+async def _assign_units(conn: AsyncConnection, settings: Settings, incident_id: int) -> None:
+    for stmt in sql.assign_units(incident_id):
+        await conn.execute(stmt, {"tolerance_m": settings.territory.tolerance_m})
+
+
+async def _snapshot(conn: AsyncConnection, incident_id: int) -> dict:
+    row = (await conn.execute(sql.select_record(incident_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"no incident {incident_id}")
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

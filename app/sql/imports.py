@@ -1,0 +1,139 @@
+"""SQL for bulk incident imports: staging table, upsert, batch bookkeeping, rejections."""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, TextClause, func, insert, select, text, update
+from sqlalchemy.sql.dml import Insert, Update
+
+from app.models import import_batch, import_rejection
+from app.sql.units import units_containing
+
+STAGING_COLUMNS = (
+    "row_number",
+    "source",
+    "source_id",
+    "category",
+    "occurred_at",
+    "reported_at",
+    "longitude",
+    "latitude",
+    "location_precision",
+    "victim_sex",
+    "victim_age",
+    "victims_count",
+    "weapon",
+    "perpetrator_relation",
+    "attributes",
+)
+
+CREATE_STAGING = text(
+    """
+    CREATE TEMP TABLE incident_staging (
+        row_number integer, source text, source_id text, category text,
+        occurred_at timestamptz, reported_at timestamptz,
+        longitude double precision, latitude double precision,
+        location_precision text, victim_sex text, victim_age smallint,
+        victims_count smallint, weapon text, perpetrator_relation text, attributes jsonb
+    ) ON COMMIT DROP
+    """
+)
+
+COPY_STAGING = f"COPY incident_staging ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+COPY_REJECTIONS = "COPY import_rejection (batch_id, row_number, source_id, reason, raw) FROM STDIN"
+
+# Columns an import writes; an existing row is updated only when one of them changed.
+_DATA = (
+    "category",
+    "occurred_at",
+    "reported_at",
+    "geom",
+    "location_precision",
+    "victim_sex",
+    "victim_age",
+    "victims_count",
+    "weapon",
+    "perpetrator_relation",
+    "attributes",
+)
+
+
+def upsert_from_staging() -> TextClause:
+    """Insert new incidents, update changed ones, leave identical ones alone.
+
+    Returns one row: how many were inserted and how many updated (``xmax = 0`` marks a
+    freshly inserted tuple). Units come from a point-in-polygon join in the same pass.
+    """
+    changed = ", ".join(f"i.{c}" for c in _DATA)
+    incoming = ", ".join(f"EXCLUDED.{c}" for c in _DATA)
+    assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in _DATA)
+    return text(
+        f"""
+        WITH upserted AS (
+            INSERT INTO incident AS i (
+                source, source_id, {", ".join(_DATA)}, unit_ids, import_batch_id
+            )
+            SELECT s.source, s.source_id, s.category, s.occurred_at, s.reported_at, p.geom,
+                   s.location_precision, s.victim_sex, s.victim_age, s.victims_count,
+                   s.weapon, s.perpetrator_relation, s.attributes,
+                   coalesce({units_containing("p.geom")}, '{{}}'), :batch_id
+            FROM incident_staging s
+            CROSS JOIN LATERAL (
+                SELECT ST_SetSRID(ST_MakePoint(s.longitude, s.latitude), 4326) AS geom
+            ) p
+            ON CONFLICT (source, source_id) DO UPDATE
+            SET {assignments}, unit_ids = EXCLUDED.unit_ids,
+                import_batch_id = EXCLUDED.import_batch_id, updated_at = now()
+            WHERE ({changed}) IS DISTINCT FROM ({incoming})
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted) AS inserted,
+               count(*) FILTER (WHERE NOT inserted) AS updated
+        FROM upserted
+        """
+    )
+
+
+def insert_batch(filename: str, fmt: str, options: dict, created_by: str) -> Insert:
+    return (
+        insert(import_batch)
+        .values(filename=filename, format=fmt, options=options, created_by=created_by)
+        .returning(import_batch.c.id)
+    )
+
+
+def finish_batch(batch_id: int, **counts: int) -> Update:
+    return (
+        update(import_batch)
+        .where(import_batch.c.id == batch_id)
+        .values(status="completed", finished_at=func.now(), error=None, **counts)
+    )
+
+
+def fail_batch(batch_id: int, error: str) -> Update:
+    return (
+        update(import_batch)
+        .where(import_batch.c.id == batch_id)
+        .values(status="failed", finished_at=func.now(), error=error)
+    )
+
+
+def select_batch(batch_id: int) -> Select:
+    return select(import_batch).where(import_batch.c.id == batch_id)
+
+
+def select_batches(limit: int, offset: int) -> Select:
+    return select(import_batch).order_by(import_batch.c.id.desc()).limit(limit).offset(offset)
+
+
+def select_rejections(batch_id: int, limit: int | None = None) -> Select:
+    stmt = (
+        select(
+            import_rejection.c.row_number,
+            import_rejection.c.source_id,
+            import_rejection.c.reason,
+            import_rejection.c.raw,
+        )
+        .where(import_rejection.c.batch_id == batch_id)
+        .order_by(import_rejection.c.row_number)
+    )
+    return stmt if limit is None else stmt.limit(limit)

@@ -1,0 +1,204 @@
+"""SQL for incidents: filters, GeoJSON pages built in PostGIS, single-row reads and writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    TextClause,
+    func,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy.sql.dml import Insert, Update
+
+from app.models import admin_unit, incident
+from app.sql.units import assign_incident_units
+
+# Properties of an incident feature; every feature carries every key (null when empty).
+PROPERTIES = (
+    "source",
+    "source_id",
+    "category",
+    "occurred_at",
+    "reported_at",
+    "location_precision",
+    "victim_sex",
+    "victim_age",
+    "victims_count",
+    "weapon",
+    "perpetrator_relation",
+    "attributes",
+    "created_at",
+    "updated_at",
+)
+WRITABLE = (
+    "source",
+    "source_id",
+    "category",
+    "occurred_at",
+    "reported_at",
+    "location_precision",
+    "victim_sex",
+    "victim_age",
+    "victims_count",
+    "weapon",
+    "perpetrator_relation",
+    "attributes",
+)
+
+_FEATURE = f"""json_build_object(
+    'type', 'Feature',
+    'id', incident.id,
+    'geometry', ST_AsGeoJSON(incident.geom, 7)::json,
+    'properties', json_build_object(
+        'id', incident.id,
+        {", ".join(f"'{p}', incident.{p}" for p in PROPERTIES)},
+        'units', (SELECT coalesce(json_agg(u.code ORDER BY u.level), '[]'::json)
+                  FROM admin_unit u WHERE u.id = ANY(incident.unit_ids)),
+        'deleted_at', incident.deleted_at
+    )
+)"""
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    """The filters every incident query accepts (REST, and later tiles and analyses)."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+    categories: tuple[str, ...] = ()
+    victim_sex: tuple[str, ...] = ()
+    age_min: int | None = None
+    age_max: int | None = None
+    unit_id: int | None = None
+    sources: tuple[str, ...] = ()
+
+
+def conditions(f: IncidentFilter) -> list[ColumnElement[bool]]:
+    c = incident.c
+    where: list[ColumnElement[bool]] = [c.deleted_at.is_(None)]
+    if f.bbox is not None:
+        west, south, east, north = f.bbox
+        where.append(c.geom.op("&&")(func.ST_MakeEnvelope(west, south, east, north, 4326)))
+    if f.occurred_from is not None:
+        where.append(c.occurred_at >= f.occurred_from)
+    if f.occurred_to is not None:
+        where.append(c.occurred_at < f.occurred_to)
+    if f.categories:
+        where.append(c.category.in_(f.categories))
+    if f.victim_sex:
+        where.append(c.victim_sex.in_(f.victim_sex))
+    if f.age_min is not None:
+        where.append(c.victim_age >= f.age_min)
+    if f.age_max is not None:
+        where.append(c.victim_age <= f.age_max)
+    if f.unit_id is not None:
+        where.append(c.unit_ids.contains(array([f.unit_id])))
+    if f.sources:
+        where.append(c.source.in_(f.sources))
+    return where
+
+
+def select_page(f: IncidentFilter, *, after: int | None, limit: int) -> Select:
+    """One page as a JSON array of GeoJSON features built in PostGIS.
+
+    Keyset paging on id (``after``) visits each incident exactly once. ``limit + 1`` rows
+    are read: the result is (features, has_more, last id of the page).
+    """
+    where = conditions(f)
+    if after is not None:
+        where.append(incident.c.id > after)
+    page = (
+        select(
+            incident.c.id,
+            literal_column(_FEATURE).label("feature"),
+            func.row_number().over(order_by=incident.c.id).label("rn"),
+        )
+        .where(*where)
+        .order_by(incident.c.id)
+        .limit(limit + 1)
+        .subquery("page")
+    )
+    in_page = f"page.rn <= {int(limit)}"
+    return select(
+        literal_column(
+            f"coalesce(json_agg(page.feature ORDER BY page.id) FILTER (WHERE {in_page}),"
+            " '[]'::json)::text"
+        ).label("features"),
+        (func.count() > limit).label("has_more"),
+        literal_column(f"max(page.id) FILTER (WHERE {in_page})").label("last_id"),
+        literal_column(f"count(*) FILTER (WHERE {in_page})").label("returned"),
+    ).select_from(page)
+
+
+def count_matching(f: IncidentFilter) -> Select:
+    return select(func.count()).select_from(incident).where(*conditions(f))
+
+
+def select_feature(incident_id: int, *, include_deleted: bool = False) -> Select:
+    stmt = select(literal_column(_FEATURE + "::text")).where(incident.c.id == incident_id)
+    if not include_deleted:
+        stmt = stmt.where(incident.c.deleted_at.is_(None))
+    return stmt
+
+
+def select_record(incident_id: int) -> Select:
+    """The stored values of one live incident (for PATCH and the audit trail)."""
+    return select(
+        *(incident.c[p] for p in WRITABLE),
+        func.ST_X(incident.c.geom).label("longitude"),
+        func.ST_Y(incident.c.geom).label("latitude"),
+    ).where(incident.c.id == incident_id, incident.c.deleted_at.is_(None))
+
+
+def insert_incident(values: dict) -> Insert:
+    """Insert one incident unless its (source, source_id) exists; returns its id or nothing."""
+    return (
+        insert(incident)
+        .values(**_with_geom(values))
+        .on_conflict_do_nothing(index_elements=["source", "source_id"])
+        .returning(incident.c.id)
+    )
+
+
+def update_incident(incident_id: int, values: dict) -> Update:
+    return (
+        update(incident)
+        .where(incident.c.id == incident_id, incident.c.deleted_at.is_(None))
+        .values(**_with_geom(values), updated_at=func.now())
+        .returning(incident.c.id)
+    )
+
+
+def soft_delete(incident_id: int) -> Update:
+    return (
+        update(incident)
+        .where(incident.c.id == incident_id, incident.c.deleted_at.is_(None))
+        .values(deleted_at=func.now(), updated_at=func.now())
+        .returning(incident.c.id)
+    )
+
+
+def assign_units(incident_id: int) -> list[TextClause]:
+    return [
+        s.bindparams(incident_id=incident_id) for s in assign_incident_units("i.id = :incident_id")
+    ]
+
+
+def select_unit_id(code: str) -> Select:
+    return select(admin_unit.c.id).where(admin_unit.c.code == code)
+
+
+def _with_geom(values: dict) -> dict:
+    values = dict(values)
+    lon, lat = values.pop("longitude", None), values.pop("latitude", None)
+    if lon is not None and lat is not None:
+        values["geom"] = func.ST_SetSRID(func.ST_MakePoint(lon, lat), 4326)
+    return values

@@ -1,0 +1,20 @@
+"""SQL for the territory: the outline incidents must fall in, from the loaded boundaries."""
+
+from __future__ import annotations
+
+from sqlalchemy import TextClause, text
+
+
+def select_territory() -> TextClause:
+    """The union of the top-level units buffered by ``:tolerance_m`` metres, as WKB.
+
+    Buffering in geography keeps the tolerance in metres at any latitude. NULL when no
+    boundaries are loaded yet.
+    """
+    return text(
+        """
+        SELECT ST_AsBinary(ST_Buffer(ST_Union(geom)::geography, :tolerance_m)::geometry)
+        FROM admin_unit
+        WHERE level = (SELECT min(level) FROM admin_unit)
+        """
+    )

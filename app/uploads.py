@@ -1,0 +1,40 @@
+"""Uploaded files: saved to a temporary file with their suffix, within the size limit."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastapi import UploadFile
+
+from app.errors import InvalidFile, PayloadTooLarge
+
+CHUNK = 1 << 20
+
+
+@contextmanager
+def saved_upload(upload: UploadFile, *, max_mb: int, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """Yield the upload as a file on disk (deleted afterwards); 413 beyond ``max_mb``."""
+    name = upload.filename or "upload"
+    suffix = Path(name).suffix.lower()
+    if suffix not in suffixes:
+        raise InvalidFile(f"{name!r}: unsupported file type; use one of {', '.join(suffixes)}")
+    limit = max_mb * CHUNK
+    if upload.size is not None and upload.size > limit:
+        raise PayloadTooLarge(f"{name!r} is larger than the {max_mb} MB upload limit")
+    tmp = Path(tempfile.mkdtemp(prefix="observatory-upload-"))
+    path = tmp / f"upload{suffix}"
+    try:
+        written = 0
+        with path.open("wb") as out:
+            while chunk := upload.file.read(CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise PayloadTooLarge(f"{name!r} is larger than the {max_mb} MB upload limit")
+                out.write(chunk)
+        yield path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
