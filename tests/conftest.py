@@ -141,3 +141,13 @@ def auth(key: str | None) -> dict[str, str]:
 def client(base_data: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(base_data)) as client:
         yield client
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test is a failure here: a missing server must never pass silently."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped tests count as failures in this project: {report.longrepr}"

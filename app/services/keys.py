@@ -47,7 +47,7 @@ async def demo_keys(engine: AsyncEngine, settings: Settings) -> dict[str, str]:
             row = (await conn.execute(sql.select_active_key(prefix or ""))).first()
             if row is None or not security.key_matches(key, row.hash):
                 del keys[role]
-    for role in ("analyst", "admin"):
+    for role in ROLES:
         if role not in keys:
             keys[role] = await create_key(engine, role=role, name=f"demo-{role}", actor="demo")
     path.parent.mkdir(parents=True, exist_ok=True)

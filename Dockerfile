@@ -1,0 +1,33 @@
+# The API image. PostGIS runs elsewhere (see compose.yaml); the service only needs its URL.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    OBSERVATORY_ENVIRONMENT=production
+
+RUN useradd --create-home --uid 10001 observatory
+WORKDIR /app
+
+# Dependencies first, so code changes do not reinstall them. Every package ships a wheel
+# (pyogrio and pyproj bundle GDAL and PROJ), so no compiler or system GDAL is needed.
+COPY pyproject.toml README.md ./
+COPY app/__init__.py app/__init__.py
+RUN mkdir -p spatial indexes boundaries migrations \
+    && touch spatial/__init__.py indexes/__init__.py boundaries/__init__.py migrations/__init__.py \
+    && pip install . && pip uninstall -y observatory
+
+COPY app app
+COPY spatial spatial
+COPY indexes indexes
+COPY boundaries boundaries
+COPY migrations migrations
+COPY config config
+RUN pip install --no-deps .
+
+USER observatory
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c \
+    "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
+# Migrate, then serve. Put a reverse proxy with TLS in front in production.
+CMD ["sh", "-c", "observatory migrate && observatory serve --host 0.0.0.0 --port 8000 --workers 2"]

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of the observatory service (run as ``python -m bench.<name>``)."""
