@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app.errors import install_error_handlers
-from app.routers import boundaries, health, imports, incidents, units
+from app.routers import boundaries, health, imports, incidents, keys, units
 from app.settings import Settings, get_settings
 
 
@@ -49,13 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Location"],
     )
     install_error_handlers(app)
-    for router in (
-        health.router,
-        units.router,
-        boundaries.router,
-        incidents.router,
-        imports.router,
-    ):
-        app.include_router(router)
+    for module in (health, units, boundaries, incidents, imports, keys):
+        app.include_router(module.router)
     logging.basicConfig(level=logging.INFO)
     return app

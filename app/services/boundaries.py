@@ -55,6 +55,7 @@ async def import_boundaries(
     actor: str,
     replace: bool = False,
     tolerance_m: float = 2000.0,
+    statement_timeout_ms: int = 600_000,
 ) -> BoundaryReport:
     """Load one level of units from a boundary file, idempotently (upsert by code).
 
@@ -63,6 +64,8 @@ async def import_boundaries(
     ``level`` absent from the file are deleted (with their population and indicator
     rows). Everything, including the incidents' unit reassignment (nearest unit within
     ``tolerance_m`` for points just outside) and one audit row, is one transaction.
+    Reassigning every incident can outlast the service's usual statement timeout, so
+    this transaction gets ``statement_timeout_ms`` (10 minutes by default) instead.
     """
     if level < 0:
         raise InvalidParameter("level must be 0 (country) or more")
@@ -75,6 +78,7 @@ async def import_boundaries(
         layer=layer,
     )
     async with engine.begin() as conn:
+        await conn.execute(sql.set_local_statement_timeout(statement_timeout_ms))
         if level > 0:
             parents = await _units_frame(conn, sql.select_units_wkb(level - 1))
             units = await asyncio.to_thread(assign_parents, units, parents)

@@ -211,3 +211,10 @@ def select_unit_geojson(code: str, simplify: float | None = None) -> TextClause:
     if simplify is not None:
         params["simplify"] = simplify
     return stmt.bindparams(**params)
+
+
+def set_local_statement_timeout(milliseconds: int) -> TextClause:
+    """Raise (or lower) ``statement_timeout`` for the rest of the current transaction only."""
+    return text("SELECT set_config('statement_timeout', :value, true)").bindparams(
+        value=f"{int(milliseconds)}ms"
+    )

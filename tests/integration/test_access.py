@@ -22,6 +22,8 @@ MATRIX = [
     ("GET", "/imports/{batch}", "editor"),
     ("GET", "/imports/{batch}/rejections.csv", "editor"),
     ("POST", "/boundaries", "admin"),
+    ("GET", "/keys", "admin"),
+    ("POST", "/keys", "admin"),
 ]
 LADDER = (None, *ROLES)
 
@@ -61,6 +63,8 @@ def _request(client, method, path, key, targets, role_index):
                 + f"access-import,{role_index},theft,2024-01-01,-88.19,17.5\n".encode(),
             )
         }
+    elif path == "/keys":
+        kwargs["json"] = {"role": "viewer", "name": f"matrix-{role_index}"}
     elif path == "/boundaries":
         kwargs["files"] = {"file": ("nothing.geojson", b"{}")}
         kwargs["data"] = {"level": "5", "code_field": "code", "name_field": "name"}
@@ -108,6 +112,27 @@ def test_bad_and_revoked_keys(client, keys, db):
     response = client.get("/incidents?limit=1", headers=auth(key))
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_admin_manages_keys_over_http(client, keys, db):
+    admin = auth(keys["admin"])
+    created = client.post("/keys", json={"role": "analyst", "name": "ana"}, headers=admin)
+    assert created.status_code == 201
+    body = created.json()
+    assert body["role"] == "analyst" and body["key"].startswith("obs_")
+    assert client.get("/incidents?limit=1", headers=auth(body["key"])).status_code == 200
+    listed = client.get("/keys", headers=admin).json()
+    assert "key" not in listed[0] and any(k["id"] == body["id"] for k in listed)
+    assert client.delete(f"/keys/{body['id']}", headers=admin).status_code == 204
+    assert client.get("/incidents?limit=1", headers=auth(body["key"])).status_code == 401
+    assert client.delete(f"/keys/{body['id']}", headers=admin).status_code == 404
+    bad = client.post("/keys", json={"role": "god", "name": "x"}, headers=admin)
+    assert bad.status_code == 422
+    actions = db.execute(
+        "SELECT action FROM audit_log WHERE entity = 'api_key' AND entity_id = %s ORDER BY id",
+        [str(body["id"])],
+    ).fetchall()
+    assert actions == [("create",), ("revoke",)]
 
 
 def test_keys_are_stored_hashed(keys, db):
