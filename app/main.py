@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
+from app.cache import TTLCache
 from app.errors import install_error_handlers
 from app.routers import boundaries, health, imports, incidents, keys, units
 from app.settings import Settings, get_settings
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.count_cache = TTLCache(maxsize=1024, ttl_s=300)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.api.cors_origins,

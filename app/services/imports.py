@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
 import shapely
@@ -195,7 +196,12 @@ async def _upsert(
     tolerance_m: float,
     progress: Progress,
 ) -> tuple[int, int]:
+    # A large batch is one long statement; the per-request timeout must not cut it.
+    await conn.execute(sql.NO_STATEMENT_TIMEOUT)
     await conn.execute(sql.CREATE_STAGING)
+    valid = valid.assign(
+        occurred_at=_utc_text(valid["occurred_at"]), reported_at=_utc_text(valid["reported_at"])
+    )
     raw = await conn.get_raw_connection()
     pg = raw.driver_connection
     total = len(valid)
@@ -203,7 +209,7 @@ async def _upsert(
         for start in range(0, total, COPY_CHUNK):
             chunk = valid.iloc[start : start + COPY_CHUNK]
             buffer = io.StringIO()
-            chunk.to_csv(buffer, header=False, index=False, date_format="%Y-%m-%dT%H:%M:%S%z")
+            chunk.to_csv(buffer, header=False, index=False)
             await copy.write(buffer.getvalue())
             progress("copy", min(start + COPY_CHUNK, total), total)
     progress("upsert", 0, total)
@@ -213,6 +219,12 @@ async def _upsert(
     await conn.execute(fill_nearest, {"batch_id": batch_id, "tolerance_m": tolerance_m})
     progress("upsert", total, total)
     return row.inserted, row.updated
+
+
+def _utc_text(times: pd.Series) -> np.ndarray:
+    """Timestamps as ISO 8601 UTC text for COPY; numpy formats them ~4x faster than pandas."""
+    text = np.datetime_as_string(times.dt.tz_convert(None).to_numpy("datetime64[us]"), unit="us")
+    return np.where(pd.isna(times).to_numpy(), "", np.char.add(text, "Z"))
 
 
 async def _store_rejections(conn: AsyncConnection, rejected: pd.DataFrame, batch_id: int) -> None:

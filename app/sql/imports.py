@@ -38,6 +38,8 @@ CREATE_STAGING = text(
     """
 )
 
+NO_STATEMENT_TIMEOUT = text("SET LOCAL statement_timeout = 0")
+
 COPY_STAGING = f"COPY incident_staging ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
 COPY_REJECTIONS = "COPY import_rejection (batch_id, row_number, source_id, reason, raw) FROM STDIN"
 

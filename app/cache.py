@@ -1,0 +1,28 @@
+"""A small in-process TTL cache. Only for values any worker can recompute (never shared state)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+
+class TTLCache:
+    def __init__(self, maxsize: int = 1024, ttl_s: float = 300) -> None:
+        self.maxsize, self.ttl_s = maxsize, ttl_s
+        self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: Hashable) -> Any | None:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            self._items.pop(key, None)
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def set(self, key: Hashable, value: Any) -> None:
+        self._items[key] = (time.monotonic() + self.ttl_s, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
