@@ -315,7 +315,8 @@ def up(
     migrate()
     demo(incidents=incidents, seed=42)
     keys = _guard(lambda: _with_engine(lambda e: demo_keys(e, settings)))
-    console.print("\n[bold]Demo API keys[/bold] (also in .data/demo-keys.json):")
+    keys_file = settings.database.data_dir.resolve().parent / "demo-keys.json"
+    console.print(f"\n[bold]Demo API keys[/bold] (also in {keys_file}):")
     for role, key in keys.items():
         console.print(f"  {role:8} {key}")
     console.print(f"\nServing on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n")

@@ -64,6 +64,19 @@ admin_unit = Table(
     Index("ix_admin_unit_level", "level"),
 )
 
+# The units cut into small pieces (ST_Subdivide): point-in-polygon on pieces of at most
+# 64 vertices is ~2x faster than on whole districts, and it is what every write uses.
+admin_unit_part = Table(
+    "admin_unit_part",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("unit_id", Integer, ForeignKey("admin_unit.id", ondelete="CASCADE"), nullable=False),
+    Column("level", SmallInteger, nullable=False),
+    Column("geom", Geometry("POLYGON", srid=SRID, spatial_index=False), nullable=False),
+    Index("ix_admin_unit_part_geom", "geom", postgresql_using="gist"),
+    Index("ix_admin_unit_part_unit_id", "unit_id"),
+)
+
 population = Table(
     "population",
     metadata,

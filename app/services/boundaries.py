@@ -107,6 +107,8 @@ async def import_boundaries(
             deleted = len(gone.all())
         await _link_orphans(conn, level + 1)
 
+        for statement in sql.refresh_unit_parts():
+            await conn.execute(statement)
         await conn.execute(sql.snapshot_incident_units())
         for statement in sql.assign_incident_units():
             await conn.execute(statement, {"tolerance_m": tolerance_m})

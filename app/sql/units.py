@@ -10,28 +10,49 @@ from sqlalchemy import TextClause, text
 def units_containing(point: str) -> str:
     """SQL expression: ids of the units containing ``point``, one per level, ordered by level.
 
-    A point on a shared border belongs to the unit with the lowest id, so that counts per
-    unit never count an incident twice.
+    It tests the subdivided pieces (``admin_unit_part``). A point on a shared border
+    belongs to the unit with the lowest id, so counts per unit never count it twice.
     """
     return f"""(
-        SELECT array_agg(s.id ORDER BY s.level) FROM (
-            SELECT DISTINCT ON (u.level) u.id, u.level FROM admin_unit u
-            WHERE ST_Intersects(u.geom, {point})
-            ORDER BY u.level, u.id
+        SELECT array_agg(s.unit_id ORDER BY s.level) FROM (
+            SELECT DISTINCT ON (unit_part.level) unit_part.unit_id, unit_part.level
+            FROM admin_unit_part unit_part
+            WHERE ST_Intersects(unit_part.geom, {point})
+            ORDER BY unit_part.level, unit_part.unit_id
         ) s
     )"""
 
 
 def units_nearest(point: str) -> str:
     """SQL expression: per level, the containing unit or else the nearest one within
-    ``:tolerance_m`` metres (coarse coastlines leave coastal points just outside)."""
+    ``:tolerance_m`` metres (coarse coastlines leave coastal points just outside).
+
+    The first, planar test in degrees is a superset of the metric one (one degree of
+    longitude is 111,320 m x cos(latitude) at most) and lets the spatial index discard
+    far units, so points far from every unit of a level cost almost nothing.
+    """
     return f"""(
         SELECT array_agg(s.id ORDER BY s.level) FROM (
-            SELECT DISTINCT ON (u.level) u.id, u.level FROM admin_unit u
-            WHERE ST_DWithin(u.geom::geography, ({point})::geography, :tolerance_m)
-            ORDER BY u.level, ST_Distance(u.geom, {point}), u.id
+            SELECT DISTINCT ON (near.level) near.id, near.level FROM admin_unit near
+            WHERE ST_DWithin(
+                    near.geom, {point},
+                    :tolerance_m / (111320 * greatest(cos(radians(ST_Y({point}))), 0.01)))
+              AND ST_DWithin(near.geom::geography, ({point})::geography, :tolerance_m)
+            ORDER BY near.level, ST_Distance(near.geom, {point}), near.id
         ) s
     )"""
+
+
+def refresh_unit_parts() -> list[TextClause]:
+    """Statements that rebuild the subdivided pieces of every unit (run after any change)."""
+    return [
+        text("DELETE FROM admin_unit_part"),
+        text(
+            "INSERT INTO admin_unit_part (unit_id, level, geom) "
+            "SELECT id, level, ST_Subdivide(geom, 64) FROM admin_unit"
+        ),
+        text("ANALYZE admin_unit_part"),
+    ]
 
 
 def assign_incident_units(where: str = "TRUE") -> list[TextClause]:

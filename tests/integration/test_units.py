@@ -15,7 +15,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import shapely
-from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry import Polygon, box
 from sqlalchemy import text
 
 from app.main import create_app
@@ -31,14 +31,19 @@ TEST_SOURCE = "test-units"
 
 
 @pytest.fixture(scope="module")
-def cayo() -> MultiPolygon:
-    frame = gpd.read_file(ADM1, engine="pyogrio")
-    return frame.loc[frame["iso_3166_2"] == "BZ-CY", "geometry"].iloc[0]
+def districts() -> gpd.GeoDataFrame:
+    return gpd.read_file(ADM1, engine="pyogrio")
 
 
 @pytest.fixture(scope="module")
-def level2(cayo) -> gpd.GeoDataFrame:
-    """Cayo cut in two at its centroid's longitude, plus a tiny bow-tie inside it."""
+def level2(districts) -> gpd.GeoDataFrame:
+    """Level 2 over the whole country: Cayo cut in two at its centroid's longitude, the
+    other districts carried over whole (``<code>-1``), and a tiny bow-tie inside Cayo.
+
+    Full coverage keeps every incident's reassignment a point-in-polygon join, as with
+    real boundaries; the nearest-unit fallback is then needed only for coastal points.
+    """
+    cayo = districts.loc[districts["iso_3166_2"] == "BZ-CY", "geometry"].iloc[0]
     west_, south, east_, north = cayo.bounds
     cut = cayo.centroid.x
     west = cayo.intersection(box(west_ - 1, south - 1, cut, north + 1))
@@ -48,11 +53,18 @@ def level2(cayo) -> gpd.GeoDataFrame:
     bow_tie = Polygon(
         [(px - d, py - d), (px + d, py + d), (px + d, py - d), (px - d, py + d), (px - d, py - d)]
     )
+    others = districts[districts["iso_3166_2"] != "BZ-CY"]
     return gpd.GeoDataFrame(
-        {"CODE": ["BZ-CY-W", "BZ-CY-E", "BZ-CY-X"], "LABEL": ["Cayo West", "Cayo East", "Tie"]},
-        geometry=[west, east, bow_tie],
+        {
+            "CODE": ["BZ-CY-W", "BZ-CY-E", "BZ-CY-X", *(others["iso_3166_2"] + "-1")],
+            "LABEL": ["Cayo West", "Cayo East", "Tie", *others["district"]],
+        },
+        geometry=[west, east, bow_tie, *others.geometry],
         crs=4326,
     )
+
+
+LEVEL2 = sorted(["BZ-CY-W", "BZ-CY-E", "BZ-CY-X", *(f"{c}-1" for c in DISTRICTS if c != "BZ-CY")])
 
 
 @pytest.fixture(scope="module")
@@ -189,17 +201,12 @@ def test_upload_flow(client, keys, db, level2, level2_cleanup, tmp_path):
     )
     audits = db.execute("SELECT count(*) FROM audit_log WHERE entity = 'boundaries'").fetchone()[0]
 
-    # 1. Zipped Shapefile in UTM 16N: three new units, the bow-tie repaired.
+    # 1. Zipped Shapefile in UTM 16N: eight new units, the bow-tie repaired.
     response = _post(client, keys["admin"], "cayo.zip", _zipped_shapefile(level2, tmp_path))
     assert response.status_code == 200, response.text
     report = BoundaryReport.model_validate(response.json())
-    assert (report.level, report.received, report.inserted, report.updated, report.deleted) == (
-        2,
-        3,
-        3,
-        0,
-        0,
-    )
+    counts = (report.level, report.received, report.inserted, report.updated, report.deleted)
+    assert counts == (2, 8, 8, 0, 0)
     assert [(r.code, r.reason.split("[")[0]) for r in report.repaired] == [
         ("BZ-CY-X", "Self-intersection")
     ]
@@ -207,9 +214,12 @@ def test_upload_flow(client, keys, db, level2, level2_cleanup, tmp_path):
     assert report.incidents_reassigned >= 1
 
     units = UnitCollection.model_validate(client.get("/units?level=2").json())
-    assert [f.id for f in units.features] == ["BZ-CY-E", "BZ-CY-W", "BZ-CY-X"]
-    assert {f.properties.parent_code for f in units.features} == {"BZ-CY"}
-    halves = sum(f.properties.area_km2 for f in units.features if f.id != "BZ-CY-X")
+    assert [f.id for f in units.features] == LEVEL2
+    # Parents by containment, although the shapefile went through UTM and back.
+    assert {f.id: f.properties.parent_code for f in units.features} == {
+        code: code[:5] if code.startswith("BZ-CY") else code[:-2] for code in LEVEL2
+    }
+    halves = sum(f.properties.area_km2 for f in units.features if f.id in ("BZ-CY-W", "BZ-CY-E"))
     cayo = client.get("/units/BZ-CY").json()["properties"]["area_km2"]
     assert halves == pytest.approx(cayo, rel=1e-6)
     tie = next(f for f in units.features if f.id == "BZ-CY-X")
@@ -227,23 +237,21 @@ def test_upload_flow(client, keys, db, level2, level2_cleanup, tmp_path):
     again = BoundaryReport.model_validate(
         _post(client, keys["admin"], "cayo.zip", _zipped_shapefile(level2, tmp_path)).json()
     )
-    assert (again.inserted, again.updated, again.deleted) == (0, 3, 0)
+    assert (again.inserted, again.updated, again.deleted) == (0, 8, 0)
     assert again.incidents_reassigned == 0
-    assert len(client.get("/units?level=2").json()["features"]) == 3
+    assert len(client.get("/units?level=2").json()["features"]) == 8
 
-    # 3. A GeoPackage with the two halves only, replacing the level: the bow-tie goes.
-    halves_only = level2.iloc[:2]
+    # 3. A GeoPackage without the bow-tie, replacing the level: the bow-tie goes.
+    without_tie = level2[level2["CODE"] != "BZ-CY-X"]
     response = _post(
-        client, keys["admin"], "cayo.gpkg", _geopackage(halves_only, tmp_path), replace="true"
+        client, keys["admin"], "cayo.gpkg", _geopackage(without_tie, tmp_path), replace="true"
     )
     assert response.status_code == 200, response.text
     report = BoundaryReport.model_validate(response.json())
-    assert (report.received, report.inserted, report.updated, report.deleted) == (2, 0, 2, 1)
+    assert (report.received, report.inserted, report.updated, report.deleted) == (7, 0, 7, 1)
     assert report.repaired == []
-    assert [f["id"] for f in client.get("/units?level=2").json()["features"]] == [
-        "BZ-CY-E",
-        "BZ-CY-W",
-    ]
+    remaining = [f["id"] for f in client.get("/units?level=2").json()["features"]]
+    assert remaining == [code for code in LEVEL2 if code != "BZ-CY-X"]
 
     # One audit row per import, with the report as "after".
     rows = db.execute(
