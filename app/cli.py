@@ -50,6 +50,8 @@ def _fail(message: str) -> None:
 
 def _guard(fn: Callable[[], T]) -> T:
     """Turn the service's expected errors into one clear line and exit code 1."""
+    from sqlalchemy.exc import OperationalError
+
     from app.cluster import ClusterError
     from app.errors import ProblemError
     from boundaries import BoundaryError
@@ -59,6 +61,12 @@ def _guard(fn: Callable[[], T]) -> T:
     except (ProblemError, BoundaryError, ClusterError) as exc:
         _fail(getattr(exc, "detail", None) or str(exc))
         raise  # unreachable; keeps type checkers content
+    except OperationalError as exc:
+        _fail(
+            f"the database is not reachable ({exc.orig.__class__.__name__}): start it with "
+            "`observatory db start`, or check OBSERVATORY_DATABASE_URL"
+        )
+        raise
 
 
 # -- database ----------------------------------------------------------------------------

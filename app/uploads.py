@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ def saved_upload(upload: UploadFile, *, max_mb: int, suffixes: tuple[str, ...]) 
     if upload.size is not None and upload.size > limit:
         raise PayloadTooLarge(f"{name!r} is larger than the {max_mb} MB upload limit")
     tmp = Path(tempfile.mkdtemp(prefix="observatory-upload-"))
-    path = tmp / f"upload{suffix}"
+    # Keep the user's file name (made safe) so that error messages name their file.
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem)[:100] or "upload"
+    path = tmp / f"{safe}{suffix}"
     try:
         written = 0
         with path.open("wb") as out:

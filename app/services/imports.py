@@ -9,14 +9,16 @@ keyed on (source, source_id), so re-importing a file inserts nothing new.
 
 from __future__ import annotations
 
-import io
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import shapely
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -40,7 +42,8 @@ from app.sql.units import assign_incident_units
 
 # Progress callback: (stage, done, total).
 Progress = Callable[[str, int, int], None]
-COPY_CHUNK = 50_000
+# Rows validated, copied and upserted at a time (the whole batch is still one transaction).
+CHUNK_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -117,108 +120,146 @@ async def import_frame(
     fmt: str,
     progress: Progress = _quiet,
 ) -> ImportReport:
-    """Import a frame of strings with canonical columns (what ``read_incident_file`` returns)."""
+    """Import a frame of strings with canonical columns (what ``read_incident_file`` returns)
+    as one batch, in one transaction; on failure the batch is marked failed and re-raised."""
     if "source" not in frame and not options.source:
         raise InvalidParameter(
             "the file has no 'source' column: name the reporting agency with the source option"
         )
-    async with engine.connect() as conn:
+    async with engine.begin() as conn:
         vocabulary = await load_vocabulary(conn)
         territory = await load_territory(conn, settings)
-    progress("validate", 0, len(frame))
-    checked = validate_incidents(
-        frame,
-        options=options,
-        vocabulary=vocabulary,
-        territory=territory,
-        timezone=settings.territory.timezone,
-    )
-    progress("validate", len(frame), len(frame))
-    return await store_batch(
-        engine,
-        checked,
-        filename=filename,
-        fmt=fmt,
-        options=options.as_dict(),
-        actor=actor,
-        tolerance_m=settings.territory.tolerance_m,
-        progress=progress,
-    )
-
-
-async def store_batch(
-    engine: AsyncEngine,
-    checked: Validated,
-    *,
-    filename: str,
-    fmt: str,
-    options: dict,
-    actor: str,
-    tolerance_m: float,
-    progress: Progress = _quiet,
-) -> ImportReport:
-    """Write a validated batch in one transaction; on failure mark the batch failed."""
-    async with engine.begin() as conn:
         batch_id = (
-            await conn.execute(sql.insert_batch(filename, fmt, options, actor))
+            await conn.execute(sql.insert_batch(filename, fmt, options.as_dict(), actor))
         ).scalar_one()
+    chunks = _Chunks(frame, options, vocabulary, territory, settings.territory.timezone)
     try:
         async with engine.begin() as conn:
-            inserted, updated = await _upsert(conn, checked.valid, batch_id, tolerance_m, progress)
-            await _store_rejections(conn, checked.rejected, batch_id)
-            counts = {
-                "received": checked.received,
-                "inserted": inserted,
-                "updated": updated,
-                "unchanged": len(checked.valid) - inserted - updated,
-                "rejected": len(checked.rejected),
-            }
+            counts = await _write_chunks(conn, chunks, batch_id, progress)
+            fill_nearest = assign_incident_units("i.import_batch_id = :batch_id")[1]
+            params = {"batch_id": batch_id, "tolerance_m": settings.territory.tolerance_m}
+            await conn.execute(fill_nearest, params)
             await conn.execute(sql.finish_batch(batch_id, **counts))
-            await conn.execute(
-                audit_sql.insert_audit(
-                    actor,
-                    "import",
-                    "import_batch",
-                    batch_id,
-                    after={"filename": filename, **counts},
-                )
-            )
+            after = {"filename": filename, **counts}
+            audit = audit_sql.insert_audit(actor, "import", "import_batch", batch_id, after=after)
+            await conn.execute(audit)
     except BaseException as exc:
         await _mark_failed(engine, batch_id, exc)
         raise
     return ImportReport(batch_id=batch_id, status="completed", **counts)
 
 
-async def _upsert(
-    conn: AsyncConnection,
-    valid: pd.DataFrame,
-    batch_id: int,
-    tolerance_m: float,
-    progress: Progress,
-) -> tuple[int, int]:
-    # A large batch is one long statement; the per-request timeout must not cut it.
+@dataclass
+class _Chunks:
+    """Validates a large frame chunk by chunk; a source_id repeated in a later chunk is
+    rejected as a duplicate of the first valid row, as it would be within one chunk."""
+
+    frame: pd.DataFrame
+    options: ReadOptions
+    vocabulary: Vocabulary
+    territory: Territory
+    timezone: str
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return -(-len(self.frame) // CHUNK_ROWS)
+
+    def prepare(self, index: int) -> tuple[bytes, Validated]:
+        """Validate chunk ``index`` and format its valid rows as COPY CSV (runs in a thread)."""
+        start = index * CHUNK_ROWS
+        stop = start + CHUNK_ROWS
+        part = self.frame.iloc[start:stop]
+        # Per-row flags kept in attrs (non-point geometries) are sliced with the rows.
+        part.attrs = {
+            k: v[start:stop] if isinstance(v, np.ndarray) else v
+            for k, v in self.frame.attrs.items()
+        }
+        checked = validate_incidents(
+            part,
+            options=self.options,
+            vocabulary=self.vocabulary,
+            territory=self.territory,
+            timezone=self.timezone,
+            first_row=start + 1,
+        )
+        checked = self._drop_repeats(checked)
+        return _copy_csv(checked.valid), checked
+
+    def _drop_repeats(self, checked: Validated) -> Validated:
+        valid = checked.valid
+        keys = (valid["source"] + "\x1f" + valid["source_id"]).to_numpy()
+        first = [self.seen.get(k) for k in keys]
+        repeated = np.array([f is not None for f in first], dtype=bool)
+        rows = valid["row_number"].to_numpy()
+        self.seen.update(zip(keys[~repeated], rows[~repeated], strict=True))
+        if not repeated.any():
+            return checked
+        rows = rows[repeated]
+        originals = self.frame.iloc[rows - 1]
+        extra = pd.DataFrame(
+            {
+                "row_number": rows,
+                "source_id": valid.loc[repeated, "source_id"].to_numpy(),
+                "reason": [f"duplicate of row {f} (same source and source_id)" for f in first if f],
+                "raw": originals.to_dict("records"),
+            }
+        )
+        return Validated(
+            valid=valid[~repeated],
+            rejected=pd.concat([checked.rejected, extra], ignore_index=True),
+            received=checked.received,
+        )
+
+
+async def _write_chunks(
+    conn: AsyncConnection, chunks: _Chunks, batch_id: int, progress: Progress
+) -> dict[str, int]:
+    """COPY each chunk into staging and upsert it, while the next chunk is validated in a
+    thread: Python and PostgreSQL then work on the two cores at once."""
+    # A large batch is long; the per-request statement timeout must not cut it.
     await conn.execute(sql.NO_STATEMENT_TIMEOUT)
     await conn.execute(sql.CREATE_STAGING)
-    valid = valid.assign(
-        occurred_at=_utc_text(valid["occurred_at"]), reported_at=_utc_text(valid["reported_at"])
+    raw = (await conn.get_raw_connection()).driver_connection
+    total, done = len(chunks.frame), 0
+    counts = dict.fromkeys(("received", "inserted", "updated", "unchanged", "rejected"), 0)
+    progress("validate", 0, total)
+    pending = asyncio.create_task(asyncio.to_thread(chunks.prepare, 0)) if len(chunks) else None
+    for index in range(len(chunks)):
+        data, checked = await pending
+        if index + 1 < len(chunks):
+            pending = asyncio.create_task(asyncio.to_thread(chunks.prepare, index + 1))
+        done += checked.received
+        progress("validate", done, total)
+        async with raw.cursor() as cur:
+            async with cur.copy(sql.COPY_STAGING) as copy:
+                await copy.write(data)
+            row = (await conn.execute(sql.upsert_from_staging(), {"batch_id": batch_id})).one()
+            await conn.execute(sql.TRUNCATE_STAGING)
+        await _store_rejections(conn, checked.rejected, batch_id)
+        counts["received"] += checked.received
+        counts["inserted"] += row.inserted
+        counts["updated"] += row.updated
+        counts["unchanged"] += len(checked.valid) - row.inserted - row.updated
+        counts["rejected"] += len(checked.rejected)
+        progress("write", done, total)
+    return counts
+
+
+def _copy_csv(valid: pd.DataFrame) -> bytes:
+    """The staging rows as COPY CSV. pyarrow's writer is ~7x faster than pandas' to_csv;
+    empty unquoted fields are NULL, and strings are always quoted, so "" stays ''."""
+    table = pa.Table.from_pandas(
+        valid.assign(
+            occurred_at=_utc_text(valid["occurred_at"]),
+            reported_at=pd.Series(_utc_text(valid["reported_at"]), index=valid.index).replace(
+                "", None
+            ),
+        ),
+        preserve_index=False,
     )
-    raw = await conn.get_raw_connection()
-    pg = raw.driver_connection
-    total = len(valid)
-    async with pg.cursor() as cur, cur.copy(sql.COPY_STAGING) as copy:
-        for start in range(0, total, COPY_CHUNK):
-            chunk = valid.iloc[start : start + COPY_CHUNK]
-            buffer = io.StringIO()
-            chunk.to_csv(buffer, header=False, index=False)
-            await copy.write(buffer.getvalue())
-            progress("copy", min(start + COPY_CHUNK, total), total)
-    progress("upsert", 0, total)
-    row = (await conn.execute(sql.upsert_from_staging(), {"batch_id": batch_id})).one()
-    # The few points outside every unit of a level (coarse coastlines) get the nearest one.
-    fill_nearest = assign_incident_units("i.import_batch_id = :batch_id")[1]
-    await conn.execute(fill_nearest, {"batch_id": batch_id, "tolerance_m": tolerance_m})
-    progress("upsert", total, total)
-    return row.inserted, row.updated
+    out = pa.BufferOutputStream()
+    pa_csv.write_csv(table, out, pa_csv.WriteOptions(include_header=False))
+    return out.getvalue().to_pybytes()
 
 
 def _utc_text(times: pd.Series) -> np.ndarray:

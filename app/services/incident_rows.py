@@ -211,8 +211,13 @@ def validate_incidents(
     territory: Territory,
     timezone: str,
     now: pd.Timestamp | None = None,
+    first_row: int = 1,
 ) -> Validated:
-    """Check every row; return the valid rows typed for the store and the rejected ones."""
+    """Check every row; return the valid rows typed for the store and the rejected ones.
+
+    ``first_row`` is the file row number of the frame's first row (1 = first data row),
+    so that a chunk of a large file reports the file's row numbers.
+    """
     n = len(frame)
     now = now or pd.Timestamp.now(tz="UTC")
     reasons = _Reasons(n)
@@ -270,19 +275,19 @@ def validate_incidents(
     # A key repeated in the file: the first otherwise valid row wins, later ones are rejected.
     candidates = ~reasons.mask
     key = (source + "\x1f" + source_id)[candidates]
-    row_number = pd.Series(np.arange(1, n + 1), index=frame.index)[candidates]
-    first_row = row_number.groupby(key.values).transform("min")
+    row_number = pd.Series(np.arange(first_row, first_row + n), index=frame.index)[candidates]
+    first_of_key = row_number.groupby(key.values).transform("min")
     duplicate = np.zeros(n, dtype=bool)
     duplicate[candidates] = key.duplicated(keep="first").to_numpy()
     first = pd.Series("", index=frame.index)
-    first[candidates] = first_row.astype(str)
+    first[candidates] = first_of_key.astype(str)
     reasons.add_each(duplicate, "duplicate of row " + first + " (same source and source_id)")
 
     attributes = _attributes(frame)
     rejected_mask = reasons.mask
     valid = pd.DataFrame(
         {
-            "row_number": np.arange(1, n + 1),
+            "row_number": np.arange(first_row, first_row + n),
             "source": source,
             "source_id": source_id,
             "category": category,
@@ -303,7 +308,7 @@ def validate_incidents(
     originals = frame.iloc[bad]
     rejected = pd.DataFrame(
         {
-            "row_number": bad + 1,
+            "row_number": bad + first_row,
             "source_id": source_id.iloc[bad].replace("", None).to_numpy(),
             "reason": reasons.text(bad),
             "raw": originals.to_dict("records"),

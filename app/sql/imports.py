@@ -38,6 +38,8 @@ CREATE_STAGING = text(
     """
 )
 
+TRUNCATE_STAGING = text("TRUNCATE incident_staging")
+
 NO_STATEMENT_TIMEOUT = text("SET LOCAL statement_timeout = 0")
 
 COPY_STAGING = f"COPY incident_staging ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"

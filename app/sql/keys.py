@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, Update, func, insert, select, update
+from sqlalchemy import Select, Update, func, insert, or_, select, text, update
 from sqlalchemy.sql.dml import Insert
 
 from app.models import api_key
@@ -23,7 +23,14 @@ def select_active_key(prefix: str) -> Select:
 
 
 def touch_key(key_id: int) -> Update:
-    return update(api_key).where(api_key.c.id == key_id).values(last_used_at=func.now())
+    """Record use, at most once a minute per key: a write on every request would cost more
+    than many of the requests themselves."""
+    recent = api_key.c.last_used_at > func.now() - text("interval '1 minute'")
+    return (
+        update(api_key)
+        .where(api_key.c.id == key_id, or_(api_key.c.last_used_at.is_(None), ~recent))
+        .values(last_used_at=func.now())
+    )
 
 
 def select_keys() -> Select:

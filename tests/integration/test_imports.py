@@ -277,3 +277,31 @@ def test_a_batch_killed_midway_leaves_nothing_and_rerun_completes(
         db.execute("SELECT count(*) FROM incident WHERE source = %s", [source]).fetchone()[0]
         == 150_000
     )
+
+
+def test_chunks_keep_file_row_numbers_and_catch_repeats_across_chunks(
+    base_data, settings, tmp_path, db, monkeypatch
+):
+    """Large files are written in chunks; what is rejected must not depend on where a
+    chunk boundary falls."""
+    import app.services.imports as imports
+
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 3)
+    path = write_incident_csv(tmp_path / "chunks.csv", n=8, source="chunks", seed=4)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[1, "category"] = "nope"  # row 2: invalid
+    frame.loc[6, "source_id"] = frame.loc[0, "source_id"]  # row 7 repeats row 1 (chunk 1)
+    frame.loc[4, "source_id"] = frame.loc[1, "source_id"]  # row 5 repeats invalid row 2
+    frame.to_csv(path, index=False)
+    report = import_csv(settings, path)
+    assert (report.received, report.inserted, report.rejected) == (8, 6, 2)
+    reasons = dict(
+        db.execute(
+            "SELECT row_number, reason FROM import_rejection WHERE batch_id = %s",
+            [report.batch_id],
+        ).fetchall()
+    )
+    assert reasons == {
+        2: "unknown category 'nope'",
+        7: "duplicate of row 1 (same source and source_id)",
+    }
