@@ -13,8 +13,9 @@ What is measured, and why
 1. **Import** (the product path). ``N`` seeded synthetic incidents
    (``generate_incidents``) are written to a CSV file, then
    ``app.services.imports.import_incidents`` imports it end to end into the empty
-   ``incident`` table with all its indexes: read (pandas) → validate → COPY into a temp
-   staging table → upsert with the point-in-polygon join that sets ``unit_ids``. The
+   ``incident`` table with all its indexes: read (pandas), then "write": chunk by chunk,
+   validate → COPY into a temp staging table → upsert with the point-in-polygon join
+   that sets ``unit_ids``, the next chunk's validation overlapping this chunk's write. The
    progress callback timestamps the stages; each stage runs from the end of the
    previous one to its own last report, so the stages add up to the total
    ("finish" is the rest: rejections, batch bookkeeping, audit row, commit).
@@ -94,7 +95,7 @@ OUT = Path(__file__).resolve().parent / "out" / "ingest.json"
 BOUNDARIES = DATA_DIR / "belize" / "boundaries"
 COUNTRY = BOUNDARIES / "belize_adm0_naturalearth_10m.geojson"
 DISTRICTS = BOUNDARIES / "belize_adm1_districts.geojson"
-STAGES = ("read", "validate", "copy", "upsert")
+STAGES = ("read", "write")
 PAGE_SIZE = 1_000
 FILTERED_QUERY = {"unit": "BZ-CY", "category": "theft"}
 # The columns of the raw COPY floor, in file order; the rest take their defaults.

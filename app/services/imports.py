@@ -38,7 +38,6 @@ from app.settings import Settings
 from app.sql import audit as audit_sql
 from app.sql import imports as sql
 from app.sql.territory import select_territory
-from app.sql.units import assign_incident_units
 
 # Progress callback: (stage, done, total).
 Progress = Callable[[str, int, int], None]
@@ -135,10 +134,8 @@ async def import_frame(
     chunks = _Chunks(frame, options, vocabulary, territory, settings.territory.timezone)
     try:
         async with engine.begin() as conn:
-            counts = await _write_chunks(conn, chunks, batch_id, progress)
-            fill_nearest = assign_incident_units("i.import_batch_id = :batch_id")[1]
             params = {"batch_id": batch_id, "tolerance_m": settings.territory.tolerance_m}
-            await conn.execute(fill_nearest, params)
+            counts = await _write_chunks(conn, chunks, params, progress)
             await conn.execute(sql.finish_batch(batch_id, **counts))
             after = {"filename": filename, **counts}
             audit = audit_sql.insert_audit(actor, "import", "import_batch", batch_id, after=after)
@@ -212,7 +209,7 @@ class _Chunks:
 
 
 async def _write_chunks(
-    conn: AsyncConnection, chunks: _Chunks, batch_id: int, progress: Progress
+    conn: AsyncConnection, chunks: _Chunks, params: dict, progress: Progress
 ) -> dict[str, int]:
     """COPY each chunk into staging and upsert it, while the next chunk is validated in a
     thread: Python and PostgreSQL then work on the two cores at once."""
@@ -233,9 +230,9 @@ async def _write_chunks(
         async with raw.cursor() as cur:
             async with cur.copy(sql.COPY_STAGING) as copy:
                 await copy.write(data)
-            row = (await conn.execute(sql.upsert_from_staging(), {"batch_id": batch_id})).one()
+            row = (await conn.execute(sql.upsert_from_staging(), params)).one()
             await conn.execute(sql.TRUNCATE_STAGING)
-        await _store_rejections(conn, checked.rejected, batch_id)
+        await _store_rejections(conn, checked.rejected, params["batch_id"])
         counts["received"] += checked.received
         counts["inserted"] += row.inserted
         counts["updated"] += row.updated

@@ -6,7 +6,7 @@ from sqlalchemy import Select, TextClause, func, insert, select, text, update
 from sqlalchemy.sql.dml import Insert, Update
 
 from app.models import import_batch, import_rejection
-from app.sql.units import units_containing
+from app.sql.units import units_containing, units_nearest
 
 STAGING_COLUMNS = (
     "row_number",
@@ -65,7 +65,9 @@ def upsert_from_staging() -> TextClause:
     """Insert new incidents, update changed ones, leave identical ones alone.
 
     Returns one row: how many were inserted and how many updated (``xmax = 0`` marks a
-    freshly inserted tuple). Units come from a point-in-polygon join in the same pass.
+    freshly inserted tuple). Units come from a point-in-polygon join in the same pass; a
+    point short of a level (just off a coarse coastline) takes the nearest unit within
+    ``:tolerance_m``.
     """
     changed = ", ".join(f"i.{c}" for c in _DATA)
     incoming = ", ".join(f"EXCLUDED.{c}" for c in _DATA)
@@ -79,11 +81,17 @@ def upsert_from_staging() -> TextClause:
             SELECT s.source, s.source_id, s.category, s.occurred_at, s.reported_at, p.geom,
                    s.location_precision, s.victim_sex, s.victim_age, s.victims_count,
                    s.weapon, s.perpetrator_relation, s.attributes,
-                   coalesce({units_containing("p.geom")}, '{{}}'), :batch_id
+                   CASE WHEN cardinality(c.ids) < (SELECT count(DISTINCT level) FROM admin_unit)
+                        THEN coalesce({units_nearest("p.geom")}, c.ids)
+                        ELSE c.ids END,
+                   :batch_id
             FROM incident_staging s
             CROSS JOIN LATERAL (
                 SELECT ST_SetSRID(ST_MakePoint(s.longitude, s.latitude), 4326) AS geom
             ) p
+            CROSS JOIN LATERAL (
+                SELECT coalesce({units_containing("p.geom")}, '{{}}') AS ids
+            ) c
             ON CONFLICT (source, source_id) DO UPDATE
             SET {assignments}, unit_ids = EXCLUDED.unit_ids,
                 import_batch_id = EXCLUDED.import_batch_id, updated_at = now()
