@@ -90,7 +90,9 @@ def upsert_from_staging() -> TextClause:
                 SELECT ST_SetSRID(ST_MakePoint(s.longitude, s.latitude), 4326) AS geom
             ) p
             CROSS JOIN LATERAL (
-                SELECT coalesce({units_containing("p.geom")}, '{{}}') AS ids
+                -- OFFSET 0 keeps this a subquery: inlined, the planner would run the
+                -- point-in-polygon twice per row (once for CASE, once for its result).
+                SELECT coalesce({units_containing("p.geom")}, '{{}}') AS ids OFFSET 0
             ) c
             ON CONFLICT (source, source_id) DO UPDATE
             SET {assignments}, unit_ids = EXCLUDED.unit_ids,
