@@ -36,6 +36,20 @@ metadata = MetaData(
 SRID = 4326
 ROLES = ("viewer", "analyst", "editor", "admin")
 SEXES = ("female", "male", "unknown")
+# An incident's fields besides its key (source, source_id) and its point, in the one order
+# that validation, staging, upserts and GeoJSON properties share.
+INCIDENT_FIELDS = (
+    "category",
+    "occurred_at",
+    "reported_at",
+    "location_precision",
+    "victim_sex",
+    "victim_age",
+    "victims_count",
+    "weapon",
+    "perpetrator_relation",
+    "attributes",
+)
 
 
 def _timestamps() -> list[Column]:

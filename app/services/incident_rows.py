@@ -18,22 +18,18 @@ import shapely
 from pyproj import CRS, Transformer
 
 from app.errors import InvalidFile, InvalidParameter
+from app.models import INCIDENT_FIELDS
+from app.sql.imports import STAGING_COLUMNS
 
-# The canonical columns of an incident record, as a file may provide them.
+# The columns an incident file may provide, by our names (map others onto them).
 TEXT_COLUMNS = ("location_precision", "weapon", "perpetrator_relation")
 CANONICAL = (
     "source",
     "source_id",
-    "category",
-    "occurred_at",
-    "reported_at",
     "longitude",
     "latitude",
     "wkt",
-    "victim_sex",
-    "victim_age",
-    "victims_count",
-    *TEXT_COLUMNS,
+    *(f for f in INCIDENT_FIELDS if f != "attributes"),
 )
 FORMATS = {".csv": "csv", ".txt": "csv", ".geojson": "geojson", ".json": "geojson", ".gpkg": "gpkg"}
 SEX_ALIASES = {
@@ -54,24 +50,8 @@ SEX_ALIASES = {
     "na": "unknown",
     "n/a": "unknown",
 }
-# Columns of a validated frame, in the order the staging table receives them.
-VALID_COLUMNS = (
-    "row_number",
-    "source",
-    "source_id",
-    "category",
-    "occurred_at",
-    "reported_at",
-    "longitude",
-    "latitude",
-    "location_precision",
-    "victim_sex",
-    "victim_age",
-    "victims_count",
-    "weapon",
-    "perpetrator_relation",
-    "attributes",
-)
+# A validated frame has the staging table's columns, in its order.
+VALID_COLUMNS = STAGING_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -295,12 +275,11 @@ def validate_incidents(
             "reported_at": reported,
             "longitude": lon,
             "latitude": lat,
-            **{c: col(c).replace("", None) for c in TEXT_COLUMNS[:1]},
             "victim_sex": sex,
             "victim_age": age,
             "victims_count": victims,
-            **{c: col(c).replace("", None) for c in TEXT_COLUMNS[1:]},
             "attributes": attributes,
+            **{c: col(c).replace("", None) for c in TEXT_COLUMNS},
         },
         index=frame.index,
     )[list(VALID_COLUMNS)]

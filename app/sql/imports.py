@@ -5,26 +5,11 @@ from __future__ import annotations
 from sqlalchemy import Select, TextClause, func, insert, select, text, update
 from sqlalchemy.sql.dml import Insert, Update
 
-from app.models import import_batch, import_rejection
+from app.models import INCIDENT_FIELDS, import_batch, import_rejection
 from app.sql.units import units_containing, units_nearest
 
-STAGING_COLUMNS = (
-    "row_number",
-    "source",
-    "source_id",
-    "category",
-    "occurred_at",
-    "reported_at",
-    "longitude",
-    "latitude",
-    "location_precision",
-    "victim_sex",
-    "victim_age",
-    "victims_count",
-    "weapon",
-    "perpetrator_relation",
-    "attributes",
-)
+# Columns of the staging table, in the order the COPY data carries them.
+STAGING_COLUMNS = ("row_number", "source", "source_id", "longitude", "latitude", *INCIDENT_FIELDS)
 
 CREATE_STAGING = text(
     """
@@ -46,19 +31,7 @@ COPY_STAGING = f"COPY incident_staging ({', '.join(STAGING_COLUMNS)}) FROM STDIN
 COPY_REJECTIONS = "COPY import_rejection (batch_id, row_number, source_id, reason, raw) FROM STDIN"
 
 # Columns an import writes; an existing row is updated only when one of them changed.
-_DATA = (
-    "category",
-    "occurred_at",
-    "reported_at",
-    "geom",
-    "location_precision",
-    "victim_sex",
-    "victim_age",
-    "victims_count",
-    "weapon",
-    "perpetrator_relation",
-    "attributes",
-)
+_DATA = (*INCIDENT_FIELDS, "geom")
 
 
 def upsert_from_staging() -> TextClause:
@@ -72,15 +45,14 @@ def upsert_from_staging() -> TextClause:
     changed = ", ".join(f"i.{c}" for c in _DATA)
     incoming = ", ".join(f"EXCLUDED.{c}" for c in _DATA)
     assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in _DATA)
+    selected = ", ".join("p.geom" if c == "geom" else f"s.{c}" for c in _DATA)
     return text(
         f"""
         WITH upserted AS (
             INSERT INTO incident AS i (
                 source, source_id, {", ".join(_DATA)}, unit_ids, import_batch_id
             )
-            SELECT s.source, s.source_id, s.category, s.occurred_at, s.reported_at, p.geom,
-                   s.location_precision, s.victim_sex, s.victim_age, s.victims_count,
-                   s.weapon, s.perpetrator_relation, s.attributes,
+            SELECT s.source, s.source_id, {selected},
                    CASE WHEN cardinality(c.ids) < (SELECT count(DISTINCT level) FROM admin_unit)
                         THEN coalesce({units_nearest("p.geom")}, c.ids)
                         ELSE c.ids END,

@@ -17,40 +17,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.sql.dml import Insert, Update
 
-from app.models import admin_unit, incident
+from app.models import INCIDENT_FIELDS, admin_unit, incident
 from app.sql.units import assign_incident_units
 
+WRITABLE = ("source", "source_id", *INCIDENT_FIELDS)
 # Properties of an incident feature; every feature carries every key (null when empty).
-PROPERTIES = (
-    "source",
-    "source_id",
-    "category",
-    "occurred_at",
-    "reported_at",
-    "location_precision",
-    "victim_sex",
-    "victim_age",
-    "victims_count",
-    "weapon",
-    "perpetrator_relation",
-    "attributes",
-    "created_at",
-    "updated_at",
-)
-WRITABLE = (
-    "source",
-    "source_id",
-    "category",
-    "occurred_at",
-    "reported_at",
-    "location_precision",
-    "victim_sex",
-    "victim_age",
-    "victims_count",
-    "weapon",
-    "perpetrator_relation",
-    "attributes",
-)
+PROPERTIES = (*WRITABLE, "created_at", "updated_at")
 
 _FEATURE = f"""json_build_object(
     'type', 'Feature',
