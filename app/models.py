@@ -184,7 +184,9 @@ incident = Table(
     Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     # Every admin unit (all levels) containing the point, set by a spatial join in PostGIS.
     Column("unit_ids", ARRAY(Integer), nullable=False, server_default=text("'{}'")),
-    Column("import_batch_id", Integer, ForeignKey("import_batch.id", ondelete="SET NULL")),
+    # Provenance only, deliberately without a foreign key: batches are never deleted, and
+    # the per-row check would cost ~10% of a bulk import.
+    Column("import_batch_id", Integer),
     *_timestamps(),
     Column("deleted_at", DateTime(timezone=True)),
     UniqueConstraint("source", "source_id"),

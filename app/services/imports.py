@@ -213,8 +213,8 @@ async def _write_chunks(
 ) -> dict[str, int]:
     """COPY each chunk into staging and upsert it, while the next chunk is validated in a
     thread: Python and PostgreSQL then work on the two cores at once."""
-    # A large batch is long; the per-request statement timeout must not cut it.
-    await conn.execute(sql.NO_STATEMENT_TIMEOUT)
+    for setting in sql.IMPORT_SESSION:
+        await conn.execute(setting)
     await conn.execute(sql.CREATE_STAGING)
     raw = (await conn.get_raw_connection()).driver_connection
     total, done = len(chunks.frame), 0

@@ -25,7 +25,9 @@ CREATE_STAGING = text(
 
 TRUNCATE_STAGING = text("TRUNCATE incident_staging")
 
-NO_STATEMENT_TIMEOUT = text("SET LOCAL statement_timeout = 0")
+# A large batch is long: the per-request statement timeout must not cut it. And LLVM JIT,
+# which the planner picks for the upsert's large cost estimate, costs ~12% per chunk.
+IMPORT_SESSION = [text("SET LOCAL statement_timeout = 0"), text("SET LOCAL jit = off")]
 
 COPY_STAGING = f"COPY incident_staging ({', '.join(STAGING_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
 COPY_REJECTIONS = "COPY import_rejection (batch_id, row_number, source_id, reason, raw) FROM STDIN"
