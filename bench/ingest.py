@@ -13,8 +13,8 @@ What is measured, and why
 1. **Import** (the product path). ``N`` seeded synthetic incidents
    (``generate_incidents``) are written to a CSV file, then
    ``app.services.imports.import_incidents`` imports it end to end into the empty
-   ``incident`` table with all its indexes: read (pandas), then "write": chunk by chunk,
-   validate → COPY into a temp staging table → upsert with the point-in-polygon join
+   ``incident`` table with all its indexes: "write" streams the file chunk by chunk:
+   read → validate → COPY into a temp staging table → upsert with the point-in-polygon join
    that sets ``unit_ids``, the next chunk's validation overlapping this chunk's write. The
    progress callback timestamps the stages; each stage runs from the end of the
    previous one to its own last report, so the stages add up to the total
@@ -95,7 +95,7 @@ OUT = Path(__file__).resolve().parent / "out" / "ingest.json"
 BOUNDARIES = DATA_DIR / "belize" / "boundaries"
 COUNTRY = BOUNDARIES / "belize_adm0_naturalearth_10m.geojson"
 DISTRICTS = BOUNDARIES / "belize_adm1_districts.geojson"
-STAGES = ("read", "write")
+STAGES = ("write",)
 PAGE_SIZE = 1_000
 FILTERED_QUERY = {"unit": "BZ-CY", "category": "theft"}
 # The columns of the raw COPY floor, in file order; the rest take their defaults.

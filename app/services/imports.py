@@ -10,7 +10,8 @@ keyed on (source, source_id), so re-importing a file inserts nothing new.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from app.services.incident_rows import (
     Territory,
     Validated,
     Vocabulary,
+    count_data_rows,
     detect_format,
-    read_incident_file,
+    read_incident_chunks,
     validate_incidents,
 )
 from app.settings import Settings
@@ -100,12 +102,12 @@ async def import_incidents(
     """Import one incident file as one batch; return its counts."""
     filename = filename or path.name
     fmt = detect_format(filename, options.format)
-    progress("read", 0, 1)
-    frame = read_incident_file(path, options, filename)
-    progress("read", 1, 1)
-    return await import_frame(
-        engine, settings, frame, options, actor=actor, filename=filename, fmt=fmt, progress=progress
-    )
+    frames = read_incident_chunks(path, options, filename, chunk_rows=CHUNK_ROWS)
+    total = count_data_rows(path) if fmt == "csv" else None
+    return await import_frames(
+        engine, settings, frames, options, actor=actor, filename=filename, fmt=fmt,
+        total=total, progress=progress,
+    )  # fmt: skip
 
 
 async def import_frame(
@@ -119,9 +121,30 @@ async def import_frame(
     fmt: str,
     progress: Progress = _quiet,
 ) -> ImportReport:
-    """Import a frame of strings with canonical columns (what ``read_incident_file`` returns)
-    as one batch, in one transaction; on failure the batch is marked failed and re-raised."""
-    if "source" not in frame and not options.source:
+    """Import a frame of strings with canonical columns as one batch."""
+    frames = (frame.iloc[i : i + CHUNK_ROWS] for i in range(0, max(len(frame), 1), CHUNK_ROWS))
+    return await import_frames(
+        engine, settings, frames, options, actor=actor, filename=filename, fmt=fmt,
+        total=len(frame), progress=progress,
+    )  # fmt: skip
+
+
+async def import_frames(
+    engine: AsyncEngine,
+    settings: Settings,
+    frames: Iterator[pd.DataFrame],
+    options: ReadOptions,
+    *,
+    actor: str,
+    filename: str,
+    fmt: str,
+    total: int | None = None,
+    progress: Progress = _quiet,
+) -> ImportReport:
+    """Import chunks of canonical columns (what ``read_incident_chunks`` yields) as one
+    batch, in one transaction; on failure the batch is marked failed and re-raised."""
+    first = await asyncio.to_thread(next, frames, pd.DataFrame())
+    if "source" not in first and not options.source:
         raise InvalidParameter(
             "the file has no 'source' column: name the reporting agency with the source option"
         )
@@ -131,11 +154,14 @@ async def import_frame(
         batch_id = (
             await conn.execute(sql.insert_batch(filename, fmt, options.as_dict(), actor))
         ).scalar_one()
-    chunks = _Chunks(frame, options, vocabulary, territory, settings.territory.timezone)
+    chunks = _Chunks(
+        itertools.chain([first], frames), options, vocabulary, territory,
+        settings.territory.timezone,
+    )  # fmt: skip
     try:
         async with engine.begin() as conn:
             params = {"batch_id": batch_id, "tolerance_m": settings.territory.tolerance_m}
-            counts = await _write_chunks(conn, chunks, params, progress)
+            counts = await _write_chunks(conn, chunks, params, total, progress)
             await conn.execute(sql.finish_batch(batch_id, **counts))
             after = {"filename": filename, **counts}
             audit = audit_sql.insert_audit(actor, "import", "import_batch", batch_id, after=after)
@@ -148,41 +174,36 @@ async def import_frame(
 
 @dataclass
 class _Chunks:
-    """Validates a large frame chunk by chunk; a source_id repeated in a later chunk is
+    """Validates the chunks of a file in order. A source_id repeated in a later chunk is
     rejected as a duplicate of the first valid row, as it would be within one chunk."""
 
-    frame: pd.DataFrame
+    frames: Iterator[pd.DataFrame]
     options: ReadOptions
     vocabulary: Vocabulary
     territory: Territory
     timezone: str
     seen: dict[str, int] = field(default_factory=dict)
+    next_row: int = 1
 
-    def __len__(self) -> int:
-        return -(-len(self.frame) // CHUNK_ROWS)
-
-    def prepare(self, index: int) -> tuple[bytes, Validated]:
-        """Validate chunk ``index`` and format its valid rows as COPY CSV (runs in a thread)."""
-        start = index * CHUNK_ROWS
-        stop = start + CHUNK_ROWS
-        part = self.frame.iloc[start:stop]
-        # Per-row flags kept in attrs (non-point geometries) are sliced with the rows.
-        part.attrs = {
-            k: v[start:stop] if isinstance(v, np.ndarray) else v
-            for k, v in self.frame.attrs.items()
-        }
+    def prepare(self) -> tuple[bytes, Validated] | None:
+        """Read and validate the next chunk, and format its valid rows as COPY CSV (runs in
+        a thread); None when the file is done."""
+        part = next(self.frames, None)
+        if part is None:
+            return None
         checked = validate_incidents(
             part,
             options=self.options,
             vocabulary=self.vocabulary,
             territory=self.territory,
             timezone=self.timezone,
-            first_row=start + 1,
+            first_row=self.next_row,
         )
-        checked = self._drop_repeats(checked)
+        checked = self._drop_repeats(checked, part)
+        self.next_row += len(part)
         return _copy_csv(checked.valid), checked
 
-    def _drop_repeats(self, checked: Validated) -> Validated:
+    def _drop_repeats(self, checked: Validated, part: pd.DataFrame) -> Validated:
         valid = checked.valid
         keys = (valid["source"] + "\x1f" + valid["source_id"]).to_numpy()
         first = [self.seen.get(k) for k in keys]
@@ -192,7 +213,7 @@ class _Chunks:
         if not repeated.any():
             return checked
         rows = rows[repeated]
-        originals = self.frame.iloc[rows - 1]
+        originals = part.iloc[rows - self.next_row]
         extra = pd.DataFrame(
             {
                 "row_number": rows,
@@ -209,24 +230,20 @@ class _Chunks:
 
 
 async def _write_chunks(
-    conn: AsyncConnection, chunks: _Chunks, params: dict, progress: Progress
+    conn: AsyncConnection, chunks: _Chunks, params: dict, total: int | None, progress: Progress
 ) -> dict[str, int]:
-    """COPY each chunk into staging and upsert it, while the next chunk is validated in a
-    thread: Python and PostgreSQL then work on the two cores at once."""
+    """COPY each chunk into staging and upsert it, while the next chunk is read and
+    validated in a thread: Python and PostgreSQL then work on the two cores at once."""
     for setting in sql.IMPORT_SESSION:
         await conn.execute(setting)
     await conn.execute(sql.CREATE_STAGING)
     raw = (await conn.get_raw_connection()).driver_connection
-    total, done = len(chunks.frame), 0
     counts = dict.fromkeys(("received", "inserted", "updated", "unchanged", "rejected"), 0)
-    progress("validate", 0, total)
-    pending = asyncio.create_task(asyncio.to_thread(chunks.prepare, 0)) if len(chunks) else None
-    for index in range(len(chunks)):
-        data, checked = await pending
-        if index + 1 < len(chunks):
-            pending = asyncio.create_task(asyncio.to_thread(chunks.prepare, index + 1))
-        done += checked.received
-        progress("validate", done, total)
+    progress("write", 0, total or 0)
+    pending = asyncio.create_task(asyncio.to_thread(chunks.prepare))
+    while (prepared := await pending) is not None:
+        pending = asyncio.create_task(asyncio.to_thread(chunks.prepare))
+        data, checked = prepared
         async with raw.cursor() as cur:
             async with cur.copy(sql.COPY_STAGING) as copy:
                 await copy.write(data)
@@ -238,7 +255,8 @@ async def _write_chunks(
         counts["updated"] += row.updated
         counts["unchanged"] += len(checked.valid) - row.inserted - row.updated
         counts["rejected"] += len(checked.rejected)
-        progress("write", done, total)
+        done = counts["received"]
+        progress("write", done, max(total or 0, done))
     return counts
 
 

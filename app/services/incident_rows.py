@@ -7,6 +7,8 @@ its reasons, joined by "; ", so an analyst can fix the file in one pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,29 +116,59 @@ def detect_format(filename: str, declared: str | None = None) -> str:
     return FORMATS[suffix]
 
 
-def read_incident_file(
-    path: Path, options: ReadOptions, filename: str | None = None
-) -> pd.DataFrame:
-    """Read a CSV, GeoJSON or GeoPackage into a frame of strings with canonical column names.
+def read_incident_chunks(
+    path: Path, options: ReadOptions, filename: str | None = None, *, chunk_rows: int = 100_000
+) -> Iterator[pd.DataFrame]:
+    """Read a CSV, GeoJSON or GeoPackage as frames of at most ``chunk_rows`` rows of strings
+    with canonical column names (CSV is streamed, so a large file never sits whole in memory).
 
-    Coordinates end up in ``longitude``/``latitude`` (strings, as in the file) or ``wkt``,
-    plus an ``_crs`` attribute in ``frame.attrs``. Columns that are not canonical are kept
-    and later stored in ``attributes``.
+    Coordinates end up in ``longitude``/``latitude`` (strings, as in the file) or ``wkt``;
+    ``frame.attrs`` carries the coordinates' CRS. Columns that are not canonical are kept
+    and later stored in ``attributes``. Unreadable files raise ``InvalidFile`` — for a CSV,
+    possibly only when the bad part is reached.
     """
     fmt = detect_format(filename or path.name, options.format)
-    try:
+    unknown = [c for c in options.columns if c not in CANONICAL]
+    if unknown:
+        raise InvalidParameter(
+            f"unknown target column(s) {', '.join(unknown)}; map onto: {', '.join(CANONICAL)}"
+        )
+    with _read_errors(fmt, options):
         if fmt == "csv":
-            frame = pd.read_csv(
+            frames: Iterator[pd.DataFrame] = pd.read_csv(
                 path,
                 dtype=str,
                 keep_default_na=False,
                 sep=options.delimiter,
                 encoding=options.encoding,
                 skipinitialspace=True,
+                chunksize=chunk_rows,
             )
             crs = options.crs or "EPSG:4326"
         else:
-            frame, crs = _read_vector(path, options)
+            whole, crs = _read_vector(path, options)
+            frames = _slices(whole, chunk_rows)
+    while True:
+        with _read_errors(fmt, options):
+            frame = next(frames, None)
+        if frame is None:
+            return
+        yield _canonical(frame, options, crs)
+
+
+def count_data_rows(path: Path) -> int:
+    """Lines in a text file minus its header: the progress bar's total for a streamed CSV
+    (quoted line breaks make it an estimate)."""
+    with path.open("rb") as fh:
+        lines = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+    return max(lines - 1, 0)
+
+
+@contextmanager
+def _read_errors(fmt: str, options: ReadOptions) -> Iterator[None]:
+    """Turn the readers' exceptions into one clear 422 each."""
+    try:
+        yield
     except UnicodeDecodeError as exc:
         raise InvalidFile(
             f"the file is not valid {options.encoding}: {exc.reason} at byte {exc.start}; "
@@ -146,20 +178,29 @@ def read_incident_file(
         raise InvalidFile(f"cannot parse the CSV file: {exc}") from exc
     except pyogrio.errors.DataSourceError as exc:
         raise InvalidFile(f"cannot read the {fmt} file: {exc}") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
-    renamed = {file_col: canonical for canonical, file_col in options.columns.items()}
-    unknown = [c for c in options.columns if c not in CANONICAL]
-    if unknown:
-        raise InvalidParameter(
-            f"unknown target column(s) {', '.join(unknown)}; map onto: {', '.join(CANONICAL)}"
-        )
+
+
+def _slices(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
+    """Chunks of a frame, with per-row arrays in ``attrs`` sliced alongside."""
+    for start in range(0, max(len(frame), 1), rows):
+        part = frame.iloc[start : start + rows]
+        part.attrs = {
+            k: v[start : start + rows] if isinstance(v, np.ndarray) else v
+            for k, v in frame.attrs.items()
+        }
+        yield part
+
+
+def _canonical(frame: pd.DataFrame, options: ReadOptions, crs: str) -> pd.DataFrame:
+    attrs = frame.attrs
+    frame = frame.rename(columns=lambda c: str(c).strip())
     missing = [f for f in options.columns.values() if f not in frame.columns]
     if missing:
         raise InvalidFile(
             f"column(s) {', '.join(missing)} not in the file; it has: {', '.join(frame.columns)}"
         )
-    frame = frame.rename(columns=renamed)
-    frame.attrs["crs"] = crs
+    frame = frame.rename(columns={theirs: ours for ours, theirs in options.columns.items()})
+    frame.attrs = {**attrs, "crs": crs}
     return frame
 
 
