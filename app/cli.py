@@ -272,6 +272,83 @@ def keys_revoke(key_id: int) -> None:
     console.print(f"key {key_id} revoked")
 
 
+# -- analyses ----------------------------------------------------------------------------
+
+
+@cli.command()
+def hotspots(
+    output: Annotated[Path, typer.Option("--output", "-o", help="result: .geojson or .csv")],
+    method: Annotated[str, typer.Option(help="gi_star or local_moran")] = "gi_star",
+    units: Annotated[str, typer.Option(help="h3, grid or admin")] = "h3",
+    resolution: Annotated[int, typer.Option(help="H3 resolution")] = 8,
+    cell_size: Annotated[float, typer.Option(help="grid cell side, metres")] = 1000,
+    level: Annotated[int, typer.Option(help="admin level")] = 1,
+    area: Annotated[str | None, typer.Option(help="unit code bounding the study area")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="queen, rook, h3, knn or distance_band")
+    ] = None,
+    k: Annotated[int, typer.Option(help="neighbours for knn")] = 8,
+    distance: Annotated[float | None, typer.Option(help="band for distance_band, m")] = None,
+    category: Annotated[list[str] | None, typer.Option(help="category code, repeatable")] = None,
+    occurred_from: Annotated[str | None, typer.Option("--from", help="ISO date")] = None,
+    occurred_to: Annotated[str | None, typer.Option("--to", help="ISO date, exclusive")] = None,
+    sex: Annotated[list[str] | None, typer.Option(help="victim sex, repeatable")] = None,
+    age_min: int | None = None,
+    age_max: int | None = None,
+    unit: Annotated[str | None, typer.Option(help="only incidents in this unit")] = None,
+    victims: Annotated[bool, typer.Option(help="count victims, not incidents")] = False,
+    permutations: Annotated[int, typer.Option(help="conditional permutations")] = 0,
+    seed: Annotated[int | None, typer.Option(help="seed of the permutations")] = None,
+    fdr: Annotated[bool, typer.Option(help="false discovery rate correction")] = False,
+) -> None:
+    """Hot spots (Gi* or Local Moran) of the filtered incidents, written as GeoJSON or CSV."""
+    from pydantic import ValidationError
+
+    from app.schemas.analyses import HotspotRequest
+    from app.services.hotspots import run_now, write_result
+
+    unit_spec = {
+        "h3": {"type": "h3", "resolution": resolution},
+        "grid": {"type": "grid", "cell_size_m": cell_size},
+        "admin": {"type": "admin", "level": level},
+    }.get(units)
+    if unit_spec is None:
+        _fail("--units must be h3, grid or admin")
+    try:
+        request = HotspotRequest.model_validate(
+            {
+                "method": method,
+                "units": unit_spec,
+                "area": area,
+                "weights": {"type": weights, "k": k, "distance_m": distance},
+                "filters": {
+                    "categories": category or [],
+                    "occurred_from": occurred_from,
+                    "occurred_to": occurred_to,
+                    "victim_sex": sex or [],
+                    "age_min": age_min,
+                    "age_max": age_max,
+                    "unit": unit,
+                },
+                "weight_by_victims": victims,
+                "permutations": permutations,
+                "seed": seed,
+                "fdr": fdr,
+            }
+        )
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    settings = get_settings()
+
+    async def run(engine):
+        run_id = await run_now(engine, settings, request, actor=CLI_ACTOR)
+        return run_id, await write_result(engine, run_id, output)
+
+    run_id, summary = _guard(lambda: _with_engine(run))
+    console.print(f"analysis run {run_id} written to {output}")
+    _print_report(summary)
+
+
 # -- demo and serving --------------------------------------------------------------------
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.settings import Settings
 
@@ -21,3 +24,19 @@ def create_engine(settings: Settings) -> AsyncEngine:
             " -c max_parallel_workers_per_gather=0",
         },
     )
+
+
+def frame_to_csv(frame: pd.DataFrame) -> bytes:
+    """A frame as COPY CSV data. pyarrow's writer is ~7x faster than pandas' ``to_csv``;
+    empty unquoted fields are NULL, and strings are always quoted, so "" stays ''."""
+    out = pa.BufferOutputStream()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pa_csv.write_csv(table, out, pa_csv.WriteOptions(include_header=False))
+    return out.getvalue().to_pybytes()
+
+
+async def copy_csv(conn: AsyncConnection, statement: str, data: bytes) -> None:
+    """Run ``COPY … FROM STDIN WITH (FORMAT csv)`` on the connection's own transaction."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    async with raw.cursor() as cur, cur.copy(statement) as copy:
+        await copy.write(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -11,7 +12,7 @@ from fastapi.routing import APIRoute
 
 from app.cache import TTLCache
 from app.errors import install_error_handlers
-from app.routers import boundaries, health, imports, incidents, keys, units
+from app.routers import analyses, boundaries, health, imports, incidents, keys, units
 from app.settings import Settings, get_settings
 
 
@@ -19,6 +20,17 @@ def _operation_id(route: APIRoute) -> str:
     """Stable OpenAPI operation ids: ``<tag>-<function name>``."""
     tag = route.tags[0] if route.tags else "default"
     return f"{tag}-{route.name}"
+
+
+async def _warm_up(done: asyncio.Event) -> None:
+    """Compile the statistics kernels in a thread while the service already answers."""
+    import spatial
+
+    try:
+        await asyncio.to_thread(spatial.warm_up)
+    except Exception:  # a failed warm-up only means the first analysis compiles instead
+        logging.getLogger("observatory").exception("analysis warm-up failed")
+    done.set()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,9 +41,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from app.db import create_engine
 
         app.state.engine = create_engine(settings)
+        app.state.jobs = set()
+        app.state.warm = asyncio.Event()
+        if settings.analysis.warm_up:
+            warming = asyncio.create_task(_warm_up(app.state.warm))
+        else:
+            app.state.warm.set()
         try:
             yield
         finally:
+            for task in (*app.state.jobs, *([warming] if settings.analysis.warm_up else [])):
+                task.cancel()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -51,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Location"],
     )
     install_error_handlers(app)
-    for module in (health, units, boundaries, incidents, imports, keys):
+    for module in (health, units, boundaries, incidents, imports, keys, analyses):
         app.include_router(module.router)
     logging.basicConfig(level=logging.INFO)
     return app

@@ -228,3 +228,42 @@ audit_log = Table(
     Index("ix_audit_log_entity", "entity", "entity_id"),
     Index("ix_audit_log_at", "at"),
 )
+
+
+analysis_run = Table(
+    "analysis_run",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", Text, nullable=False),  # hotspots, emerging, kde, evaluation
+    Column("method", Text, nullable=False),
+    # Everything needed to run it again: method options, units, weights, filters.
+    Column("parameters", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default="running"),
+    Column("progress", Float, nullable=False, server_default="0"),
+    Column("message", Text),
+    Column("summary", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint("status IN ('running', 'completed', 'failed')", name="status_known"),
+)
+
+# One row per analysis unit (H3 cell, grid square or admin unit) of a run.
+analysis_cell = Table(
+    "analysis_cell",
+    metadata,
+    Column("run_id", Integer, ForeignKey("analysis_run.id", ondelete="CASCADE"), primary_key=True),
+    Column("cell_id", Text, primary_key=True),
+    Column("geom", Geometry("GEOMETRY", srid=SRID, spatial_index=False), nullable=False),
+    Column("count", Float, nullable=False),
+    Column("z", Float),
+    Column("p", Float),
+    Column("p_sim", Float),
+    Column("bin", SmallInteger),
+    Column("i", Float),
+    Column("quadrant", SmallInteger),
+    Column("label", Text),
+    Column("category", Text),
+    Column("stats", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Index("ix_analysis_cell_geom", "geom", postgresql_using="gist"),
+)

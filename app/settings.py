@@ -64,6 +64,17 @@ class ApiSettings(BaseModel):
         return self
 
 
+class AnalysisSettings(BaseModel):
+    # Largest number of cells (H3 or grid) one analysis may build.
+    max_cells: int = Field(default=300_000, ge=100)
+    # How long a request waits for its analysis before answering 202 with the run's URL.
+    wait_s: float = Field(default=2.0, ge=0)
+    # Compile esda's numba kernels at start-up so no analyst's first run pays for it
+    # (about 50 s on 2 cores); the compiled code is cached on disk (NUMBA_CACHE_DIR,
+    # default .data/numba-cache) and loads in about a second at the next start.
+    warm_up: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OBSERVATORY_", env_nested_delimiter="__", extra="ignore"
@@ -76,6 +87,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     territory: TerritorySettings = TerritorySettings()
     api: ApiSettings = ApiSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
 
     @classmethod
     def settings_customise_sources(

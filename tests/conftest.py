@@ -49,7 +49,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def settings(cluster: Cluster) -> Settings:
-    settings = Settings(environment="test", database=cluster.settings, database_url=None)
+    settings = Settings(
+        environment="test",
+        database=cluster.settings,
+        database_url=None,
+        # Tests compile the statistics kernels when they first need them; the start-up
+        # warm-up itself is exercised by the end-to-end test of `observatory up`.
+        analysis={"warm_up": False},
+    )
     upgrade(settings.sqlalchemy_url)
     return settings
 

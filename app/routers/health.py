@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import text
 
 from app.deps import EngineDep
@@ -16,12 +16,23 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="The database is reachable and migrated")
-async def ready(engine: EngineDep) -> dict[str, object]:
+@router.get("/ready", summary="The database is reachable and migrated; analyses are warm")
+async def ready(request: Request, engine: EngineDep) -> dict[str, object]:
     try:
         async with engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
             postgis = (await conn.execute(text("SELECT postgis_lib_version()"))).scalar()
     except Exception as exc:  # any failure means "not ready", and says which
         raise ServiceUnavailable(f"database not ready: {exc.__class__.__name__}") from exc
-    return {"status": "ready", "database": "ok", "migration": version, "postgis": postgis}
+    if not request.app.state.warm.is_set():
+        raise ServiceUnavailable(
+            "the analysis engine is compiling its kernels (numba); ready in about a minute "
+            "on the first start, seconds afterwards"
+        )
+    return {
+        "status": "ready",
+        "database": "ok",
+        "migration": version,
+        "postgis": postgis,
+        "analysis": "warm",
+    }

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import shapely
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.db import copy_csv, frame_to_csv
 from app.errors import InvalidParameter
 from app.models import category
 from app.services.incident_rows import (
@@ -237,18 +236,15 @@ async def _write_chunks(
     for setting in sql.IMPORT_SESSION:
         await conn.execute(setting)
     await conn.execute(sql.CREATE_STAGING)
-    raw = (await conn.get_raw_connection()).driver_connection
     counts = dict.fromkeys(("received", "inserted", "updated", "unchanged", "rejected"), 0)
     progress("write", 0, total or 0)
     pending = asyncio.create_task(asyncio.to_thread(chunks.prepare))
     while (prepared := await pending) is not None:
         pending = asyncio.create_task(asyncio.to_thread(chunks.prepare))
         data, checked = prepared
-        async with raw.cursor() as cur:
-            async with cur.copy(sql.COPY_STAGING) as copy:
-                await copy.write(data)
-            row = (await conn.execute(sql.upsert_from_staging(), params)).one()
-            await conn.execute(sql.TRUNCATE_STAGING)
+        await copy_csv(conn, sql.COPY_STAGING, data)
+        row = (await conn.execute(sql.upsert_from_staging(), params)).one()
+        await conn.execute(sql.TRUNCATE_STAGING)
         await _store_rejections(conn, checked.rejected, params["batch_id"])
         counts["received"] += checked.received
         counts["inserted"] += row.inserted
@@ -261,20 +257,11 @@ async def _write_chunks(
 
 
 def _copy_csv(valid: pd.DataFrame) -> bytes:
-    """The staging rows as COPY CSV. pyarrow's writer is ~7x faster than pandas' to_csv;
-    empty unquoted fields are NULL, and strings are always quoted, so "" stays ''."""
-    table = pa.Table.from_pandas(
-        valid.assign(
-            occurred_at=_utc_text(valid["occurred_at"]),
-            reported_at=pd.Series(_utc_text(valid["reported_at"]), index=valid.index).replace(
-                "", None
-            ),
-        ),
-        preserve_index=False,
+    """The staging rows as COPY CSV, times as UTC text (empty reported_at is NULL)."""
+    reported = pd.Series(_utc_text(valid["reported_at"]), index=valid.index).replace("", None)
+    return frame_to_csv(
+        valid.assign(occurred_at=_utc_text(valid["occurred_at"]), reported_at=reported)
     )
-    out = pa.BufferOutputStream()
-    pa_csv.write_csv(table, out, pa_csv.WriteOptions(include_header=False))
-    return out.getvalue().to_pybytes()
 
 
 def _utc_text(times: pd.Series) -> np.ndarray:

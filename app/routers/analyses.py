@@ -1,0 +1,124 @@
+"""Analyses (analyst and above): hot spots as stored, reproducible runs served as layers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Annotated, Literal
+
+import pandas as pd
+from fastapi import APIRouter, Query, Request, Response
+
+from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
+from app.errors import NotFound, ProblemError
+from app.schemas.analyses import AnalysisRunList, AnalysisRunPublic, HotspotRequest
+from app.services import jobs
+from app.services.hotspots import run_hotspots
+from app.sql import analyses as sql
+
+router = APIRouter(prefix="/analyses", tags=["analyses"])
+
+GEOJSON = "application/geo+json"
+
+
+class AnalysisFailed(ProblemError):
+    status, title = 422, "Analysis failed"
+
+
+def _links(request: Request, run_id: int) -> list[dict[str, str]]:
+    url = str(request.url_for("get_analysis", run_id=run_id))
+    return [
+        {"rel": "self", "type": GEOJSON, "href": url},
+        {"rel": "alternate", "type": "text/csv", "href": f"{url}?format=csv"},
+        {"rel": "describedby", "type": "application/json", "href": f"{url}?format=run"},
+    ]
+
+
+async def _run_public(request: Request, conn, run_id: int) -> AnalysisRunPublic:
+    row = (await conn.execute(sql.select_run(run_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"no analysis run {run_id}")
+    return AnalysisRunPublic(**row, links=_links(request, run_id))
+
+
+@router.post(
+    "/hotspots",
+    status_code=201,
+    response_model=AnalysisRunPublic,
+    summary="Hot spots: Gi* (ArcGIS Pro semantics) or Local Moran on H3, a grid or admin units",
+    responses={202: {"description": "Still running: poll the Location"}},
+)
+async def create_hotspots(
+    request: Request,
+    body: HotspotRequest,
+    engine: EngineDep,
+    settings: SettingsDep,
+    who: Analyst,
+) -> Response:
+    async with engine.begin() as conn:
+        run_id = (
+            await conn.execute(
+                sql.insert_run("hotspots", body.method, body.model_dump(mode="json"), who.actor)
+            )
+        ).scalar_one()
+    work = lambda progress: run_hotspots(engine, settings, body, run_id, progress)  # noqa: E731
+    task = jobs.start(request.app.state.jobs, jobs.run_job(engine, run_id, work))
+    done, _ = await asyncio.wait({task}, timeout=settings.analysis.wait_s)
+    async with engine.connect() as conn:
+        run = await _run_public(request, conn, run_id)
+    status = 201 if done else 202
+    if run.status == "failed":
+        raise AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
+    return Response(
+        run.model_dump_json(),
+        status_code=status,
+        media_type="application/json",
+        headers={"Location": run.links[0]["href"]},
+    )
+
+
+@router.get("", response_model=AnalysisRunList, summary="Analysis runs, newest first")
+async def list_analyses(
+    request: Request,
+    conn: ConnDep,
+    _: Analyst,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AnalysisRunList:
+    rows = (await conn.execute(sql.select_runs(kind, limit, offset))).mappings().all()
+    return AnalysisRunList(
+        runs=[AnalysisRunPublic(**r, links=_links(request, r["id"])) for r in rows]
+    )
+
+
+@router.get("/{run_id}", summary="A run's units with count, statistics and class (GeoJSON, CSV)")
+async def get_analysis(
+    request: Request,
+    run_id: int,
+    conn: ConnDep,
+    _: Analyst,
+    format: Literal["geojson", "csv", "run"] = "geojson",
+) -> Response:
+    run = await _run_public(request, conn, run_id)
+    if format == "run":
+        return Response(run.model_dump_json(), media_type="application/json")
+    if run.status == "running":
+        return Response(run.model_dump_json(), status_code=202, media_type="application/json")
+    if run.status == "failed":
+        raise AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
+    if format == "csv":
+        rows = (await conn.execute(sql.select_cells_table(run_id))).mappings().all()
+        buffer = io.StringIO()
+        pd.DataFrame.from_records([dict(r) for r in rows]).to_csv(buffer, index=False)
+        return Response(
+            buffer.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="analysis-{run_id}.csv"'},
+        )
+    features = (await conn.execute(sql.select_cells_geojson(run_id))).scalar_one()
+    body = (
+        f'{{"type":"FeatureCollection","run":{run.model_dump_json()},'
+        f'"numberMatched":{run.summary.get("units", 0)},"features":{features}}}'
+    )
+    return Response(body, media_type=GEOJSON)

@@ -1,0 +1,90 @@
+"""Schemas for analyses: what to count, where, with which weights and method."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnalysisFilters(_Strict):
+    """The incident filters of ``GET /incidents``, as a JSON object."""
+
+    categories: list[str] = []
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+    victim_sex: list[Literal["female", "male", "unknown"]] = []
+    age_min: int | None = Field(default=None, ge=0, le=120)
+    age_max: int | None = Field(default=None, ge=0, le=120)
+    unit: str | None = Field(default=None, description="only incidents in this unit (any level)")
+    sources: list[str] = []
+
+
+class H3Units(_Strict):
+    type: Literal["h3"] = "h3"
+    resolution: int = Field(default=8, ge=4, le=10, description="H3 resolution (8 ≈ 0.74 km²)")
+
+
+class GridUnits(_Strict):
+    type: Literal["grid"] = "grid"
+    cell_size_m: float = Field(default=1000, ge=100, le=50_000, description="square side, metres")
+
+
+class AdminUnits(_Strict):
+    type: Literal["admin"] = "admin"
+    level: int = Field(default=1, ge=0)
+
+
+Units = Annotated[H3Units | GridUnits | AdminUnits, Field(discriminator="type")]
+
+
+class WeightsSpec(_Strict):
+    """Neighbours. Default: H3 neighbours for hexagons, queen contiguity otherwise."""
+
+    type: Literal["queen", "rook", "h3", "knn", "distance_band"] | None = None
+    k: int = Field(default=8, ge=1, le=100, description="neighbours, for knn")
+    distance_m: float | None = Field(
+        default=None, gt=0, description="band, for distance_band; default: the smallest "
+        "distance that gives every unit a neighbour",
+    )  # fmt: skip
+
+
+class HotspotRequest(_Strict):
+    method: Literal["gi_star", "local_moran"] = "gi_star"
+    units: Units = H3Units()
+    area: str | None = Field(
+        default=None, description="unit code bounding the study area; default: the territory"
+    )
+    weights: WeightsSpec = WeightsSpec()
+    filters: AnalysisFilters = AnalysisFilters()
+    weight_by_victims: bool = Field(default=False, description="count victims, not incidents")
+    permutations: int = Field(
+        default=0, ge=0, le=9999, description="conditional permutations (0: analytic only)"
+    )
+    seed: int | None = Field(default=None, description="seed of the permutations")
+    fdr: bool = Field(default=False, description="false discovery rate correction of the bins")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="significance, Local Moran")
+
+
+class AnalysisRunPublic(BaseModel):
+    id: int
+    kind: str
+    method: str
+    parameters: dict[str, Any]
+    status: str
+    progress: float
+    message: str | None
+    summary: dict[str, Any]
+    created_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    links: list[dict[str, str]] = []
+
+
+class AnalysisRunList(BaseModel):
+    runs: list[AnalysisRunPublic]

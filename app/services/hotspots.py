@@ -1,0 +1,259 @@
+"""Hot spot analyses: read incidents from PostGIS → aggregate into units → weights → Gi* or
+Local Moran (the pure package ``spatial``) → store every unit's statistics as a layer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import Transformer
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+import spatial
+from app.db import copy_csv, frame_to_csv
+from app.errors import InvalidParameter
+from app.schemas.analyses import AdminUnits, AnalysisFilters, GridUnits, H3Units, HotspotRequest
+from app.services.jobs import JobProgress, run_job
+from app.settings import Settings
+from app.sql import analyses as sql
+from app.sql.incidents import IncidentFilter, select_unit_id
+
+# Local statistics on fewer units than this mean little (DESIGN.md section 5).
+MIN_UNITS = 30
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Analysis units: ids, polygons (EPSG:4326) and the count in each."""
+
+    ids: np.ndarray
+    geometry: np.ndarray
+    counts: np.ndarray
+
+
+async def incident_filter(conn: AsyncConnection, filters: AnalysisFilters) -> IncidentFilter:
+    unit_id = None
+    if filters.unit is not None:
+        unit_id = (await conn.execute(select_unit_id(filters.unit))).scalar()
+        if unit_id is None:
+            raise InvalidParameter(f"unknown unit code {filters.unit!r}")
+    return IncidentFilter(
+        occurred_from=filters.occurred_from,
+        occurred_to=filters.occurred_to,
+        categories=tuple(c.lower() for c in filters.categories),
+        victim_sex=tuple(filters.victim_sex),
+        age_min=filters.age_min,
+        age_max=filters.age_max,
+        unit_id=unit_id,
+        sources=tuple(filters.sources),
+    )
+
+
+async def load_cells(
+    conn: AsyncConnection, settings: Settings, request: HotspotRequest
+) -> tuple[Cells, int]:
+    """The analysis units with their counts, and how many incidents were counted."""
+    filters = await incident_filter(conn, request.filters)
+    units = request.units
+    if isinstance(units, AdminUnits):
+        rows = (await conn.execute(sql.select_units(units.level, request.area))).all()
+        if not rows:
+            raise InvalidParameter(f"no units of level {units.level} are loaded")
+        unit_ids = [r[0] for r in rows]
+        counted = dict(
+            (
+                await conn.execute(
+                    sql.count_by_unit(filters, unit_ids, by_victims=request.weight_by_victims)
+                )
+            ).all()
+        )
+        counts = np.array([float(counted.get(uid, 0)) for uid in unit_ids])
+        geometry = shapely.from_wkb([bytes(r[2]) for r in rows])
+        return Cells(np.array([r[1] for r in rows]), geometry, counts), int(counts.sum())
+
+    area_wkb = (await conn.execute(sql.select_area(request.area))).scalar()
+    if area_wkb is None:
+        raise InvalidParameter(
+            f"unknown area {request.area!r}" if request.area else "no boundaries are loaded"
+        )
+    points = (await conn.execute(sql.select_points(filters))).all()
+    lon, lat, victims = np.array(points, dtype=float).reshape(-1, 3).T
+    weights = victims if request.weight_by_victims else None
+    area = shapely.from_wkb(bytes(area_wkb))
+    cells = await asyncio.to_thread(
+        _grid_cells, units, area, lon, lat, weights, settings.territory.projected_crs,
+        settings.analysis.max_cells,
+    )  # fmt: skip
+    return cells, len(lon)
+
+
+def _grid_cells(
+    units: H3Units | GridUnits,
+    area: shapely.Geometry,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    weights: np.ndarray | None,
+    crs: str,
+    max_cells: int,
+) -> Cells:
+    if isinstance(units, H3Units):
+        # An H3 cell at resolution r covers about 4.36e6 / 7**(r-0) km²… use the area ratio.
+        expected = _area_km2(area, crs) / (4_357_449.4 / 7**units.resolution)
+        _check_size(expected, max_cells, f"H3 resolution {units.resolution}")
+        grid = spatial.h3_cells(area, units.resolution)
+        point_cells = spatial.points_to_h3(lon, lat, units.resolution)
+    else:
+        expected = _area_km2(area, crs) * 1e6 / units.cell_size_m**2
+        _check_size(expected, max_cells, f"{units.cell_size_m:g} m cells")
+        grid = spatial.square_grid(area, units.cell_size_m, crs)
+        point_cells = spatial.points_to_grid(lon, lat, grid)
+    counts = spatial.count_by_cell(point_cells, grid["cell_id"].to_numpy(), weights=weights)
+    return Cells(grid["cell_id"].to_numpy(), grid.geometry.to_numpy(), counts)
+
+
+def _area_km2(area: shapely.Geometry, crs: str) -> float:
+    projected = gpd.GeoSeries([area], crs=4326).to_crs(crs)
+    return float(projected.area.iloc[0]) / 1e6
+
+
+def _check_size(expected: float, max_cells: int, what: str) -> None:
+    if expected > max_cells:
+        raise InvalidParameter(
+            f"{what} would make about {expected:,.0f} cells over this area; the limit is "
+            f"{max_cells:,} (OBSERVATORY_ANALYSIS__MAX_CELLS): use coarser cells or a smaller area"
+        )
+
+
+def build_weights(cells: Cells, request: HotspotRequest, crs: str) -> spatial.SpatialWeights:
+    kind = request.weights.type or ("h3" if isinstance(request.units, H3Units) else "queen")
+    ids = list(cells.ids)
+    if kind == "h3":
+        if not isinstance(request.units, H3Units):
+            raise InvalidParameter("h3 neighbours need H3 units")
+        return spatial.h3_neighbours(ids)
+    if kind in ("queen", "rook"):
+        frame = gpd.GeoDataFrame({"cell_id": ids}, geometry=cells.geometry, crs=4326)
+        return spatial.contiguity(frame, rook=kind == "rook", ids=ids)
+    centroids = shapely.centroid(cells.geometry)
+    to_metres = Transformer.from_crs(4326, crs, always_xy=True)
+    x, y = to_metres.transform(shapely.get_x(centroids), shapely.get_y(centroids))
+    if kind == "knn":
+        return spatial.knn(x, y, k=min(request.weights.k, len(ids) - 1), ids=ids)
+    return spatial.distance_band(x, y, threshold=request.weights.distance_m, ids=ids)
+
+
+def compute(cells: Cells, weights: spatial.SpatialWeights, request: HotspotRequest) -> pd.DataFrame:
+    """Run the statistic; one row per cell with every result column (None where n/a)."""
+    spatial.enable_numba_cache()  # compiled kernels go to disk for the next process
+    frame = pd.DataFrame({"cell_id": cells.ids, "count": cells.counts})
+    if request.method == "gi_star":
+        gi = spatial.gi_star(
+            cells.counts, weights.w, permutations=request.permutations, seed=request.seed,
+            fdr=request.fdr,
+        )  # fmt: skip
+        return frame.assign(z=gi.z, p=gi.p, p_sim=gi.p_sim, bin=gi.bin)
+    lisa = spatial.local_moran(
+        cells.counts, weights.w, permutations=max(request.permutations, 99),
+        seed=request.seed, alpha=request.alpha, fdr=request.fdr,
+    )  # fmt: skip
+    return frame.assign(
+        i=lisa.i, z=lisa.z_sim, p_sim=lisa.p_sim, quadrant=lisa.quadrant, label=lisa.label
+    )
+
+
+async def run_hotspots(
+    engine: AsyncEngine,
+    settings: Settings,
+    request: HotspotRequest,
+    run_id: int,
+    progress: JobProgress,
+) -> dict:
+    """The job behind ``POST /analyses/hotspots``: returns the run's summary."""
+    started = time.perf_counter()
+    await progress(0.05, "counting incidents per unit")
+    async with engine.connect() as conn:
+        cells, n_incidents = await load_cells(conn, settings, request)
+    if len(cells.ids) < MIN_UNITS:
+        raise InvalidParameter(
+            f"local statistics need at least {MIN_UNITS} units; this area has "
+            f"{len(cells.ids)}: use H3 hexagons, a grid or a finer level"
+        )
+    if n_incidents == 0:
+        raise InvalidParameter("no incidents match the filters")
+    await progress(0.3, "building spatial weights")
+    crs = settings.territory.projected_crs
+    weights = await asyncio.to_thread(build_weights, cells, request, crs)
+    await progress(0.5, f"computing {request.method}")
+    table = await asyncio.to_thread(compute, cells, weights, request)
+    await progress(0.8, "storing results")
+    await store_cells(engine, run_id, table, cells.geometry)
+    summary = {
+        "units": len(cells.ids),
+        "incidents": n_incidents,
+        "counted": float(cells.counts.sum()),
+        "weights": {
+            "kind": weights.kind,
+            **weights.parameters,
+            "islands": len(weights.islands),
+            "components": weights.components,
+        },
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if "bin" in table:
+        summary["bins"] = {
+            str(k): int(v) for k, v in table["bin"].value_counts().sort_index().items()
+        }
+    if "label" in table:
+        summary["labels"] = {str(k): int(v) for k, v in table["label"].value_counts().items()}
+    return summary
+
+
+async def store_cells(
+    engine: AsyncEngine, run_id: int, table: pd.DataFrame, geometry: np.ndarray
+) -> None:
+    rows = pd.DataFrame({c: table.get(c) for c in sql.CELL_COLUMNS})
+    rows["run_id"] = run_id
+    rows["geom"] = shapely.to_wkb(shapely.set_srid(geometry, 4326), hex=True, include_srid=True)
+    rows["stats"] = "{}"
+    for col in ("bin", "quadrant"):
+        rows[col] = pd.array(rows[col], dtype="Int64") if rows[col].notna().any() else None
+    async with engine.begin() as conn:
+        await copy_csv(conn, sql.COPY_CELLS, frame_to_csv(rows))
+
+
+async def run_now(
+    engine: AsyncEngine, settings: Settings, request: HotspotRequest, *, actor: str
+) -> int:
+    """Create a run and compute it in this process (the CLI); raise if it failed."""
+    async with engine.begin() as conn:
+        run_id = (
+            await conn.execute(
+                sql.insert_run("hotspots", request.method, request.model_dump(mode="json"), actor)
+            )
+        ).scalar_one()
+    work = lambda progress: run_hotspots(engine, settings, request, run_id, progress)  # noqa: E731
+    await run_job(engine, run_id, work)
+    async with engine.connect() as conn:
+        run = (await conn.execute(sql.select_run(run_id))).mappings().one()
+    if run["status"] == "failed":
+        raise InvalidParameter(run["message"])
+    return run_id
+
+
+async def write_result(engine: AsyncEngine, run_id: int, path: Path) -> dict:
+    """Write a completed run's cells as GeoJSON (RFC 7946) or CSV; return its summary."""
+    async with engine.connect() as conn:
+        run = (await conn.execute(sql.select_run(run_id))).mappings().one()
+        if path.suffix.lower() == ".csv":
+            rows = (await conn.execute(sql.select_cells_table(run_id))).mappings().all()
+            pd.DataFrame.from_records([dict(r) for r in rows]).to_csv(path, index=False)
+        else:
+            features = (await conn.execute(sql.select_cells_geojson(run_id))).scalar_one()
+            path.write_text(f'{{"type":"FeatureCollection","features":{features}}}')
+    return dict(run["summary"])

@@ -1,0 +1,64 @@
+"""Analyses as jobs: a run is a database row; the work runs as a task in this worker.
+
+The request waits briefly; a run that takes longer is answered 202 with the run's URL and
+finishes in the background, reporting progress in its row. If the worker dies, the row
+stays 'running' — re-run it (its parameters are stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.errors import ProblemError
+from app.sql import analyses as sql
+from spatial import AnalysisError
+
+log = logging.getLogger("observatory")
+
+# Progress callback of a job: (fraction done 0..1, what it is doing).
+JobProgress = Callable[[float, str], Awaitable[None]]
+
+
+def progress_reporter(engine: AsyncEngine, run_id: int) -> JobProgress:
+    async def report(fraction: float, message: str) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(sql.set_progress(run_id, fraction, message))
+
+    return report
+
+
+async def run_job(
+    engine: AsyncEngine, run_id: int, work: Callable[[JobProgress], Awaitable[dict]]
+) -> None:
+    """Run ``work`` and record its summary, or the reason it failed, in the run's row."""
+    try:
+        summary = await work(progress_reporter(engine, run_id))
+    except (AnalysisError, ProblemError) as exc:
+        message = getattr(exc, "detail", None) or str(exc)
+        await _fail(engine, run_id, message)
+        return
+    except Exception:
+        log_id = uuid.uuid4().hex[:12]
+        log.exception("analysis run %s failed (log id %s)", run_id, log_id)
+        await _fail(engine, run_id, f"internal error; quote log id {log_id}")
+        return
+    async with engine.begin() as conn:
+        await conn.execute(sql.finish_run(run_id, summary))
+
+
+async def _fail(engine: AsyncEngine, run_id: int, message: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(sql.fail_run(run_id, message))
+
+
+def start(tasks: set[asyncio.Task], coro: Awaitable[None]) -> asyncio.Task:
+    """Start a job task, keeping a reference until it ends (asyncio holds weak ones)."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task

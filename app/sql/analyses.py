@@ -1,0 +1,157 @@
+"""SQL for analyses: the points and areas they read, runs, and their cells as layers."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Select,
+    TextClause,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.sql.dml import Insert, Update
+
+from app.models import admin_unit, analysis_cell, analysis_run, incident
+from app.sql.incidents import IncidentFilter, conditions
+
+CELL_COLUMNS = (
+    "run_id",
+    "cell_id",
+    "geom",
+    "count",
+    "z",
+    "p",
+    "p_sim",
+    "bin",
+    "i",
+    "quadrant",
+    "label",
+    "category",
+    "stats",
+)
+COPY_CELLS = f"COPY analysis_cell ({', '.join(CELL_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+# Properties of a cell feature, every key on every feature (null when not computed).
+CELL_PROPERTIES = CELL_COLUMNS[1:2] + CELL_COLUMNS[3:]
+
+
+def select_points(f: IncidentFilter) -> Select:
+    """Longitude, latitude and victims of the incidents an analysis counts."""
+    return select(
+        func.ST_X(incident.c.geom), func.ST_Y(incident.c.geom), incident.c.victims_count
+    ).where(*conditions(f))
+
+
+def select_area(unit_code: str | None) -> TextClause:
+    """The study area as WKB: one unit, or the union of the top level (the country)."""
+    if unit_code is not None:
+        return text("SELECT ST_AsBinary(geom) FROM admin_unit WHERE code = :code").bindparams(
+            code=unit_code
+        )
+    return text(
+        "SELECT ST_AsBinary(ST_Union(geom)) FROM admin_unit "
+        "WHERE level = (SELECT min(level) FROM admin_unit)"
+    )
+
+
+def select_units(level: int, within: str | None) -> Select:
+    """Units of a level (optionally inside one unit), as code and WKB, in code order."""
+    stmt = select(admin_unit.c.id, admin_unit.c.code, func.ST_AsBinary(admin_unit.c.geom)).where(
+        admin_unit.c.level == level
+    )
+    if within is not None:
+        parent = select(admin_unit.c.geom).where(admin_unit.c.code == within).scalar_subquery()
+        stmt = stmt.where(func.ST_Covers(parent, func.ST_PointOnSurface(admin_unit.c.geom)))
+    return stmt.order_by(admin_unit.c.code)
+
+
+def count_by_unit(f: IncidentFilter, unit_ids: list[int], *, by_victims: bool) -> Select:
+    """Incidents (or victims) per admin unit, from the units set on every incident."""
+    uid = func.unnest(incident.c.unit_ids).column_valued("uid")
+    weight = func.sum(incident.c.victims_count) if by_victims else func.count()
+    return (
+        select(uid, weight)
+        .select_from(incident.join(uid, true()))
+        .where(*conditions(f), uid.in_(unit_ids))
+        .group_by(uid)
+    )
+
+
+def insert_run(kind: str, method: str, parameters: dict, actor: str) -> Insert:
+    return (
+        insert(analysis_run)
+        .values(kind=kind, method=method, parameters=parameters, created_by=actor)
+        .returning(analysis_run.c.id)
+    )
+
+
+def set_progress(run_id: int, progress: float, message: str) -> Update:
+    return (
+        update(analysis_run)
+        .where(analysis_run.c.id == run_id)
+        .values(progress=progress, message=message)
+    )
+
+
+def finish_run(run_id: int, summary: dict) -> Update:
+    return (
+        update(analysis_run)
+        .where(analysis_run.c.id == run_id)
+        .values(
+            status="completed", progress=1.0, message=None, summary=summary, finished_at=func.now()
+        )
+    )
+
+
+def fail_run(run_id: int, message: str) -> Update:
+    return (
+        update(analysis_run)
+        .where(analysis_run.c.id == run_id)
+        .values(status="failed", message=message, finished_at=func.now())
+    )
+
+
+def select_run(run_id: int) -> Select:
+    return select(analysis_run).where(analysis_run.c.id == run_id)
+
+
+def select_runs(kind: str | None, limit: int, offset: int) -> Select:
+    stmt = select(analysis_run).order_by(analysis_run.c.id.desc()).limit(limit).offset(offset)
+    return stmt if kind is None else stmt.where(analysis_run.c.kind == kind)
+
+
+_CELL_FEATURE = f"""json_build_object(
+    'type', 'Feature',
+    'id', analysis_cell.cell_id,
+    'geometry', ST_AsGeoJSON(analysis_cell.geom, 7)::json,
+    'properties', json_build_object(
+        {", ".join(f"'{p}', analysis_cell.{p}" for p in CELL_PROPERTIES)}
+    )
+)"""
+
+
+def select_cells_geojson(run_id: int) -> Select:
+    """All cells of a run as one JSON array of GeoJSON features, built in PostGIS."""
+    return select(
+        literal_column(
+            f"coalesce(json_agg({_CELL_FEATURE} ORDER BY analysis_cell.cell_id), '[]')::text"
+        )
+    ).where(analysis_cell.c.run_id == run_id)
+
+
+def select_cells_table(run_id: int) -> Select:
+    """Cells of a run as rows for CSV: the statistics and the cell's centroid."""
+    centroid = func.ST_PointOnSurface(analysis_cell.c.geom)
+    return (
+        select(
+            analysis_cell.c.cell_id,
+            func.ST_X(centroid).label("longitude"),
+            func.ST_Y(centroid).label("latitude"),
+            *(analysis_cell.c[p] for p in CELL_PROPERTIES[1:]),
+        )
+        .where(analysis_cell.c.run_id == run_id)
+        .order_by(analysis_cell.c.cell_id)
+    )

@@ -1,0 +1,344 @@
+"""Analysis units: H3 hexagons and square grids over a study area, and binning points.
+
+Grids cover the whole study area, so cells without incidents take part in the statistics
+(their count is 0). Geometries are returned in EPSG:4326; square grids are laid out in a
+projected CRS so that their cells are squares of the requested size in metres.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import geopandas as gpd
+import h3
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS, Geod, Transformer
+from shapely.geometry.base import BaseGeometry
+
+from spatial import AnalysisError
+
+__all__ = [
+    "MAX_CELLS",
+    "count_by_cell",
+    "h3_cells",
+    "points_to_grid",
+    "points_to_h3",
+    "square_grid",
+]
+
+#: Refuse grids with more cells than this (the estimate is checked before any is built).
+MAX_CELLS = 2_000_000
+
+_WGS84 = "EPSG:4326"
+
+
+def h3_cells(
+    area: BaseGeometry, resolution: int, *, max_cells: int = MAX_CELLS
+) -> gpd.GeoDataFrame:
+    """Every H3 cell of ``resolution`` that intersects ``area``.
+
+    Parameters
+    ----------
+    area : shapely Polygon or MultiPolygon
+        The study area in EPSG:4326 (longitude, latitude).
+    resolution : int
+        H3 resolution, 0-15 (resolution 8: cells of about 0.74 km²; 9: about 0.11 km²).
+    max_cells : int, optional
+        Refuse (AnalysisError) when the area would need more cells than this.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Columns ``cell_id`` (str, H3 index) and ``geometry`` (Polygon, EPSG:4326), one row
+        per cell, sorted by ``cell_id``, with a RangeIndex. ``attrs["h3_resolution"]`` is
+        the resolution.
+
+    Notes
+    -----
+    ``h3.h3shape_to_cells_experimental(..., contain="overlap")`` (h3 ≥ 4.1): cells that
+    overlap the area at all, so every point of the area falls in a returned cell. Without
+    that function, the cells whose centre lies in the area plus every cell touched by its
+    boundary (sampled finer than the cell edge) and their ring-1 neighbours that intersect
+    it.
+
+    References
+    ----------
+    Uber Technologies (2024). H3: a hexagonal hierarchical geospatial indexing system,
+    version 4. https://h3geo.org/docs/api/regions
+    """
+    area = _valid_area(area)
+    if not isinstance(resolution, int | np.integer) or not 0 <= resolution <= 15:
+        raise AnalysisError(f"H3 resolution must be an integer from 0 to 15; got {resolution!r}")
+    minx, miny, maxx, maxy = area.bounds
+    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        raise AnalysisError("the area must be in EPSG:4326 (longitude, latitude)")
+    area_km2 = abs(Geod(ellps="WGS84").geometry_area_perimeter(area)[0]) / 1e6
+    estimate = area_km2 / h3.average_hexagon_area(int(resolution), unit="km^2")
+    if estimate > max_cells:
+        raise AnalysisError(
+            f"H3 resolution {resolution} needs about {estimate:,.0f} cells over this area; "
+            f"the limit is {max_cells:,}: choose a coarser resolution"
+        )
+    shape = h3.geo_to_h3shape(area)
+    if hasattr(h3, "h3shape_to_cells_experimental"):
+        cells = set(h3.h3shape_to_cells_experimental(shape, int(resolution), contain="overlap"))
+    else:  # pragma: no cover - h3 < 4.1
+        cells = _overlap_cells_fallback(area, shape, int(resolution))
+    ids = sorted(cells)
+    geoms = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in ids]
+    gdf = gpd.GeoDataFrame({"cell_id": ids}, geometry=geoms, crs=_WGS84)
+    gdf.attrs["h3_resolution"] = int(resolution)
+    return gdf
+
+
+def square_grid(
+    area: BaseGeometry,
+    cell_size_m: float,
+    crs: str,
+    *,
+    max_cells: int = MAX_CELLS,
+) -> gpd.GeoDataFrame:
+    """Square cells of ``cell_size_m`` metres, laid out in ``crs``, that intersect ``area``.
+
+    Parameters
+    ----------
+    area : shapely Polygon or MultiPolygon
+        The study area in EPSG:4326.
+    cell_size_m : float
+        Side of a cell in metres (the projected CRS's unit).
+    crs : str
+        A projected CRS in metres, e.g. ``"EPSG:32616"`` (UTM 16N, Belize).
+    max_cells : int, optional
+        Refuse (AnalysisError) when the area's bounding box holds more cells than this.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        Columns ``cell_id`` (``"r{row}c{col}"``), ``row``, ``col`` and ``geometry``
+        (Polygon, EPSG:4326), sorted by row then column, with a RangeIndex. ``attrs``
+        holds ``grid_crs``, ``grid_origin`` (x, y of the lower-left corner of cell r0c0 in
+        ``grid_crs``), ``cell_size_m``, ``n_rows`` and ``n_cols``: what
+        :func:`points_to_grid` needs.
+
+    Notes
+    -----
+    The origin is the lower-left corner of the area's projected bounding box, snapped
+    down to a multiple of the cell size, so that grids of the same size and CRS share
+    their lines whatever the area. Row 0 is the southernmost row and column 0 the
+    westernmost; ``row = floor((y - y0) / size)``, ``col = floor((x - x0) / size)``.
+    A cell is kept when it intersects the projected area (boundary contact included), the
+    same rule as ArcGIS Pro's Generate Tessellation clipped to a study area. The returned
+    squares are the projected squares' four corners transformed to EPSG:4326.
+    """
+    area = _valid_area(area)
+    if not (np.isfinite(cell_size_m) and cell_size_m > 0):
+        raise AnalysisError(f"cell size must be a positive number of metres; got {cell_size_m!r}")
+    target = _projected_crs(crs)
+    to_grid = Transformer.from_crs(_WGS84, target, always_xy=True)
+    projected = shapely.transform(area, lambda xy: np.column_stack(to_grid.transform(*xy.T)))
+    minx, miny, maxx, maxy = projected.bounds
+    size = float(cell_size_m)
+    x0 = math.floor(minx / size) * size
+    y0 = math.floor(miny / size) * size
+    n_cols = max(1, math.ceil((maxx - x0) / size))
+    n_rows = max(1, math.ceil((maxy - y0) / size))
+    if n_rows * n_cols > max_cells:
+        raise AnalysisError(
+            f"a {size:g} m grid over this area has {n_rows * n_cols:,} cells in its bounding "
+            f"box; the limit is {max_cells:,}: choose a larger cell size"
+        )
+    rows, cols = np.divmod(np.arange(n_rows * n_cols), n_cols)
+    boxes = shapely.box(
+        x0 + cols * size, y0 + rows * size, x0 + (cols + 1) * size, y0 + (rows + 1) * size
+    )
+    shapely.prepare(projected)
+    keep = shapely.intersects(projected, boxes)
+    rows, cols, boxes = rows[keep], cols[keep], boxes[keep]
+    to_wgs84 = Transformer.from_crs(target, _WGS84, always_xy=True)
+    geoms = shapely.transform(boxes, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
+    gdf = gpd.GeoDataFrame(
+        {
+            "cell_id": [f"r{r}c{c}" for r, c in zip(rows, cols, strict=True)],
+            "row": rows.astype(np.int64),
+            "col": cols.astype(np.int64),
+        },
+        geometry=geoms,
+        crs=_WGS84,
+    )
+    gdf.attrs.update(
+        grid_crs=target.to_string(),
+        grid_origin=(x0, y0),
+        cell_size_m=size,
+        n_rows=int(n_rows),
+        n_cols=int(n_cols),
+    )
+    return gdf
+
+
+def points_to_h3(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
+    """The H3 cell of each point.
+
+    Parameters
+    ----------
+    lon, lat : array_like of float, shape (n,)
+        Point coordinates in EPSG:4326.
+    resolution : int
+        H3 resolution, 0-15.
+
+    Returns
+    -------
+    numpy.ndarray of object, shape (n,)
+        H3 cell ids (str); None where a coordinate is missing or out of range.
+    """
+    lon, lat = _lon_lat(lon, lat)
+    if not isinstance(resolution, int | np.integer) or not 0 <= resolution <= 15:
+        raise AnalysisError(f"H3 resolution must be an integer from 0 to 15; got {resolution!r}")
+    res = int(resolution)
+    ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    out = np.full(lon.shape, None, dtype=object)
+    cell = h3.latlng_to_cell
+    out[ok] = [cell(a, o, res) for a, o in zip(lat[ok].tolist(), lon[ok].tolist(), strict=True)]
+    return out
+
+
+def points_to_grid(lon: np.ndarray, lat: np.ndarray, grid: gpd.GeoDataFrame) -> np.ndarray:
+    """The square-grid cell of each point.
+
+    Parameters
+    ----------
+    lon, lat : array_like of float, shape (n,)
+        Point coordinates in EPSG:4326.
+    grid : geopandas.GeoDataFrame
+        A grid made by :func:`square_grid` (its ``attrs`` and ``cell_id`` are used).
+
+    Returns
+    -------
+    numpy.ndarray of object, shape (n,)
+        The ``cell_id`` of the cell holding each point; None for points outside every cell
+        of the grid or with missing coordinates.
+
+    Notes
+    -----
+    Points are projected to the grid's CRS (pyproj, ``always_xy``) and binned by integer
+    division from the grid origin, so a point on a shared edge belongs to the cell above /
+    to the right of it (half-open cells ``[x0, x0 + size)``).
+    """
+    lon, lat = _lon_lat(lon, lat)
+    try:
+        crs = grid.attrs["grid_crs"]
+        x0, y0 = grid.attrs["grid_origin"]
+        size = float(grid.attrs["cell_size_m"])
+        n_rows, n_cols = int(grid.attrs["n_rows"]), int(grid.attrs["n_cols"])
+    except KeyError as exc:
+        raise AnalysisError(f"not a grid made by square_grid (attrs lack {exc})") from None
+    x, y = Transformer.from_crs(_WGS84, crs, always_xy=True).transform(lon, lat)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    out = np.full(lon.shape, None, dtype=object)
+    ok = np.isfinite(x) & np.isfinite(y)
+    col = np.full(lon.shape, -1, dtype=np.int64)
+    row = np.full(lon.shape, -1, dtype=np.int64)
+    col[ok] = np.floor((x[ok] - x0) / size).astype(np.int64)
+    row[ok] = np.floor((y[ok] - y0) / size).astype(np.int64)
+    ok &= (col >= 0) & (col < n_cols) & (row >= 0) & (row < n_rows)
+    lookup = np.full(n_rows * n_cols, -1, dtype=np.int64)
+    lookup[grid["row"].to_numpy() * n_cols + grid["col"].to_numpy()] = np.arange(len(grid))
+    position = np.full(lon.shape, -1, dtype=np.int64)
+    position[ok] = lookup[row[ok] * n_cols + col[ok]]
+    found = position >= 0
+    out[found] = grid["cell_id"].to_numpy(dtype=object)[position[found]]
+    return out
+
+
+def count_by_cell(
+    cell_ids_of_points: Sequence[str | None] | np.ndarray,
+    cells_index: Sequence[str] | pd.Index,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Count (or sum ``weights`` of) the points in each cell.
+
+    Parameters
+    ----------
+    cell_ids_of_points : array_like, shape (m,)
+        The cell id of each point (from :func:`points_to_h3` / :func:`points_to_grid`);
+        None or an id not in ``cells_index`` means the point is in no cell and is ignored.
+    cells_index : sequence of str
+        The cells, in the order wanted for the result (e.g. ``grid["cell_id"]``); unique.
+    weights : array_like of float, shape (m,), optional
+        A weight per point (e.g. the number of victims); finite and non-negative.
+
+    Returns
+    -------
+    numpy.ndarray, shape (len(cells_index),)
+        int64 counts, or float64 sums when ``weights`` is given; 0 for empty cells.
+    """
+    index = pd.Index(cells_index)
+    if not index.is_unique:
+        raise AnalysisError("cell ids must be unique")
+    points = np.asarray(cell_ids_of_points, dtype=object).ravel()
+    position = index.get_indexer(points)
+    inside = position >= 0
+    if weights is None:
+        return np.bincount(position[inside], minlength=len(index)).astype(np.int64)
+    weights = np.asarray(weights, dtype=float).ravel()
+    if weights.shape != points.shape:
+        raise AnalysisError(f"{weights.size} weights for {points.size} points")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise AnalysisError("point weights must be finite and non-negative")
+    return np.bincount(position[inside], weights=weights[inside], minlength=len(index)).astype(
+        np.float64
+    )
+
+
+def _valid_area(area: BaseGeometry) -> BaseGeometry:
+    if not isinstance(area, shapely.Polygon | shapely.MultiPolygon):
+        raise AnalysisError(
+            f"the area must be a Polygon or MultiPolygon; got {type(area).__name__}"
+        )
+    if area.is_empty or area.area == 0:
+        raise AnalysisError("the area is empty")
+    if not area.is_valid:
+        area = shapely.make_valid(area)
+    return area
+
+
+def _projected_crs(crs: str) -> CRS:
+    try:
+        target = CRS.from_user_input(crs)
+    except Exception as exc:  # pyproj raises CRSError, a plain Exception subclass
+        raise AnalysisError(f"unknown CRS {crs!r}") from exc
+    if not target.is_projected:
+        raise AnalysisError(f"{crs} is not a projected CRS; a grid in metres needs one")
+    unit = target.axis_info[0].unit_name if target.axis_info else ""
+    if unit not in ("metre", "meter"):
+        raise AnalysisError(f"{crs} is in {unit or 'unknown units'}, not metres")
+    return target
+
+
+def _lon_lat(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lon = np.asarray(lon, dtype=float).ravel()
+    lat = np.asarray(lat, dtype=float).ravel()
+    if lon.shape != lat.shape:
+        raise AnalysisError(f"lon and lat differ in length: {lon.size} and {lat.size}")
+    return lon, lat
+
+
+def _overlap_cells_fallback(
+    area: BaseGeometry, shape: object, res: int
+) -> set[str]:  # pragma: no cover
+    cells = set(h3.h3shape_to_cells(shape, res))
+    step = h3.average_hexagon_edge_length(res, unit="m") / 111_320 / 4  # degrees, coarse
+    boundary = shapely.segmentize(area.boundary, max(step, 1e-9))
+    for lng, lat in shapely.get_coordinates(boundary):
+        cells.add(h3.latlng_to_cell(lat, lng, res))
+    shapely.prepare(area)
+    for cell in list(cells):
+        for ring_cell in h3.grid_ring(cell, 1):
+            if ring_cell in cells:
+                continue
+            poly = shapely.Polygon([(o, a) for a, o in h3.cell_to_boundary(ring_cell)])
+            if shapely.intersects(area, poly):
+                cells.add(ring_cell)
+    return cells

@@ -1,0 +1,153 @@
+"""Hot spot analyses through the API on the real PostGIS: Gi* and Local Moran on H3, grid
+and admin units, stored runs served as GeoJSON and CSV, reproducibility, errors, jobs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import geopandas as gpd
+import h3
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.services.demo_incidents import generate_incidents
+from app.services.imports import import_frame
+from app.services.incident_rows import ReadOptions
+from tests.conftest import BELIZE, auth, call_service
+
+SOURCE = "analysis-test"
+BELIZE_CITY = (17.5046, -88.1962)  # lat, lon
+
+
+@pytest.fixture(scope="module")
+def incidents(base_data):
+    """15,000 synthetic incidents (the demo generator) under their own source."""
+    districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson").rename(
+        columns={"iso_3166_2": "code", "district": "name"}
+    )
+    frame = generate_incidents(districts, n=15_000, seed=3).assign(source=SOURCE)
+    frame = frame.astype(object).where(frame.notna(), "").astype(str)
+    report = call_service(
+        base_data,
+        lambda engine: import_frame(
+            engine, base_data, frame, ReadOptions(), actor="tests", filename="analysis.csv",
+            fmt="csv",
+        ),
+    )  # fmt: skip
+    assert report.inserted == 15_000
+    return report
+
+
+def _post(client, key, body):
+    body = {**body, "filters": {"sources": [SOURCE], **body.get("filters", {})}}
+    return client.post("/analyses/hotspots", json=body, headers=auth(key))
+
+
+def _features(client, key, response):
+    """The run and its cells; a run still going after the request's wait (202) is polled."""
+    assert response.status_code in (201, 202), response.text
+    url, deadline = response.headers["location"], time.monotonic() + 300
+    while (layer := client.get(url, headers=auth(key))).status_code == 202:
+        assert time.monotonic() < deadline, "the analysis never finished"
+        time.sleep(0.2)
+    assert layer.status_code == 200, layer.text
+    run = layer.json()["run"]
+    assert run["status"] == "completed"
+    assert layer.headers["content-type"].startswith("application/geo+json")
+    return run, layer.json()["features"]
+
+
+def test_gi_star_on_h3_finds_belize_city(client, keys, incidents):
+    analyst = keys["analyst"]
+    body = {
+        "method": "gi_star",
+        "units": {"type": "h3", "resolution": 7},
+        "filters": {"occurred_from": "2021-01-01T00:00:00-06:00"},
+    }
+    run, features = _post_and_read(client, analyst, body)
+    assert run["summary"]["units"] == len(features) > 1000
+    assert run["summary"]["incidents"] > 10_000
+    props = {f["id"]: f["properties"] for f in features}
+    city = h3.latlng_to_cell(*BELIZE_CITY, 7)
+    assert props[city]["bin"] == 3 and props[city]["z"] > 2.58
+    # Every feature carries every property key.
+    keys_sets = {frozenset(p) for p in props.values()}
+    assert len(keys_sets) == 1
+    # Zero-count cells take part (the grid covers the whole country).
+    assert sum(1 for p in props.values() if p["count"] == 0) > len(props) / 2
+
+
+def _post_and_read(client, key, body):
+    return _features(client, key, _post(client, key, body))
+
+
+def test_same_seed_same_result(client, keys, incidents):
+    body = {
+        "method": "gi_star",
+        "units": {"type": "h3", "resolution": 6},
+        "permutations": 99,
+        "seed": 7,
+        "filters": {"categories": ["homicide", "shooting"]},
+    }
+    _, first = _post_and_read(client, keys["analyst"], body)
+    _, second = _post_and_read(client, keys["analyst"], body)
+    assert [f["properties"]["p_sim"] for f in first] == [f["properties"]["p_sim"] for f in second]
+    assert all(f["properties"]["p_sim"] is not None for f in first)
+
+
+def test_local_moran_on_a_grid_and_csv(client, keys, incidents):
+    body = {
+        "method": "local_moran",
+        "units": {"type": "grid", "cell_size_m": 5000},
+        "permutations": 99,
+        "seed": 1,
+    }
+    response = _post(client, keys["analyst"], body)
+    run, features = _features(client, keys["analyst"], response)
+    labels = {f["properties"]["label"] for f in features}
+    assert "HH" in labels and labels <= {"HH", "LL", "LH", "HL", "not significant", "island"}
+    table = client.get(response.headers["location"] + "?format=csv", headers=auth(keys["analyst"]))
+    assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(table.text)))
+    assert len(rows) == run["summary"]["units"]
+    assert {"cell_id", "longitude", "latitude", "count", "i", "label"} <= set(rows[0])
+
+
+def test_too_few_units_is_a_clear_422(client, keys, incidents):
+    response = _post(client, keys["analyst"], {"units": {"type": "admin", "level": 1}})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "at least 30 units" in response.json()["detail"]
+    too_fine = _post(client, keys["analyst"], {"units": {"type": "grid", "cell_size_m": 100}})
+    assert too_fine.status_code == 422 and "limit" in too_fine.json()["detail"]
+
+
+def test_analyses_need_an_analyst(client, keys):
+    body = {"units": {"type": "h3", "resolution": 6}}
+    assert client.post("/analyses/hotspots", json=body).status_code == 401
+    viewer = client.post("/analyses/hotspots", json=body, headers=auth(keys["viewer"]))
+    assert viewer.status_code == 403
+    assert client.get("/analyses", headers=auth(keys["viewer"])).status_code == 403
+
+
+def test_long_runs_answer_202_and_can_be_polled(base_data, keys, incidents):
+    settings = base_data.model_copy(
+        update={"analysis": base_data.analysis.model_copy(update={"wait_s": 0})}
+    )
+    with TestClient(create_app(settings)) as client:
+        response = _post(client, keys["analyst"], {"units": {"type": "h3", "resolution": 7}})
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "running"
+        url = response.headers["location"]
+        deadline = time.monotonic() + 120
+        while (poll := client.get(url, headers=auth(keys["analyst"]))).status_code == 202:
+            assert 0 <= poll.json()["progress"] <= 1
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert poll.status_code == 200 and poll.json()["features"]
+        listed = client.get("/analyses?kind=hotspots", headers=auth(keys["analyst"])).json()
+        assert listed["runs"][0]["id"] == response.json()["id"]
+        assert listed["runs"][0]["parameters"]["units"] == {"type": "h3", "resolution": 7}

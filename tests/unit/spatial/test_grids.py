@@ -1,0 +1,154 @@
+"""H3 and square grids over an area, binning points and counting them."""
+
+from __future__ import annotations
+
+import h3
+import numpy as np
+import pytest
+import shapely
+from numpy.testing import assert_allclose, assert_array_equal
+from pyproj import Transformer
+
+from spatial import (
+    AnalysisError,
+    count_by_cell,
+    h3_cells,
+    points_to_grid,
+    points_to_h3,
+    square_grid,
+)
+
+# A small irregular polygon around Belmopan, Belize (EPSG:4326).
+AREA = shapely.Polygon(
+    [(-88.80, 17.22), (-88.74, 17.21), (-88.72, 17.26), (-88.76, 17.29), (-88.79, 17.27)]
+)
+UTM16N = "EPSG:32616"
+
+
+def _points_in(area: shapely.Geometry, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    minx, miny, maxx, maxy = area.bounds
+    lon, lat = rng.uniform(minx, maxx, 4 * n), rng.uniform(miny, maxy, 4 * n)
+    inside = shapely.contains_xy(area, lon, lat)
+    return lon[inside][:n], lat[inside][:n]
+
+
+def test_h3_cells_cover_the_area() -> None:
+    cells = h3_cells(AREA, 8)
+    assert cells.crs.to_epsg() == 4326
+    assert list(cells.columns) == ["cell_id", "geometry"]
+    assert cells["cell_id"].tolist() == sorted(cells["cell_id"])
+    assert cells["cell_id"].is_unique
+    assert {h3.get_resolution(c) for c in cells["cell_id"]} == {8}
+    union = shapely.union_all(cells.geometry.to_numpy())
+    # H3 edges are great-circle arcs, our polygons straight lines: allow 1e-7 degrees.
+    assert union.buffer(1e-7).contains(AREA)
+    assert shapely.intersects(cells.geometry.to_numpy(), AREA.buffer(1e-7)).all()
+    lon, lat = _points_in(AREA, 500)
+    assert set(points_to_h3(lon, lat, 8)) <= set(cells["cell_id"])
+
+
+def test_h3_cells_refuse_bad_input() -> None:
+    with pytest.raises(AnalysisError):
+        h3_cells(AREA, 16)
+    with pytest.raises(AnalysisError):
+        h3_cells(shapely.Polygon(), 8)
+    with pytest.raises(AnalysisError):
+        h3_cells(AREA, 15, max_cells=1000)
+
+
+def test_points_to_h3() -> None:
+    lon = np.array([-88.77, -88.75, np.nan, -88.7])
+    lat = np.array([17.25, 17.23, 17.2, 95.0])
+    cells = points_to_h3(lon, lat, 9)
+    assert cells[0] == h3.latlng_to_cell(17.25, -88.77, 9)
+    assert cells[1] == h3.latlng_to_cell(17.23, -88.75, 9)
+    assert cells[2] is None and cells[3] is None
+
+
+def test_square_grid_cells_are_squares_in_metres() -> None:
+    grid = square_grid(AREA, 500.0, UTM16N)
+    assert grid.crs.to_epsg() == 4326
+    assert grid.attrs["cell_size_m"] == 500.0 and grid.attrs["grid_crs"] == UTM16N
+    x0, y0 = grid.attrs["grid_origin"]
+    assert x0 % 500 == 0 and y0 % 500 == 0
+    projected = grid.to_crs(UTM16N)
+    assert_allclose(projected.area, 250_000.0, rtol=1e-6)
+    bounds = projected.bounds
+    assert_allclose(bounds["maxx"] - bounds["minx"], 500.0, rtol=1e-6)
+    assert_allclose(bounds["minx"], x0 + grid["col"] * 500.0, atol=1e-3)
+    assert_allclose(bounds["miny"], y0 + grid["row"] * 500.0, atol=1e-3)
+    assert grid["cell_id"].tolist() == [
+        f"r{r}c{c}" for r, c in zip(grid["row"], grid["col"], strict=True)
+    ]
+    area_utm = shapely.transform(
+        AREA,
+        lambda xy: np.column_stack(
+            Transformer.from_crs(4326, UTM16N, always_xy=True).transform(*xy.T)
+        ),
+    )
+    union = shapely.union_all(projected.geometry.to_numpy())
+    assert union.buffer(1e-6).contains(area_utm)
+    assert shapely.intersects(projected.geometry.to_numpy(), area_utm).all()
+
+
+def test_square_grid_refuses_bad_input() -> None:
+    with pytest.raises(AnalysisError):
+        square_grid(AREA, 500.0, "EPSG:4326")  # not projected
+    with pytest.raises(AnalysisError):
+        square_grid(AREA, 0.0, UTM16N)
+    with pytest.raises(AnalysisError):
+        square_grid(AREA, 1.0, UTM16N, max_cells=10_000)
+
+
+def test_points_to_grid_bins_by_integer_division() -> None:
+    grid = square_grid(AREA, 1000.0, UTM16N)
+    x0, y0 = grid.attrs["grid_origin"]
+    sample = grid.iloc[[0, len(grid) // 2, len(grid) - 1]]
+    # The centre of each sampled cell, and a point just inside its lower-left corner.
+    cx = x0 + (sample["col"].to_numpy() + 0.5) * 1000.0
+    cy = y0 + (sample["row"].to_numpy() + 0.5) * 1000.0
+    corner_x = x0 + sample["col"].to_numpy() * 1000.0 + 0.01
+    corner_y = y0 + sample["row"].to_numpy() * 1000.0 + 0.01
+    to_lonlat = Transformer.from_crs(UTM16N, 4326, always_xy=True)
+    lon, lat = to_lonlat.transform(np.concatenate([cx, corner_x]), np.concatenate([cy, corner_y]))
+    ids = points_to_grid(lon, lat, grid)
+    assert ids.tolist() == sample["cell_id"].tolist() * 2
+    outside = points_to_grid(np.array([-80.0, np.nan]), np.array([10.0, 17.2]), grid)
+    assert outside.tolist() == [None, None]
+    with pytest.raises(AnalysisError):
+        points_to_grid(lon, lat, h3_cells(AREA, 8))  # not a square grid
+
+
+def test_counts_sum_to_the_points_inside() -> None:
+    lon, lat = _points_in(AREA, 400, seed=3)
+    lon = np.concatenate([lon, [-80.0, np.nan]])  # two points in no cell
+    lat = np.concatenate([lat, [10.0, 17.2]])
+    for cells, point_cells in (
+        (h3_cells(AREA, 9), points_to_h3(lon, lat, 9)),
+        (square_grid(AREA, 250.0, UTM16N), None),
+    ):
+        if point_cells is None:
+            point_cells = points_to_grid(lon, lat, cells)
+        counts = count_by_cell(point_cells, cells["cell_id"])
+        assert counts.dtype == np.int64 and len(counts) == len(cells)
+        assert counts.sum() == 400
+        assert (counts == 0).any()  # empty cells take part
+        victims = np.arange(len(lon)) % 3 + 1.0
+        weighted = count_by_cell(point_cells, cells["cell_id"], weights=victims)
+        assert weighted.dtype == np.float64
+        assert weighted.sum() == pytest.approx(victims[:400].sum())
+
+
+def test_count_by_cell_alignment_and_validation() -> None:
+    counts = count_by_cell(["b", "a", None, "b", "zz"], ["a", "b", "c"])
+    assert_array_equal(counts, [1, 2, 0])
+    assert_array_equal(
+        count_by_cell(["a", "c"], ["a", "b", "c"], weights=[2.5, 1.0]), [2.5, 0.0, 1.0]
+    )
+    with pytest.raises(AnalysisError):
+        count_by_cell(["a"], ["a", "a"])
+    with pytest.raises(AnalysisError):
+        count_by_cell(["a"], ["a"], weights=[-1.0])
+    with pytest.raises(AnalysisError):
+        count_by_cell(["a", "b"], ["a"], weights=[1.0])

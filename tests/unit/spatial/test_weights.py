@@ -1,0 +1,130 @@
+"""Spatial weights builders: neighbour sets, ids, islands and components."""
+
+from __future__ import annotations
+
+import warnings
+
+import geopandas as gpd
+import h3
+import numpy as np
+import pytest
+import shapely
+from libpysal.weights import min_threshold_distance
+
+from spatial import AnalysisError, contiguity, distance_band, h3_neighbours, knn
+from tests.unit.spatial.conftest import COLUMBUS
+
+
+def _neighbour_sets(sw) -> dict:
+    return {i: set(sw.w.neighbors[i]) for i in sw.w.id_order}
+
+
+def _hexagons(cells: list[str]) -> gpd.GeoDataFrame:
+    geoms = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
+    return gpd.GeoDataFrame({"cell_id": cells}, geometry=geoms, crs=4326)
+
+
+def test_columbus_queen_equals_the_gal(columbus_queen) -> None:
+    gdf = gpd.read_file(COLUMBUS / "columbus.geojson")
+    snapshot = gdf.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # islands and the like are reported, never warned
+        sw = contiguity(gdf, ids=[str(i) for i in gdf["POLYID"]])
+    # libpysal's columbus.gal: queen, 49 units, 236 links (data README §3).
+    assert sw.w.id_order == columbus_queen.id_order
+    assert _neighbour_sets(sw) == {
+        i: set(columbus_queen.neighbors[i]) for i in columbus_queen.id_order
+    }
+    assert sw.w.s0 == 236
+    assert (sw.kind, sw.islands, sw.components) == ("queen", [], 1)
+    assert gdf.equals(snapshot)
+    rook = contiguity(gdf, rook=True, ids="POLYID")
+    assert rook.kind == "rook" and rook.w.id_order == gdf["POLYID"].tolist()
+    for i in gdf["POLYID"]:
+        assert set(map(str, rook.w.neighbors[i])) <= set(sw.w.neighbors[str(i)])
+
+
+def test_h3_neighbours_equal_queen_contiguity_of_the_hexagons() -> None:
+    centre = h3.latlng_to_cell(17.25, -88.77, 8)  # Belmopan
+    cells = sorted(h3.grid_disk(centre, 3))
+    cells.remove(h3.grid_ring(centre, 1)[0])  # a hole, so that some rings are incomplete
+    from_ids = h3_neighbours(cells)
+    from_polygons = contiguity(_hexagons(cells), ids=cells)
+    assert from_ids.w.id_order == cells
+    assert _neighbour_sets(from_ids) == _neighbour_sets(from_polygons)
+    assert from_ids.kind == "h3" and from_ids.parameters == {"resolution": 8}
+    assert from_ids.islands == [] and from_ids.components == 1
+
+
+def test_islands_and_components_are_reported() -> None:
+    centre = h3.latlng_to_cell(17.25, -88.77, 9)
+    far = h3.latlng_to_cell(18.0, -88.3, 9)
+    cells = [*sorted(h3.grid_disk(centre, 1)), far]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sw = h3_neighbours(cells)
+    assert sw.islands == [far]
+    assert sw.components == 2
+    with pytest.raises(AnalysisError):
+        h3_neighbours([centre, h3.cell_to_parent(centre, 8)])
+    with pytest.raises(AnalysisError):
+        h3_neighbours(["not-a-cell"])
+
+
+def test_knn() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 10_000, 50), rng.uniform(0, 10_000, 50)
+    ids = [f"u{i}" for i in range(50)]
+    sw = knn(x, y, k=4, ids=ids)
+    assert sw.w.id_order == ids
+    assert all(len(sw.w.neighbors[i]) == 4 for i in ids)
+    assert sw.islands == [] and sw.parameters == {"k": 4}
+    d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+    np.fill_diagonal(d, np.inf)
+    nearest = {ids[i]: {ids[j] for j in np.argsort(d[i])[:4]} for i in range(50)}
+    assert _neighbour_sets(sw) == nearest
+    with pytest.raises(AnalysisError):
+        knn(x, y, k=50)
+
+
+def test_distance_band_default_threshold_leaves_no_island() -> None:
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, 50_000, 80), rng.uniform(0, 50_000, 80)
+    x[0], y[0] = 200_000.0, 200_000.0  # an outlier far from everything
+    sw = distance_band(x, y)
+    coords = np.column_stack([x, y])
+    assert sw.parameters["threshold"] == pytest.approx(min_threshold_distance(coords), rel=1e-8)
+    assert sw.islands == []
+    d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+    within = {
+        i: set(np.nonzero((d[i] <= sw.parameters["threshold"]) & (d[i] > 0))[0]) for i in range(80)
+    }
+    assert _neighbour_sets(sw) == within
+
+
+def test_distance_band_small_threshold_reports_islands() -> None:
+    x = np.array([0.0, 100.0, 200.0, 5_000.0, 5_050.0, 9_000.0])
+    y = np.zeros(6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sw = distance_band(x, y, threshold=150.0, ids=list("abcdef"))
+    assert sw.islands == ["f"]
+    assert sw.components == 3
+    assert set(sw.w.neighbors["b"]) == {"a", "c"}
+    with pytest.raises(AnalysisError):
+        distance_band(x, y, threshold=-1.0)
+
+
+def test_distance_band_duplicate_points_are_neighbours() -> None:
+    x = np.array([0.0, 0.0, 300.0, 600.0])
+    y = np.zeros(4)
+    sw = distance_band(x, y, threshold=350.0)
+    assert set(sw.w.neighbors[0]) == {1, 2}
+    assert set(sw.w.neighbors[1]) == {0, 2}
+
+
+def test_ids_must_match() -> None:
+    with pytest.raises(AnalysisError):
+        knn([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], k=1, ids=["a", "a", "b"])
+    with pytest.raises(AnalysisError):
+        distance_band([0.0, 1.0], [0.0, np.nan])
