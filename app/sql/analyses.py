@@ -70,11 +70,12 @@ def select_units(level: int, within: str | None) -> Select:
 
 def count_by_unit(f: IncidentFilter, unit_ids: list[int], *, by_victims: bool) -> Select:
     """Incidents (or victims) per admin unit, from the units set on every incident."""
-    uid = func.unnest(incident.c.unit_ids).column_valued("uid")
+    units = func.unnest(incident.c.unit_ids).table_valued("uid").render_derived(name="units")
+    uid = units.c.uid
     weight = func.sum(incident.c.victims_count) if by_victims else func.count()
     return (
         select(uid, weight)
-        .select_from(incident.join(uid, true()))
+        .select_from(incident.join(units, true()))
         .where(*conditions(f), uid.in_(unit_ids))
         .group_by(uid)
     )

@@ -151,3 +151,28 @@ def test_long_runs_answer_202_and_can_be_polled(base_data, keys, incidents):
         listed = client.get("/analyses?kind=hotspots", headers=auth(keys["analyst"])).json()
         assert listed["runs"][0]["id"] == response.json()["id"]
         assert listed["runs"][0]["parameters"]["units"] == {"type": "h3", "resolution": 7}
+
+
+def test_admin_unit_counts_match_the_unit_assignment(base_data, incidents, db):
+    from app.schemas.analyses import HotspotRequest
+    from app.services.hotspots import load_cells
+
+    request = HotspotRequest.model_validate(
+        {"units": {"type": "admin", "level": 1}, "filters": {"sources": [SOURCE]}}
+    )
+
+    async def cells(engine):
+        async with engine.connect() as conn:
+            return await load_cells(conn, base_data, request)
+
+    got, total = call_service(base_data, cells)
+    expected = dict(
+        db.execute(
+            "SELECT u.code, count(i.id) FROM admin_unit u LEFT JOIN incident i "
+            "ON u.id = ANY(i.unit_ids) AND i.source = %s AND i.deleted_at IS NULL "
+            "WHERE u.level = 1 GROUP BY u.code",
+            [SOURCE],
+        ).fetchall()
+    )
+    assert dict(zip(got.ids, got.counts, strict=True)) == expected
+    assert total == 15_000 == sum(expected.values())
