@@ -12,7 +12,16 @@ from fastapi.routing import APIRoute
 
 from app.cache import TTLCache
 from app.errors import install_error_handlers
-from app.routers import analyses, boundaries, health, imports, incidents, keys, units
+from app.routers import (
+    analyses,
+    boundaries,
+    health,
+    imports,
+    incidents,
+    keys,
+    surfaces,
+    units,
+)
 from app.settings import Settings, get_settings
 
 
@@ -71,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Location"],
     )
     install_error_handlers(app)
-    for module in (health, units, boundaries, incidents, imports, keys, analyses):
+    for module in (health, units, boundaries, incidents, imports, keys, surfaces, analyses):
         app.include_router(module.router)
     logging.basicConfig(level=logging.INFO)
     return app

@@ -92,7 +92,9 @@ async def list_analyses(
     )
 
 
-@router.get("/{run_id}", summary="A run's units with count, statistics and class (GeoJSON, CSV)")
+@router.get(
+    "/{run_id:int}", summary="A run's units with count, statistics and class (GeoJSON, CSV)"
+)
 async def get_analysis(
     request: Request,
     run_id: int,
