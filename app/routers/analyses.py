@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 import pandas as pd
@@ -11,8 +12,14 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
 from app.errors import NotFound, ProblemError
-from app.schemas.analyses import AnalysisRunList, AnalysisRunPublic, HotspotRequest
+from app.schemas.analyses import (
+    AnalysisRunList,
+    AnalysisRunPublic,
+    EmergingRequest,
+    HotspotRequest,
+)
 from app.services import jobs
+from app.services.emerging import run_emerging
 from app.services.hotspots import run_hotspots
 from app.sql import analyses as sql
 
@@ -41,6 +48,34 @@ async def _run_public(request: Request, conn, run_id: int) -> AnalysisRunPublic:
     return AnalysisRunPublic(**row, links=_links(request, run_id))
 
 
+async def start_run(
+    request: Request,
+    engine,
+    settings,
+    actor: str,
+    kind: str,
+    method: str,
+    parameters: dict,
+    work: Callable[[int, jobs.JobProgress], Awaitable[dict]],
+) -> Response:
+    """Store a run, start its job, and wait briefly: 201 when done, 202 when still going."""
+    async with engine.begin() as conn:
+        run_id = (await conn.execute(sql.insert_run(kind, method, parameters, actor))).scalar_one()
+    job = jobs.run_job(engine, run_id, lambda progress: work(run_id, progress))
+    task = jobs.start(request.app.state.jobs, job)
+    done, _ = await asyncio.wait({task}, timeout=settings.analysis.wait_s)
+    async with engine.connect() as conn:
+        run = await _run_public(request, conn, run_id)
+    if run.status == "failed":
+        raise AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
+    return Response(
+        run.model_dump_json(),
+        status_code=201 if done else 202,
+        media_type="application/json",
+        headers={"Location": run.links[0]["href"]},
+    )
+
+
 @router.post(
     "/hotspots",
     status_code=201,
@@ -49,32 +84,30 @@ async def _run_public(request: Request, conn, run_id: int) -> AnalysisRunPublic:
     responses={202: {"description": "Still running: poll the Location"}},
 )
 async def create_hotspots(
-    request: Request,
-    body: HotspotRequest,
-    engine: EngineDep,
-    settings: SettingsDep,
-    who: Analyst,
+    request: Request, body: HotspotRequest, engine: EngineDep, settings: SettingsDep, who: Analyst
 ) -> Response:
-    async with engine.begin() as conn:
-        run_id = (
-            await conn.execute(
-                sql.insert_run("hotspots", body.method, body.model_dump(mode="json"), who.actor)
-            )
-        ).scalar_one()
-    work = lambda progress: run_hotspots(engine, settings, body, run_id, progress)  # noqa: E731
-    task = jobs.start(request.app.state.jobs, jobs.run_job(engine, run_id, work))
-    done, _ = await asyncio.wait({task}, timeout=settings.analysis.wait_s)
-    async with engine.connect() as conn:
-        run = await _run_public(request, conn, run_id)
-    status = 201 if done else 202
-    if run.status == "failed":
-        raise AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
-    return Response(
-        run.model_dump_json(),
-        status_code=status,
-        media_type="application/json",
-        headers={"Location": run.links[0]["href"]},
-    )
+    return await start_run(
+        request, engine, settings, who.actor, "hotspots", body.method,
+        body.model_dump(mode="json"),
+        lambda run_id, progress: run_hotspots(engine, settings, body, run_id, progress),
+    )  # fmt: skip
+
+
+@router.post(
+    "/emerging-hotspots",
+    status_code=201,
+    response_model=AnalysisRunPublic,
+    summary="Emerging hot spots (ArcGIS Pro categories) on a space-time cube",
+    responses={202: {"description": "Still running: poll the Location"}},
+)
+async def create_emerging_hotspots(
+    request: Request, body: EmergingRequest, engine: EngineDep, settings: SettingsDep, who: Analyst
+) -> Response:
+    return await start_run(
+        request, engine, settings, who.actor, "emerging", "space_time_gi_star",
+        body.model_dump(mode="json"),
+        lambda run_id, progress: run_emerging(engine, settings, body, run_id, progress),
+    )  # fmt: skip
 
 
 @router.get("", response_model=AnalysisRunList, summary="Analysis runs, newest first")

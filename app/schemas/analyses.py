@@ -71,6 +71,27 @@ class HotspotRequest(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="significance, Local Moran")
 
 
+class EmergingRequest(_Strict):
+    """ArcGIS Pro's Emerging Hot Spot Analysis on a space-time cube of H3 or grid cells."""
+
+    units: Annotated[H3Units | GridUnits, Field(discriminator="type")] = H3Units()
+    area: str | None = Field(
+        default=None, description="unit code bounding the study area; default: the territory"
+    )
+    weights: WeightsSpec = WeightsSpec()
+    filters: AnalysisFilters = AnalysisFilters()
+    weight_by_victims: bool = False
+    time_step: Literal["week", "month", "quarter", "year"] = "month"
+    time_lag: int = Field(
+        default=1, ge=0, le=12, description="neighbourhood time step: previous steps included"
+    )
+    alpha: float = Field(default=0.10, gt=0, lt=0.5, description="significance of a bin (90 %)")
+    trend_alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="significance of the Mann-Kendall trend"
+    )
+    fdr: bool = Field(default=False, description="Benjamini-Hochberg over all bins")
+
+
 class AnalysisRunPublic(BaseModel):
     id: int
     kind: str

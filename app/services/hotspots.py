@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import spatial
 from app.db import copy_csv, frame_to_csv
 from app.errors import InvalidParameter
-from app.schemas.analyses import AdminUnits, AnalysisFilters, GridUnits, H3Units, HotspotRequest
+from app.schemas.analyses import (
+    AdminUnits,
+    AnalysisFilters,
+    EmergingRequest,
+    GridUnits,
+    H3Units,
+    HotspotRequest,
+)
 from app.services.jobs import JobProgress, run_job
 from app.settings import Settings
 from app.sql import analyses as sql
@@ -77,15 +84,10 @@ async def load_cells(
         geometry = shapely.from_wkb([bytes(r[2]) for r in rows])
         return Cells(np.array([r[1] for r in rows]), geometry, counts), int(counts.sum())
 
-    area_wkb = (await conn.execute(sql.select_area(request.area))).scalar()
-    if area_wkb is None:
-        raise InvalidParameter(
-            f"unknown area {request.area!r}" if request.area else "no boundaries are loaded"
-        )
+    area = await load_area(conn, request.area)
     points = (await conn.execute(sql.select_points(filters))).all()
     lon, lat, victims = np.array(points, dtype=float).reshape(-1, 3).T
     weights = victims if request.weight_by_victims else None
-    area = shapely.from_wkb(bytes(area_wkb))
     cells = await asyncio.to_thread(
         _grid_cells, units, area, lon, lat, weights, settings.territory.projected_crs,
         settings.analysis.max_cells,
@@ -102,19 +104,39 @@ def _grid_cells(
     crs: str,
     max_cells: int,
 ) -> Cells:
+    grid, point_cells = grid_and_point_cells(units, area, lon, lat, crs, max_cells)
+    counts = spatial.count_by_cell(point_cells, grid["cell_id"].to_numpy(), weights=weights)
+    return Cells(grid["cell_id"].to_numpy(), grid.geometry.to_numpy(), counts)
+
+
+def grid_and_point_cells(
+    units: H3Units | GridUnits,
+    area: shapely.Geometry,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    crs: str,
+    max_cells: int,
+) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """The cells covering the area, and the cell id of each point (None outside)."""
     if isinstance(units, H3Units):
-        # An H3 cell at resolution r covers about 4.36e6 / 7**(r-0) km²… use the area ratio.
+        # The mean H3 cell area is 4,357,449 km² / 7^resolution.
         expected = _area_km2(area, crs) / (4_357_449.4 / 7**units.resolution)
         _check_size(expected, max_cells, f"H3 resolution {units.resolution}")
         grid = spatial.h3_cells(area, units.resolution)
-        point_cells = spatial.points_to_h3(lon, lat, units.resolution)
-    else:
-        expected = _area_km2(area, crs) * 1e6 / units.cell_size_m**2
-        _check_size(expected, max_cells, f"{units.cell_size_m:g} m cells")
-        grid = spatial.square_grid(area, units.cell_size_m, crs)
-        point_cells = spatial.points_to_grid(lon, lat, grid)
-    counts = spatial.count_by_cell(point_cells, grid["cell_id"].to_numpy(), weights=weights)
-    return Cells(grid["cell_id"].to_numpy(), grid.geometry.to_numpy(), counts)
+        return grid, spatial.points_to_h3(lon, lat, units.resolution)
+    expected = _area_km2(area, crs) * 1e6 / units.cell_size_m**2
+    _check_size(expected, max_cells, f"{units.cell_size_m:g} m cells")
+    grid = spatial.square_grid(area, units.cell_size_m, crs)
+    return grid, spatial.points_to_grid(lon, lat, grid)
+
+
+async def load_area(conn: AsyncConnection, area_code: str | None) -> shapely.Geometry:
+    area_wkb = (await conn.execute(sql.select_area(area_code))).scalar()
+    if area_wkb is None:
+        raise InvalidParameter(
+            f"unknown area {area_code!r}" if area_code else "no boundaries are loaded"
+        )
+    return shapely.from_wkb(bytes(area_wkb))
 
 
 def _area_km2(area: shapely.Geometry, crs: str) -> float:
@@ -130,7 +152,9 @@ def _check_size(expected: float, max_cells: int, what: str) -> None:
         )
 
 
-def build_weights(cells: Cells, request: HotspotRequest, crs: str) -> spatial.SpatialWeights:
+def build_weights(
+    cells: Cells, request: HotspotRequest | EmergingRequest, crs: str
+) -> spatial.SpatialWeights:
     kind = request.weights.type or ("h3" if isinstance(request.units, H3Units) else "queen")
     ids = list(cells.ids)
     if kind == "h3":
@@ -220,7 +244,7 @@ async def store_cells(
     rows = pd.DataFrame({c: table.get(c) for c in sql.CELL_COLUMNS})
     rows["run_id"] = run_id
     rows["geom"] = shapely.to_wkb(shapely.set_srid(geometry, 4326), hex=True, include_srid=True)
-    rows["stats"] = "{}"
+    rows["stats"] = table.get("stats", "{}")
     for col in ("bin", "quadrant"):
         rows[col] = pd.array(rows[col], dtype="Int64") if rows[col].notna().any() else None
     async with engine.begin() as conn:

@@ -45,6 +45,17 @@ def select_points(f: IncidentFilter) -> Select:
     ).where(*conditions(f))
 
 
+def select_points_by_step(f: IncidentFilter, step: str, timezone: str) -> Select:
+    """Points with the local start of their time step (week, month, quarter or year)."""
+    local = func.timezone(timezone, incident.c.occurred_at)
+    return select(
+        func.ST_X(incident.c.geom),
+        func.ST_Y(incident.c.geom),
+        incident.c.victims_count,
+        func.date_trunc(step, local),
+    ).where(*conditions(f))
+
+
 def select_area(unit_code: str | None) -> TextClause:
     """The study area as WKB: one unit, or the union of the top level (the country)."""
     if unit_code is not None:

@@ -176,3 +176,32 @@ def test_admin_unit_counts_match_the_unit_assignment(base_data, incidents, db):
     )
     assert dict(zip(got.ids, got.counts, strict=True)) == expected
     assert total == 15_000 == sum(expected.values())
+
+
+def test_emerging_hot_spots_give_every_cell_a_category(client, keys, incidents):
+    from spatial import PATTERNS
+
+    body = {
+        "units": {"type": "h3", "resolution": 7},
+        "time_step": "quarter",
+        "filters": {"sources": [SOURCE]},
+    }
+    response = client.post("/analyses/emerging-hotspots", json=body, headers=auth(keys["analyst"]))
+    run, features = _features(client, keys["analyst"], response)
+    assert run["kind"] == "emerging" and run["summary"]["steps"] == 20
+    categories = {f["properties"]["category"] for f in features}
+    assert all(f["properties"]["category"] for f in features)
+    assert categories <= {p.name for p in PATTERNS}
+    assert any("hot spot" in c for c in categories)
+    # Belize City, where most incidents are, is a hot spot of some kind.
+    city = h3.latlng_to_cell(*BELIZE_CITY, 7)
+    props = {f["id"]: f["properties"] for f in features}
+    assert "hot spot" in props[city]["category"], props[city]
+    assert props[city]["stats"]["hot_steps"] >= 18
+
+
+def test_emerging_needs_ten_time_steps(client, keys, incidents):
+    body = {"time_step": "year", "filters": {"sources": [SOURCE]}}
+    response = client.post("/analyses/emerging-hotspots", json=body, headers=auth(keys["analyst"]))
+    assert response.status_code == 422
+    assert "at least 10 time steps" in response.json()["detail"]
