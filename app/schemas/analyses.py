@@ -55,7 +55,11 @@ class WeightsSpec(_Strict):
 
 
 class HotspotRequest(_Strict):
-    method: Literal["gi_star", "local_moran"] = "gi_star"
+    method: Literal["gi_star", "local_moran", "optimized_gi_star"] = Field(
+        default="gi_star",
+        description="optimized_gi_star chooses the distance band by incremental spatial "
+        "autocorrelation and applies FDR, as ArcGIS Pro's Optimized Hot Spot Analysis",
+    )
     units: Units = H3Units()
     area: str | None = Field(
         default=None, description="unit code bounding the study area; default: the territory"

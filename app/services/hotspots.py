@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -42,6 +42,9 @@ class Cells:
     ids: np.ndarray
     geometry: np.ndarray
     counts: np.ndarray
+    # The incidents' coordinates, where they were read (not for admin units).
+    lon: np.ndarray | None = None
+    lat: np.ndarray | None = None
 
 
 async def incident_filter(conn: AsyncConnection, filters: AnalysisFilters) -> IncidentFilter:
@@ -92,7 +95,7 @@ async def load_cells(
         _grid_cells, units, area, lon, lat, weights, settings.territory.projected_crs,
         settings.analysis.max_cells,
     )  # fmt: skip
-    return cells, len(lon)
+    return replace(cells, lon=lon, lat=lat), len(lon)
 
 
 def _grid_cells(
@@ -164,19 +167,50 @@ def build_weights(
     if kind in ("queen", "rook"):
         frame = gpd.GeoDataFrame({"cell_id": ids}, geometry=cells.geometry, crs=4326)
         return spatial.contiguity(frame, rook=kind == "rook", ids=ids)
-    centroids = shapely.centroid(cells.geometry)
-    to_metres = Transformer.from_crs(4326, crs, always_xy=True)
-    x, y = to_metres.transform(shapely.get_x(centroids), shapely.get_y(centroids))
+    x, y = _projected_centroids(cells, crs)
     if kind == "knn":
         return spatial.knn(x, y, k=min(request.weights.k, len(ids) - 1), ids=ids)
     return spatial.distance_band(x, y, threshold=request.weights.distance_m, ids=ids)
+
+
+def optimized_weights(
+    cells: Cells, n_incidents: int, crs: str
+) -> tuple[spatial.SpatialWeights, dict]:
+    """ArcGIS Pro's Optimized Hot Spot Analysis scale: a distance band chosen by incremental
+    spatial autocorrelation of the cell counts (first significant peak of Moran's I z, else
+    the maximum), with the incidents' locational outliers reported."""
+    spatial.check_enough(n_incidents, len(cells.ids))
+    x, y = _projected_centroids(cells, crs)
+    table = spatial.incremental_spatial_autocorrelation(x, y, cells.counts)
+    choice = spatial.choose_scale(table)
+    weights = spatial.distance_band(x, y, threshold=choice.distance, ids=list(cells.ids))
+    outliers = 0
+    if cells.lon is not None and len(cells.lon) > 1:
+        px, py = Transformer.from_crs(4326, crs, always_xy=True).transform(cells.lon, cells.lat)
+        outliers = int(spatial.locational_outliers(np.asarray(px), np.asarray(py)).sum())
+    scale = {
+        "distance_m": round(float(choice.distance), 1),
+        "reason": choice.reason,
+        "z": float(choice.z),
+        "p": float(choice.p),
+    }
+    isa = table[["distance", "i", "z", "p"]].round(6).to_dict("records")
+    return weights, {"scale": scale, "incremental_autocorrelation": isa,
+                     "locational_outliers": outliers}  # fmt: skip
+
+
+def _projected_centroids(cells: Cells, crs: str) -> tuple[np.ndarray, np.ndarray]:
+    centroids = shapely.centroid(cells.geometry)
+    to_metres = Transformer.from_crs(4326, crs, always_xy=True)
+    x, y = to_metres.transform(shapely.get_x(centroids), shapely.get_y(centroids))
+    return np.asarray(x), np.asarray(y)
 
 
 def compute(cells: Cells, weights: spatial.SpatialWeights, request: HotspotRequest) -> pd.DataFrame:
     """Run the statistic; one row per cell with every result column (None where n/a)."""
     spatial.enable_numba_cache()  # compiled kernels go to disk for the next process
     frame = pd.DataFrame({"cell_id": cells.ids, "count": cells.counts})
-    if request.method == "gi_star":
+    if request.method in ("gi_star", "optimized_gi_star"):
         gi = spatial.gi_star(
             cells.counts, weights.w, permutations=request.permutations, seed=request.seed,
             fdr=request.fdr,
@@ -210,9 +244,15 @@ async def run_hotspots(
         )
     if n_incidents == 0:
         raise InvalidParameter("no incidents match the filters")
-    await progress(0.3, "building spatial weights")
     crs = settings.territory.projected_crs
-    weights = await asyncio.to_thread(build_weights, cells, request, crs)
+    extra: dict = {}
+    if request.method == "optimized_gi_star":
+        await progress(0.2, "choosing the scale (incremental spatial autocorrelation)")
+        weights, extra = await asyncio.to_thread(optimized_weights, cells, n_incidents, crs)
+        request = request.model_copy(update={"fdr": True})
+    else:
+        await progress(0.3, "building spatial weights")
+        weights = await asyncio.to_thread(build_weights, cells, request, crs)
     await progress(0.5, f"computing {request.method}")
     table = await asyncio.to_thread(compute, cells, weights, request)
     await progress(0.8, "storing results")
@@ -228,6 +268,7 @@ async def run_hotspots(
             "components": weights.components,
         },
         "seconds": round(time.perf_counter() - started, 3),
+        **extra,
     }
     if "bin" in table:
         summary["bins"] = {

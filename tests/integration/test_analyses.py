@@ -205,3 +205,27 @@ def test_emerging_needs_ten_time_steps(client, keys, incidents):
     response = client.post("/analyses/emerging-hotspots", json=body, headers=auth(keys["analyst"]))
     assert response.status_code == 422
     assert "at least 10 time steps" in response.json()["detail"]
+
+
+def test_optimized_hot_spots_choose_a_scale(client, keys, incidents):
+    body = {"method": "optimized_gi_star", "units": {"type": "h3", "resolution": 7}}
+    run, features = _features(client, keys["analyst"], _post(client, keys["analyst"], body))
+    summary = run["summary"]
+    assert summary["scale"]["reason"] in ("first peak", "maximum z")
+    assert summary["scale"]["distance_m"] > 0
+    assert summary["weights"]["kind"] == "distance_band"
+    assert len(summary["incremental_autocorrelation"]) >= 2
+    assert summary["locational_outliers"] >= 0
+    city = h3.latlng_to_cell(*BELIZE_CITY, 7)
+    assert next(f for f in features if f["id"] == city)["properties"]["bin"] == 3
+
+
+def test_optimized_refuses_too_few_incidents(client, keys, incidents):
+    body = {
+        "method": "optimized_gi_star",
+        "units": {"type": "h3", "resolution": 7},
+        "filters": {"categories": ["homicide"], "occurred_from": "2025-12-01T00:00:00-06:00"},
+    }
+    response = _post(client, keys["analyst"], body)
+    assert response.status_code == 422
+    assert "30" in response.json()["detail"]
