@@ -35,10 +35,12 @@ async def _warm_up(done: asyncio.Event) -> None:
     """Compile the statistics kernels in a thread while the service already answers."""
     import spatial
 
+    log = logging.getLogger("observatory")
     try:
-        await asyncio.to_thread(spatial.warm_up)
+        seconds = await asyncio.to_thread(spatial.warm_up)
+        log.info("analysis engine warm (numba kernels ready in %.1f s)", seconds)
     except Exception:  # a failed warm-up only means the first analysis compiles instead
-        logging.getLogger("observatory").exception("analysis warm-up failed")
+        log.exception("analysis warm-up failed")
     done.set()
 
 
