@@ -48,7 +48,7 @@ async def _run_public(request: Request, conn, run_id: int) -> AnalysisRunPublic:
     return AnalysisRunPublic(**row, links=_links(request, run_id))
 
 
-async def start_run(
+async def launch_run(
     request: Request,
     engine,
     settings,
@@ -57,13 +57,19 @@ async def start_run(
     method: str,
     parameters: dict,
     work: Callable[[int, jobs.JobProgress], Awaitable[dict]],
-) -> Response:
-    """Store a run, start its job, and wait briefly: 201 when done, 202 when still going."""
+) -> tuple[int, bool]:
+    """Store a run, start its job, and wait briefly; return its id and whether it ended."""
     async with engine.begin() as conn:
         run_id = (await conn.execute(sql.insert_run(kind, method, parameters, actor))).scalar_one()
     job = jobs.run_job(engine, run_id, lambda progress: work(run_id, progress))
     task = jobs.start(request.app.state.jobs, job)
     done, _ = await asyncio.wait({task}, timeout=settings.analysis.wait_s)
+    return run_id, bool(done)
+
+
+async def start_run(request: Request, engine, settings, *args) -> Response:
+    """``launch_run``, answered with the run: 201 when done, 202 while it goes on."""
+    run_id, done = await launch_run(request, engine, settings, *args)
     async with engine.connect() as conn:
         run = await _run_public(request, conn, run_id)
     if run.status == "failed":

@@ -1,5 +1,213 @@
-"""Placeholder; being written."""
+"""Density surfaces and evaluation (analyst and above): the quartic KDE of the incidents as a
+GeoTIFF or as hot-area polygons, and PAI / RRI of hot spot methods stored as runs."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import datetime
+from typing import Annotated, Literal
+
+import orjson
+import pandas as pd
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+
+from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
+from app.errors import InvalidParameter, NotFound
+from app.routers.analyses import AnalysisFailed, launch_run
+from app.routers.incidents import _split
+from app.schemas.analyses import AnalysisFilters
+from app.schemas.surfaces import EvaluationPublic, EvaluationRequest, KdeQuery
+from app.services import surfaces as service
+from app.services.evaluation import ROW_COLUMNS, run_evaluation
+from app.sql import analyses as sql
 
 router = APIRouter(prefix="/analyses", tags=["analyses"])
+
+GEOJSON = "application/geo+json"
+TIFF = "image/tiff"
+SEXES = ("female", "male", "unknown")
+
+
+async def kde_query(
+    category: Annotated[list[str] | None, Query(description="codes, comma-separated")] = None,
+    occurred_from: Annotated[datetime | None, Query(description="inclusive")] = None,
+    occurred_to: Annotated[datetime | None, Query(description="exclusive")] = None,
+    victim_sex: Annotated[list[str] | None, Query(description="female, male, unknown")] = None,
+    age_min: Annotated[int | None, Query(ge=0, le=120)] = None,
+    age_max: Annotated[int | None, Query(ge=0, le=120)] = None,
+    unit: Annotated[str | None, Query(description="unit code, any level, e.g. BZ-CY")] = None,
+    source: Annotated[list[str] | None, Query(description="reporting agencies")] = None,
+    bandwidth_m: Annotated[
+        float | None, Query(gt=0, description="search radius, metres; default: ArcGIS's rule")
+    ] = None,
+    cell_size_m: Annotated[
+        float | None, Query(gt=0, description="cell side, metres; default: ArcGIS's rule")
+    ] = None,
+    victims: Annotated[bool, Query(description="weight each incident by its victims")] = False,
+) -> KdeQuery:
+    """The filters of ``GET /incidents`` and the kernel's scale, parsed and checked."""
+    sexes = _split(victim_sex)
+    if bad := [s for s in sexes if s not in SEXES]:
+        raise InvalidParameter(f"victim_sex must be female, male or unknown (got {', '.join(bad)})")
+    if age_min is not None and age_max is not None and age_min > age_max:
+        raise InvalidParameter("age_min must not exceed age_max")
+    try:
+        filters = AnalysisFilters(
+            categories=list(_split(category)),
+            occurred_from=occurred_from,
+            occurred_to=occurred_to,
+            victim_sex=list(sexes),
+            age_min=age_min,
+            age_max=age_max,
+            unit=unit,
+            sources=list(_split(source)),
+        )
+    except ValidationError as exc:  # pragma: no cover - the checks above cover the fields
+        raise InvalidParameter(str(exc)) from None
+    return KdeQuery(
+        filters=filters, bandwidth_m=bandwidth_m, cell_size_m=cell_size_m, victims=victims
+    )
+
+
+KdeQueryDep = Annotated[KdeQuery, Depends(kde_query)]
+
+
+@router.get(
+    "/kde.tif",
+    response_class=FileResponse,
+    summary="Kernel density (quartic, incidents per km²) as a GeoTIFF in the projected CRS",
+    responses={200: {"content": {TIFF: {}}}, 422: {"description": "no incidents, too large"}},
+)
+async def get_kde_geotiff(
+    _: Analyst, engine: EngineDep, settings: SettingsDep, query: KdeQueryDep
+) -> FileResponse:
+    surface = await service.kde_surface(engine, settings, query)
+    crs = settings.territory.projected_crs
+    path = await asyncio.to_thread(service.geotiff_file, surface, crs)
+    return FileResponse(
+        path,
+        media_type=TIFF,
+        filename="kde.tif",
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )
+
+
+@router.get(
+    "/kde/areas",
+    summary="Hot areas: polygons of the density above a percentile (GeoJSON, EPSG:4326)",
+    responses={200: {"content": {GEOJSON: {}}}},
+)
+async def get_kde_areas(
+    _: Analyst,
+    engine: EngineDep,
+    settings: SettingsDep,
+    query: KdeQueryDep,
+    percentile: Annotated[
+        float, Query(ge=0, lt=100, description="of the non-zero cell densities")
+    ] = 95,
+) -> Response:
+    surface = await service.kde_surface(engine, settings, query)
+    crs = settings.territory.projected_crs
+    collection = await asyncio.to_thread(service.hot_area_collection, surface, percentile, crs)
+    return Response(orjson.dumps(collection), media_type=GEOJSON)
+
+
+def _links(request: Request, run_id: int) -> list[dict[str, str]]:
+    url = str(request.url_for("get_evaluation", run_id=run_id))
+    run = str(request.url_for("get_analysis", run_id=run_id))
+    return [
+        {"rel": "self", "type": "application/json", "href": url},
+        {"rel": "alternate", "type": "text/csv", "href": f"{url}?format=csv"},
+        {"rel": "describedby", "type": "application/json", "href": f"{run}?format=run"},
+        {"rel": "item", "type": GEOJSON, "href": run, "title": "the selected units"},
+    ]
+
+
+async def _evaluation(request: Request, conn, run_id: int) -> EvaluationPublic:
+    row = (await conn.execute(sql.select_run(run_id))).mappings().first()
+    if row is None or row["kind"] != "evaluation":
+        raise NotFound(f"no evaluation run {run_id}")
+    return EvaluationPublic(
+        **row, rows=row["summary"].get("table", []), links=_links(request, run_id)
+    )
+
+
+def _evaluation_response(
+    run: EvaluationPublic, format: str, *, status_code: int = 200, location: bool = False
+) -> Response:
+    headers = {"Location": run.links[0]["href"]} if location else {}
+    if format == "csv":
+        table = pd.DataFrame([r.model_dump() for r in run.rows], columns=list(ROW_COLUMNS))
+        buffer = io.StringIO()
+        table.to_csv(buffer, index=False)
+        headers["Content-Disposition"] = f'attachment; filename="evaluation-{run.id}.csv"'
+        return Response(
+            buffer.getvalue(),
+            status_code=status_code,
+            media_type="text/csv; charset=utf-8",
+            headers=headers,
+        )
+    return Response(
+        run.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+@router.post(
+    "/evaluate",
+    status_code=201,
+    response_model=EvaluationPublic,
+    summary="PAI and RRI of hot spot methods: select on one period, score on the next",
+    responses={
+        202: {"description": "Still running: poll the Location"},
+        201: {"content": {"text/csv": {}}},
+    },
+)
+async def create_evaluation(
+    request: Request,
+    body: EvaluationRequest,
+    engine: EngineDep,
+    settings: SettingsDep,
+    who: Analyst,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    parameters = body.model_dump(mode="json", by_alias=True)
+    method = "+".join(body.methods)
+    run_id, done = await launch_run(
+        request, engine, settings, who.actor, "evaluation", method, parameters,
+        lambda run_id, progress: run_evaluation(engine, settings, body, run_id, progress),
+    )  # fmt: skip
+    async with engine.connect() as conn:
+        run = await _evaluation(request, conn, run_id)
+    if run.status == "failed":
+        raise AnalysisFailed(run.message or "the evaluation failed", run_id=run_id)
+    if not done:
+        return _evaluation_response(run, "json", status_code=202, location=True)
+    return _evaluation_response(run, format, status_code=201, location=True)
+
+
+@router.get(
+    "/evaluations/{run_id:int}",
+    response_model=EvaluationPublic,
+    summary="An evaluation run and its table (JSON, CSV); 202 while it runs",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def get_evaluation(
+    request: Request,
+    run_id: int,
+    conn: ConnDep,
+    _: Analyst,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    run = await _evaluation(request, conn, run_id)
+    if run.status == "running":
+        return _evaluation_response(run, "json", status_code=202)
+    if run.status == "failed":
+        raise AnalysisFailed(run.message or "the evaluation failed", run_id=run_id)
+    return _evaluation_response(run, format)

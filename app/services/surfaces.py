@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import shapely
 from pyproj import Transformer
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import InvalidParameter
 from app.schemas.analyses import AnalysisFilters
@@ -23,8 +23,14 @@ from app.services.hotspots import incident_filter
 from app.settings import Settings
 from app.sql import analyses as sql
 from spatial import AnalysisError
-from spatial.kde import CELLS_ON_SHORTER_SIDE, KdeSurface, default_bandwidth, hot_areas
-from spatial.kde import quartic_kde, write_geotiff
+from spatial.kde import (
+    CELLS_ON_SHORTER_SIDE,
+    KdeSurface,
+    default_bandwidth,
+    hot_areas,
+    quartic_kde,
+    write_geotiff,
+)
 
 #: Largest raster side, in cells, one request may build (4,000 x 4,000 float64 is 128 MB).
 MAX_RASTER_SIDE = 4_000
@@ -96,9 +102,11 @@ def density(points: ProjectedPoints, bandwidth: float, cell_size: float) -> KdeS
         raise InvalidParameter(str(exc)) from None
 
 
-async def kde_surface(conn: AsyncConnection, settings: Settings, query: KdeQuery) -> KdeSurface:
-    """The density surface of the incidents ``query`` selects."""
-    points = await load_points(conn, settings, query.filters, victims=query.victims)
+async def kde_surface(engine: AsyncEngine, settings: Settings, query: KdeQuery) -> KdeSurface:
+    """The density surface of the incidents ``query`` selects (the connection is released
+    before the surface is computed, in a thread)."""
+    async with engine.connect() as conn:
+        points = await load_points(conn, settings, query.filters, victims=query.victims)
     bandwidth, cell_size = check_raster_size(points, query.bandwidth_m, query.cell_size_m)
     return await asyncio.to_thread(density, points, bandwidth, cell_size)
 
