@@ -300,8 +300,11 @@ def hotspots(
     permutations: Annotated[int, typer.Option(help="conditional permutations")] = 0,
     seed: Annotated[int | None, typer.Option(help="seed of the permutations")] = None,
     fdr: Annotated[bool, typer.Option(help="false discovery rate correction")] = False,
+    bandwidth: Annotated[float | None, typer.Option(help="KDE search radius, m")] = None,
+    kde_cell_size: Annotated[float | None, typer.Option(help="KDE cell side, m")] = None,
 ) -> None:
-    """Hot spots (Gi* or Local Moran) of the filtered incidents, written as GeoJSON or CSV."""
+    """Hot spots of the filtered incidents: Gi*, Local Moran or optimized Gi* written as
+    GeoJSON or CSV, or a kernel density surface when the output ends in .tif."""
     from pydantic import ValidationError
 
     from app.schemas.analyses import HotspotRequest
@@ -339,6 +342,9 @@ def hotspots(
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     settings = get_settings()
+    if output.suffix.lower() in (".tif", ".tiff"):
+        _write_kde(settings, request, output, bandwidth, kde_cell_size)
+        return
 
     async def run(engine):
         run_id = await run_now(engine, settings, request, actor=CLI_ACTOR)
@@ -347,6 +353,33 @@ def hotspots(
     run_id, summary = _guard(lambda: _with_engine(run))
     console.print(f"analysis run {run_id} written to {output}")
     _print_report(summary)
+
+
+def _write_kde(
+    settings: Settings,
+    request: Any,
+    output: Path,
+    bandwidth: float | None,
+    cell_size: float | None,
+) -> None:
+    import shutil
+
+    from app.schemas.surfaces import KdeQuery
+    from app.services.surfaces import geotiff_file, kde_surface
+
+    query = KdeQuery(
+        filters=request.filters,
+        bandwidth_m=bandwidth,
+        cell_size_m=cell_size,
+        victims=request.weight_by_victims,
+    )
+    surface = _guard(lambda: _with_engine(lambda e: kde_surface(e, settings, query)))
+    written = geotiff_file(surface, settings.territory.projected_crs)
+    shutil.move(written, output)
+    console.print(
+        f"kernel density ({surface.bandwidth:,.0f} m radius, {surface.cell_size:,.0f} m cells, "
+        f"incidents per km²) written to {output} in {settings.territory.projected_crs}"
+    )
 
 
 # -- demo and serving --------------------------------------------------------------------

@@ -50,18 +50,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import platform
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,13 +66,8 @@ import httpx
 import orjson
 import psycopg
 import shapely
-from rich.console import Console
 from rich.table import Table
-from sqlalchemy import ClauseElement, TextClause, bindparam
-from sqlalchemy.dialects import postgresql
 
-from app import security
-from app.cluster import Cluster
 from app.db import create_engine
 from app.migrate import upgrade
 from app.services.boundaries import import_boundaries
@@ -89,8 +78,18 @@ from app.services.incident_rows import ReadOptions
 from app.settings import DATA_DIR, DatabaseSettings, Settings
 from app.sql import incidents as incidents_sql
 from app.sql.units import assign_incident_units
+from bench._common import (
+    console,
+    create_analyst_key,
+    literal_sql,
+    machine_info,
+    ratio,
+    serve_app,
+    session_url,
+    step,
+    throwaway_cluster,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "out" / "ingest.json"
 BOUNDARIES = DATA_DIR / "belize" / "boundaries"
 COUNTRY = BOUNDARIES / "belize_adm0_naturalearth_10m.geojson"
@@ -113,8 +112,6 @@ RAW_COLUMNS = (
     "weapon",
     "perpetrator_relation",
 )
-# Wide enough for the tables when the output is a file or a pipe.
-console = Console(width=max(Console().width, 132))
 
 
 # -- results -------------------------------------------------------------------------------
@@ -168,56 +165,6 @@ class PagesResult:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def step(message: str) -> None:
-    console.log(f"[bold cyan]{message}")
-
-
-def literal_sql(stmt: ClauseElement, **params: Any) -> str:
-    """Compile a SQLAlchemy statement to plain SQL text with its values inlined."""
-    compiled = stmt.compile(dialect=postgresql.psycopg.dialect())
-    wanted = [bindparam(k, v) for k, v in params.items() if k in compiled.params]
-    if wanted:  # bindparam() infers the SQL type from the value, which literal_binds needs
-        stmt = stmt.bindparams(*wanted) if isinstance(stmt, TextClause) else stmt.params(params)
-    sql = str(
-        stmt.compile(dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True})
-    )
-    return sql.replace("%%", "%")  # the dialect escapes % for its paramstyle; we send no params
-
-
-def session_url(settings: Settings) -> str:
-    """The libpq URL with the session options the app's engine sets (app/db.py)."""
-    timeout = settings.database.statement_timeout_ms
-    return psycopg.conninfo.make_conninfo(
-        settings.libpq_url,
-        options=f"-c statement_timeout={timeout} -c max_parallel_workers_per_gather=0",
-    )
-
-
-@contextlib.contextmanager
-def throwaway_cluster(base: Path, statement_timeout_ms: int) -> Iterator[Settings]:
-    """Start a private cluster under ``base`` on a free port; destroy it on the way out."""
-    base.chmod(0o755)  # the postgres user must reach the data directory when we are root
-    db = DatabaseSettings(
-        data_dir=base / "data",
-        port=free_port(),
-        name="observatory_bench",
-        statement_timeout_ms=statement_timeout_ms,
-    )
-    cluster = Cluster(db)
-    try:
-        cluster.start()
-        yield Settings(environment="test", database=db, database_url=None)
-    finally:
-        step("destroying the throw-away cluster")
-        cluster.destroy()
 
 
 async def load_base_data(settings: Settings) -> None:
@@ -364,55 +311,6 @@ def run_floors(settings: Settings, copy_csv: Path, rows: int) -> FloorResult:
 # -- 3. GeoJSON pages ---------------------------------------------------------------------
 
 
-def create_analyst_key(url: str) -> str:
-    key, prefix, key_hash = security.new_key()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO api_key (name, prefix, hash, role) VALUES (%s, %s, %s, %s)",
-            ["bench-analyst", prefix, key_hash, "analyst"],
-        )
-    return key
-
-
-@contextlib.contextmanager
-def serve_app(settings: Settings, log_path: Path) -> Iterator[str]:
-    """Serve ``app.main:create_app`` with uvicorn in a subprocess; yield its base URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "OBSERVATORY_DATABASE_URL": settings.libpq_url,
-        "OBSERVATORY_DATABASE__STATEMENT_TIMEOUT_MS": str(settings.database.statement_timeout_ms),
-        "OBSERVATORY_ENVIRONMENT": "test",
-    }
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"uvicorn exited:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn not ready in 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def crawl(client: httpx.Client, first: str, pages: int) -> tuple[float, int, int, int]:
     """Follow ``next`` links from ``first``: (seconds, pages, features, bytes)."""
     url: str | None = first
@@ -508,48 +406,6 @@ def run_pages(settings: Settings, pages: int, log_path: Path) -> list[PagesResul
 
 
 # -- machine and report --------------------------------------------------------------------
-
-
-def machine_info(url: str) -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    with psycopg.connect(url) as conn:
-        pg = conn.execute("SHOW server_version").fetchone()[0]
-        postgis = conn.execute("SELECT postgis_lib_version()").fetchone()[0]
-        geos = conn.execute("SELECT postgis_geos_version()").fetchone()[0]
-        settings = dict(
-            conn.execute(
-                "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)",
-                [["shared_buffers", "work_mem", "max_wal_size", "synchronous_commit", "fsync"]],
-            ).fetchall()
-        )
-        indexes = [
-            r[0]
-            for r in conn.execute(
-                "SELECT indexname FROM pg_indexes WHERE tablename = 'incident' ORDER BY 1"
-            ).fetchall()
-        ]
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu_model,
-        "memory_gib": round(mem_gib, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "postgresql": pg,
-        "postgis": postgis,
-        "geos": geos,
-        "pg_settings": settings,
-        "incident_indexes": indexes,
-    }
-
-
-def ratio(x: float) -> str:
-    return f"{x:.2f}x"
 
 
 def print_summary(result: dict[str, Any]) -> None:

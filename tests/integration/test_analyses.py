@@ -229,3 +229,37 @@ def test_optimized_refuses_too_few_incidents(client, keys, incidents):
     response = _post(client, keys["analyst"], body)
     assert response.status_code == 422
     assert "30" in response.json()["detail"]
+
+
+def test_cli_writes_geojson_and_geotiff(base_data, incidents, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import rasterio
+
+    env = {**os.environ, "OBSERVATORY_DATABASE_URL": base_data.libpq_url}
+    base = [sys.executable, "-m", "app.cli", "hotspots", "--units", "h3", "--resolution", "6"]
+    geojson = tmp_path / "hot.geojson"
+    done = subprocess.run(
+        [*base, "--category", "theft", "-o", str(geojson)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    layer = json.loads(geojson.read_text())
+    assert layer["type"] == "FeatureCollection" and layer["features"]
+    assert {"z", "p", "bin", "count"} <= set(layer["features"][0]["properties"])
+
+    tif = tmp_path / "kde.tif"
+    done = subprocess.run(
+        [*base, "--category", "theft", "--bandwidth", "3000", "-o", str(tif)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    with rasterio.open(tif) as raster:
+        assert raster.crs.to_epsg() == 32616
+        assert raster.bounds.left < 385_000 < raster.bounds.right  # Belize City, UTM 16N
+
+    bad = subprocess.run([*base, "--units", "hexagons", "-o", str(geojson)], env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 1 and "--units must be" in bad.stdout
