@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import shapely
+import shapely.geometry
 
 from tests.conftest import _free_port
 
@@ -87,6 +89,7 @@ def test_up_serves_the_demo_and_can_run_again(tmp_path):
         assert len(seen) == len(set(seen)) == matched > 100
         viewer = {"Authorization": f"Bearer {keys['viewer']}"}
         assert httpx.get(f"{base}/incidents", headers=viewer).status_code == 403
+        _hot_spots_around_belize_city(base, analyst)
     finally:
         _stop(process)
 
@@ -103,3 +106,27 @@ def test_up_serves_the_demo_and_can_run_again(tmp_path):
     finally:
         _stop(process)
         subprocess.run([sys.executable, "-m", "app.cli", "db", "stop"], env=env, check=True)
+
+
+def _hot_spots_around_belize_city(base: str, analyst: dict[str, str]) -> None:
+    """The issue's check: Gi* on H3 resolution 8, homicides and shootings of the last two
+    years of the demo, finds hot cells around Belize City."""
+    body = {
+        "method": "gi_star",
+        "units": {"type": "h3", "resolution": 8},
+        "filters": {
+            "categories": ["homicide", "shooting"],
+            "occurred_from": "2024-01-01T00:00:00-06:00",
+        },
+    }
+    response = httpx.post(f"{base}/analyses/hotspots", json=body, headers=analyst, timeout=60)
+    assert response.status_code in (201, 202), response.text
+    deadline = time.monotonic() + 120
+    while (layer := httpx.get(response.headers["location"], headers=analyst)).status_code == 202:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    hot = [f for f in layer.json()["features"] if f["properties"]["bin"] >= 2]
+    assert hot
+    city = shapely.Point(-88.1962, 17.5046)
+    nearest_km = min(shapely.geometry.shape(f["geometry"]).distance(city) for f in hot) * 111
+    assert nearest_km < 2, nearest_km
