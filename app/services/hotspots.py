@@ -206,8 +206,11 @@ def _projected_centroids(cells: Cells, crs: str) -> tuple[np.ndarray, np.ndarray
     return np.asarray(x), np.asarray(y)
 
 
-def compute(cells: Cells, weights: spatial.SpatialWeights, request: HotspotRequest) -> pd.DataFrame:
-    """Run the statistic; one row per cell with every result column (None where n/a)."""
+def compute(
+    cells: Cells, weights: spatial.SpatialWeights, request: HotspotRequest
+) -> tuple[pd.DataFrame, dict]:
+    """Run the statistic: one row per cell with every result column (None where n/a), and
+    what the summary should add (the seed drawn, global Moran's I for Local Moran)."""
     spatial.enable_numba_cache()  # compiled kernels go to disk for the next process
     frame = pd.DataFrame({"cell_id": cells.ids, "count": cells.counts})
     if request.method in ("gi_star", "optimized_gi_star"):
@@ -215,14 +218,24 @@ def compute(cells: Cells, weights: spatial.SpatialWeights, request: HotspotReque
             cells.counts, weights.w, permutations=request.permutations, seed=request.seed,
             fdr=request.fdr,
         )  # fmt: skip
-        return frame.assign(z=gi.z, p=gi.p, p_sim=gi.p_sim, bin=gi.bin)
+        extra = {"seed": gi.seed} if request.permutations else {}
+        return frame.assign(z=gi.z, p=gi.p, p_sim=gi.p_sim, bin=gi.bin), extra
+    permutations = max(request.permutations, 99)
     lisa = spatial.local_moran(
-        cells.counts, weights.w, permutations=max(request.permutations, 99),
-        seed=request.seed, alpha=request.alpha, fdr=request.fdr,
+        cells.counts, weights.w, permutations=permutations, seed=request.seed,
+        alpha=request.alpha, fdr=request.fdr,
     )  # fmt: skip
-    return frame.assign(
+    moran = spatial.global_moran(cells.counts, weights.w, permutations=permutations, seed=lisa.seed)
+    extra = {
+        "seed": lisa.seed,
+        "global_moran": {
+            k: float(getattr(moran, k)) for k in ("i", "expected", "variance", "z", "p", "p_sim")
+        },
+    }
+    table = frame.assign(
         i=lisa.i, z=lisa.z_sim, p_sim=lisa.p_sim, quadrant=lisa.quadrant, label=lisa.label
     )
+    return table, extra
 
 
 async def run_hotspots(
@@ -254,7 +267,8 @@ async def run_hotspots(
         await progress(0.3, "building spatial weights")
         weights = await asyncio.to_thread(build_weights, cells, request, crs)
     await progress(0.5, f"computing {request.method}")
-    table = await asyncio.to_thread(compute, cells, weights, request)
+    table, computed = await asyncio.to_thread(compute, cells, weights, request)
+    extra.update(computed)
     await progress(0.8, "storing results")
     await store_cells(engine, run_id, table, cells.geometry)
     summary = {

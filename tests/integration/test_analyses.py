@@ -107,6 +107,9 @@ def test_local_moran_on_a_grid_and_csv(client, keys, incidents):
     }
     response = _post(client, keys["analyst"], body)
     run, features = _features(client, keys["analyst"], response)
+    moran = run["summary"]["global_moran"]
+    assert moran["i"] > 0 and moran["z"] > 1.96 and moran["p"] < 0.05  # clustered counts
+    assert isinstance(run["summary"]["seed"], int)
     labels = {f["properties"]["label"] for f in features}
     assert "HH" in labels and labels <= {"HH", "LL", "LH", "HL", "not significant", "island"}
     table = client.get(response.headers["location"] + "?format=csv", headers=auth(keys["analyst"]))
