@@ -64,6 +64,7 @@ _EXPORTS = {
 # esda 2.9 compiles its permutation kernels with ``numba.njit`` *without* ``cache=True``,
 # so NUMBA_CACHE_DIR alone keeps nothing on disk for them. These are the modules whose
 # dispatchers :func:`enable_numba_cache` switches to on-disk caching.
+_UNCACHEABLE = frozenset({"compute_chunk"})
 _ESDA_JIT_MODULES = ("esda.crand", "esda.significance", "esda.getisord", "esda.moran")
 
 
@@ -100,7 +101,9 @@ def enable_numba_cache() -> int:
     for module_name in _ESDA_JIT_MODULES:
         module = import_module(module_name)
         for obj in vars(module).values():
-            if isinstance(obj, CPUDispatcher):
+            # compute_chunk takes the statistic (another dispatcher) as an argument: numba
+            # never finds its cache entry again and would add files on every start.
+            if isinstance(obj, CPUDispatcher) and obj.__name__ not in _UNCACHEABLE:
                 obj.enable_caching()
                 count += 1
     return count

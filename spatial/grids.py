@@ -88,10 +88,21 @@ def h3_cells(
     else:  # pragma: no cover - h3 < 4.1
         cells = _overlap_cells_fallback(area, shape, int(resolution))
     ids = sorted(cells)
-    geoms = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in ids]
-    gdf = gpd.GeoDataFrame({"cell_id": ids}, geometry=geoms, crs=_WGS84)
+    gdf = gpd.GeoDataFrame({"cell_id": ids}, geometry=_h3_polygons(ids), crs=_WGS84)
     gdf.attrs["h3_resolution"] = int(resolution)
     return gdf
+
+
+def _h3_polygons(ids: list[str]) -> np.ndarray:
+    """Cell polygons, built in one vectorised shapely call when every cell has the same
+    number of vertices (the usual case: hexagons), else one by one."""
+    boundaries = [h3.cell_to_boundary(c) for c in ids]
+    if boundaries and len({len(b) for b in boundaries}) == 1:
+        rings = np.asarray(boundaries)[:, :, ::-1]  # (lat, lng) -> (lng, lat)
+        return shapely.polygons(np.concatenate([rings, rings[:, :1]], axis=1))
+    return np.array(
+        [shapely.Polygon([(lng, lat) for lat, lng in b]) for b in boundaries], dtype=object
+    )
 
 
 def square_grid(

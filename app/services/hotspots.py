@@ -89,7 +89,12 @@ async def load_cells(
 
     area = await load_area(conn, request.area)
     points = (await conn.execute(sql.select_points(filters))).all()
-    lon, lat, victims = np.array(points, dtype=float).reshape(-1, 3).T
+    # Column-wise: np.array over Row objects is ten times slower than zip.
+    lon, lat, victims = (
+        (np.asarray(c, dtype=float) for c in zip(*points, strict=True))
+        if points
+        else (np.empty(0),) * 3
+    )
     weights = victims if request.weight_by_victims else None
     cells = await asyncio.to_thread(
         _grid_cells, units, area, lon, lat, weights, settings.territory.projected_crs,
