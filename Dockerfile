@@ -4,9 +4,11 @@ FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    OBSERVATORY_ENVIRONMENT=production
+    OBSERVATORY_ENVIRONMENT=production \
+    NUMBA_CACHE_DIR=/home/observatory/numba-cache
 
-RUN useradd --create-home --uid 10001 observatory
+RUN useradd --create-home --uid 10001 observatory \
+    && install -d -o observatory -g observatory /home/observatory/numba-cache
 WORKDIR /app
 
 # Dependencies first, so code changes do not reinstall them. Every package ships a wheel
