@@ -19,6 +19,7 @@ from app.routers import (
     imports,
     incidents,
     keys,
+    stats,
     surfaces,
     units,
 )
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Location"],
     )
     install_error_handlers(app)
-    for module in (health, units, boundaries, incidents, imports, keys, surfaces, analyses):
+    for module in (health, units, boundaries, incidents, imports, keys, surfaces, analyses, stats):
         app.include_router(module.router)
     logging.basicConfig(level=logging.INFO)
     return app

@@ -14,7 +14,14 @@ from scipy import sparse
 
 from spatial import AnalysisError
 
-__all__ = ["PER", "UNSTABLE_BELOW", "crude_rate", "empirical_bayes", "poisson_rse"]
+__all__ = [
+    "PER",
+    "UNSTABLE_BELOW",
+    "between_area_variance",
+    "crude_rate",
+    "empirical_bayes",
+    "poisson_rse",
+]
 
 #: Rates are expressed per this many people.
 PER = 100_000.0
@@ -80,6 +87,29 @@ def poisson_rse(counts: Any) -> np.ndarray:
     positive = e > 0
     out[positive] = 1.0 / np.sqrt(e[positive])
     return out
+
+
+def between_area_variance(counts: Any, population: Any) -> float:
+    """The global method-of-moments between-area variance of the rates, *not* clamped.
+
+    Parameters
+    ----------
+    counts, population : array-like of shape (n,)
+        As for :func:`empirical_bayes`.
+
+    Returns
+    -------
+    float
+        :math:`\\sum b_i (r_i - m)^2 / \\sum b_i - m / \\bar b` in events per person
+        squared (NaN without any population). Negative when the rates vary less than
+        Poisson noise alone would make them; :func:`empirical_bayes` then uses 0.
+    """
+    e, b, valid = _arrays(counts, population)
+    if not valid.any():
+        return float("nan")
+    ev, bv = e[valid], b[valid]
+    m = ev.sum() / bv.sum()
+    return float((bv * (ev / bv - m) ** 2).sum() / bv.sum() - m / bv.mean())
 
 
 def empirical_bayes(counts: Any, population: Any, *, w: Any = None) -> np.ndarray:
@@ -155,7 +185,7 @@ def empirical_bayes(counts: Any, population: Any, *, w: Any = None) -> np.ndarra
     if w is None:
         ev, bv, rv = e[valid], b[valid], rate[valid]
         m = ev.sum() / bv.sum()
-        v = max((bv * (rv - m) ** 2).sum() / bv.sum() - m / bv.mean(), 0.0)
+        v = max(between_area_variance(ev, bv), 0.0)
         out[valid] = _shrink(rv, bv, np.full(rv.shape, m), np.full(rv.shape, v))
         return out * PER
     hood = _neighbourhoods(w, e.size, valid)

@@ -1,0 +1,152 @@
+"""Disaggregated statistics (analyst and above): counts and rates per 100,000 by unit and
+category, period, victim sex and age group, with Empirical Bayes rates. JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from app.deps import Analyst, ConnDep, SettingsDep
+from app.errors import InvalidParameter
+from app.routers.incidents import _split
+from app.schemas.stats import (
+    BREAKDOWN_COLUMNS,
+    UNIT_COLUMNS,
+    VALUE_COLUMNS,
+    StatsTable,
+)
+from app.services import stats as service
+from app.sql.incidents import IncidentFilter
+
+router = APIRouter(prefix="/stats", tags=["stats"])
+
+SEXES = ("female", "male", "unknown")
+# Shorter names a planner may type for a breakdown.
+BY_ALIASES = {"sex": "victim_sex", "age": "age_group", "group": "category_group"}
+
+
+@router.get(
+    "",
+    response_model=StatsTable,
+    summary="Counts and rates per 100,000 by unit x category x period x victim sex x age group",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def get_stats(
+    conn: ConnDep,
+    settings: SettingsDep,
+    who: Analyst,
+    level: Annotated[
+        int | None, Query(ge=0, description="unit level (default 1, districts)")
+    ] = None,
+    unit: Annotated[
+        list[str] | None, Query(description="unit codes, any level, instead of a level")
+    ] = None,
+    by: Annotated[
+        list[str] | None,
+        Query(description="category, category_group, period, victim_sex, age_group"),
+    ] = None,
+    group: Annotated[list[str] | None, Query(description="alias of `by`")] = None,
+    period: Annotated[
+        str,
+        Query(
+            description="month, quarter or year; or one period (2024, 2024-Q1, 2024-03), "
+            "which restricts the range and breaks down by it"
+        ),
+    ] = "year",
+    category: Annotated[list[str] | None, Query(description="codes, comma-separated")] = None,
+    occurred_from: Annotated[datetime | None, Query(description="inclusive")] = None,
+    occurred_to: Annotated[datetime | None, Query(description="exclusive")] = None,
+    victim_sex: Annotated[list[str] | None, Query(description="female, male, unknown")] = None,
+    age_min: Annotated[int | None, Query(ge=0, le=120)] = None,
+    age_max: Annotated[int | None, Query(ge=0, le=120)] = None,
+    source: Annotated[list[str] | None, Query(description="reporting agencies")] = None,
+    age_groups: Annotated[
+        str, Query(description="age groups for `by=age_group`, e.g. 0-14,15-29,65+")
+    ] = service.DEFAULT_AGE_GROUPS,
+    format: Literal["json", "csv"] = "json",
+) -> Response:
+    units = _split(unit)
+    if units and level is not None:
+        raise InvalidParameter("give either level or unit, not both")
+    breakdowns = [BY_ALIASES.get(b.lower(), b.lower()) for b in (*_split(by), *_split(group))]
+    if bad := [b for b in breakdowns if b not in BREAKDOWN_COLUMNS]:
+        raise InvalidParameter(
+            f"unknown breakdown(s) {', '.join(bad)}: use {', '.join(BREAKDOWN_COLUMNS)}"
+        )
+    sexes = tuple(s.lower() for s in _split(victim_sex))
+    if bad := [s for s in sexes if s not in SEXES]:
+        raise InvalidParameter(f"victim_sex must be female, male or unknown (got {', '.join(bad)})")
+    if age_min is not None and age_max is not None and age_min > age_max:
+        raise InvalidParameter("age_min must not exceed age_max")
+    if occurred_from and occurred_to and _aware(occurred_from) != _aware(occurred_to):
+        raise InvalidParameter("occurred_from and occurred_to must both have a time zone or not")
+    granularity, period_value, start, end = service.parse_period(
+        period, settings.territory.timezone
+    )
+    if period_value is not None:
+        breakdowns.append("period")
+        if _aware(occurred_from) is False or _aware(occurred_to) is False:
+            raise InvalidParameter("with a period value, give occurred_from/to with a time zone")
+        occurred_from = max(d for d in (occurred_from, start) if d is not None)
+        occurred_to = min(d for d in (occurred_to, end) if d is not None)
+    query = service.StatsQuery(
+        filters=IncidentFilter(
+            occurred_from=occurred_from,
+            occurred_to=occurred_to,
+            categories=tuple(c.lower() for c in _split(category)),
+            victim_sex=sexes,
+            age_min=age_min,
+            age_max=age_max,
+            sources=_split(source),
+        ),
+        level=None if units else (1 if level is None else level),
+        unit_codes=units,
+        by=tuple(dict.fromkeys(breakdowns)),
+        period=granularity,
+        period_value=period_value,
+        age_groups=service.parse_age_groups(age_groups),
+    )
+    table = await service.compute_stats(conn, settings, query, who)
+    if format == "csv":
+        return Response(
+            _csv(table),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="stats.csv"'},
+        )
+    return Response(_json(table), media_type="application/json")
+
+
+def _columns(table: StatsTable) -> list[str]:
+    by = table.parameters.by
+    return [*UNIT_COLUMNS, *(b for b in BREAKDOWN_COLUMNS if b in by), *VALUE_COLUMNS]
+
+
+def _json(table: StatsTable) -> str:
+    """The table with only the requested breakdown columns in each row."""
+    unused = {b for b in BREAKDOWN_COLUMNS if b not in table.parameters.by}
+    return table.model_dump_json(exclude={"rows": {"__all__": unused}})
+
+
+def _csv(table: StatsTable) -> str:
+    out = io.StringIO()
+    columns = _columns(table)
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in table.rows:
+        values = row.model_dump(include=set(columns))
+        writer.writerow({k: _cell(v) for k, v in values.items()})
+    return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def _aware(moment: datetime | None) -> bool | None:
+    return None if moment is None else moment.tzinfo is not None
