@@ -308,7 +308,8 @@ def hotspots(
     from pydantic import ValidationError
 
     from app.schemas.analyses import HotspotRequest
-    from app.services.hotspots import run_now, write_result
+    from app.services.hotspots import run_hotspots, write_result
+    from app.services.jobs import run_here
 
     unit_spec = {
         "h3": {"type": "h3", "resolution": resolution},
@@ -347,7 +348,67 @@ def hotspots(
         return
 
     async def run(engine):
-        run_id = await run_now(engine, settings, request, actor=CLI_ACTOR)
+        run_id = await run_here(
+            engine, "hotspots", request.method, request.model_dump(mode="json"), CLI_ACTOR,
+            lambda run_id, progress: run_hotspots(engine, settings, request, run_id, progress),
+        )  # fmt: skip
+        return run_id, await write_result(engine, run_id, output)
+
+    run_id, summary = _guard(lambda: _with_engine(run))
+    console.print(f"analysis run {run_id} written to {output}")
+    _print_report(summary)
+
+
+@cli.command()
+def emerging(
+    output: Annotated[Path, typer.Option("--output", "-o", help="result: .geojson or .csv")],
+    units: Annotated[str, typer.Option(help="h3 or grid")] = "h3",
+    resolution: Annotated[int, typer.Option(help="H3 resolution")] = 8,
+    cell_size: Annotated[float, typer.Option(help="grid cell side, metres")] = 1000,
+    area: Annotated[str | None, typer.Option(help="unit code bounding the study area")] = None,
+    step: Annotated[str, typer.Option(help="week, month, quarter or year")] = "month",
+    time_lag: Annotated[int, typer.Option(help="neighbourhood time steps")] = 1,
+    category: Annotated[list[str] | None, typer.Option(help="category code, repeatable")] = None,
+    occurred_from: Annotated[str | None, typer.Option("--from", help="ISO date")] = None,
+    occurred_to: Annotated[str | None, typer.Option("--to", help="ISO date, exclusive")] = None,
+    fdr: Annotated[bool, typer.Option(help="false discovery rate over all bins")] = False,
+) -> None:
+    """Emerging hot spots (ArcGIS Pro categories) of the filtered incidents."""
+    from pydantic import ValidationError
+
+    from app.schemas.analyses import EmergingRequest
+    from app.services.emerging import run_emerging
+    from app.services.hotspots import write_result
+    from app.services.jobs import run_here
+
+    unit_spec = {"h3": {"type": "h3", "resolution": resolution},
+                 "grid": {"type": "grid", "cell_size_m": cell_size}}.get(units)  # fmt: skip
+    if unit_spec is None:
+        _fail("--units must be h3 or grid")
+    try:
+        request = EmergingRequest.model_validate(
+            {
+                "units": unit_spec,
+                "area": area,
+                "time_step": step,
+                "time_lag": time_lag,
+                "fdr": fdr,
+                "filters": {
+                    "categories": category or [],
+                    "occurred_from": occurred_from,
+                    "occurred_to": occurred_to,
+                },
+            }
+        )
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    settings = get_settings()
+
+    async def run(engine):
+        run_id = await run_here(
+            engine, "emerging", "space_time_gi_star", request.model_dump(mode="json"), CLI_ACTOR,
+            lambda run_id, progress: run_emerging(engine, settings, request, run_id, progress),
+        )  # fmt: skip
         return run_id, await write_result(engine, run_id, output)
 
     run_id, summary = _guard(lambda: _with_engine(run))

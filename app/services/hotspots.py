@@ -26,7 +26,7 @@ from app.schemas.analyses import (
     H3Units,
     HotspotRequest,
 )
-from app.services.jobs import JobProgress, run_job
+from app.services.jobs import JobProgress
 from app.settings import Settings
 from app.sql import analyses as sql
 from app.sql.incidents import IncidentFilter, select_unit_id
@@ -309,25 +309,6 @@ async def store_cells(
         rows[col] = pd.array(rows[col], dtype="Int64") if rows[col].notna().any() else None
     async with engine.begin() as conn:
         await copy_csv(conn, sql.COPY_CELLS, frame_to_csv(rows))
-
-
-async def run_now(
-    engine: AsyncEngine, settings: Settings, request: HotspotRequest, *, actor: str
-) -> int:
-    """Create a run and compute it in this process (the CLI); raise if it failed."""
-    async with engine.begin() as conn:
-        run_id = (
-            await conn.execute(
-                sql.insert_run("hotspots", request.method, request.model_dump(mode="json"), actor)
-            )
-        ).scalar_one()
-    work = lambda progress: run_hotspots(engine, settings, request, run_id, progress)  # noqa: E731
-    await run_job(engine, run_id, work)
-    async with engine.connect() as conn:
-        run = (await conn.execute(sql.select_run(run_id))).mappings().one()
-    if run["status"] == "failed":
-        raise InvalidParameter(run["message"])
-    return run_id
 
 
 async def write_result(engine: AsyncEngine, run_id: int, path: Path) -> dict:

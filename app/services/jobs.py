@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.errors import ProblemError
+from app.errors import InvalidParameter, ProblemError
 from app.sql import analyses as sql
 from spatial import AnalysisError
 
@@ -62,3 +62,22 @@ def start(tasks: set[asyncio.Task], coro: Awaitable[None]) -> asyncio.Task:
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return task
+
+
+async def run_here(
+    engine: AsyncEngine,
+    kind: str,
+    method: str,
+    parameters: dict,
+    actor: str,
+    work: Callable[[int, JobProgress], Awaitable[dict]],
+) -> int:
+    """Create a run and compute it in this process (the CLI); raise if it failed."""
+    async with engine.begin() as conn:
+        run_id = (await conn.execute(sql.insert_run(kind, method, parameters, actor))).scalar_one()
+    await run_job(engine, run_id, lambda progress: work(run_id, progress))
+    async with engine.connect() as conn:
+        run = (await conn.execute(sql.select_run(run_id))).mappings().one()
+    if run["status"] == "failed":
+        raise InvalidParameter(run["message"])
+    return run_id

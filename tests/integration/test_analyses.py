@@ -263,6 +263,15 @@ def test_cli_writes_geojson_and_geotiff(base_data, incidents, tmp_path):
         assert raster.crs.to_epsg() == 32616
         assert raster.bounds.left < 385_000 < raster.bounds.right  # Belize City, UTM 16N
 
+    emerging = tmp_path / "emerging.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "emerging", "--resolution", "6", "--step", "quarter",
+         "-o", str(emerging)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "category" in emerging.read_text().splitlines()[0]
+
     bad = subprocess.run([*base, "--units", "hexagons", "-o", str(geojson)], env=env,
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 1 and "--units must be" in bad.stdout
