@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from boundaries import BoundaryError
+from indexes import IndexDataError, IndexDefinitionError
 from spatial import AnalysisError
 
 log = logging.getLogger("observatory")
@@ -66,7 +67,12 @@ class ServiceUnavailable(ProblemError):
 
 
 # Errors raised by the pure packages, and the status each one maps to.
-PURE_ERROR_STATUS: dict[type[Exception], int] = {BoundaryError: 422, AnalysisError: 422}
+PURE_ERROR_STATUS: dict[type[Exception], int] = {
+    BoundaryError: 422,
+    AnalysisError: 422,
+    IndexDefinitionError: 422,
+    IndexDataError: 422,
+}
 
 
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:

@@ -18,6 +18,7 @@ from app.routers import (
     health,
     imports,
     incidents,
+    indexes,
     keys,
     stats,
     surfaces,
@@ -83,7 +84,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Location"],
     )
     install_error_handlers(app)
-    for module in (health, units, boundaries, incidents, imports, keys, surfaces, analyses, stats):
+    for module in (
+        health,
+        units,
+        boundaries,
+        incidents,
+        imports,
+        keys,
+        surfaces,
+        analyses,
+        stats,
+        indexes,
+    ):
         app.include_router(module.router)
     logging.basicConfig(level=logging.INFO)
     return app

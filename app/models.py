@@ -267,3 +267,16 @@ analysis_cell = Table(
     Column("stats", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Index("ix_analysis_cell_geom", "geom", postgresql_using="gist"),
 )
+
+# Versioned composite-index definitions (indexes.spec); a result names its version.
+index_definition = Table(
+    "index_definition",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("code", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("code", "version"),
+)

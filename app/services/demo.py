@@ -18,6 +18,7 @@ from app.services.categories import load_categories
 from app.services.demo_incidents import generate_incidents
 from app.services.imports import ImportReport, Progress, _quiet, import_frame
 from app.services.incident_rows import ReadOptions
+from app.services.indexes import load_default_definitions
 from app.services.tables import load_demo_population
 from app.settings import DATA_DIR, Settings
 
@@ -54,6 +55,7 @@ async def load_demo(
         actor=actor, tolerance_m=tolerance,
     )  # fmt: skip
     await load_demo_population(engine, actor=actor)
+    await load_default_definitions(engine, actor=actor)
     async with engine.connect() as conn:
         existing = (
             await conn.execute(

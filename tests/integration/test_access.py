@@ -143,7 +143,7 @@ def test_keys_are_stored_hashed(keys, db):
 def test_health_and_ready(client):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready").json()
-    assert ready["status"] == "ready" and ready["migration"] == "0004"
+    assert ready["status"] == "ready" and ready["migration"] == "0005"
     assert ready["postgis"].startswith("3.")
 
 

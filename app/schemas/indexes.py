@@ -1,0 +1,78 @@
+"""Schemas for composite indexes: stored definitions, results per unit, rank uncertainty."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class IndexDefinitionRecord(BaseModel):
+    """One stored version of a definition (``definition`` carries the same version)."""
+
+    code: str
+    version: int
+    title: str = ""
+    created_by: str
+    created_at: datetime
+    definition: dict[str, Any]
+
+
+class IndexDefinitionList(BaseModel):
+    items: list[IndexDefinitionRecord]
+
+
+class IndexResultRow(BaseModel):
+    """One unit: indicator values at each step, dimension scores, score, rank and class."""
+
+    unit_code: str
+    unit_name: str
+    rank: int | None
+    previous_rank: int | None = Field(description="rank in the previous period, if computable")
+    rank_change: int | None = Field(
+        description="previous rank - rank: positive = moved up towards rank 1 (higher priority)"
+    )
+    score: float | None
+    map_class: int | None = Field(serialization_alias="class", description="map class 1..k")
+    raw: dict[str, float | None]
+    treated: dict[str, float | None]
+    normalised: dict[str, float | None]
+    dimensions: dict[str, float | None]
+    contributions: dict[str, float | None] = Field(description="score points; sum to the score")
+
+
+class IndexResults(BaseModel):
+    code: str
+    version: int
+    title: str = ""
+    period: str
+    previous_period: str
+    unit_level: int
+    weights: dict[str, float] = Field(description="effective indicator weights (sum to 1)")
+    class_bins: list[float]
+    rows: list[IndexResultRow] = Field(description="by rank")
+    notes: list[str]
+
+
+class SensitivityRow(BaseModel):
+    unit_code: str
+    unit_name: str
+    nominal_rank: int | None
+    median_rank: float | None
+    rank_q05: float | None
+    rank_q95: float | None
+    band: float | None
+
+
+class IndexSensitivity(BaseModel):
+    code: str
+    version: int
+    period: str
+    runs: int
+    seed: int
+    most_influential: str | None = Field(description="the assumption that moves ranks most")
+    assumption_shift: dict[str, float] = Field(
+        description="mean absolute rank shift caused by each assumption alone"
+    )
+    rows: list[SensitivityRow] = Field(description="by nominal rank")

@@ -1,0 +1,402 @@
+"""Composite indexes: stored, versioned definitions, and the raw indicator table the pure
+engine (:mod:`indexes`) needs, built from incidents, populations and external indicators.
+
+Incident indicators reuse the statistics service: counts come from
+:func:`app.services.stats.compute_stats` and rates from :mod:`spatial.rates` with the
+population of the matching sex and age group (the latest year at or before the period).
+Measures: ``count``; ``rate`` per 100,000; ``eb_rate`` (global Empirical Bayes); ``share``
+of all the unit's incidents of the period; ``change`` = count minus the previous period's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+import indexes
+from app.errors import InvalidParameter, NotFound
+from app.schemas.indexes import (
+    IndexDefinitionRecord,
+    IndexResultRow,
+    IndexResults,
+    IndexSensitivity,
+    SensitivityRow,
+)
+from app.security import Principal
+from app.services import stats
+from app.settings import DATA_DIR, Settings
+from app.sql import indexes as sql
+from app.sql import stats as stats_sql
+from app.sql.incidents import IncidentFilter
+from indexes.spec import IncidentSource, IndexDefinition
+from spatial import rates
+
+DEFAULTS_DIR = DATA_DIR / "indexes"
+MAX_RUNS = 5_000
+_FREQ = {"year": "Y", "quarter": "Q", "month": "M"}
+
+__all__ = [
+    "DEFAULTS_DIR",
+    "MAX_RUNS",
+    "compute_results",
+    "compute_sensitivity",
+    "get_definition",
+    "list_definitions",
+    "load_default_definitions",
+    "parse_definition",
+    "store_definition",
+]
+
+
+# --- definitions -------------------------------------------------------------------
+
+
+def parse_definition(body: bytes, content_type: str | None) -> IndexDefinition:
+    """A JSON or YAML request body → a validated definition (IndexDefinitionError: 422)."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind not in ("application/json", "application/yaml", "text/yaml", "application/x-yaml"):
+        raise InvalidParameter(
+            f"send the definition as application/json or application/yaml (got {kind or 'none'})"
+        )
+    if not body.strip():
+        raise InvalidParameter("the request body is empty: send an index definition")
+    return indexes.load_definition(body)
+
+
+def _record(row: Any) -> IndexDefinitionRecord:
+    return IndexDefinitionRecord(
+        code=row.code,
+        version=row.version,
+        title=row.definition.get("title", ""),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        definition=row.definition,
+    )
+
+
+async def store_definition(
+    conn: AsyncConnection, definition: IndexDefinition, actor: str
+) -> IndexDefinitionRecord:
+    """Store ``definition`` as the next version of its code (its ``name``)."""
+    code = definition.name
+    await conn.execute(sql.lock_code(code))
+    version = (await conn.execute(sql.next_version(code))).scalar_one()
+    stored = definition.model_copy(update={"version": version}).model_dump(mode="json")
+    row = (await conn.execute(sql.insert_definition(code, version, stored, actor))).one()
+    return _record(row)
+
+
+async def list_definitions(conn: AsyncConnection) -> list[IndexDefinitionRecord]:
+    return [_record(r) for r in (await conn.execute(sql.select_latest())).all()]
+
+
+async def get_definition(
+    conn: AsyncConnection, code: str, version: int | None = None
+) -> IndexDefinitionRecord:
+    row = (await conn.execute(sql.select_definition(code, version))).first()
+    if row is None:
+        which = f"index {code!r}" + (f" version {version}" if version is not None else "")
+        raise NotFound(f"no {which}")
+    return _record(row)
+
+
+async def load_default_definitions(engine: AsyncEngine, *, actor: str) -> list[str]:
+    """Store each shipped definition as version 1 unless its code exists. Returns the
+    codes stored now (loading twice stores nothing the second time)."""
+    stored = []
+    for path in sorted(DEFAULTS_DIR.glob("*.yaml")):
+        definition = indexes.load_definition(path.read_text(encoding="utf-8"))
+        async with engine.begin() as conn:
+            await conn.execute(sql.lock_code(definition.name))
+            if (await conn.execute(sql.select_definition(definition.name))).first() is None:
+                await store_definition(conn, definition, actor)
+                stored.append(definition.name)
+    return stored
+
+
+# --- the raw indicator table ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Period:
+    label: str
+    start: datetime
+    end: datetime
+    year: int
+
+
+def _period(text: str, granularity: str, tz: str) -> _Period:
+    found, label, start, end = stats.parse_period(text, tz)
+    if label is None or start is None or end is None:
+        raise InvalidParameter(f"period must be one {granularity}, e.g. 2024 (got {text!r})")
+    if found != granularity:
+        raise InvalidParameter(
+            f"this index is defined per {granularity}; period {text!r} is a {found}"
+        )
+    return _Period(label, start, end, start.year)
+
+
+def _previous(period: _Period, granularity: str, tz: str) -> _Period:
+    before = pd.Period(period.start.replace(tzinfo=None), freq=_FREQ[granularity]) - 1
+    return _period(stats._label(before.start_time, granularity), granularity, tz)
+
+
+@dataclass
+class _Builder:
+    """Builds raw tables for one definition, caching counts across periods."""
+
+    conn: AsyncConnection
+    settings: Settings
+    who: Principal
+    definition: IndexDefinition
+    units: list[Any] = field(default_factory=list)
+    populations: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    async def setup(self) -> None:
+        level = self.definition.unit_level
+        self.units = (await self.conn.execute(stats_sql.select_units(level=level))).all()
+        if len(self.units) < 2:
+            raise InvalidParameter(f"an index needs at least 2 units at level {level}")
+        self.populations = await stats._populations(self.conn, [u.id for u in self.units])
+
+    @property
+    def codes(self) -> list[str]:
+        return [u.code for u in self.units]
+
+    async def _count(self, period: _Period, source: IncidentSource | None) -> np.ndarray:
+        key = (period.label, source.model_dump_json() if source else None)
+        if key not in self.counts:
+            f = IncidentFilter(
+                occurred_from=period.start,
+                occurred_to=period.end,
+                categories=tuple(source.categories) if source else (),
+                victim_sex=(source.victim_sex,) if source and source.victim_sex else (),
+                age_min=source.age_min if source else None,
+                age_max=source.age_max if source else None,
+            )
+            query = stats.StatsQuery(
+                filters=f,
+                level=self.definition.unit_level,
+                by=("period",),
+                period=self.definition.period,
+                period_value=period.label,
+            )
+            table = await stats.compute_stats(self.conn, self.settings, query, self.who)
+            found = {r.unit_code: r.count for r in table.rows}
+            self.counts[key] = np.array([found.get(c, 0) for c in self.codes], dtype=float)
+        return self.counts[key]
+
+    def _denominator(self, source: IncidentSource, year: int, code: str) -> np.ndarray:
+        sex = source.victim_sex or "total"
+        f = IncidentFilter(age_min=source.age_min, age_max=source.age_max)
+        age = stats._population_age(None, f, False)
+
+        def pick(age_group: str) -> list[float]:
+            out = []
+            for u in self.units:
+                chosen = stats._choose(self.populations.get((u.id, sex, age_group), ()), year)
+                out.append(chosen[1] if chosen else math.nan)
+            return out
+
+        values = pick(age)
+        if age != "total" and any(math.isnan(v) for v in values):
+            values = pick("total")
+            note = (
+                f"{code}: no {sex} population of age group {age} for every unit; the rate "
+                f"is per 100,000 {sex} population of all ages."
+            )
+            if note not in self.notes:
+                self.notes.append(note)
+        return np.array(values, dtype=float)
+
+    async def raw(self, period: _Period) -> pd.DataFrame:
+        columns: dict[str, np.ndarray] = {}
+        external = [i for i in self.definition.indicators if i.source.external]
+        if external:
+            rows = (
+                await self.conn.execute(
+                    sql.select_indicator_values(
+                        [i.source.external for i in external],
+                        [u.id for u in self.units],
+                        period.label,
+                    )
+                )
+            ).all()
+            values = {(r.unit_id, r.indicator): r.value for r in rows}
+            for i in external:
+                columns[i.code] = np.array(
+                    [values.get((u.id, i.source.external), math.nan) for u in self.units]
+                )
+        for i in self.definition.indicators:
+            source = i.source.incidents
+            if source is None:
+                continue
+            e = await self._count(period, source)
+            if source.measure == "count":
+                columns[i.code] = e
+            elif source.measure == "change":
+                previous = _previous(period, self.definition.period, self._tz)
+                columns[i.code] = e - await self._count(previous, source)
+            elif source.measure == "share":
+                total = await self._count(period, None)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    columns[i.code] = np.where(total > 0, e / total * 100, math.nan)
+            else:
+                b = self._denominator(source, period.year, i.code)
+                columns[i.code] = (
+                    rates.crude_rate(e, b)
+                    if source.measure == "rate"
+                    else rates.empirical_bayes(e, b)
+                )
+        frame = pd.DataFrame(columns, index=pd.Index(self.codes, name="unit_code"))
+        return frame[self.definition.indicator_codes].astype(float)
+
+    @property
+    def _tz(self) -> str:
+        return self.settings.territory.timezone
+
+
+async def _prepare(
+    conn: AsyncConnection,
+    settings: Settings,
+    who: Principal,
+    code: str,
+    version: int | None,
+    period_text: str,
+) -> tuple[IndexDefinitionRecord, IndexDefinition, _Builder, _Period]:
+    record = await get_definition(conn, code, version)
+    definition = indexes.load_definition(record.definition)
+    builder = _Builder(conn, settings, who, definition)
+    await builder.setup()
+    period = _period(period_text, definition.period, settings.territory.timezone)
+    return record, definition, builder, period
+
+
+def _number(value: Any) -> float | None:
+    if value is None or value is pd.NA:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _integer(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _row_values(frame: pd.DataFrame, code: str) -> dict[str, float | None]:
+    return {c: _number(v) for c, v in frame.loc[code].items()} if len(frame.columns) else {}
+
+
+async def compute_results(
+    conn: AsyncConnection,
+    settings: Settings,
+    who: Principal,
+    code: str,
+    period_text: str,
+    version: int | None = None,
+) -> IndexResults:
+    """The index for one period, with the rank change since the previous period."""
+    record, definition, builder, period = await _prepare(
+        conn, settings, who, code, version, period_text
+    )
+    result = indexes.compute_index(await builder.raw(period), definition)
+    previous = _previous(period, definition.period, settings.territory.timezone)
+    previous_rank: pd.Series | None = None
+    try:
+        previous_rank = indexes.compute_index(await builder.raw(previous), definition).rank
+    except indexes.IndexDataError as exc:
+        builder.notes.append(
+            f"No rank change: the {previous.label} index is not computable ({exc})"
+        )
+    names = {u.code: u.name for u in builder.units}
+    rows = []
+    for unit in result.rank.sort_values(kind="stable").index:
+        rank = _integer(result.rank[unit])
+        before = _integer(previous_rank[unit]) if previous_rank is not None else None
+        rows.append(
+            IndexResultRow(
+                unit_code=unit,
+                unit_name=names[unit],
+                rank=rank,
+                previous_rank=before,
+                rank_change=None if rank is None or before is None else before - rank,
+                score=_number(result.score[unit]),
+                map_class=_integer(result.classes[unit]),
+                raw=_row_values(result.raw, unit),
+                treated=_row_values(result.treated, unit),
+                normalised=_row_values(result.normalised, unit),
+                dimensions=_row_values(result.dimension_scores, unit),
+                contributions=_row_values(result.contributions, unit),
+            )
+        )
+    notes = [
+        *builder.notes,
+        *(
+            f"Imputed {n.indicator} of {n.unit} = {n.value:g} ({n.method})"
+            for n in result.imputation_notes
+        ),
+        *(str(n) for n in result.treatment_notes),
+    ]
+    return IndexResults(
+        code=record.code,
+        version=record.version,
+        title=definition.title,
+        period=period.label,
+        previous_period=previous.label,
+        unit_level=definition.unit_level,
+        weights={k: float(v) for k, v in result.weights.items()},
+        class_bins=[float(b) for b in result.class_bins],
+        rows=rows,
+        notes=notes,
+    )
+
+
+async def compute_sensitivity(
+    conn: AsyncConnection,
+    settings: Settings,
+    who: Principal,
+    code: str,
+    period_text: str,
+    *,
+    runs: int,
+    seed: int | None,
+    version: int | None = None,
+) -> IndexSensitivity:
+    """Monte Carlo rank uncertainty (weights, normalisation, aggregation) for one period."""
+    if not 1 <= runs <= MAX_RUNS:
+        raise InvalidParameter(f"runs must be between 1 and {MAX_RUNS} (got {runs})")
+    record, definition, builder, period = await _prepare(
+        conn, settings, who, code, version, period_text
+    )
+    result = indexes.sensitivity(await builder.raw(period), definition, runs=runs, seed=seed)
+    names = {u.code: u.name for u in builder.units}
+    ranks = result.ranks.sort_values("nominal", kind="stable")
+    return IndexSensitivity(
+        code=record.code,
+        version=record.version,
+        period=period.label,
+        runs=result.runs,
+        seed=result.seed,
+        most_influential=result.most_influential,
+        assumption_shift={k: float(v) for k, v in result.assumption_shift.items()},
+        rows=[
+            SensitivityRow(
+                unit_code=unit,
+                unit_name=names[unit],
+                nominal_rank=_integer(r["nominal"]),
+                median_rank=_number(r["median"]),
+                rank_q05=_number(r["q05"]),
+                rank_q95=_number(r["q95"]),
+                band=_number(r["band"]),
+            )
+            for unit, r in ranks.iterrows()
+        ],
+    )

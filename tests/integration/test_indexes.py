@@ -1,0 +1,263 @@
+"""Composite indexes through the API on the real PostGIS: versioned definitions (JSON and
+YAML), 422s that name the problem, the shipped TVI and VAWG on synthetic incidents and the
+demo census, rank change, CSV, Monte Carlo reproducibility and access.
+
+Other tests' incidents share the database and the definition language has no source
+filter, so results are checked by structure and by invariants, not by exact values."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+
+from app.services.demo_incidents import generate_incidents
+from app.services.imports import import_frame
+from app.services.incident_rows import ReadOptions
+from app.services.indexes import DEFAULTS_DIR, load_default_definitions
+from app.services.tables import load_demo_population
+from tests.conftest import BELIZE, auth, call_service
+
+SOURCE = "indexes-test"
+DISTRICTS = ["BZ-BZ", "BZ-CY", "BZ-CZL", "BZ-OW", "BZ-SC", "BZ-TOL"]
+
+DEFINITION = {
+    "name": "test-index",
+    "title": "Test index",
+    "unit_level": 1,
+    "indicators": [
+        {
+            "code": "robbery_rate",
+            "source": {"incidents": {"categories": ["robbery"], "measure": "rate"}},
+        },
+        {
+            "code": "theft_count",
+            "source": {"incidents": {"categories": ["theft"], "measure": "count"}},
+        },
+    ],
+}
+YAML = """
+name: test-index
+title: Test index (YAML)
+indicators:
+  - code: robbery_rate
+    source: {incidents: {categories: [robbery], measure: eb_rate}}
+  - code: theft_share
+    source: {incidents: {categories: [theft], measure: share}}
+    weight: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def index_data(base_data):
+    """4,000 synthetic incidents in 2023-2024 under their own source, the demo census and
+    the shipped definitions."""
+    call_service(base_data, lambda e: load_demo_population(e, actor="tests"))
+    districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson").rename(
+        columns={"iso_3166_2": "code", "district": "name"}
+    )
+    frame = generate_incidents(districts, n=4_000, years=2, end_year=2024, seed=23)
+    frame = frame.assign(source=SOURCE).astype(object).where(frame.notna(), "").astype(str)
+    frame = frame.replace({"nan": "", "<NA>": "", "None": ""})
+    report = call_service(
+        base_data,
+        lambda e: import_frame(
+            e, base_data, frame, ReadOptions(), actor="tests", filename="idx.csv", fmt="csv"
+        ),
+    )
+    assert report.inserted == 4_000
+    call_service(base_data, lambda e: load_default_definitions(e, actor="tests"))
+    return base_data
+
+
+def _post(client, key, body: str, content_type: str):
+    return client.post(
+        "/indexes", content=body, headers={**auth(key), "Content-Type": content_type}
+    )
+
+
+def test_post_json_and_yaml_makes_versions(client, keys, index_data):
+    first = _post(client, keys["editor"], json.dumps(DEFINITION), "application/json")
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["code"] == "test-index" and body["definition"]["version"] == body["version"]
+    assert first.headers["location"].endswith("/indexes/test-index")
+    second = _post(client, keys["editor"], YAML, "application/yaml")
+    assert second.status_code == 201, second.text
+    assert second.json()["version"] == body["version"] + 1
+    assert second.json()["title"] == "Test index (YAML)"
+
+    latest = client.get("/indexes/test-index", headers=auth(keys["analyst"]))
+    assert latest.status_code == 200 and latest.json()["version"] == body["version"] + 1
+    old = client.get(
+        "/indexes/test-index", params={"version": body["version"]}, headers=auth(keys["analyst"])
+    )
+    assert old.json()["title"] == "Test index"
+    listed = client.get("/indexes", headers=auth(keys["analyst"])).json()["items"]
+    versions = {i["code"]: i["version"] for i in listed}
+    assert versions["test-index"] == body["version"] + 1
+    assert {"tvi", "vawg"} <= set(versions)
+    assert len(listed) == len(versions)  # one (the latest) per code
+
+    missing = client.get("/indexes/nope", headers=auth(keys["analyst"]))
+    assert missing.status_code == 404
+
+
+def test_invalid_definition_is_422_naming_the_problem(client, keys, index_data):
+    bad = {**DEFINITION, "normalisation": "bogus"}
+    bad["indicators"] = [{**DEFINITION["indicators"][0], "weight": -1}]
+    response = _post(client, keys["editor"], json.dumps(bad), "application/json")
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "indicators[0].weight" in detail and "normalisation.method" in detail
+    response = _post(client, keys["editor"], "name: [unclosed", "text/yaml")
+    assert response.status_code == 422
+    response = _post(client, keys["editor"], "x", "text/plain")
+    assert response.status_code == 422 and "application/yaml" in response.json()["detail"]
+    # Posting needs an editor.
+    assert _post(client, keys["analyst"], YAML, "application/yaml").status_code == 403
+
+
+def _results(client, key, code="tvi", **params):
+    response = client.get(
+        f"/indexes/{code}/results", params={"period": "2024", **params}, headers=auth(key)
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_tvi_results_on_demo_data(client, keys, index_data):
+    result = _results(client, keys["analyst"])
+    assert result["code"] == "tvi" and result["version"] == 1
+    assert result["period"] == "2024" and result["previous_period"] == "2023"
+    rows = result["rows"]
+    assert sorted(r["unit_code"] for r in rows) == DISTRICTS
+    assert sorted(r["rank"] for r in rows) == [1, 2, 3, 4, 5, 6]
+    assert [r["rank"] for r in rows] == sorted(r["rank"] for r in rows)
+    assert sum(result["weights"].values()) == pytest.approx(1)
+    codes = {"homicide_rate", "shooting_rate", "robbery_rate", "youth_victimisation_rate",
+             "vaw_rate"}  # fmt: skip
+    for r in rows:
+        assert 0 <= r["score"] <= 100
+        assert set(r["raw"]) == set(r["treated"]) == set(r["normalised"]) == codes
+        assert set(r["dimensions"]) == {"lethal", "street", "gbv"}
+        assert sum(r["contributions"].values()) == pytest.approx(r["score"], abs=1e-9)
+        assert all(0 <= v <= 100 for v in r["normalised"].values())
+        assert r["class"] in (1, 2, 3)
+        # 2023 has data too: the rank change is computable and consistent.
+        assert r["previous_rank"] in range(1, 7)
+        assert r["rank_change"] == r["previous_rank"] - r["rank"]
+    # Higher score = better (lower) rank.
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    # No 15-29 population is loaded: the youth rate falls back to all ages, and says so.
+    assert any("youth_victimisation_rate" in n and "all ages" in n for n in result["notes"])
+
+
+def test_raw_values_match_a_direct_sql_count(client, keys, index_data, db):
+    result = _results(client, keys["analyst"])
+    counts = dict(
+        db.execute(
+            """SELECT u.code, count(*) FROM incident i JOIN admin_unit u ON u.id = ANY(i.unit_ids)
+               WHERE u.level = 1 AND i.deleted_at IS NULL AND i.category = 'robbery'
+                 AND i.occurred_at >= '2024-01-01 00:00-06'
+                 AND i.occurred_at < '2025-01-01 00:00-06'
+               GROUP BY u.code"""
+        ).fetchall()
+    )
+    population = dict(
+        db.execute(
+            """SELECT u.code, p.value FROM population p JOIN admin_unit u ON u.id = p.unit_id
+               WHERE u.level = 1 AND p.year = 2022 AND p.sex = 'total'
+                 AND p.age_group = 'total'"""
+        ).fetchall()
+    )
+    for r in result["rows"]:
+        expected = counts.get(r["unit_code"], 0) / population[r["unit_code"]] * 100_000
+        assert r["raw"]["robbery_rate"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_vawg_and_posted_definition_results(client, keys, index_data):
+    vawg = _results(client, keys["analyst"], code="vawg")
+    assert sorted(r["rank"] for r in vawg["rows"]) == [1, 2, 3, 4, 5, 6]
+    posted = _results(client, keys["analyst"], code="test-index", version=1)
+    assert posted["version"] == 1
+    assert set(posted["rows"][0]["raw"]) == {"robbery_rate", "theft_count"}
+    latest = _results(client, keys["analyst"], code="test-index")
+    assert set(latest["rows"][0]["raw"]) == {"robbery_rate", "theft_share"}
+    assert all(0 <= r["raw"]["theft_share"] <= 100 for r in latest["rows"])
+
+
+def test_results_csv_has_the_json_numbers(client, keys, index_data):
+    result = _results(client, keys["analyst"])
+    response = client.get(
+        "/indexes/tvi/results",
+        params={"period": "2024", "format": "csv"},
+        headers=auth(keys["analyst"]),
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    table = pd.read_csv(io.StringIO(response.text))
+    header = response.text.splitlines()[0].split(",")
+    assert header[:6] == ["index", "version", "period", "unit_code", "unit_name", "rank"]
+    assert len(table) == 6 and set(table["index"]) == {"tvi"}
+    by_unit = table.set_index("unit_code")
+    for r in result["rows"]:
+        line = by_unit.loc[r["unit_code"]]
+        assert line["rank"] == r["rank"] and line["class"] == r["class"]
+        assert line["score"] == pytest.approx(r["score"], rel=1e-12)
+        assert line["raw_homicide_rate"] == pytest.approx(r["raw"]["homicide_rate"], rel=1e-12)
+
+
+def test_sensitivity_same_seed_same_result(client, keys, index_data):
+    def run(seed: int):
+        response = client.get(
+            "/indexes/tvi/sensitivity",
+            params={"period": "2024", "runs": 200, "seed": seed},
+            headers=auth(keys["analyst"]),
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    first, again = run(1), run(1)
+    assert first == again
+    assert first["runs"] == 200 and first["seed"] == 1 and first["version"] == 1
+    assert sorted(r["nominal_rank"] for r in first["rows"]) == [1, 2, 3, 4, 5, 6]
+    for r in first["rows"]:
+        assert 1 <= r["rank_q05"] <= r["median_rank"] <= r["rank_q95"] <= 6
+    assert first["most_influential"] in (None, "weights", "normalisation", "aggregation")
+    assert set(first["assumption_shift"]) == {"weights", "normalisation", "aggregation"}
+
+
+def test_errors_and_access(client, keys, index_data):
+    viewer = client.get(
+        "/indexes/tvi/results", params={"period": "2024"}, headers=auth(keys["viewer"])
+    )
+    assert viewer.status_code == 403
+    assert client.get("/indexes/tvi/results", params={"period": "2024"}).status_code == 401
+    too_many = client.get(
+        "/indexes/tvi/sensitivity",
+        params={"period": "2024", "runs": 5001},
+        headers=auth(keys["analyst"]),
+    )
+    assert too_many.status_code == 422
+    wrong_kind = client.get(
+        "/indexes/tvi/results", params={"period": "2024-Q1"}, headers=auth(keys["analyst"])
+    )
+    assert wrong_kind.status_code == 422 and "per year" in wrong_kind.json()["detail"]
+    # No incidents at all in 1990: every indicator is constant, and the engine says so.
+    empty = client.get(
+        "/indexes/tvi/results", params={"period": "1990"}, headers=auth(keys["analyst"])
+    )
+    assert empty.status_code == 422
+
+
+def test_default_definitions_load_once(index_data):
+    assert call_service(index_data, lambda e: load_default_definitions(e, actor="tests")) == []
+    assert {p.stem for p in DEFAULTS_DIR.glob("*.yaml")} == {
+        "territorial_violence",
+        "violence_against_women",
+    }
