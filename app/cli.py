@@ -25,6 +25,8 @@ keys_cli = typer.Typer(help="API keys and their roles (viewer < analyst < editor
 cli.add_typer(db_cli, name="db")
 cli.add_typer(import_cli, name="import")
 cli.add_typer(keys_cli, name="keys")
+index_cli = typer.Typer(help="Composite indexes: compute a ranking from a stored definition.")
+cli.add_typer(index_cli, name="index")
 
 CLI_ACTOR = f"cli:{os.environ.get('USER', 'admin')}"
 FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
@@ -50,7 +52,7 @@ def _fail(message: str) -> None:
 
 def _guard(fn: Callable[[], T]) -> T:
     """Turn the service's expected errors into one clear line and exit code 1."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from app.cluster import ClusterError
     from app.errors import ProblemError
@@ -61,6 +63,10 @@ def _guard(fn: Callable[[], T]) -> T:
     except (ProblemError, BoundaryError, ClusterError) as exc:
         _fail(getattr(exc, "detail", None) or str(exc))
         raise  # unreachable; keeps type checkers content
+    except ProgrammingError as exc:
+        if exc.orig.__class__.__name__ == "UndefinedTable":
+            _fail("the database schema is out of date: run `observatory migrate`")
+        raise
     except OperationalError as exc:
         _fail(
             f"the database is not reachable ({exc.orig.__class__.__name__}): start it with "
@@ -441,6 +447,59 @@ def _write_kde(
         f"kernel density ({surface.bandwidth:,.0f} m radius, {surface.cell_size:,.0f} m cells, "
         f"incidents per km²) written to {output} in {settings.territory.projected_crs}"
     )
+
+
+@index_cli.command("compute")
+def index_compute(
+    name: Annotated[str, typer.Argument(help="index code, e.g. territorial-violence")],
+    period: Annotated[str, typer.Option(help="period of the index, e.g. 2024")],
+    version: Annotated[int | None, typer.Option(help="definition version (default latest)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write CSV")] = None,
+) -> None:
+    """Compute an index for one period and print the ranking (1 = highest priority)."""
+    from app.security import Principal
+    from app.services.indexes import compute_results
+
+    settings = get_settings()
+    who = Principal(role="admin", name=CLI_ACTOR)
+
+    async def run(engine):
+        async with engine.connect() as conn:
+            return await compute_results(conn, settings, who, name, period, version)
+
+    results = _guard(lambda: _with_engine(run))
+    table = Table(
+        "rank", "unit", "score", "class", "change", "top contributors",
+        title=f"{results.title or results.code} v{results.version}, {results.period}",
+    )  # fmt: skip
+    for row in results.rows:
+        top = sorted(
+            ((k, v) for k, v in row.contributions.items() if v is not None),
+            key=lambda kv: kv[1],
+            reverse=True,
+        )[:3]
+        table.add_row(
+            str(row.rank),
+            f"{row.unit_name} ({row.unit_code})",
+            "" if row.score is None else f"{row.score:.1f}",
+            "" if row.map_class is None else str(row.map_class),
+            "" if row.rank_change is None else f"{row.rank_change:+d}",
+            ", ".join(f"{k} {v:.1f}" for k, v in top),
+        )
+    console.print(table)
+    for note in results.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    if output is not None:
+        import pandas as pd
+
+        records = [
+            {"rank": r.rank, "unit_code": r.unit_code, "unit_name": r.unit_name,
+             "score": r.score, "class": r.map_class, "rank_change": r.rank_change,
+             **{f"contribution_{k}": v for k, v in r.contributions.items()}}
+            for r in results.rows
+        ]  # fmt: skip
+        pd.DataFrame.from_records(records).to_csv(output, index=False)
+        console.print(f"written to {output}")
 
 
 # -- demo and serving --------------------------------------------------------------------

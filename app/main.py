@@ -20,6 +20,7 @@ from app.routers import (
     incidents,
     indexes,
     keys,
+    rankings,
     stats,
     surfaces,
     units,
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         analyses,
         stats,
         indexes,
+        rankings,
     ):
         app.include_router(module.router)
     logging.basicConfig(level=logging.INFO)

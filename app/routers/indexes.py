@@ -1,15 +1,19 @@
 """Composite indexes: versioned definitions (editors post, analysts read), results per unit
-with rank and rank change, and Monte Carlo rank uncertainty. JSON and CSV."""
+with rank and rank change, and Monte Carlo rank uncertainty. Results as JSON, GeoJSON
+(unit geometry), CSV and XLSX; the tabular helpers here serve /rankings too."""
 
 from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated, Literal
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from openpyxl import Workbook
 
-from app.deps import Analyst, ConnDep, Editor, SettingsDep
+from app.deps import Admin, Analyst, ConnDep, SettingsDep
 from app.schemas.indexes import (
     IndexDefinitionList,
     IndexDefinitionRecord,
@@ -19,6 +23,12 @@ from app.schemas.indexes import (
 from app.services import indexes as service
 
 router = APIRouter(prefix="/indexes", tags=["indexes"])
+
+GEOJSON = "application/geo+json"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# The definition's settings listed on the "about" sheet of a results workbook.
+_METHOD_KEYS = ("unit_level", "period", "imputation", "treatment", "normalisation",
+                "aggregation", "classes")  # fmt: skip
 
 _BODY = {
     "requestBody": {
@@ -35,11 +45,11 @@ _BODY = {
     "",
     response_model=IndexDefinitionRecord,
     status_code=201,
-    summary="Store a new version of an index definition (JSON or YAML)",
+    summary="Store a new version of an index definition (JSON or YAML); admin only",
     openapi_extra=_BODY,
 )
 async def post_index(
-    request: Request, conn: ConnDep, who: Editor, response: Response
+    request: Request, conn: ConnDep, who: Admin, response: Response
 ) -> IndexDefinitionRecord:
     definition = service.parse_definition(await request.body(), request.headers.get("content-type"))
     record = await service.store_definition(conn, definition, who.actor)
@@ -66,7 +76,7 @@ async def get_index(
     "/{code}/results",
     response_model=IndexResults,
     summary="Scores, ranks, classes and contributions per unit for one period",
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}, GEOJSON: {}, XLSX: {}}}},
 )
 async def get_results(
     code: str,
@@ -75,17 +85,33 @@ async def get_results(
     who: Analyst,
     period: Annotated[str, Query(description="one period of the index's kind, e.g. 2024")],
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "geojson", "csv", "xlsx"] = "json",
 ) -> Response:
     results = await service.compute_results(conn, settings, who, code, period, version)
+    stem = f"{results.code}-v{results.version}-{results.period}"
+    if format == "json":
+        return Response(results.model_dump_json(by_alias=True), media_type="application/json")
+    columns, rows = _table(results)
     if format == "csv":
-        filename = f"{results.code}-v{results.version}-{results.period}.csv"
-        return Response(
-            _csv(results),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
-    return Response(results.model_dump_json(by_alias=True), media_type="application/json")
+        return download(csv_text(columns, rows), "text/csv; charset=utf-8", f"{stem}.csv")
+    if format == "xlsx":
+        record = await service.get_definition(conn, results.code, results.version)
+        parameters = {key: record.definition.get(key) for key in _METHOD_KEYS}
+        parameters["weights"] = results.weights
+        about = about_rows(results.code, results.version, results.period, parameters, results.notes)
+        return download(xlsx_bytes(columns, rows, about), XLSX, f"{stem}.xlsx")
+    geometries = await service.unit_geometries(conn, [r.unit_code for r in results.rows])
+    features = [
+        {
+            "type": "Feature",
+            "id": row[columns.index("unit_code")],
+            "geometry": geometries.get(row[columns.index("unit_code")]),
+            "properties": dict(zip(columns, row, strict=True)),
+        }
+        for row in rows
+    ]
+    collection = {"type": "FeatureCollection", "features": features}
+    return Response(json.dumps(collection, allow_nan=False), media_type=GEOJSON)
 
 
 @router.get(
@@ -108,10 +134,11 @@ async def get_sensitivity(
     )
 
 
-def _csv(results: IndexResults) -> str:
+def _table(results: IndexResults) -> tuple[list[str], list[list[Any]]]:
     """One line per unit: identity, rank, score, class, dimensions, then per indicator its
     raw, treated and normalised value and its contribution. The index and version are
-    columns so that a saved file still names where it came from."""
+    columns so that a saved file still names where it came from. Every line has every
+    column (None where a value is missing)."""
     first = results.rows[0] if results.rows else None
     dimensions = list(first.dimensions) if first else []
     indicators = list(first.raw) if first else []
@@ -120,14 +147,61 @@ def _csv(results: IndexResults) -> str:
                *(f"dimension_{d}" for d in dimensions),
                *(f"{step}_{i}" for i in indicators
                  for step in ("raw", "treated", "normalised", "contribution"))]  # fmt: skip
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    rows = []
     for r in results.rows:
         values = [results.code, results.version, results.period, r.unit_code, r.unit_name,
                   r.rank, r.previous_rank, r.rank_change, r.score, r.map_class,
-                  *(r.dimensions[d] for d in dimensions)]  # fmt: skip
+                  *(r.dimensions.get(d) for d in dimensions)]  # fmt: skip
         for i in indicators:
-            values += [r.raw[i], r.treated[i], r.normalised[i], r.contributions[i]]
+            values += [r.raw.get(i), r.treated.get(i), r.normalised.get(i),
+                       r.contributions.get(i)]  # fmt: skip
+        rows.append(values)
+    return columns, rows
+
+
+def download(content: str | bytes, media_type: str, filename: str) -> Response:
+    return Response(
+        content,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def csv_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for values in rows:
         writer.writerow(["" if v is None else v for v in values])
+    return out.getvalue()
+
+
+def about_rows(
+    code: str, version: int, period: str, parameters: dict[str, Any], notes: Sequence[str]
+) -> list[list[Any]]:
+    """The "about" sheet: what the rows came from (non-scalar parameters as JSON text)."""
+    about: list[list[Any]] = [["index", code], ["version", version], ["period", period]]
+    for key, value in parameters.items():
+        scalar = value is None or isinstance(value, str | int | float)
+        about.append([f"parameter: {key}", value if scalar else json.dumps(value)])
+    about += [["note", note] for note in notes]
+    return about
+
+
+def xlsx_bytes(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], about: Sequence[Sequence[Any]]
+) -> bytes:
+    """A workbook with the rows on its first sheet and ``about`` on a sheet "about"."""
+    book = Workbook()
+    sheet = book.active
+    sheet.title = "rows"
+    sheet.append(list(columns))
+    for values in rows:
+        sheet.append(list(values))
+    info = book.create_sheet("about")
+    info.append(["item", "value"])
+    for line in about:
+        info.append(list(line))
+    out = io.BytesIO()
+    book.save(out)
     return out.getvalue()

@@ -76,3 +76,41 @@ class IndexSensitivity(BaseModel):
         description="mean absolute rank shift caused by each assumption alone"
     )
     rows: list[SensitivityRow] = Field(description="by nominal rank")
+
+
+class Contributor(BaseModel):
+    """One indicator's contribution (score points) to a unit's score."""
+
+    code: str
+    name: str
+    contribution: float
+
+
+class RankingRow(BaseModel):
+    """One unit in the planners' view: rank, score, class, rank band, change, top drivers."""
+
+    rank: int | None
+    unit_code: str
+    unit_name: str
+    score: float | None
+    map_class: int | None = Field(serialization_alias="class", description="map class 1..k")
+    median_rank: float | None = Field(description="median rank over the Monte Carlo runs")
+    rank_q05: float | None = Field(description="5 % rank quantile over the Monte Carlo runs")
+    rank_q95: float | None = Field(description="95 % rank quantile over the Monte Carlo runs")
+    previous_rank: int | None
+    rank_change: int | None = Field(
+        description="previous rank - rank: positive = moved up towards rank 1 (higher priority)"
+    )
+    top_indicators: list[Contributor] = Field(description="the 3 largest contributions")
+
+
+class Ranking(BaseModel):
+    index: str
+    version: int
+    title: str = ""
+    period: str
+    previous_period: str
+    runs: int
+    seed: int
+    rows: list[RankingRow] = Field(description="by rank")
+    notes: list[str]

@@ -10,6 +10,7 @@ of all the unit's incidents of the period; ``change`` = count minus the previous
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,10 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import indexes
 from app.errors import InvalidParameter, NotFound
 from app.schemas.indexes import (
+    Contributor,
     IndexDefinitionRecord,
     IndexResultRow,
     IndexResults,
     IndexSensitivity,
+    Ranking,
+    RankingRow,
     SensitivityRow,
 )
 from app.security import Principal
@@ -39,11 +43,18 @@ from spatial import rates
 
 DEFAULTS_DIR = DATA_DIR / "indexes"
 MAX_RUNS = 5_000
+RANKING_RUNS = 500
+RANKING_SEED = 1  # fixed so that the planners' page is stable from one request to the next
+TOP_CONTRIBUTORS = 3
 _FREQ = {"year": "Y", "quarter": "Q", "month": "M"}
 
 __all__ = [
     "DEFAULTS_DIR",
     "MAX_RUNS",
+    "RANKING_RUNS",
+    "RANKING_SEED",
+    "TOP_CONTRIBUTORS",
+    "compute_ranking",
     "compute_results",
     "compute_sensitivity",
     "get_definition",
@@ -51,6 +62,7 @@ __all__ = [
     "load_default_definitions",
     "parse_definition",
     "store_definition",
+    "unit_geometries",
 ]
 
 
@@ -295,6 +307,19 @@ def _row_values(frame: pd.DataFrame, code: str) -> dict[str, float | None]:
     return {c: _number(v) for c, v in frame.loc[code].items()} if len(frame.columns) else {}
 
 
+def _treatment_text(note: Any) -> str:
+    """A treatment note in words, for the notes of a result."""
+    what = (
+        f"winsorised {note.n_winsorised} point(s) ({', '.join(note.winsorised_units)})"
+        if note.action == "winsorised"
+        else note.action
+    )
+    return (
+        f"Outlier treatment of {note.indicator}: {what}; skew {note.skew_before:.2f} -> "
+        f"{note.skew_after:.2f}, kurtosis {note.kurtosis_before:.2f} -> {note.kurtosis_after:.2f}"
+    )
+
+
 async def compute_results(
     conn: AsyncConnection,
     settings: Settings,
@@ -343,7 +368,7 @@ async def compute_results(
             f"Imputed {n.indicator} of {n.unit} = {n.value:g} ({n.method})"
             for n in result.imputation_notes
         ),
-        *(str(n) for n in result.treatment_notes),
+        *(_treatment_text(n) for n in result.treatment_notes if n.action != "none"),
     ]
     return IndexResults(
         code=record.code,
@@ -400,3 +425,67 @@ async def compute_sensitivity(
             for unit, r in ranks.iterrows()
         ],
     )
+
+
+async def compute_ranking(
+    conn: AsyncConnection,
+    settings: Settings,
+    who: Principal,
+    code: str,
+    period_text: str,
+    *,
+    runs: int = RANKING_RUNS,
+    seed: int = RANKING_SEED,
+    version: int | None = None,
+) -> Ranking:
+    """The planners' view: :func:`compute_results` joined with the rank band of
+    :func:`compute_sensitivity` (seeded, so the same request gives the same bands) and
+    each unit's largest contributing indicators."""
+    results = await compute_results(conn, settings, who, code, period_text, version)
+    bands = await compute_sensitivity(
+        conn, settings, who, code, period_text, runs=runs, seed=seed, version=results.version
+    )
+    record = await get_definition(conn, results.code, results.version)
+    names = {i["code"]: i.get("name") or i["code"] for i in record.definition.get("indicators", [])}
+    band = {r.unit_code: r for r in bands.rows}
+    rows = []
+    for r in results.rows:
+        top = sorted(
+            ((c, v) for c, v in r.contributions.items() if v is not None),
+            key=lambda item: -item[1],
+        )[:TOP_CONTRIBUTORS]
+        b = band.get(r.unit_code)
+        rows.append(
+            RankingRow(
+                rank=r.rank,
+                unit_code=r.unit_code,
+                unit_name=r.unit_name,
+                score=r.score,
+                map_class=r.map_class,
+                median_rank=b.median_rank if b else None,
+                rank_q05=b.rank_q05 if b else None,
+                rank_q95=b.rank_q95 if b else None,
+                previous_rank=r.previous_rank,
+                rank_change=r.rank_change,
+                top_indicators=[
+                    Contributor(code=c, name=names.get(c, c), contribution=v) for c, v in top
+                ],
+            )
+        )
+    return Ranking(
+        index=results.code,
+        version=results.version,
+        title=results.title,
+        period=results.period,
+        previous_period=results.previous_period,
+        runs=bands.runs,
+        seed=bands.seed,
+        rows=rows,
+        notes=results.notes,
+    )
+
+
+async def unit_geometries(conn: AsyncConnection, codes: list[str]) -> dict[str, Any]:
+    """Unit code → its GeoJSON geometry (a dict), for the results as GeoJSON."""
+    rows = (await conn.execute(sql.select_unit_geometries(codes))).all()
+    return {r.code: json.loads(r.geometry) for r in rows}

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Insert, Select, func, insert, select
 
-from app.models import index_definition, indicator_value
+from app.models import admin_unit, index_definition, indicator_value
 
 _COLUMNS = (
     index_definition.c.code,
@@ -76,4 +76,11 @@ def select_indicator_values(
         c.period == period,
         c.sex == "total",
         c.age_group == "total",
+    )
+
+
+def select_unit_geometries(codes: Sequence[str]) -> Select:
+    """The code and the GeoJSON geometry text of each of these units."""
+    return select(admin_unit.c.code, func.ST_AsGeoJSON(admin_unit.c.geom).label("geometry")).where(
+        admin_unit.c.code.in_(codes)
     )

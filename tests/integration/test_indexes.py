@@ -13,6 +13,7 @@ import json
 import geopandas as gpd
 import pandas as pd
 import pytest
+from openpyxl import load_workbook
 
 from app.services.demo_incidents import generate_incidents
 from app.services.imports import import_frame
@@ -22,6 +23,8 @@ from app.services.tables import load_demo_population
 from tests.conftest import BELIZE, auth, call_service
 
 SOURCE = "indexes-test"
+TVI = "/indexes/territorial-violence"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 DISTRICTS = ["BZ-BZ", "BZ-CY", "BZ-CZL", "BZ-OW", "BZ-SC", "BZ-TOL"]
 
 DEFINITION = {
@@ -80,12 +83,12 @@ def _post(client, key, body: str, content_type: str):
 
 
 def test_post_json_and_yaml_makes_versions(client, keys, index_data):
-    first = _post(client, keys["editor"], json.dumps(DEFINITION), "application/json")
+    first = _post(client, keys["admin"], json.dumps(DEFINITION), "application/json")
     assert first.status_code == 201, first.text
     body = first.json()
     assert body["code"] == "test-index" and body["definition"]["version"] == body["version"]
     assert first.headers["location"].endswith("/indexes/test-index")
-    second = _post(client, keys["editor"], YAML, "application/yaml")
+    second = _post(client, keys["admin"], YAML, "application/yaml")
     assert second.status_code == 201, second.text
     assert second.json()["version"] == body["version"] + 1
     assert second.json()["title"] == "Test index (YAML)"
@@ -99,7 +102,7 @@ def test_post_json_and_yaml_makes_versions(client, keys, index_data):
     listed = client.get("/indexes", headers=auth(keys["analyst"])).json()["items"]
     versions = {i["code"]: i["version"] for i in listed}
     assert versions["test-index"] == body["version"] + 1
-    assert {"tvi", "vawg"} <= set(versions)
+    assert {"territorial-violence", "violence-against-women"} <= set(versions)
     assert len(listed) == len(versions)  # one (the latest) per code
 
     missing = client.get("/indexes/nope", headers=auth(keys["analyst"]))
@@ -109,19 +112,20 @@ def test_post_json_and_yaml_makes_versions(client, keys, index_data):
 def test_invalid_definition_is_422_naming_the_problem(client, keys, index_data):
     bad = {**DEFINITION, "normalisation": "bogus"}
     bad["indicators"] = [{**DEFINITION["indicators"][0], "weight": -1}]
-    response = _post(client, keys["editor"], json.dumps(bad), "application/json")
+    response = _post(client, keys["admin"], json.dumps(bad), "application/json")
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert "indicators[0].weight" in detail and "normalisation.method" in detail
-    response = _post(client, keys["editor"], "name: [unclosed", "text/yaml")
+    response = _post(client, keys["admin"], "name: [unclosed", "text/yaml")
     assert response.status_code == 422
-    response = _post(client, keys["editor"], "x", "text/plain")
+    response = _post(client, keys["admin"], "x", "text/plain")
     assert response.status_code == 422 and "application/yaml" in response.json()["detail"]
-    # Posting needs an editor.
+    # Posting needs an admin.
     assert _post(client, keys["analyst"], YAML, "application/yaml").status_code == 403
+    assert _post(client, keys["editor"], YAML, "application/yaml").status_code == 403
 
 
-def _results(client, key, code="tvi", **params):
+def _results(client, key, code="territorial-violence", **params):
     response = client.get(
         f"/indexes/{code}/results", params={"period": "2024", **params}, headers=auth(key)
     )
@@ -131,7 +135,7 @@ def _results(client, key, code="tvi", **params):
 
 def test_tvi_results_on_demo_data(client, keys, index_data):
     result = _results(client, keys["analyst"])
-    assert result["code"] == "tvi" and result["version"] == 1
+    assert result["code"] == "territorial-violence" and result["version"] == 1
     assert result["period"] == "2024" and result["previous_period"] == "2023"
     rows = result["rows"]
     assert sorted(r["unit_code"] for r in rows) == DISTRICTS
@@ -181,7 +185,7 @@ def test_raw_values_match_a_direct_sql_count(client, keys, index_data, db):
 
 
 def test_vawg_and_posted_definition_results(client, keys, index_data):
-    vawg = _results(client, keys["analyst"], code="vawg")
+    vawg = _results(client, keys["analyst"], code="violence-against-women")
     assert sorted(r["rank"] for r in vawg["rows"]) == [1, 2, 3, 4, 5, 6]
     posted = _results(client, keys["analyst"], code="test-index", version=1)
     assert posted["version"] == 1
@@ -194,7 +198,7 @@ def test_vawg_and_posted_definition_results(client, keys, index_data):
 def test_results_csv_has_the_json_numbers(client, keys, index_data):
     result = _results(client, keys["analyst"])
     response = client.get(
-        "/indexes/tvi/results",
+        f"{TVI}/results",
         params={"period": "2024", "format": "csv"},
         headers=auth(keys["analyst"]),
     )
@@ -203,7 +207,7 @@ def test_results_csv_has_the_json_numbers(client, keys, index_data):
     table = pd.read_csv(io.StringIO(response.text))
     header = response.text.splitlines()[0].split(",")
     assert header[:6] == ["index", "version", "period", "unit_code", "unit_name", "rank"]
-    assert len(table) == 6 and set(table["index"]) == {"tvi"}
+    assert len(table) == 6 and set(table["index"]) == {"territorial-violence"}
     by_unit = table.set_index("unit_code")
     for r in result["rows"]:
         line = by_unit.loc[r["unit_code"]]
@@ -215,7 +219,7 @@ def test_results_csv_has_the_json_numbers(client, keys, index_data):
 def test_sensitivity_same_seed_same_result(client, keys, index_data):
     def run(seed: int):
         response = client.get(
-            "/indexes/tvi/sensitivity",
+            f"{TVI}/sensitivity",
             params={"period": "2024", "runs": 200, "seed": seed},
             headers=auth(keys["analyst"]),
         )
@@ -233,25 +237,21 @@ def test_sensitivity_same_seed_same_result(client, keys, index_data):
 
 
 def test_errors_and_access(client, keys, index_data):
-    viewer = client.get(
-        "/indexes/tvi/results", params={"period": "2024"}, headers=auth(keys["viewer"])
-    )
+    viewer = client.get(f"{TVI}/results", params={"period": "2024"}, headers=auth(keys["viewer"]))
     assert viewer.status_code == 403
-    assert client.get("/indexes/tvi/results", params={"period": "2024"}).status_code == 401
+    assert client.get(f"{TVI}/results", params={"period": "2024"}).status_code == 401
     too_many = client.get(
-        "/indexes/tvi/sensitivity",
+        f"{TVI}/sensitivity",
         params={"period": "2024", "runs": 5001},
         headers=auth(keys["analyst"]),
     )
     assert too_many.status_code == 422
     wrong_kind = client.get(
-        "/indexes/tvi/results", params={"period": "2024-Q1"}, headers=auth(keys["analyst"])
+        f"{TVI}/results", params={"period": "2024-Q1"}, headers=auth(keys["analyst"])
     )
     assert wrong_kind.status_code == 422 and "per year" in wrong_kind.json()["detail"]
     # No incidents at all in 1990: every indicator is constant, and the engine says so.
-    empty = client.get(
-        "/indexes/tvi/results", params={"period": "1990"}, headers=auth(keys["analyst"])
-    )
+    empty = client.get(f"{TVI}/results", params={"period": "1990"}, headers=auth(keys["analyst"]))
     assert empty.status_code == 422
 
 
@@ -261,3 +261,136 @@ def test_default_definitions_load_once(index_data):
         "territorial_violence",
         "violence_against_women",
     }
+
+
+def test_results_geojson_has_unit_geometry(client, keys, index_data):
+    response = client.get(
+        f"{TVI}/results",
+        params={"period": "2024", "format": "geojson"},
+        headers=auth(keys["analyst"]),
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/geo+json")
+    collection = response.json()
+    features = collection["features"]
+    assert collection["type"] == "FeatureCollection" and len(features) == 6
+    keys_of = [set(f["properties"]) for f in features]
+    assert all(k == keys_of[0] for k in keys_of)  # every feature has every key
+    for f in features:
+        assert f["geometry"]["type"] in ("Polygon", "MultiPolygon")
+        assert f["geometry"]["coordinates"]
+        assert f["id"] == f["properties"]["unit_code"]
+    assert sorted(f["properties"]["rank"] for f in features) == [1, 2, 3, 4, 5, 6]
+
+
+def test_results_xlsx_has_rows_and_about(client, keys, index_data):
+    result = _results(client, keys["analyst"], code="territorial-violence")
+    response = client.get(
+        f"{TVI}/results",
+        params={"period": "2024", "format": "xlsx"},
+        headers=auth(keys["analyst"]),
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == XLSX
+    assert response.headers["content-disposition"].startswith("attachment")
+    book = load_workbook(io.BytesIO(response.content))
+    assert book.sheetnames == ["rows", "about"]
+    rows = list(book["rows"].values)
+    header, lines = rows[0], rows[1:]
+    assert len(lines) == 6
+    by_unit = {line[header.index("unit_code")]: line for line in lines}
+    for r in result["rows"]:
+        line = by_unit[r["unit_code"]]
+        assert line[header.index("rank")] == r["rank"]
+        assert line[header.index("score")] == pytest.approx(r["score"], rel=1e-12)
+    about = {row[0]: row[1] for row in book["about"].values}
+    assert about["index"] == "territorial-violence" and about["version"] == 1
+    assert about["period"] == "2024" and about["parameter: normalisation"]
+
+
+def _ranking(client, key, **params):
+    return client.get(
+        "/rankings",
+        params={"index": "territorial-violence", "period": "2024", "runs": 200, **params},
+        headers=auth(key),
+    )
+
+
+def test_rankings_planners_view(client, keys, index_data):
+    response = _ranking(client, keys["analyst"])
+    assert response.status_code == 200, response.text
+    ranking = response.json()
+    assert ranking["index"] == "territorial-violence" and ranking["seed"] == 1
+    rows = ranking["rows"]
+    assert len(rows) == 6 and sorted(r["unit_code"] for r in rows) == DISTRICTS
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    results = {r["unit_code"]: r for r in _results(client, keys["analyst"])["rows"]}
+    for r in rows:
+        assert r["rank_q05"] <= r["rank"] <= r["rank_q95"]
+        assert r["rank_q05"] <= r["median_rank"] <= r["rank_q95"]
+        assert r["score"] == results[r["unit_code"]]["score"]
+        assert r["class"] == results[r["unit_code"]]["class"]
+        assert r["rank_change"] == r["previous_rank"] - r["rank"]
+        top = r["top_indicators"]
+        assert len(top) == 3 and all(t["name"] for t in top)
+        contributions = [t["contribution"] for t in top]
+        assert contributions == sorted(contributions, reverse=True)
+        assert contributions[0] == max(results[r["unit_code"]]["contributions"].values())
+    # The default seed is fixed: the same request gives the same page.
+    assert _ranking(client, keys["analyst"]).json() == ranking
+
+
+def test_rankings_csv_and_xlsx_carry_the_json_numbers(client, keys, index_data):
+    rows = _ranking(client, keys["analyst"]).json()["rows"]
+    csv_response = _ranking(client, keys["analyst"], format="csv")
+    assert csv_response.status_code == 200
+    assert csv_response.headers["content-type"].startswith("text/csv")
+    table = pd.read_csv(io.StringIO(csv_response.text))
+    xlsx_response = _ranking(client, keys["analyst"], format="xlsx")
+    assert xlsx_response.status_code == 200
+    assert xlsx_response.headers["content-type"] == XLSX
+    assert xlsx_response.headers["content-disposition"].startswith("attachment")
+    book = load_workbook(io.BytesIO(xlsx_response.content))
+    sheet = list(book.worksheets[0].values)
+    sheet_table = pd.DataFrame(sheet[1:], columns=sheet[0])
+    about = {row[0]: row[1] for row in book["about"].values}
+    assert about["index"] == "territorial-violence" and about["parameter: seed"] == 1
+    for frame in (table, sheet_table):
+        assert len(frame) == 6
+        assert list(frame["unit_code"]) == [r["unit_code"] for r in rows]
+        for line, r in zip(frame.to_dict("records"), rows, strict=True):
+            assert line["rank"] == r["rank"] and line["class"] == r["class"]
+            assert line["score"] == pytest.approx(r["score"], rel=1e-12)
+            assert line["median_rank"] == pytest.approx(r["median_rank"])
+            assert line["rank_q05"] == pytest.approx(r["rank_q05"])
+            assert line["rank_q95"] == pytest.approx(r["rank_q95"])
+            assert line["rank_change"] == r["rank_change"]
+            top = r["top_indicators"][0]
+            assert line["top1_indicator"] == top["name"]
+            assert line["top1_contribution"] == pytest.approx(top["contribution"], rel=1e-12)
+
+
+def test_rankings_access_and_errors(client, keys, index_data):
+    assert _ranking(client, keys["viewer"]).status_code == 403
+    assert client.get("/rankings", params={"index": "x", "period": "2024"}).status_code == 401
+    assert _ranking(client, keys["analyst"], index="nope").status_code == 404
+
+
+def test_cli_prints_the_ranking(base_data, index_data, client, keys, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ranking.csv"
+    env = {**os.environ, "OBSERVATORY_DATABASE_URL": base_data.libpq_url, "COLUMNS": "160"}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "index", "compute", "territorial-violence",
+         "--period", "2024", "-o", str(out)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Territorial Violence Index" in done.stdout and "BZ-CY" in done.stdout
+    api = _results(client, keys["analyst"])
+    csv_rows = pd.read_csv(out)
+    assert list(csv_rows["unit_code"]) == [r["unit_code"] for r in api["rows"]]
+    assert list(csv_rows["score"].round(6)) == [round(r["score"], 6) for r in api["rows"]]

@@ -1,0 +1,75 @@
+"""The planners' view of a composite index (analyst and above): one row per unit in rank
+order with score, class, Monte Carlo rank band, rank change and top contributing
+indicators. JSON, CSV and XLSX."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from app.deps import Analyst, ConnDep, SettingsDep
+from app.routers.indexes import XLSX, about_rows, csv_text, download, xlsx_bytes
+from app.schemas.indexes import Ranking
+from app.services import indexes as service
+
+router = APIRouter(prefix="/rankings", tags=["rankings"])
+
+
+@router.get(
+    "",
+    response_model=Ranking,
+    summary="Units in rank order with score, class, rank band, change and top contributors",
+    responses={200: {"content": {"text/csv": {}, XLSX: {}}}},
+)
+async def get_ranking(
+    conn: ConnDep,
+    settings: SettingsDep,
+    who: Analyst,
+    index: Annotated[str, Query(description="index code, e.g. territorial-violence")],
+    period: Annotated[str, Query(description="one period of the index's kind, e.g. 2024")],
+    version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
+    runs: Annotated[
+        int, Query(ge=1, le=service.MAX_RUNS, description="Monte Carlo runs for the rank band")
+    ] = service.RANKING_RUNS,
+    seed: Annotated[
+        int, Query(ge=0, description="fixed by default so the bands are stable")
+    ] = service.RANKING_SEED,
+    format: Literal["json", "csv", "xlsx"] = "json",
+) -> Response:
+    ranking = await service.compute_ranking(
+        conn, settings, who, index, period, runs=runs, seed=seed, version=version
+    )
+    if format == "json":
+        return Response(ranking.model_dump_json(by_alias=True), media_type="application/json")
+    columns, rows = _table(ranking)
+    stem = f"ranking-{ranking.index}-v{ranking.version}-{ranking.period}"
+    if format == "csv":
+        return download(csv_text(columns, rows), "text/csv; charset=utf-8", f"{stem}.csv")
+    about = about_rows(
+        ranking.index,
+        ranking.version,
+        ranking.period,
+        {"runs": ranking.runs, "seed": ranking.seed},
+        ranking.notes,
+    )
+    return download(xlsx_bytes(columns, rows, about), XLSX, f"{stem}.xlsx")
+
+
+def _table(ranking: Ranking) -> tuple[list[str], list[list[Any]]]:
+    """One line per unit, the top contributors as numbered column pairs."""
+    top = service.TOP_CONTRIBUTORS
+    columns = ["index", "version", "period", "rank", "unit_code", "unit_name", "score", "class",
+               "median_rank", "rank_q05", "rank_q95", "previous_rank", "rank_change",
+               *(f"top{n}_{part}" for n in range(1, top + 1)
+                 for part in ("indicator", "contribution"))]  # fmt: skip
+    rows = []
+    for r in ranking.rows:
+        values = [ranking.index, ranking.version, ranking.period, r.rank, r.unit_code,
+                  r.unit_name, r.score, r.map_class, r.median_rank, r.rank_q05, r.rank_q95,
+                  r.previous_rank, r.rank_change]  # fmt: skip
+        for n in range(top):
+            c = r.top_indicators[n] if n < len(r.top_indicators) else None
+            values += [c.name if c else None, c.contribution if c else None]
+        rows.append(values)
+    return columns, rows
