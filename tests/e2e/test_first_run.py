@@ -3,6 +3,7 @@ directory, then real HTTP calls to the served API; then the same command again."
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import psycopg
 import pytest
 import shapely
@@ -90,6 +92,7 @@ def test_up_serves_the_demo_and_can_run_again(tmp_path):
         viewer = {"Authorization": f"Bearer {keys['viewer']}"}
         assert httpx.get(f"{base}/incidents", headers=viewer).status_code == 403
         _hot_spots_around_belize_city(base, analyst)
+        _rankings_and_stats(base, analyst, env)
     finally:
         _stop(process)
 
@@ -130,3 +133,43 @@ def _hot_spots_around_belize_city(base: str, analyst: dict[str, str]) -> None:
     city = shapely.Point(-88.1962, 17.5046)
     nearest_km = min(shapely.geometry.shape(f["geometry"]).distance(city) for f in hot) * 111
     assert nearest_km < 2, nearest_km
+
+
+def _rankings_and_stats(base: str, analyst: dict[str, str], env: dict[str, str]) -> None:
+    """The index issue's check: the planners' ranking of the 6 districts, the same numbers
+    in CSV and XLSX, and statistics that match a direct SQL count."""
+    url = f"{base}/rankings?index=territorial-violence&period=2024"
+    ranking = httpx.get(url, headers=analyst, timeout=60)
+    assert ranking.status_code == 200, ranking.text
+    rows = ranking.json()["rows"]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(r["rank_q05"] <= r["rank"] <= r["rank_q95"] for r in rows)
+    assert all(r["top_indicators"] and r["score"] is not None for r in rows)
+    table = pd.read_csv(io.StringIO(httpx.get(url + "&format=csv", headers=analyst).text))
+    sheet = pd.read_excel(io.BytesIO(httpx.get(url + "&format=xlsx", headers=analyst).content))
+    for frame in (table, sheet):
+        assert list(frame["unit_code"]) == [r["unit_code"] for r in rows]
+        assert list(frame["score"].round(6)) == [round(r["score"], 6) for r in rows]
+
+    stats = httpx.get(
+        f"{base}/stats?level=1&group=category,sex&period=2024", headers=analyst, timeout=60
+    )
+    assert stats.status_code == 200, stats.text
+    got = {
+        (r["unit_code"], r["category"], r["victim_sex"]): r["count"]
+        for r in stats.json()["rows"]
+        if r["count"]
+    }
+    password = Path(env["OBSERVATORY_DATABASE__DATA_DIR"] + ".password").read_text().strip()
+    port = env["OBSERVATORY_DATABASE__PORT"]
+    with psycopg.connect(f"postgresql://observatory:{password}@127.0.0.1:{port}/observatory") as c:
+        expected = {
+            (code, category, sex): n
+            for code, category, sex, n in c.execute(
+                "SELECT u.code, i.category, coalesce(i.victim_sex, 'unknown'), count(*) "
+                "FROM incident i JOIN admin_unit u ON u.id = ANY(i.unit_ids) AND u.level = 1 "
+                "WHERE i.deleted_at IS NULL AND i.occurred_at >= '2024-01-01 00:00-06' "
+                "AND i.occurred_at < '2025-01-01 00:00-06' GROUP BY 1, 2, 3"
+            ).fetchall()
+        }
+    assert got == expected
