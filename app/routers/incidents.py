@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.deps import Analyst, ConnDep, Editor, SettingsDep
 from app.errors import InvalidParameter, NotFound
+from app.params import parse_bbox, split_list
 from app.schemas.incidents import IncidentCreate, IncidentUpdate
 from app.services import incidents as service
 from app.sql import incidents as sql
@@ -17,25 +18,6 @@ from app.sql import incidents as sql
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
 GEOJSON = "application/geo+json"
-
-
-def _split(values: list[str] | None) -> tuple[str, ...]:
-    """Accept both repeated parameters and comma-separated lists."""
-    return tuple(v.strip() for raw in values or () for v in raw.split(",") if v.strip())
-
-
-def parse_bbox(bbox: str | None) -> tuple[float, float, float, float] | None:
-    if bbox is None:
-        return None
-    try:
-        west, south, east, north = (float(v) for v in bbox.split(","))
-    except ValueError:
-        raise InvalidParameter("bbox must be four numbers: west,south,east,north") from None
-    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
-        raise InvalidParameter("bbox must be west,south,east,north in degrees, south <= north")
-    if west > east:
-        raise InvalidParameter("bbox crossing the antimeridian is not supported")
-    return west, south, east, north
 
 
 @router.get("", summary="Incidents as a GeoJSON FeatureCollection, filtered and paged")
@@ -61,7 +43,7 @@ async def list_incidents(
     ] = None,
 ) -> Response:
     page_size = min(limit or settings.api.default_limit, settings.api.max_limit)
-    sexes = _split(victim_sex)
+    sexes = split_list(victim_sex)
     if bad := [s for s in sexes if s not in ("female", "male", "unknown")]:
         raise InvalidParameter(f"victim_sex must be female, male or unknown (got {', '.join(bad)})")
     if age_min is not None and age_max is not None and age_min > age_max:
@@ -75,12 +57,12 @@ async def list_incidents(
         bbox=parse_bbox(bbox),
         occurred_from=occurred_from,
         occurred_to=occurred_to,
-        categories=tuple(c.lower() for c in _split(category)),
+        categories=tuple(c.lower() for c in split_list(category)),
         victim_sex=sexes,
         age_min=age_min,
         age_max=age_max,
         unit_id=unit_id,
-        sources=_split(source),
+        sources=split_list(source),
     )
     page = (await conn.execute(sql.select_page(filters, after=after, limit=page_size))).one()
     matched = await _number_matched(request, conn, filters, first_page=after is None)

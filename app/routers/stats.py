@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 
 from app.deps import Analyst, ConnDep, SettingsDep
 from app.errors import InvalidParameter
-from app.routers.incidents import _split
+from app.params import split_list
 from app.schemas.stats import (
     BREAKDOWN_COLUMNS,
     UNIT_COLUMNS,
@@ -69,15 +69,17 @@ async def get_stats(
     ] = service.DEFAULT_AGE_GROUPS,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
-    units = _split(unit)
+    units = split_list(unit)
     if units and level is not None:
         raise InvalidParameter("give either level or unit, not both")
-    breakdowns = [BY_ALIASES.get(b.lower(), b.lower()) for b in (*_split(by), *_split(group))]
+    breakdowns = [
+        BY_ALIASES.get(b.lower(), b.lower()) for b in (*split_list(by), *split_list(group))
+    ]
     if bad := [b for b in breakdowns if b not in BREAKDOWN_COLUMNS]:
         raise InvalidParameter(
             f"unknown breakdown(s) {', '.join(bad)}: use {', '.join(BREAKDOWN_COLUMNS)}"
         )
-    sexes = tuple(s.lower() for s in _split(victim_sex))
+    sexes = tuple(s.lower() for s in split_list(victim_sex))
     if bad := [s for s in sexes if s not in SEXES]:
         raise InvalidParameter(f"victim_sex must be female, male or unknown (got {', '.join(bad)})")
     if age_min is not None and age_max is not None and age_min > age_max:
@@ -97,11 +99,11 @@ async def get_stats(
         filters=IncidentFilter(
             occurred_from=occurred_from,
             occurred_to=occurred_to,
-            categories=tuple(c.lower() for c in _split(category)),
+            categories=tuple(c.lower() for c in split_list(category)),
             victim_sex=sexes,
             age_min=age_min,
             age_max=age_max,
-            sources=_split(source),
+            sources=split_list(source),
         ),
         level=None if units else (1 if level is None else level),
         unit_codes=units,

@@ -17,8 +17,8 @@ from starlette.background import BackgroundTask
 
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
 from app.errors import InvalidParameter, NotFound
+from app.params import split_list
 from app.routers.analyses import AnalysisFailed, launch_run
-from app.routers.incidents import _split
 from app.schemas.analyses import AnalysisFilters
 from app.schemas.surfaces import EvaluationPublic, EvaluationRequest, KdeQuery
 from app.services import surfaces as service
@@ -50,21 +50,21 @@ async def kde_query(
     victims: Annotated[bool, Query(description="weight each incident by its victims")] = False,
 ) -> KdeQuery:
     """The filters of ``GET /incidents`` and the kernel's scale, parsed and checked."""
-    sexes = _split(victim_sex)
+    sexes = split_list(victim_sex)
     if bad := [s for s in sexes if s not in SEXES]:
         raise InvalidParameter(f"victim_sex must be female, male or unknown (got {', '.join(bad)})")
     if age_min is not None and age_max is not None and age_min > age_max:
         raise InvalidParameter("age_min must not exceed age_max")
     try:
         filters = AnalysisFilters(
-            categories=list(_split(category)),
+            categories=list(split_list(category)),
             occurred_from=occurred_from,
             occurred_to=occurred_to,
             victim_sex=list(sexes),
             age_min=age_min,
             age_max=age_max,
             unit=unit,
-            sources=list(_split(source)),
+            sources=list(split_list(source)),
         )
     except ValidationError as exc:  # pragma: no cover - the checks above cover the fields
         raise InvalidParameter(str(exc)) from None
