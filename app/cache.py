@@ -26,3 +26,6 @@ class TTLCache:
         self._items.move_to_end(key)
         while len(self._items) > self.maxsize:
             self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()

@@ -39,6 +39,7 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 
 
 async def get_principal(
+    request: Request,
     engine: EngineDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> security.Principal:
@@ -48,12 +49,20 @@ async def get_principal(
     prefix = security.split_key(key)
     if prefix is None:
         raise Unauthorized("Malformed API key.")
+    # Valid keys are remembered for a minute (tiles and pages come by the hundred);
+    # a revocation anywhere clears this cache through NOTIFY (app.versions).
+    cache = request.app.state.key_cache
+    cache_key = security.hash_key(key)
+    if (principal := cache.get(cache_key)) is not None:
+        return principal
     async with engine.begin() as conn:
         row = (await conn.execute(keys_sql.select_active_key(prefix))).first()
         if row is None or not security.key_matches(key, row.hash):
             raise Unauthorized("Unknown or revoked API key.")
         await conn.execute(keys_sql.touch_key(row.id))
-    return security.Principal(role=row.role, key_id=row.id, name=row.name)
+    principal = security.Principal(role=row.role, key_id=row.id, name=row.name)
+    cache.set(cache_key, principal)
+    return principal
 
 
 PrincipalDep = Annotated[security.Principal, Depends(get_principal)]

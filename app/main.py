@@ -6,15 +6,18 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import orjson
+from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app.cache import TTLCache
 from app.errors import install_error_handlers
+from app.openapi import openapi_30
 from app.routers import (
     analyses,
     boundaries,
+    features,
     health,
     imports,
     incidents,
@@ -25,7 +28,9 @@ from app.routers import (
     surfaces,
     units,
 )
+from app.services.catalog import Catalog
 from app.settings import Settings, get_settings
+from app.versions import DATA_CHANNEL, KEYS_CHANNEL, BumpOnWrite, DataVersion, listen
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -55,6 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from app.db import create_engine
 
         app.state.engine = create_engine(settings)
+        app.state.catalog = Catalog(app.state.engine, settings, version)
+        changes = asyncio.create_task(
+            listen(
+                settings.libpq_url,
+                {DATA_CHANNEL: version.bump, KEYS_CHANNEL: app.state.key_cache.clear},
+            )
+        )
         app.state.jobs = set()
         app.state.warm = asyncio.Event()
         if settings.analysis.warm_up:
@@ -64,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for task in (*app.state.jobs, *([warming] if settings.analysis.warm_up else [])):
+            background = [changes, *app.state.jobs]
+            for task in (*background, *([warming] if settings.analysis.warm_up else [])):
                 task.cancel()
             await app.state.engine.dispose()
 
@@ -77,15 +90,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.count_cache = TTLCache(maxsize=1024, ttl_s=300)
+    app.state.key_cache = TTLCache(maxsize=1024, ttl_s=60)
+    # Bumped by every change to published data; tile and count caches key on it.
+    version = app.state.data_version = DataVersion()
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.api.cors_origins,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type"],
-        expose_headers=["ETag", "Location"],
+        expose_headers=["ETag", "Location", "Content-Crs"],
     )
+    app.add_middleware(BumpOnWrite, version=version)
     install_error_handlers(app)
     for module in (
+        features,
         health,
         units,
         boundaries,
@@ -99,5 +117,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rankings,
     ):
         app.include_router(module.router)
+
+    @app.get("/api", tags=["ogc"], summary="The API definition (OpenAPI 3.0)")
+    async def api_definition() -> Response:
+        if not hasattr(app.state, "openapi_30"):
+            app.state.openapi_30 = orjson.dumps(openapi_30(app, settings))
+        return Response(
+            app.state.openapi_30, media_type="application/vnd.oai.openapi+json;version=3.0"
+        )
+
     logging.basicConfig(level=logging.INFO)
     return app

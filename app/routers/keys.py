@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.deps import Admin, ConnDep, EngineDep
 from app.schemas.keys import KeyCreate, KeyCreated, KeyPublic
@@ -28,6 +28,8 @@ async def list_keys(conn: ConnDep, _: Admin) -> list[KeyPublic]:
 
 
 @router.delete("/{key_id}", status_code=204, summary="Revoke a key")
-async def revoke_key(key_id: int, engine: EngineDep, who: Admin) -> Response:
+async def revoke_key(request: Request, key_id: int, engine: EngineDep, who: Admin) -> Response:
     await service.revoke_key(engine, key_id, actor=who.actor)
+    # At once in this worker; the others drop it when the database's NOTIFY arrives.
+    request.app.state.key_cache.clear()
     return Response(status_code=204)

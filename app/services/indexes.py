@@ -489,3 +489,15 @@ async def unit_geometries(conn: AsyncConnection, codes: list[str]) -> dict[str, 
     """Unit code → its GeoJSON geometry (a dict), for the results as GeoJSON."""
     rows = (await conn.execute(sql.select_unit_geometries(codes))).all()
     return {r.code: json.loads(r.geometry) for r in rows}
+
+
+async def latest_period(conn: AsyncConnection, settings: Settings, granularity: str) -> str | None:
+    """The most recent complete period (year, quarter or month) that has incidents."""
+    last = (await conn.execute(stats_sql.select_last_incident())).scalar()
+    if last is None:
+        return None
+    tz = settings.territory.timezone
+    period = _period(stats._label(pd.Timestamp(last).tz_convert(tz), granularity), granularity, tz)
+    if period.end > pd.Timestamp.now(tz=tz):
+        period = _previous(period, granularity, tz)
+    return period.label

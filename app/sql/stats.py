@@ -104,3 +104,8 @@ def count_incidents(
         func.min(rows.c.local_at).label("first_at"),
         func.max(rows.c.local_at).label("last_at"),
     ).group_by(*keys)
+
+
+def select_last_incident() -> Select:
+    """When the latest live incident happened (the index layers show its last full period)."""
+    return select(func.max(incident.c.occurred_at)).where(incident.c.deleted_at.is_(None))

@@ -1,0 +1,122 @@
+"""The filters every layer request accepts, features and tiles alike: ``bbox`` (with
+``bbox-crs``), ``datetime``, equality on any queryable property, and CQL2 ``filter``
+(with ``filter-lang`` and ``filter-crs``), parsed into bound SQL conditions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement
+
+from app import cql2
+from app.crs import parse_crs
+from app.errors import InvalidParameter, NotFound
+from app.layers import Layer
+from app.settings import Settings
+from app.sql import features as sql
+
+# Parameters of the requests themselves; any other one that names a queryable property
+# is an equality filter on it (OGC API Features Part 1, "parameters for filtering").
+RESERVED = frozenset(
+    {"limit", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs"}
+    | {"after", "f"}
+)
+
+
+def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    """Four numbers, or six (3D: the heights are ignored)."""
+    if text is None:
+        return None
+    try:
+        numbers = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InvalidParameter("bbox must be 4 or 6 comma-separated numbers") from None
+    if len(numbers) == 6:
+        numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
+    if len(numbers) != 4:
+        raise InvalidParameter("bbox must be 4 or 6 comma-separated numbers")
+    return numbers[0], numbers[1], numbers[2], numbers[3]
+
+
+def parse_datetime(text: str | None) -> tuple[datetime | None, datetime | None] | None:
+    """An RFC 3339 instant, or an interval ``start/end`` with ``..`` (or nothing) for an
+    open end."""
+    if text is None:
+        return None
+
+    def one(value: str) -> datetime | None:
+        if value in ("", ".."):
+            return None
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidParameter(
+                f"datetime {value!r} is not RFC 3339 (e.g. 2024-01-01T00:00:00Z)"
+            ) from None
+        if moment.tzinfo is None:
+            raise InvalidParameter(f"datetime {value!r} needs a time zone (e.g. Z)")
+        return moment
+
+    if "/" not in text:
+        instant = one(text)
+        if instant is None:
+            raise InvalidParameter("datetime needs an instant or an interval start/end")
+        return instant, instant
+    start, end = (one(v) for v in text.split("/", 1))
+    if start is not None and end is not None and start > end:
+        raise InvalidParameter("datetime interval: the start is after the end")
+    return start, end
+
+
+def typed(layer: Layer, name: str, value: str) -> Any:
+    f = layer.field(name)
+    try:
+        if f.type == "integer":
+            return int(value)
+        if f.type == "number":
+            return float(value)
+        if f.type == "boolean":
+            return {"true": True, "false": False}[value.lower()]
+        if f.type == "date-time":
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, KeyError):
+        raise InvalidParameter(f"{name} must be a {f.type} (got {value!r})") from None
+    return value
+
+
+def feature_id(layer: Layer, value: str) -> Any:
+    if layer.id_type == "integer":
+        if not re.fullmatch(r"-?\d{1,18}", value):
+            raise NotFound(f"No feature {value!r} in {layer.id}.")
+        return int(value)
+    return value
+
+
+def layer_conditions(
+    q: Mapping[str, str], layer: Layer, settings: Settings
+) -> list[ColumnElement[bool]]:
+    """The filters of a request's query parameters, as conditions on the layer."""
+    projected = settings.territory.projected_crs
+    conditions = []
+    if (bbox := parse_bbox(q.get("bbox"))) is not None:
+        bbox_crs = parse_crs(q.get("bbox-crs"), projected, "bbox-crs")
+        if bbox_crs.lat_first:  # EPSG:4326 boxes are south, west, north, east
+            bbox = (bbox[1], bbox[0], bbox[3], bbox[2])
+        conditions.append(sql.bbox_condition(layer, bbox, bbox_crs.srid))
+    if (interval := parse_datetime(q.get("datetime"))) is not None:
+        if layer.datetime_field is None:
+            raise InvalidParameter(f"{layer.id} has no time; datetime does not apply to it")
+        conditions.append(sql.datetime_condition(layer, *interval))
+    queryable = {f.name for f in layer.queryables}
+    for name in q.keys() - RESERVED:
+        if name in queryable:
+            conditions.append(layer.field(name).expr == typed(layer, name, q[name]))
+    if (text := q.get("filter")) is not None:
+        filter_crs = parse_crs(q.get("filter-crs"), projected, "filter-crs")
+        geometry = sql.output_geometry(layer, filter_crs)
+        fields = {"geometry": geometry, **{f.name: f.expr for f in layer.queryables}}
+        conditions.append(cql2.to_condition(cql2.parse(text, q.get("filter-lang")), fields))
+    return conditions

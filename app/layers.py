@@ -1,0 +1,305 @@
+"""The layers the service publishes (OGC API Features collections and vector tiles).
+
+Every layer is declared here, in code: a table (or join), its geometry, its feature id,
+its properties, the rows it shows and the role it needs. The features and tiles routers
+only read these declarations, so adding a layer is one declaration, never a new router,
+and a table that is not declared here (victims' data above all) is never reachable.
+
+Some layers come in families that follow the data: one layer per loaded admin level
+(with the latest value of every composite index defined on that level) and one per
+completed hot spot run. :func:`build_catalog` expands them against the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    FromClause,
+    Integer,
+    Text,
+    column,
+    func,
+    literal,
+    select,
+    values,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.models import admin_unit, analysis_cell, analysis_run, incident
+
+log = logging.getLogger("observatory")
+
+JsonType = Literal["string", "integer", "number", "boolean", "date-time", "array", "object"]
+StyleKind = Literal["units", "hotspots", "incidents"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One property of a layer's features: its name, SQL expression and JSON type."""
+
+    name: str
+    expr: ColumnElement[Any]
+    type: JsonType = "string"
+    description: str = ""
+    # Usable in simple property filters and CQL2 (arrays and objects are not).
+    queryable: bool = True
+    # Encoded into vector tiles (large JSON fields stay out of tiles).
+    in_tiles: bool = True
+    # The least role that sees the value; below it the key is there with null.
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    minzoom: int = 0
+    maxzoom: int = 22
+    # Below this zoom, points are aggregated into clusters (one feature per grid cell
+    # with its count); None: never. Polygons are never aggregated.
+    cluster_below: int | None = None
+    # The most features one tile carries; the rest are left out (and the tile says so).
+    max_features: int = 50_000
+    # Simplification grid of ST_AsMVTGeom (the tile's 4096-unit extent).
+    extent: int = 4096
+    buffer: int = 64
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A published layer: one OGC API Features collection and one vector tile source."""
+
+    id: str
+    title: str
+    description: str
+    source: FromClause
+    geom: ColumnElement[Any]
+    feature_id: ColumnElement[Any]
+    id_type: Literal["integer", "string"]
+    geometry_type: Literal["Point", "MultiPolygon", "Polygon"]
+    fields: tuple[Field, ...]
+    style: StyleKind
+    # Rows the layer shows (fixed conditions: live incidents, one level, one run).
+    where: tuple[ColumnElement[bool], ...] = ()
+    # The property that the ``datetime`` parameter filters on (None: no temporal extent).
+    datetime_field: str | None = None
+    # The least role that may read the layer; None: public.
+    role: str | None = None
+    tiles: TileOptions = field(default_factory=TileOptions)
+    keywords: tuple[str, ...] = ()
+
+    def field(self, name: str) -> Field | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def queryables(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.queryable)
+
+
+# --- incidents (analysts and above) ------------------------------------------------------
+
+_INCIDENT_TEXT = (
+    "source",
+    "source_id",
+    "category",
+    "location_precision",
+    "victim_sex",
+    "weapon",
+    "perpetrator_relation",
+)
+
+
+def incidents_layer() -> Layer:
+    c = incident.c
+    fields = (
+        *(Field(name, c[name]) for name in _INCIDENT_TEXT[:3]),
+        Field("occurred_at", c.occurred_at, "date-time", "When it happened (UTC)."),
+        Field("reported_at", c.reported_at, "date-time", "When it was reported (UTC)."),
+        *(Field(name, c[name]) for name in _INCIDENT_TEXT[3:]),
+        Field("victim_age", c.victim_age, "integer", "Age of the victim in years."),
+        Field("victims_count", c.victims_count, "integer", "Number of victims."),
+        Field("attributes", c.attributes, "object", queryable=False, in_tiles=False),
+        Field("created_at", c.created_at, "date-time", in_tiles=False),
+        Field("updated_at", c.updated_at, "date-time", in_tiles=False),
+    )
+    return Layer(
+        id="incidents",
+        title="Incidents",
+        description="Georeferenced incidents (points). Analysts and above only: point "
+        "locations and victim attributes are never public.",
+        source=incident,
+        geom=c.geom,
+        feature_id=c.id,
+        id_type="integer",
+        geometry_type="Point",
+        fields=fields,
+        style="incidents",
+        where=(c.deleted_at.is_(None),),
+        datetime_field="occurred_at",
+        role="analyst",
+        tiles=TileOptions(minzoom=0, maxzoom=22, cluster_below=12, max_features=20_000),
+        keywords=("incidents", "crime", "points"),
+    )
+
+
+# --- admin units, one layer per level, with the latest composite index values ---------
+
+LEVEL_TITLES = {0: "Country", 1: "Districts", 2: "Constituencies", 3: "Localities"}
+
+
+@dataclass(frozen=True)
+class IndexColumn:
+    """The latest values of one composite index, as properties of its level's units."""
+
+    code: str
+    title: str
+    period: str
+    version: int
+    # unit code -> (score, rank, class)
+    values: dict[str, tuple[float | None, int | None, int | None]]
+
+    @property
+    def prefix(self) -> str:
+        return self.code.replace("-", "_")
+
+
+def units_layer(level: int, indexes: tuple[IndexColumn, ...] = ()) -> Layer:
+    c = admin_unit.c
+    parent = admin_unit.alias("parent")
+    source: FromClause = admin_unit.outerjoin(parent, parent.c.id == c.parent_id)
+    fields = [
+        Field("code", c.code, description="Unit code (ISO 3166-2 for districts)."),
+        Field("name", c.name),
+        Field("level", c.level, "integer", "0 country, 1 district, 2 …"),
+        Field("parent_code", parent.c.code, description="Code of the enclosing unit."),
+        Field("area_km2", c.area_km2, "number", "Area in square kilometres."),
+    ]
+    for index in indexes:
+        table = (
+            (
+                values(
+                    column("code", Text),
+                    column("score", Float),
+                    column("rank", Integer),
+                    column("class", Integer),
+                    name=f"ix_{index.prefix}",
+                )
+                .data([(code, *v) for code, v in index.values.items()])
+                .alias(f"ix_{index.prefix}")
+            )
+            if index.values
+            else None
+        )
+        if table is None:
+            continue
+        source = source.outerjoin(table, table.c.code == c.code)
+        p = index.prefix
+        fields += [
+            Field(f"{p}_score", table.c.score, "number", f"{index.title}: score (0-100)."),
+            Field(f"{p}_rank", table.c.rank, "integer", f"{index.title}: rank (1 = highest)."),
+            Field(f"{p}_class", table.c["class"], "integer", f"{index.title}: map class."),
+            Field(
+                f"{p}_period",
+                literal(index.period, Text),
+                description=f"{index.title}: period of these values (version {index.version}).",
+            ),
+        ]
+    title = LEVEL_TITLES.get(level, f"Admin units, level {level}")
+    return Layer(
+        id=f"units-{level}",
+        title=title,
+        description=f"Administrative units of level {level} ({title.lower()}), "
+        "with the latest value of every composite index defined on this level.",
+        source=source,
+        geom=c.geom,
+        feature_id=c.code,
+        id_type="string",
+        geometry_type="MultiPolygon",
+        fields=tuple(fields),
+        style="units",
+        where=(c.level == level,),
+        tiles=TileOptions(minzoom=0, maxzoom=16, max_features=100_000),
+        keywords=("boundaries", "admin units"),
+    )
+
+
+# --- hot spot runs, one layer per completed run -------------------------------------------
+
+
+def hotspot_layer(run_id: int, kind: str, method: str, created_at: Any, parameters: dict) -> Layer:
+    """A stored hot spot or emerging hot spot run. Public: the classes and statistics
+    say where, not who; the counts behind them are for analysts only."""
+    c = analysis_cell.c
+    units = parameters.get("units")
+    grid = units.get("type", "cells") if isinstance(units, dict) else "cells"
+    fields = (
+        Field("cell_id", c.cell_id, description="H3 index, grid cell or unit code."),
+        Field("count", c.count, "number", "Incidents (or victims) in the cell.", role="analyst"),
+        Field("z", c.z, "number", "Gi* z-score (or Local Moran z)."),
+        Field("p", c.p, "number", "Two-sided p-value."),
+        Field("p_sim", c.p_sim, "number", "Pseudo p-value from permutations."),
+        Field(
+            "bin",
+            c.bin,
+            "integer",
+            "Gi_Bin: +3/+2/+1 hot spot at 99/95/90 % confidence, -3/-2/-1 cold, 0 none.",
+        ),
+        Field("i", c.i, "number", "Local Moran's I."),
+        Field("quadrant", c.quadrant, "integer", "Local Moran quadrant: 1 HH, 2 LH, 3 LL, 4 HL."),
+        Field("label", c.label, description="Cluster label (HH, LL, LH, HL) where significant."),
+        Field("category", c.category, description="Emerging hot spot category."),
+        Field("stats", c.stats, "object", queryable=False, in_tiles=False, role="analyst"),
+    )
+    what = "Emerging hot spots" if kind == "emerging" else "Hot spots"
+    return Layer(
+        id=f"hotspots-{run_id}",
+        title=f"{what}, run {run_id} ({method}, {grid})",
+        description=f"Analysis run {run_id}: {method} on {grid} units, created "
+        f"{created_at:%Y-%m-%d %H:%M} UTC. Its parameters and filters: "
+        f"/analyses/{run_id}?format=run.",
+        source=analysis_cell,
+        geom=c.geom,
+        feature_id=c.cell_id,
+        id_type="string",
+        geometry_type="Polygon",
+        fields=fields,
+        style="hotspots",
+        where=(c.run_id == run_id,),
+        tiles=TileOptions(minzoom=0, maxzoom=18, max_features=200_000),
+        keywords=("hot spots", method),
+    )
+
+
+# --- the catalog ----------------------------------------------------------------------------
+
+# How many of the most recent hot spot runs are published as layers.
+MAX_RUN_LAYERS = 50
+
+
+async def build_catalog(
+    conn: AsyncConnection, index_columns: dict[int, tuple[IndexColumn, ...]] | None = None
+) -> dict[str, Layer]:
+    """Every layer, in the order the collections list shows them."""
+    index_columns = index_columns or {}
+    levels = (
+        await conn.execute(select(admin_unit.c.level).distinct().order_by(admin_unit.c.level))
+    ).scalars()
+    layers = [units_layer(level, index_columns.get(level, ())) for level in levels]
+    layers.append(incidents_layer())
+    r = analysis_run.c
+    runs = await conn.execute(
+        select(r.id, r.kind, r.method, r.created_at, r.parameters)
+        .where(r.kind.in_(("hotspots", "emerging")), r.status == "completed")
+        .order_by(r.id.desc())
+        .limit(MAX_RUN_LAYERS)
+    )
+    layers += [hotspot_layer(*run) for run in runs]
+    return {layer.id: layer for layer in layers}
+
+
+def bbox_of(layer: Layer) -> ColumnElement[Any]:
+    """SQL: the extent of a layer's rows (for collection metadata)."""
+    return select(func.ST_Extent(layer.geom)).select_from(layer.source).where(*layer.where)

@@ -1,0 +1,383 @@
+"""OGC API Features (Part 1 core + GeoJSON + OpenAPI 3.0, Part 2 CRS, Part 3 CQL2 filters)
+over the layers declared in ``app.layers``, so that QGIS and GDAL connect with a URL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from app.crs import CRS84, OutputCrs, parse_crs, supported_uris
+from app.deps import EngineDep, PrincipalDep, SettingsDep
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.filters import feature_id as _feature_id
+from app.filters import layer_conditions
+from app.layers import Layer
+from app.links import absolute, same_query
+from app.security import Principal
+from app.services.catalog import Catalog
+from app.sql import features as sql
+
+router = APIRouter(tags=["ogc"])
+
+GEOJSON = "application/geo+json"
+JSON = "application/json"
+OPENAPI_30 = "application/vnd.oai.openapi+json;version=3.0"
+
+_SPEC = "http://www.opengis.net/spec"
+CONFORMANCE = [
+    f"{_SPEC}/ogcapi-features-1/1.0/conf/core",
+    f"{_SPEC}/ogcapi-features-1/1.0/conf/oas30",
+    f"{_SPEC}/ogcapi-features-1/1.0/conf/geojson",
+    f"{_SPEC}/ogcapi-features-2/1.0/conf/crs",
+    f"{_SPEC}/ogcapi-features-3/1.0/conf/filter",
+    f"{_SPEC}/ogcapi-features-3/1.0/conf/features-filter",
+    f"{_SPEC}/ogcapi-features-3/1.0/conf/queryables",
+    f"{_SPEC}/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    f"{_SPEC}/cql2/1.0/conf/cql2-text",
+    f"{_SPEC}/cql2/1.0/conf/cql2-json",
+    f"{_SPEC}/cql2/1.0/conf/basic-cql2",
+    f"{_SPEC}/cql2/1.0/conf/advanced-comparison-operators",
+    f"{_SPEC}/cql2/1.0/conf/basic-spatial-functions",
+    f"{_SPEC}/cql2/1.0/conf/basic-spatial-functions-plus",
+    f"{_SPEC}/cql2/1.0/conf/spatial-functions",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+]
+_COLLECTION_ID = r"^[A-Za-z0-9_-]+$"
+
+
+def get_catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+
+
+def visible_fields(layer: Layer, who: Principal) -> list[str]:
+    return [f.name for f in layer.fields if f.role is None or who.has(f.role)]
+
+
+def check_access(layer: Layer, who: Principal) -> None:
+    if layer.role is None or who.has(layer.role):
+        return
+    if who.role is None:
+        raise Unauthorized(
+            f"The {layer.id} collection needs an API key with the {layer.role} role."
+        )
+    raise Forbidden(f"Your key has the {who.role} role; {layer.id} needs {layer.role} or higher.")
+
+
+async def readable_layers(catalog: Catalog, who: Principal) -> list[Layer]:
+    return [
+        layer
+        for layer in (await catalog.layers()).values()
+        if layer.role is None or who.has(layer.role)
+    ]
+
+
+async def readable_layer(catalog: Catalog, layer_id: str, who: Principal) -> Layer:
+    layer = await catalog.layer(layer_id)
+    check_access(layer, who)
+    return layer
+
+
+# --- landing, conformance, collections ------------------------------------------------------
+
+
+@router.get("/", summary="Landing page (OGC API)")
+async def landing(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    link = lambda path, rel, type_, title: {  # noqa: E731
+        "href": absolute(request, path),
+        "rel": rel,
+        "type": type_,
+        "title": title,
+    }
+    return {
+        "title": f"Crime Observatory of {settings.territory.name}",
+        "description": "Georeferenced incidents, hot spots and territorial violence indexes "
+        "as OGC API Features collections, vector tiles, GeoJSON and tables.",
+        "links": [
+            link("/", "self", JSON, "This document"),
+            link("/api", "service-desc", OPENAPI_30, "The API definition (OpenAPI 3.0)"),
+            link("/docs", "service-doc", "text/html", "The API documentation"),
+            link("/conformance", "conformance", JSON, "Conformance classes"),
+            link("/collections", "data", JSON, "The collections"),
+            link("/styles/default.json", "stylesheet", JSON, "MapLibre style of every layer"),
+            link("/qgis/project.qgz", "alternate", "application/zip", "A QGIS project"),
+        ],
+    }
+
+
+@router.get("/conformance", summary="Conformance classes")
+async def conformance() -> dict[str, list[str]]:
+    return {"conformsTo": CONFORMANCE}
+
+
+def collection_document(
+    request: Request, layer: Layer, settings, extent: tuple | None = None
+) -> dict[str, Any]:
+    base = f"/collections/{layer.id}"
+    document: dict[str, Any] = {
+        "id": layer.id,
+        "title": layer.title,
+        "description": layer.description,
+        "keywords": list(layer.keywords),
+        "itemType": "feature",
+        "crs": supported_uris(settings.territory.projected_crs),
+        "storageCrs": CRS84,
+        "links": [
+            {"href": absolute(request, base), "rel": "self", "type": JSON, "title": layer.title},
+            {
+                "href": absolute(request, f"{base}/items"),
+                "rel": "items",
+                "type": GEOJSON,
+                "title": "Features",
+            },
+            {
+                "href": absolute(request, f"{base}/queryables"),
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                "type": "application/schema+json",
+                "title": "Queryable properties",
+            },
+            {
+                "href": absolute(request, f"/tiles/{layer.id}.json"),
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
+                "type": JSON,
+                "title": "Vector tiles (TileJSON 3.0)",
+            },
+            {
+                "href": absolute(request, f"/styles/{layer.id}.qml"),
+                "rel": "describedby",
+                "type": "text/xml",
+                "title": "QGIS style (QML)",
+            },
+            {
+                "href": absolute(request, f"/styles/{layer.id}.sld"),
+                "rel": "describedby",
+                "type": "application/vnd.ogc.sld+xml",
+                "title": "OGC SLD style",
+            },
+            {
+                "href": absolute(request, f"{base}/styles"),
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/styles",
+                "type": JSON,
+                "title": "Styles of this collection",
+            },
+        ],
+    }
+    if extent is not None:
+        spatial = {"bbox": [list(extent[:4])], "crs": CRS84}
+        document["extent"] = {"spatial": spatial}
+        if layer.datetime_field is not None and len(extent) == 6:
+            interval = [v.isoformat() if v is not None else None for v in extent[4:]]
+            document["extent"]["temporal"] = {
+                "interval": [interval],
+                "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian",
+            }
+    return document
+
+
+async def _extent(engine, catalog: Catalog, layer: Layer) -> tuple | None:
+    cache = catalog.extents
+    key = (layer.id, catalog.version.value)
+    if (extent := cache.get(key)) is None:
+        async with engine.connect() as conn:
+            row = (await conn.execute(sql.select_extent(layer))).one()
+        extent = None if row[0] is None else tuple(row)
+        cache.set(key, extent or ())
+    return extent or None
+
+
+@router.get("/collections", summary="The collections the caller may read")
+async def collections(
+    request: Request,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    who: PrincipalDep,
+) -> dict[str, Any]:
+    layers = await readable_layers(catalog, who)
+    return {
+        "links": [
+            {"href": absolute(request, "/collections"), "rel": "self", "type": JSON},
+        ],
+        "collections": [
+            collection_document(request, layer, settings, await _extent(engine, catalog, layer))
+            for layer in layers
+        ],
+    }
+
+
+CollectionId = Annotated[str, Path(pattern=_COLLECTION_ID, description="e.g. units-1")]
+
+
+@router.get("/collections/{collection_id}", summary="One collection")
+async def collection(
+    request: Request,
+    collection_id: CollectionId,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    who: PrincipalDep,
+) -> dict[str, Any]:
+    layer = await readable_layer(catalog, collection_id, who)
+    return collection_document(request, layer, settings, await _extent(engine, catalog, layer))
+
+
+@router.get("/collections/{collection_id}/queryables", summary="Properties a filter may use")
+async def queryables(
+    request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
+) -> Response:
+    layer = await readable_layer(catalog, collection_id, who)
+    properties: dict[str, Any] = {
+        "geometry": {
+            "format": f"geometry-{layer.geometry_type.lower()}",
+            "x-ogc-role": "primary-geometry",
+        }
+    }
+    for f in layer.queryables:
+        schema: dict[str, Any] = (
+            {"type": "string", "format": "date-time"} if f.type == "date-time" else {"type": f.type}
+        )
+        if f.description:
+            schema["description"] = f.description
+        properties[f.name] = {"title": f.name, **schema}
+    body = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": absolute(request, f"/collections/{layer.id}/queryables"),
+        "type": "object",
+        "title": layer.title,
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    return Response(orjson.dumps(body), media_type="application/schema+json")
+
+
+# --- items ---------------------------------------------------------------------------------
+
+
+def _filters_key(request: Request) -> tuple:
+    return tuple(sorted((k, v) for k, v in request.query_params.multi_items() if k != "after"))
+
+
+@router.get(
+    "/collections/{collection_id}/items",
+    summary="Features of a collection (GeoJSON), filtered and paged",
+    response_class=StreamingResponse,
+    responses={200: {"content": {GEOJSON: {}}}},
+)
+async def items(
+    request: Request,
+    collection_id: CollectionId,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    who: PrincipalDep,
+    limit: Annotated[
+        int | None, Query(ge=1, description="page size; above the maximum it is clamped")
+    ] = None,
+    bbox: Annotated[
+        str | None, Query(description="minx,miny,maxx,maxy (or 6 numbers) in bbox-crs")
+    ] = None,
+    bbox_crs: Annotated[str | None, Query(alias="bbox-crs")] = None,
+    datetime_: Annotated[
+        str | None, Query(alias="datetime", description="instant or start/end, '..' open")
+    ] = None,
+    crs: Annotated[str | None, Query(description="output CRS URI (default CRS84)")] = None,
+    filter_: Annotated[str | None, Query(alias="filter", description="CQL2 text or JSON")] = None,
+    filter_lang: Annotated[str | None, Query(alias="filter-lang")] = None,
+    filter_crs: Annotated[str | None, Query(alias="filter-crs")] = None,
+    after: Annotated[str | None, Query(description="cursor: the next link sets it")] = None,
+) -> Response:
+    layer = await readable_layer(catalog, collection_id, who)
+    out = parse_crs(crs, settings.territory.projected_crs)
+    page_size = min(limit or settings.api.default_limit, settings.api.max_limit)
+    conditions = layer_conditions(request.query_params, layer, settings)
+    cursor = None if after is None else _feature_id(layer, after)
+    statement = sql.select_items(
+        layer, conditions, out, visible_fields(layer, who), after=cursor, limit=page_size
+    )
+    count_key = (layer.id, catalog.version.value, _filters_key(request))
+    matched = catalog.counts.get(count_key)
+    if matched is None:
+        async with engine.connect() as conn:
+            matched = (await conn.execute(sql.count_items(layer, conditions))).scalar_one()
+        catalog.counts.set(count_key, matched)
+    body = _feature_collection(request, engine, statement, page_size, matched)
+    return StreamingResponse(body, media_type=GEOJSON, headers=_crs_header(out))
+
+
+async def _feature_collection(
+    request: Request, engine, statement, page_size: int, matched: int
+) -> AsyncIterator[bytes]:
+    """Stream a page: features as PostGIS wrote them, then the counts and links (only
+    known at the end). No page is ever held in memory as Python objects."""
+    yield b'{"type":"FeatureCollection","features":['
+    returned, last_id, has_more = 0, None, False
+    async with engine.connect() as conn:
+        result = await conn.stream(statement)
+        async for rows in result.partitions(500):
+            chunk = []
+            for fid, feature in rows:
+                if returned == page_size:
+                    has_more = True
+                    break
+                chunk.append(feature)
+                returned, last_id = returned + 1, fid
+            if chunk:
+                yield (b"," if returned > len(chunk) else b"") + ",".join(chunk).encode()
+    path = request.url.path
+    links = [{"href": absolute(request, path, same_query(request)), "rel": "self", "type": GEOJSON}]
+    if has_more:
+        params = same_query(request, after=last_id, limit=page_size)
+        links.append({"href": absolute(request, path, params), "rel": "next", "type": GEOJSON})
+    tail = {
+        "numberMatched": matched,
+        "numberReturned": returned,
+        "timeStamp": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "links": links,
+    }
+    yield b"]," + orjson.dumps(tail)[1:]
+
+
+def _crs_header(out: OutputCrs) -> dict[str, str]:
+    return {"Content-Crs": f"<{out.uri}>"}
+
+
+@router.get(
+    "/collections/{collection_id}/items/{feature_id}",
+    summary="One feature",
+    responses={200: {"content": {GEOJSON: {}}}},
+)
+async def item(
+    request: Request,
+    collection_id: CollectionId,
+    feature_id: str,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    who: PrincipalDep,
+    crs: Annotated[str | None, Query(description="output CRS URI (default CRS84)")] = None,
+) -> Response:
+    layer = await readable_layer(catalog, collection_id, who)
+    out = parse_crs(crs, settings.territory.projected_crs)
+    statement = sql.select_item(
+        layer, _feature_id(layer, feature_id), out, visible_fields(layer, who)
+    )
+    async with engine.connect() as conn:
+        feature = (await conn.execute(statement)).scalar()
+    if feature is None:
+        raise NotFound(f"No feature {feature_id!r} in {layer.id}.")
+    base = f"/collections/{layer.id}"
+    links = [
+        {"href": absolute(request, f"{base}/items/{feature_id}"), "rel": "self", "type": GEOJSON},
+        {"href": absolute(request, base), "rel": "collection", "type": JSON},
+    ]
+    body = feature[:-1] + ',"links":' + orjson.dumps(links).decode() + "}"
+    return Response(body, media_type=GEOJSON, headers=_crs_header(out))

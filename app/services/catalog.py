@@ -1,0 +1,86 @@
+"""The layer catalog of a worker: built from the declarations in ``app.layers`` against
+the database, with the latest composite index values, and rebuilt only when the data
+version moves (a new run, new boundaries, new incidents)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import indexes
+from app.cache import TTLCache
+from app.errors import NotFound, ProblemError
+from app.layers import IndexColumn, Layer, build_catalog
+from app.security import Principal
+from app.services import indexes as index_service
+from app.settings import Settings
+from app.versions import DataVersion
+
+log = logging.getLogger("observatory")
+
+# The catalog computes index values on behalf of the service, not of a caller.
+_SERVICE = Principal(role="analyst", name="layer catalog")
+
+
+@dataclass
+class Catalog:
+    engine: AsyncEngine
+    settings: Settings
+    version: DataVersion
+    # numberMatched and extents, keyed with the data version, so a write invalidates them:
+    # a walk through a large collection pays for one count, not one per page.
+    counts: TTLCache = field(default_factory=lambda: TTLCache(maxsize=1024, ttl_s=300))
+    extents: TTLCache = field(default_factory=lambda: TTLCache(maxsize=256, ttl_s=300))
+    _layers: dict[str, Layer] = field(default_factory=dict)
+    _built_at: int = -1
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def layers(self) -> dict[str, Layer]:
+        if self._built_at != self.version.value:
+            async with self._lock:
+                wanted = self.version.value
+                if self._built_at != wanted:
+                    self._layers = await self._build()
+                    self._built_at = wanted
+        return self._layers
+
+    async def layer(self, layer_id: str) -> Layer:
+        layer = (await self.layers()).get(layer_id)
+        if layer is None:
+            raise NotFound(
+                f"No collection {layer_id!r}; GET /collections lists the available ones."
+            )
+        return layer
+
+    async def _build(self) -> dict[str, Layer]:
+        async with self.engine.connect() as conn:
+            return await build_catalog(conn, await self._index_columns(conn))
+
+    async def _index_columns(self, conn) -> dict[int, tuple[IndexColumn, ...]]:
+        """The latest complete period of every composite index, by unit level."""
+        out: dict[int, list[IndexColumn]] = {}
+        for record in await index_service.list_definitions(conn):
+            try:
+                definition = indexes.load_definition(record.definition)
+                period = await index_service.latest_period(conn, self.settings, definition.period)
+                if period is None:
+                    continue
+                result = await index_service.compute_results(
+                    conn, self.settings, _SERVICE, record.code, period, record.version
+                )
+            except (ProblemError, ValueError) as exc:
+                log.warning("index %s left out of the unit layers: %s", record.code, exc)
+                continue
+            out.setdefault(result.unit_level, []).append(
+                IndexColumn(
+                    code=result.code,
+                    title=result.title,
+                    period=result.period,
+                    version=result.version,
+                    values={r.unit_code: (r.score, r.rank, r.map_class) for r in result.rows},
+                )
+            )
+        return {level: tuple(columns) for level, columns in out.items()}

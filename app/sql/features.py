@@ -1,0 +1,133 @@
+"""SQL for OGC API Features: GeoJSON features built in PostGIS from a layer declaration,
+with the filters of Parts 1 to 3 as bound conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Text,
+    and_,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSON
+
+from app.crs import OutputCrs
+from app.layers import Layer
+
+
+def output_geometry(layer: Layer, out: OutputCrs) -> ColumnElement[Any]:
+    """The geometry in the requested CRS and axis order (storage is EPSG:4326, lon/lat)."""
+    geom = layer.geom if out.srid == 4326 else func.ST_Transform(layer.geom, out.srid)
+    return func.ST_FlipCoordinates(geom) if out.lat_first else geom
+
+
+def feature_json(layer: Layer, out: OutputCrs, visible: Iterable[str]) -> ColumnElement[Any]:
+    """One GeoJSON Feature as text. Every feature carries every property key; a field the
+    caller's role may not see is null."""
+    shown = set(visible)
+    properties: list[Any] = []
+    for f in layer.fields:
+        properties += [literal(f.name, Text), f.expr if f.name in shown else null()]
+    # Option 0: no "crs" member; the CRS is in the Content-Crs header (Part 2).
+    geometry = cast(func.ST_AsGeoJSON(output_geometry(layer, out), out.decimals, 0), JSON)
+    return cast(
+        func.json_build_object(
+            literal("type", Text),
+            literal("Feature", Text),
+            literal("id", Text),
+            layer.feature_id,
+            literal("geometry", Text),
+            geometry,
+            literal("properties", Text),
+            func.json_build_object(*properties),
+        ),
+        Text,
+    )
+
+
+def select_items(
+    layer: Layer,
+    conditions: list[ColumnElement[bool]],
+    out: OutputCrs,
+    visible: Iterable[str],
+    *,
+    after: Any,
+    limit: int,
+) -> Select:
+    """``limit + 1`` features in id order after the cursor (keyset paging: a walk visits
+    each feature once even while rows are added); the extra row says a next page exists."""
+    where = [*layer.where, *conditions]
+    if after is not None:
+        where.append(layer.feature_id > after)
+    return (
+        select(layer.feature_id.label("fid"), feature_json(layer, out, visible).label("feature"))
+        .select_from(layer.source)
+        .where(*where)
+        .order_by(layer.feature_id)
+        .limit(limit + 1)
+    )
+
+
+def select_item(layer: Layer, feature_id: Any, out: OutputCrs, visible: Iterable[str]) -> Select:
+    return (
+        select(feature_json(layer, out, visible))
+        .select_from(layer.source)
+        .where(*layer.where, layer.feature_id == feature_id)
+    )
+
+
+def count_items(layer: Layer, conditions: list[ColumnElement[bool]]) -> Select:
+    return select(func.count()).select_from(layer.source).where(*layer.where, *conditions)
+
+
+def select_extent(layer: Layer) -> Select:
+    """Spatial extent (west, south, east, north) and, if the layer has one, time extent."""
+    box = func.ST_Extent(layer.geom)
+    columns = [func.ST_XMin(box), func.ST_YMin(box), func.ST_XMax(box), func.ST_YMax(box)]
+    if layer.datetime_field is not None:
+        when = layer.field(layer.datetime_field).expr
+        columns += [func.min(when), func.max(when)]
+    return select(*columns).select_from(layer.source).where(*layer.where)
+
+
+def bbox_condition(
+    layer: Layer, bbox: tuple[float, float, float, float], srid: int
+) -> ColumnElement[bool]:
+    """Features whose geometry intersects the box (given in ``srid``, x/y order)."""
+    envelope = func.ST_MakeEnvelope(*bbox, srid)
+    if srid != 4326:
+        # The box's outline, densified and transformed: its edges are straight only in
+        # its own CRS.
+        envelope = func.ST_Transform(func.ST_Segmentize(envelope, _segment(bbox)), 4326)
+    return func.ST_Intersects(layer.geom, envelope)
+
+
+def _segment(bbox: tuple[float, float, float, float]) -> float:
+    return max(bbox[2] - bbox[0], bbox[3] - bbox[1]) / 16 or 1.0
+
+
+def datetime_condition(
+    layer: Layer, start: datetime | None, end: datetime | None
+) -> ColumnElement[bool]:
+    """An instant (start == end) or a closed interval, open at ``..`` ends."""
+    if layer.datetime_field is None:
+        return and_(True)
+    when = layer.field(layer.datetime_field).expr
+    if start is not None and start == end:
+        return when == start
+    parts = []
+    if start is not None:
+        parts.append(when >= start)
+    if end is not None:
+        parts.append(when <= end)
+    return and_(*parts) if parts else or_(when.is_not(None), when.is_(None))
