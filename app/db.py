@@ -21,7 +21,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "connect_timeout": 5,
             "application_name": "observatory",
             "options": f"-c statement_timeout={settings.database.statement_timeout_ms}"
-            " -c max_parallel_workers_per_gather=0",
+            # Small tile and page queries lose 3x to parallel plans on 2 cores, and generic
+            # plans of tiles ignore their real bounds (DESIGN.md section 7).
+            " -c max_parallel_workers_per_gather=0 -c plan_cache_mode=force_custom_plan",
         },
     )
 

@@ -26,9 +26,11 @@ from app.routers import (
     rankings,
     stats,
     surfaces,
+    tiles,
     units,
 )
 from app.services.catalog import Catalog
+from app.services.tiles import TileCache
 from app.settings import Settings, get_settings
 from app.versions import DATA_CHANNEL, KEYS_CHANNEL, BumpOnWrite, DataVersion, listen
 
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.count_cache = TTLCache(maxsize=1024, ttl_s=300)
     app.state.key_cache = TTLCache(maxsize=1024, ttl_s=60)
+    app.state.tile_cache = TileCache(settings.tiles.cache_mb * 2**20)
     # Bumped by every change to published data; tile and count caches key on it.
     version = app.state.data_version = DataVersion()
     app.add_middleware(
@@ -115,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats,
         indexes,
         rankings,
+        tiles,
     ):
         app.include_router(module.router)
 

@@ -64,6 +64,15 @@ class ApiSettings(BaseModel):
         return self
 
 
+class TileSettings(BaseModel):
+    # In-process cache of encoded tiles per worker (least recently used beyond this size).
+    cache_mb: int = Field(default=256, ge=0)
+    # Browser / proxy caching of tiles (Cache-Control max-age); ETags revalidate after it.
+    max_age_s: int = Field(default=60, ge=0)
+    # Deepest zoom served; beyond it clients overzoom the last tiles.
+    max_zoom: int = Field(default=22, ge=0, le=24)
+
+
 class AnalysisSettings(BaseModel):
     # Largest number of cells (H3 or grid) one analysis may build.
     max_cells: int = Field(default=300_000, ge=100)
@@ -87,6 +96,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     territory: TerritorySettings = TerritorySettings()
     api: ApiSettings = ApiSettings()
+    tiles: TileSettings = TileSettings()
     analysis: AnalysisSettings = AnalysisSettings()
 
     @classmethod

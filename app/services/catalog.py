@@ -17,6 +17,7 @@ from app.layers import IndexColumn, Layer, build_catalog
 from app.security import Principal
 from app.services import indexes as index_service
 from app.settings import Settings
+from app.sql.features import select_extent
 from app.versions import DataVersion
 
 log = logging.getLogger("observatory")
@@ -54,6 +55,16 @@ class Catalog:
                 f"No collection {layer_id!r}; GET /collections lists the available ones."
             )
         return layer
+
+    async def extent(self, layer: Layer) -> tuple | None:
+        """(west, south, east, north[, first time, last time]) of a layer; None if empty."""
+        key = (layer.id, self.version.value)
+        if (extent := self.extents.get(key)) is None:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(select_extent(layer))).one()
+            extent = () if row[0] is None else tuple(row)
+            self.extents.set(key, extent)
+        return extent or None
 
     async def _build(self) -> dict[str, Layer]:
         async with self.engine.connect() as conn:

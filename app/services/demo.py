@@ -12,7 +12,7 @@ import geopandas as gpd
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.models import incident
+from app.models import analysis_run, incident
 from app.services.boundaries import import_boundaries
 from app.services.categories import load_categories
 from app.services.demo_incidents import generate_incidents
@@ -63,6 +63,7 @@ async def load_demo(
             )
         ).scalar_one()
     if existing >= incidents:
+        await store_demo_hotspots(engine, settings, actor=actor)
         return DemoReport(report.received, None, existing)
     districts = gpd.read_file(DISTRICTS).rename(columns={"iso_3166_2": "code", "district": "name"})
     frame = generate_incidents(districts, n=incidents, seed=seed)
@@ -78,7 +79,41 @@ async def load_demo(
         fmt="csv",
         progress=progress,
     )
+    await store_demo_hotspots(engine, settings, actor=actor)
     return DemoReport(report.received, imported, existing)
+
+
+# The demo's hot spot layer: Gi* of homicides and shootings in the last two years of the
+# synthetic data, on H3 resolution 8 (issue 3's check), so the map and QGIS have one.
+DEMO_HOTSPOTS = {
+    "method": "gi_star",
+    "units": {"type": "h3", "resolution": 8},
+    "filters": {
+        "categories": ["homicide", "shooting"],
+        "occurred_from": "2024-01-01T00:00:00-06:00",
+        "occurred_to": "2026-01-01T00:00:00-06:00",
+    },
+}
+
+
+async def store_demo_hotspots(engine: AsyncEngine, settings: Settings, *, actor: str) -> int | None:
+    """Run the demo's Gi* once (a second load finds it and does nothing). Returns its id."""
+    from app.schemas.analyses import HotspotRequest
+    from app.services.hotspots import run_hotspots
+    from app.services.jobs import run_here
+
+    r = analysis_run.c
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            select(r.id).where(r.created_by == actor, r.kind == "hotspots", r.status == "completed")
+        )
+    if found is not None:
+        return None
+    request = HotspotRequest.model_validate(DEMO_HOTSPOTS)
+    return await run_here(
+        engine, "hotspots", request.method, request.model_dump(mode="json"), actor,
+        lambda run_id, progress: run_hotspots(engine, settings, request, run_id, progress),
+    )  # fmt: skip
 
 
 __all__ = ["DemoReport", "load_demo"]

@@ -1,0 +1,206 @@
+"""Vector tiles of every layer: XYZ (``/tiles/{layer}/{z}/{x}/{y}.mvt``), the OGC API
+Tiles form (``/collections/{id}/tiles/WebMercatorQuad/{z}/{y}/{x}``) and TileJSON 3.0.
+
+Filters are query parameters, as for features (``category=homicide``,
+``datetime=2024-01-01T00:00:00Z/..``, ``filter=<CQL2>``), so a QGIS XYZ template or a
+MapLibre source URL can bake them in. Tiles are cached in process (``app.services.tiles``)
+and answer ``If-None-Match`` with ``304 Not Modified``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+
+from app.deps import EngineDep, PrincipalDep, SettingsDep
+from app.links import absolute
+from app.routers.features import (
+    CatalogDep,
+    CollectionId,
+    readable_layer,
+    visible_fields,
+)
+from app.services.tiles import MVT, check_tile, make_tile, render_tile
+
+router = APIRouter(tags=["tiles"])
+
+WEB_MERCATOR_QUAD = "WebMercatorQuad"
+_TMS_URI = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
+
+Zoom = Annotated[int, Path(ge=0, le=30)]
+Column = Annotated[int, Path(ge=0)]
+
+
+async def _tile(
+    request: Request,
+    layer_id: str,
+    z: int,
+    x: int,
+    y: int,
+    settings,
+    engine,
+    catalog,
+    who,
+) -> Response:
+    layer = await readable_layer(catalog, layer_id, who)
+    check_tile(layer, z, x, y, settings.tiles.max_zoom)
+    visible = visible_fields(layer, who)
+    query = request.query_params
+    key = (
+        layer.id,
+        z,
+        x,
+        y,
+        tuple(sorted(query.multi_items())),
+        tuple(visible),
+        catalog.version.value,
+    )
+    cache = request.app.state.tile_cache
+    tile = cache.get(key)
+    if tile is None:
+        tile = make_tile(await render_tile(engine, settings, layer, visible, query, z, x, y))
+        cache.put(key, tile)
+    headers = {
+        "ETag": tile.etag,
+        # Public tiles may sit in shared caches; tiles behind a key only in the client's.
+        "Cache-Control": f"{'public' if layer.role is None else 'private'}, "
+        f"max-age={settings.tiles.max_age_s}",
+        "Vary": "Accept-Encoding, Authorization",
+    }
+    if tile.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if tile.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(tile.gzipped, media_type=MVT, headers=headers)
+    return Response(tile.data, media_type=MVT, headers=headers)
+
+
+@router.get(
+    "/tiles/{layer_id}/{z}/{x}/{y}.mvt",
+    summary="One vector tile (XYZ)",
+    response_class=Response,
+    responses={200: {"content": {MVT: {}}}, 304: {"description": "Not modified (ETag)"}},
+)
+async def xyz_tile(
+    request: Request,
+    layer_id: CollectionId,
+    z: Zoom,
+    x: Column,
+    y: Column,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    who: PrincipalDep,
+) -> Response:
+    return await _tile(request, layer_id, z, x, y, settings, engine, catalog, who)
+
+
+@router.get(
+    "/collections/{collection_id}/tiles/WebMercatorQuad/{z}/{y}/{x}",
+    summary="One vector tile (OGC API Tiles: zoom, row, column)",
+    response_class=Response,
+    responses={200: {"content": {MVT: {}}}, 304: {"description": "Not modified (ETag)"}},
+)
+async def ogc_tile(
+    request: Request,
+    collection_id: CollectionId,
+    z: Zoom,
+    y: Column,
+    x: Column,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    who: PrincipalDep,
+) -> Response:
+    return await _tile(request, collection_id, z, x, y, settings, engine, catalog, who)
+
+
+def _tile_template(request: Request, layer_id: str) -> str:
+    query = f"?{request.url.query}" if request.url.query else ""
+    return absolute(request, f"/tiles/{layer_id}") + "/{z}/{x}/{y}.mvt" + query
+
+
+@router.get("/tiles/{layer_id}.json", summary="TileJSON 3.0 of a layer's vector tiles")
+async def tilejson(
+    request: Request,
+    layer_id: CollectionId,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    who: PrincipalDep,
+) -> dict[str, Any]:
+    """Query parameters (filters) are carried into the tile URL template."""
+    layer = await readable_layer(catalog, layer_id, who)
+    extent = await catalog.extent(layer)
+    bounds = list(extent[:4]) if extent else [-180, -85.0511, 180, 85.0511]
+    fields = {
+        f.name: f.description or f.type
+        for f in layer.fields
+        if f.in_tiles and f.name in visible_fields(layer, who)
+    }
+    if layer.style == "incidents":
+        fields = {
+            "count": f"Incidents at this point (a cluster below zoom {layer.tiles.cluster_below})",
+            **fields,
+        }
+    maxzoom = min(settings.tiles.max_zoom, layer.tiles.maxzoom)
+    return {
+        "tilejson": "3.0.0",
+        "name": layer.title,
+        "description": layer.description,
+        "version": "1.0.0",
+        "scheme": "xyz",
+        "tiles": [_tile_template(request, layer.id)],
+        "minzoom": layer.tiles.minzoom,
+        "maxzoom": maxzoom,
+        "bounds": bounds,
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, 7],
+        "attribution": "Crime Observatory",
+        "vector_layers": [
+            {
+                "id": layer.id,
+                "description": layer.title,
+                "minzoom": layer.tiles.minzoom,
+                "maxzoom": maxzoom,
+                "fields": fields,
+            }
+        ],
+    }
+
+
+@router.get("/collections/{collection_id}/tiles", summary="Tilesets of a collection")
+async def tilesets(
+    request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
+) -> dict[str, Any]:
+    layer = await readable_layer(catalog, collection_id, who)
+    base = f"/collections/{layer.id}/tiles/{WEB_MERCATOR_QUAD}"
+    return {
+        "tilesets": [
+            {
+                "title": layer.title,
+                "dataType": "vector",
+                "crs": "http://www.opengis.net/def/crs/EPSG/0/3857",
+                "tileMatrixSetURI": _TMS_URI,
+                "links": [
+                    {
+                        "href": absolute(request, base),
+                        "rel": "self",
+                        "type": "application/json",
+                    },
+                    {
+                        "href": absolute(request, base) + "/{tileMatrix}/{tileRow}/{tileCol}",
+                        "rel": "item",
+                        "type": MVT,
+                        "templated": True,
+                    },
+                    {
+                        "href": absolute(request, f"/tiles/{layer.id}.json"),
+                        "rel": "describedby",
+                        "type": "application/json",
+                        "title": "TileJSON",
+                    },
+                ],
+            }
+        ]
+    }

@@ -1,0 +1,115 @@
+"""SQL for vector tiles (MVT), built in PostGIS from a layer declaration.
+
+The query filters on the tile envelope transformed to the storage SRID (4326), so the
+spatial index on ``geom`` is used, clips and encodes ``ST_AsMVTGeom`` on the 3857
+geometry, and caps the features per tile. Points below a layer's ``cluster_below`` zoom
+are aggregated into one point per cell of a 64 x 64 grid over the tile, with their count,
+so no tile carries hundreds of thousands of points. Tiles are planned with their real
+bounds (``plan_cache_mode = force_custom_plan`` on every connection, ``app/db.py``): a
+generic plan made a capped z6 tile ten times slower (DESIGN.md section 7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+)
+
+from app.layers import Layer
+
+# Web Mercator: the world is a square of this many metres a side.
+WORLD_M = 40_075_016.685578488
+# Cells of the clustering grid per tile side.
+CLUSTER_CELLS = 64
+
+_Z = bindparam("z", type_=Integer)
+_X = bindparam("x", type_=Integer)
+_Y = bindparam("y", type_=Integer)
+
+
+def _envelope() -> ColumnElement[Any]:
+    return func.ST_TileEnvelope(_Z, _X, _Y)
+
+
+def _search_area(layer: Layer) -> ColumnElement[Any]:
+    """The tile plus its buffer, in the storage SRID, for the index scan: features just
+    outside the tile still draw their edge (or symbol) inside it."""
+    margin = layer.tiles.buffer / layer.tiles.extent
+    bounds = func.ST_MakeEnvelope(-WORLD_M / 2, -WORLD_M / 2, WORLD_M / 2, WORLD_M / 2, 3857)
+    return func.ST_Transform(func.ST_TileEnvelope(_Z, _X, _Y, bounds, literal(margin)), 4326)
+
+
+def _mvt_geom(geom_3857: ColumnElement[Any], layer: Layer) -> ColumnElement[Any]:
+    t = layer.tiles
+    return func.ST_AsMVTGeom(geom_3857, _envelope(), t.extent, t.buffer, True)
+
+
+def _tile_value(expr: ColumnElement[Any], json_type: str) -> ColumnElement[Any]:
+    """MVT values are strings, numbers and booleans: timestamps travel as ISO text."""
+    return cast(expr, Text) if json_type == "date-time" else expr
+
+
+def tile_features(
+    layer: Layer, visible: Iterable[str], conditions: list[ColumnElement[bool]]
+) -> Select:
+    """The layer's features in the tile, with the properties the caller may see."""
+    shown = set(visible)
+    columns = [
+        _tile_value(f.expr, f.type).label(f.name)
+        for f in layer.fields
+        if f.in_tiles and f.name in shown
+    ]
+    if layer.style == "incidents":
+        columns.append(literal(1, Integer).label("count"))
+    if layer.id_type == "integer":
+        columns.append(cast(layer.feature_id, BigInteger).label("fid"))
+    return (
+        select(
+            _mvt_geom(func.ST_Transform(layer.geom, 3857), layer).label("geom"),
+            *columns,
+        )
+        .select_from(layer.source)
+        .where(layer.geom.op("&&")(_search_area(layer)), *layer.where, *conditions)
+        .limit(layer.tiles.max_features)
+    )
+
+
+def tile_clusters(layer: Layer, conditions: list[ColumnElement[bool]], zoom: int) -> Select:
+    """One point per occupied grid cell (at the mean position of its features) with the
+    number of features in it."""
+    cell = WORLD_M / 2**zoom / CLUSTER_CELLS
+    points = (
+        select(func.ST_Transform(layer.geom, 3857).label("g"))
+        .select_from(layer.source)
+        .where(layer.geom.op("&&")(_search_area(layer)), *layer.where, *conditions)
+        .subquery("points")
+    )
+    x, y = func.ST_X(points.c.g), func.ST_Y(points.c.g)
+    centre = func.ST_SetSRID(func.ST_MakePoint(func.avg(x), func.avg(y)), 3857)
+    return select(
+        _mvt_geom(centre, layer).label("geom"),
+        cast(func.count(), Integer).label("count"),
+    ).group_by(func.floor(x / cell), func.floor(y / cell))
+
+
+def tile_mvt(layer: Layer, features: Select) -> Select:
+    """The tile: ``ST_AsMVT`` over the features (an empty bytea when there are none)."""
+    rows = features.subquery("tile_rows")
+    id_column = "fid" if "fid" in rows.c else None
+    args = [literal_column("tile_rows"), literal(layer.id, Text), layer.tiles.extent, "geom"]
+    if id_column:
+        args.append(id_column)
+    return select(func.coalesce(func.ST_AsMVT(*args), literal(b""))).select_from(rows)
