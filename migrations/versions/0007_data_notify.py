@@ -1,7 +1,7 @@
 """notify listeners when published data changes (tile and catalog caches)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 
 Every statement that changes a table behind a published layer sends one
 ``NOTIFY observatory_data``. Each service worker listens and drops its cached tiles,
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
