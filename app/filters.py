@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -34,6 +35,9 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
         numbers = [float(v) for v in text.split(",")]
     except ValueError:
         raise InvalidParameter("bbox must be 4 or 6 comma-separated numbers") from None
+    # float() reads "nan" and "inf"; PostGIS would take them and match nothing.
+    if not all(math.isfinite(n) for n in numbers):
+        raise InvalidParameter("bbox must be 4 or 6 finite numbers")
     if len(numbers) == 6:
         numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
     if len(numbers) != 4:
@@ -49,6 +53,10 @@ def parse_datetime(text: str | None) -> tuple[datetime | None, datetime | None] 
 
     def one(value: str) -> datetime | None:
         if value in ("", ".."):
+            return None
+        # QGIS writes half-open ranges with a dummy start of year 0 (RFC 3339 allows it,
+        # Python's datetime does not): nothing the service holds is older, so it is open.
+        if re.fullmatch(r"0000-01-01(T00:00:00(\.0+)?)?(Z|[+-]00:00)?", value):
             return None
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -87,18 +95,33 @@ def typed(layer: Layer, name: str, value: str) -> Any:
     return value
 
 
-def feature_id(layer: Layer, value: str) -> Any:
-    if layer.id_type == "integer":
-        if not re.fullmatch(r"-?\d{1,18}", value):
-            raise NotFound(f"No feature {value!r} in {layer.id}.")
-        return int(value)
-    return value
+def feature_id(layer: Layer, value: str, *, cursor: bool = False) -> Any:
+    """A feature id of the layer's type. A malformed id in a path names no feature (404);
+    as the ``after`` cursor it is a malformed parameter."""
+    if layer.id_type == "integer" and not re.fullmatch(r"-?\d{1,18}", value):
+        if cursor:
+            raise InvalidParameter(f"after must be a feature id of {layer.id} (an integer)")
+        raise NotFound(f"No feature {value!r} in {layer.id}.")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL: no feature has such an id
+        if cursor:
+            raise InvalidParameter("after must not contain NUL characters")
+        raise NotFound(f"No feature {value!r} in {layer.id}.")
+    return int(value) if layer.id_type == "integer" else value
+
+
+def check_text(q: Mapping[str, str]) -> None:
+    """Refuse NUL characters anywhere in the query: PostgreSQL text cannot hold them, so
+    the database would fail the statement (a 500) instead of matching nothing."""
+    for name, value in q.items():
+        if "\x00" in value or "\x00" in name:
+            raise InvalidParameter(f"{name} must not contain NUL characters")
 
 
 def layer_conditions(
     q: Mapping[str, str], layer: Layer, settings: Settings
 ) -> list[ColumnElement[bool]]:
     """The filters of a request's query parameters, as conditions on the layer."""
+    check_text(q)
     projected = settings.territory.projected_crs
     conditions = []
     if (bbox := parse_bbox(q.get("bbox"))) is not None:
@@ -116,7 +139,9 @@ def layer_conditions(
             conditions.append(layer.field(name).expr == typed(layer, name, q[name]))
     if (text := q.get("filter")) is not None:
         filter_crs = parse_crs(q.get("filter-crs"), projected, "filter-crs")
-        geometry = sql.output_geometry(layer, filter_crs)
-        fields = {"geometry": geometry, **{f.name: f.expr for f in layer.queryables}}
-        conditions.append(cql2.to_condition(cql2.parse(text, q.get("filter-lang")), fields))
+        # The stored geometry itself (not one transformed to filter-crs): the literals are
+        # transformed instead, so the spatial index still serves the filter.
+        fields = {"geometry": layer.geom, **{f.name: f.expr for f in layer.queryables}}
+        node = cql2.parse(text, q.get("filter-lang"))
+        conditions.append(cql2.to_condition(node, fields, filter_crs))
     return conditions

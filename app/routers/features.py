@@ -235,8 +235,13 @@ async def queryables(
     request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
 ) -> Response:
     layer = await readable_layer(catalog, collection_id, who)
+    # The geometry both ways: Part 3's ``format`` and a ``$ref`` to the GeoJSON schema,
+    # the only form QGIS takes as the geometry its spatial filters may name
+    # (QgsOapifQueryablesRequest::processReply); without it QGIS filters map extents
+    # on the client.
     properties: dict[str, Any] = {
         "geometry": {
+            "$ref": f"https://geojson.org/schema/{layer.geometry_type}.json",
             "format": f"geometry-{layer.geometry_type.lower()}",
             "x-ogc-role": "primary-geometry",
         }
@@ -299,7 +304,7 @@ async def items(
     out = parse_crs(crs, settings.territory.projected_crs)
     page_size = min(limit or settings.api.default_limit, settings.api.max_limit)
     conditions = layer_conditions(request.query_params, layer, settings)
-    cursor = None if after is None else _feature_id(layer, after)
+    cursor = None if after is None else _feature_id(layer, after, cursor=True)
     statement = sql.select_items(
         layer, conditions, out, visible_fields(layer, who), after=cursor, limit=page_size
     )
