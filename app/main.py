@@ -23,8 +23,10 @@ from app.routers import (
     incidents,
     indexes,
     keys,
+    qgis,
     rankings,
     stats,
+    styles,
     surfaces,
     tiles,
     units,
@@ -119,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         indexes,
         rankings,
         tiles,
+        styles,
+        qgis,
     ):
         app.include_router(module.router)
 

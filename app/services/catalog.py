@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import indexes
 from app.cache import TTLCache
 from app.errors import NotFound, ProblemError
 from app.layers import IndexColumn, Layer, build_catalog
@@ -75,23 +74,20 @@ class Catalog:
         out: dict[int, list[IndexColumn]] = {}
         for record in await index_service.list_definitions(conn):
             try:
-                definition = indexes.load_definition(record.definition)
-                period = await index_service.latest_period(conn, self.settings, definition.period)
-                if period is None:
-                    continue
-                result = await index_service.compute_results(
-                    conn, self.settings, _SERVICE, record.code, period, record.version
-                )
+                latest = await index_service.latest_scores(conn, self.settings, _SERVICE, record)
             except (ProblemError, ValueError) as exc:
                 log.warning("index %s left out of the unit layers: %s", record.code, exc)
                 continue
-            out.setdefault(result.unit_level, []).append(
+            if latest is None:
+                continue
+            period, definition, values = latest
+            out.setdefault(definition.unit_level, []).append(
                 IndexColumn(
-                    code=result.code,
-                    title=result.title,
-                    period=result.period,
-                    version=result.version,
-                    values={r.unit_code: (r.score, r.rank, r.map_class) for r in result.rows},
+                    code=record.code,
+                    title=definition.title,
+                    period=period,
+                    version=record.version,
+                    values=values,
                 )
             )
         return {level: tuple(columns) for level, columns in out.items()}

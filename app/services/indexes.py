@@ -491,6 +491,30 @@ async def unit_geometries(conn: AsyncConnection, codes: list[str]) -> dict[str, 
     return {r.code: json.loads(r.geometry) for r in rows}
 
 
+async def latest_scores(
+    conn: AsyncConnection, settings: Settings, who: Principal, record: IndexDefinitionRecord
+) -> tuple[str, IndexDefinition, dict[str, tuple[float | None, int | None, int | None]]] | None:
+    """Score, rank and map class per unit code for the latest complete period (what the
+    map layers show), without the rank change and notes of :func:`compute_results`."""
+    definition = indexes.load_definition(record.definition)
+    period_text = await latest_period(conn, settings, definition.period)
+    if period_text is None:
+        return None
+    builder = _Builder(conn, settings, who, definition)
+    await builder.setup()
+    period = _period(period_text, definition.period, settings.territory.timezone)
+    result = indexes.compute_index(await builder.raw(period), definition)
+    values = {
+        unit: (
+            _number(result.score[unit]),
+            _integer(result.rank[unit]),
+            _integer(result.classes[unit]),
+        )
+        for unit in result.score.index
+    }
+    return period.label, definition, values
+
+
 async def latest_period(conn: AsyncConnection, settings: Settings, granularity: str) -> str | None:
     """The most recent complete period (year, quarter or month) that has incidents."""
     last = (await conn.execute(stats_sql.select_last_incident())).scalar()

@@ -41,8 +41,11 @@ def upgrade() -> None:
         """
     )
     for table in TABLES:
+        # A running analysis updates its progress often: only its status matters here
+        # (a completed run becomes a layer).
+        changes = "UPDATE OF status" if table == "analysis_run" else "UPDATE"
         op.execute(
-            f"CREATE TRIGGER {table}_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+            f"CREATE TRIGGER {table}_notify AFTER INSERT OR {changes} OR DELETE OR TRUNCATE "
             f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION notify_data_change()"
         )
     # Keys: only revocation, role changes and deletion (not the last-used touch).

@@ -1,0 +1,122 @@
+"""``GET /qgis/project.qgz``: a QGIS project with every layer the caller may read,
+connected to this service at the URL the caller used, and styled."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from app.deps import EngineDep, PrincipalDep, SettingsDep
+from app.layers import Layer
+from app.links import base_url
+from app.qgis import ProjectLayer, project_archive, project_document
+from app.routers.features import CatalogDep, readable_layers
+from app.routers.styles import styled_layers, territory_extent
+from app.security import Principal
+from app.services.styles import symbologies
+from app.symbology import Symbology
+
+router = APIRouter(tags=["qgis"])
+
+QGZ = "application/zip"
+
+BOUNDARIES = "Boundaries and indexes"
+HOTSPOTS = "Hot spots"
+INCIDENTS = "Incidents"
+TILES = "Vector tiles (faster, same data)"
+
+
+def _caller_headers(request: Request, who: Principal, embed_key: bool) -> dict[str, str]:
+    """The header the incidents layer sends.
+
+    The caller's own key goes into the project: they sent it to download this file, the
+    file is theirs, and the incidents layer cannot load without it. QGIS has no other way
+    to carry a key in a project file except its authentication database, which would need
+    manual steps on every machine. The key is never written for public callers, the
+    project's title warns about it, and ``embed_key=false`` leaves it out (then add an
+    "API Header" authentication to the layer in QGIS).
+    """
+    header = request.headers.get("authorization", "")
+    if not (embed_key and who.has("analyst") and header.lower().startswith("bearer ")):
+        return {}
+    return {"Authorization": header}
+
+
+def project_layers(
+    layers: list[Layer],
+    symbols: list[Symbology],
+    incident_headers: dict[str, str],
+    tile_maxzoom: int,
+) -> list[ProjectLayer]:
+    """Drawing order (first on top): incidents, hot spot runs newest first (only the
+    newest shown), vector tiles (hidden), boundaries (country over districts, finer
+    levels hidden)."""
+    styled = dict(zip((layer.id for layer in layers), symbols, strict=True))
+    units = [layer for layer in layers if layer.style == "units"]
+    runs = [layer for layer in layers if layer.style == "hotspots"][::-1]
+    out = [
+        ProjectLayer(layer, styled[layer.id], "oapif", INCIDENTS, headers=incident_headers)
+        for layer in layers
+        if layer.style == "incidents"
+    ]
+    out += [
+        ProjectLayer(layer, styled[layer.id], "oapif", HOTSPOTS, visible=i == 0)
+        for i, layer in enumerate(runs)
+    ]
+    tiled = [*runs[:1], *(layer for layer in units if layer.id == "units-1")]
+    out += [
+        ProjectLayer(
+            layer, styled[layer.id], "tiles", TILES, visible=False, tile_maxzoom=tile_maxzoom
+        )
+        for layer in tiled
+    ]
+    out += [
+        ProjectLayer(layer, styled[layer.id], "oapif", BOUNDARIES, visible=level(layer) <= 1)
+        for layer in units
+    ]
+    return out
+
+
+def level(layer: Layer) -> int:
+    return int(layer.id.rsplit("-", 1)[-1])
+
+
+@router.get(
+    "/qgis/project.qgz",
+    summary="A QGIS project with every layer you may read, connected and styled",
+    response_class=Response,
+    responses={200: {"content": {QGZ: {}}}},
+)
+async def qgis_project(
+    request: Request,
+    settings: SettingsDep,
+    engine: EngineDep,
+    catalog: CatalogDep,
+    who: PrincipalDep,
+    embed_key: Annotated[
+        bool,
+        Query(description="Analysts: write your API key into the incidents layer's source"),
+    ] = True,
+) -> Response:
+    """Open it in QGIS (Project > Open): boundaries with index classes, hot spot runs
+    (ArcGIS hot/cold colours) and, for analysts, incidents, as OGC API Features layers;
+    districts and the newest hot spots also as vector tiles."""
+    layers = styled_layers({layer.id: layer for layer in await readable_layers(catalog, who)})
+    symbols = await symbologies(engine, layers)
+    headers = _caller_headers(request, who, embed_key)
+    title = f"Crime Observatory of {settings.territory.name}"
+    entries = project_layers(layers, symbols, headers, settings.tiles.max_zoom)
+    qgs = project_document(
+        title + (" (contains your API key: do not share this file)" if headers else ""),
+        base_url(request),
+        entries,
+        await territory_extent(catalog, settings),
+    )
+    name = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return Response(
+        project_archive(name, qgs),
+        media_type=QGZ,
+        headers={"Content-Disposition": f'attachment; filename="{name}.qgz"'},
+    )

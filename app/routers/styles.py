@@ -1,0 +1,148 @@
+"""Styles of the layers: a MapLibre style of everything, and per layer a QGIS QML and an
+OGC SLD, listed for each collection as OGC API Styles does.
+
+The same symbology (``app.symbology``) feeds every format: Gi* hot spots in ArcGIS's
+hot/cold ramp by ``bin``, Local Moran by ``label``, emerging hot spots by ``category``,
+admin units by the map class of their first composite index, incidents as points.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from app.deps import EngineDep, PrincipalDep, SettingsDep
+from app.layers import Layer
+from app.links import absolute, base_url
+from app.maplibre import MEDIA_TYPE as MAPLIBRE
+from app.maplibre import default_style
+from app.qml import qml_document
+from app.routers.features import CatalogDep, CollectionId, readable_layer
+from app.services.catalog import Catalog
+from app.services.styles import symbologies
+from app.settings import Settings
+from app.sld import MEDIA_TYPE as SLD
+from app.sld import sld_document
+
+router = APIRouter(tags=["styles"])
+
+QML = "text/xml"
+
+
+def _inline(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f'inline; filename="{name}"'}
+
+
+async def territory_extent(
+    catalog: Catalog, settings: Settings
+) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) of the loaded boundaries (the lowest level), else the
+    configured territory box."""
+    units = [layer for layer in (await catalog.layers()).values() if layer.style == "units"]
+    extent = await catalog.extent(units[0]) if units else None
+    if extent is not None:
+        return tuple(extent[:4])
+    return settings.territory.bbox
+
+
+def styled_layers(layers: dict[str, Layer]) -> list[Layer]:
+    """Units, then hot spot runs oldest first (the newest drawn on top), then incidents."""
+    units = [layer for layer in layers.values() if layer.style == "units"]
+    runs = sorted(
+        (layer for layer in layers.values() if layer.style == "hotspots"),
+        key=lambda layer: int(layer.id.rsplit("-", 1)[-1]),
+    )
+    points = [layer for layer in layers.values() if layer.style == "incidents"]
+    return [*units, *runs, *points]
+
+
+@router.get(
+    "/styles/default.json",
+    summary="MapLibre GL style of every layer (no basemap; works offline)",
+    responses={200: {"content": {MAPLIBRE: {}}}},
+)
+async def maplibre_style(
+    request: Request, settings: SettingsDep, engine: EngineDep, catalog: CatalogDep
+) -> Response:
+    """Public layers and incidents: incident tiles answer 401 without an analyst key
+    (send it with MapLibre's ``transformRequest``); the other layers draw regardless."""
+    layers = styled_layers(await catalog.layers())
+    style = default_style(
+        f"Crime Observatory of {settings.territory.name}",
+        base_url(request),
+        list(zip(layers, await symbologies(engine, layers), strict=True)),
+        await territory_extent(catalog, settings),
+        tile_maxzoom=settings.tiles.max_zoom,
+    )
+    return Response(orjson.dumps(style), media_type=MAPLIBRE)
+
+
+@router.get(
+    "/styles/{layer_id}.qml",
+    summary="QGIS style (QML) of a layer",
+    response_class=Response,
+    responses={200: {"content": {QML: {}}}},
+)
+async def qml_style(
+    layer_id: CollectionId, engine: EngineDep, catalog: CatalogDep, who: PrincipalDep
+) -> Response:
+    layer = await readable_layer(catalog, layer_id, who)
+    (sym,) = await symbologies(engine, [layer])
+    return Response(qml_document(sym), media_type=QML, headers=_inline(f"{layer.id}.qml"))
+
+
+@router.get(
+    "/styles/{layer_id}.sld",
+    summary="OGC SLD 1.0 style of a layer",
+    response_class=Response,
+    responses={200: {"content": {SLD: {}}}},
+)
+async def sld_style(
+    layer_id: CollectionId, engine: EngineDep, catalog: CatalogDep, who: PrincipalDep
+) -> Response:
+    layer = await readable_layer(catalog, layer_id, who)
+    (sym,) = await symbologies(engine, [layer])
+    body = sld_document(layer.id, layer.title, sym)
+    return Response(body, media_type=SLD, headers=_inline(f"{layer.id}.sld"))
+
+
+@router.get("/collections/{collection_id}/styles", summary="Styles of a collection")
+async def collection_styles(
+    request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
+) -> dict[str, Any]:
+    """OGC API Styles' list: one ``default`` style in three encodings."""
+    layer = await readable_layer(catalog, collection_id, who)
+    link = lambda path, type_, title: {  # noqa: E731
+        "href": absolute(request, path),
+        "rel": "stylesheet",
+        "type": type_,
+        "title": title,
+    }
+    return {
+        "default": "default",
+        "styles": [
+            {
+                "id": "default",
+                "title": f"{layer.title}: default style",
+                "links": [
+                    link(f"/styles/{layer.id}.qml", QML, "QGIS style (QML)"),
+                    link(f"/styles/{layer.id}.sld", f"{SLD};version=1.0", "OGC SLD 1.0"),
+                    link("/styles/default.json", MAPLIBRE, "MapLibre style of every layer"),
+                ],
+            }
+        ],
+        "links": [
+            {
+                "href": absolute(request, f"/collections/{layer.id}/styles"),
+                "rel": "self",
+                "type": "application/json",
+            },
+            {
+                "href": absolute(request, f"/collections/{layer.id}"),
+                "rel": "collection",
+                "type": "application/json",
+            },
+        ],
+    }

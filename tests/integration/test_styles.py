@@ -1,0 +1,179 @@
+"""Styles over HTTP: the MapLibre style resolves against the service's own TileJSON and
+tiles; QML and SLD parse as XML with the ArcGIS hot/cold rules; OGC API Styles lists
+them; incidents' styles follow the layer's access rule."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.conftest import auth
+from tests.integration.publishing import completed_gi_run, local, tile_of
+
+SOURCE = "styles-test"
+# ArcGIS Pro's Gi_Bin renderer (Hot Spot Analysis output).
+ARCGIS_GI_BIN = {
+    -3: "#4575b5",
+    -2: "#849eba",
+    -1: "#c0ccbe",
+    0: "#ffffbf",
+    1: "#fab984",
+    2: "#ed7551",
+    3: "#d62f27",
+}
+SLD = "{http://www.opengis.net/sld}"
+OGC = "{http://www.opengis.net/ogc}"
+
+
+@pytest.fixture(scope="module")
+def run_layer(client, keys, base_data, tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("styles")
+    return completed_gi_run(client, base_data, keys["analyst"], folder, SOURCE)
+
+
+def test_maplibre_style_resolves_against_the_service(client, keys, run_layer):
+    response = client.get("/styles/default.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/vnd.mapbox.style+json")
+    style = response.json()
+    assert style["version"] == 8 and isinstance(style["name"], str)
+    assert "glyphs" not in style and "sprite" not in style  # no internet at run time
+    sources, layers = style["sources"], style["layers"]
+    assert {"units-0", "units-1", run_layer, "incidents"} <= set(sources)
+    assert len({layer["id"] for layer in layers}) == len(layers)
+    for layer in layers:
+        assert layer["type"] in {"background", "fill", "line", "circle"}, layer
+        if layer["type"] != "background":
+            assert layer["source"] in sources, layer["id"]
+            assert layer["source-layer"] == layer["source"]
+    lon, lat = style["center"]
+    for name, source in sources.items():
+        assert source["type"] == "vector"
+        if name == "incidents":
+            # Inline template: a map without a key loads the style; only these tiles fail.
+            template = source["tiles"][0]
+        else:
+            tilejson = client.get(local(source["url"]))
+            assert tilejson.status_code == 200, name
+            assert name in [v["id"] for v in tilejson.json()["vector_layers"]]
+            template = tilejson.json()["tiles"][0]
+        x, y = tile_of(lon, lat, 8)
+        path = local(template.replace("{z}", "8").replace("{x}", str(x)).replace("{y}", str(y)))
+        headers = auth(keys["analyst"]) if name == "incidents" else {}
+        assert client.get(path, headers=headers).status_code == 200, path
+        if name == "incidents":
+            assert client.get(path).status_code == 401
+
+
+def test_maplibre_hot_spots_use_the_arcgis_ramp(client, run_layer):
+    layers = {layer["id"]: layer for layer in client.get("/styles/default.json").json()["layers"]}
+    fill = layers[f"{run_layer}-fill"]
+    assert fill["layout"]["visibility"] == "visible"  # the newest run
+    kind, (_, attribute), *pairs, _fallback = fill["paint"]["fill-color"]
+    assert kind == "match" and attribute == "bin"
+    assert dict(zip(pairs[::2], pairs[1::2], strict=True)) == ARCGIS_GI_BIN
+    circles = layers["incidents-circle"]["paint"]["circle-radius"]
+    assert "count" in str(circles)  # clusters grow with their count
+    assert layers["units-1-line"]["type"] == "line" and layers["units-0-line"]
+
+
+def test_qml_of_a_hot_spot_run(client, run_layer):
+    response = client.get(f"/styles/{run_layer}.qml")
+    assert response.status_code == 200
+    assert response.text.startswith("<!DOCTYPE qgis")  # QGIS refuses other doctypes
+    renderer = ET.fromstring(response.content).find("renderer-v2")
+    assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "bin"
+    categories = renderer.findall("categories/category")
+    assert [int(c.get("value")) for c in categories] == [-3, -2, -1, 0, 1, 2, 3]
+    assert {c.get("type") for c in categories} == {"long"}
+    labels = {int(c.get("value")): c.get("label") for c in categories}
+    assert labels[3] == "Hot spot - 99% confidence"
+    assert labels[-2] == "Cold spot - 95% confidence"
+    assert labels[0] == "Not significant"
+    symbols = {s.get("name"): s for s in renderer.findall("symbols/symbol")}
+    for category in categories:
+        symbol = symbols[category.get("symbol")]
+        assert symbol.get("type") == "fill"
+        layer = symbol.find("layer")
+        assert layer.get("class") == "SimpleFill"
+        colour = layer.find("Option/Option[@name='color']").get("value")
+        assert layer.find("prop[@k='color']").get("v") == colour  # QGIS <= 3.16 reads these
+        r, g, b, _ = (int(v) for v in colour.split(","))
+        assert f"#{r:02x}{g:02x}{b:02x}" == ARCGIS_GI_BIN[int(category.get("value"))]
+
+
+def test_qml_of_units_and_incidents(client, keys):
+    units = ET.fromstring(client.get("/styles/units-1.qml").content).find("renderer-v2")
+    assert units.get("type") in {"singleSymbol", "categorizedSymbol"}
+    assert units.find("symbols/symbol").get("type") == "fill"
+    assert client.get("/styles/incidents.qml").status_code == 401
+    assert client.get("/styles/incidents.qml", headers=auth(keys["viewer"])).status_code == 403
+    response = client.get("/styles/incidents.qml", headers=auth(keys["analyst"]))
+    assert response.status_code == 200
+    renderer = ET.fromstring(response.content).find("renderer-v2")
+    assert renderer.get("type") == "singleSymbol"
+    marker = renderer.find("symbols/symbol")
+    assert marker.get("type") == "marker"
+    assert marker.find("layer").get("class") == "SimpleMarker"
+
+
+def test_sld_of_a_hot_spot_run(client, run_layer):
+    response = client.get(f"/styles/{run_layer}.sld")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/vnd.ogc.sld+xml")
+    root = ET.fromstring(response.content)
+    assert root.tag == f"{SLD}StyledLayerDescriptor" and root.get("version") == "1.0.0"
+    assert root.find(f"{SLD}NamedLayer/{SLD}Name").text == run_layer
+    rules = root.findall(f".//{SLD}FeatureTypeStyle/{SLD}Rule")
+    found = {}
+    for rule in rules:
+        condition = rule.find(f"{OGC}Filter/{OGC}PropertyIsEqualTo")
+        assert condition.find(f"{OGC}PropertyName").text == "bin"
+        fill = rule.find(f"{SLD}PolygonSymbolizer/{SLD}Fill/{SLD}CssParameter[@name='fill']")
+        found[int(condition.find(f"{OGC}Literal").text)] = fill.text
+        assert rule.find(f"{SLD}Title").text
+    assert found == ARCGIS_GI_BIN
+
+
+def test_sld_of_units_and_incidents(client, keys):
+    root = ET.fromstring(client.get("/styles/units-0.sld").content)
+    assert root.find(f".//{SLD}Rule/{SLD}PolygonSymbolizer/{SLD}Stroke") is not None
+    assert client.get("/styles/incidents.sld").status_code == 401
+    body = client.get("/styles/incidents.sld", headers=auth(keys["analyst"])).content
+    mark = ET.fromstring(body).find(f".//{SLD}PointSymbolizer/{SLD}Graphic/{SLD}Mark")
+    assert mark.find(f"{SLD}WellKnownName").text == "circle"
+
+
+def test_collection_styles_list_every_encoding(client, run_layer):
+    collection = client.get(f"/collections/{run_layer}").json()
+    styles_link = next(
+        link["href"]
+        for link in collection["links"]
+        if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/styles"
+    )
+    body = client.get(local(styles_link)).json()
+    assert body["default"] == "default"
+    (style,) = body["styles"]
+    types = {}
+    for link in style["links"]:
+        assert link["rel"] == "stylesheet"
+        response = client.get(local(link["href"]))
+        assert response.status_code == 200, link
+        types[link["type"].split(";")[0]] = response
+    assert set(types) == {
+        "text/xml",
+        "application/vnd.ogc.sld+xml",
+        "application/vnd.mapbox.style+json",
+    }
+    # The collection's describedby links are the same documents.
+    for link in collection["links"]:
+        if link["rel"] == "describedby":
+            assert client.get(local(link["href"])).status_code == 200
+
+
+def test_unknown_layers_are_problem_404(client):
+    for path in ("/styles/nope.qml", "/styles/nope.sld", "/collections/nope/styles"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
