@@ -21,9 +21,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "connect_timeout": 5,
             "application_name": "observatory",
             "options": f"-c statement_timeout={settings.database.statement_timeout_ms}"
-            # Small tile and page queries lose 3x to parallel plans on 2 cores, and generic
-            # plans of tiles ignore their real bounds (DESIGN.md section 7).
-            " -c max_parallel_workers_per_gather=0 -c plan_cache_mode=force_custom_plan",
+            # Small tile and page queries lose 3x to parallel plans on 2 cores, generic
+            # plans of tiles ignore their real bounds (DESIGN.md section 7), and JIT
+            # compiled for 150-200 ms inside a 300 ms dense tile (bench/serving.py).
+            " -c max_parallel_workers_per_gather=0 -c plan_cache_mode=force_custom_plan"
+            " -c jit=off",
         },
     )
 

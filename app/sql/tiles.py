@@ -11,6 +11,7 @@ generic plan made a capped z6 tile ten times slower (DESIGN.md section 7).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -89,20 +90,27 @@ def tile_features(
 
 def tile_clusters(layer: Layer, conditions: list[ColumnElement[bool]], zoom: int) -> Select:
     """One point per occupied grid cell (at the mean position of its features) with the
-    number of features in it."""
-    cell = WORLD_M / 2**zoom / CLUSTER_CELLS
-    points = (
-        select(func.ST_Transform(layer.geom, 3857).label("g"))
+    number of features in it.
+
+    The cell of each point is computed from its longitude and latitude with the Web
+    Mercator formulas: a few float operations per row, where transforming every point
+    (PROJ) cost most of a tile of 400,000 points. Only the cluster centres are projected.
+    """
+    cells = 2**zoom * CLUSTER_CELLS  # across the world
+    lon, lat = func.ST_X(layer.geom), func.ST_Y(layer.geom)
+    column = func.floor((lon + 180) / 360 * cells)
+    row = func.floor(
+        (1 - func.ln(func.tan(math.pi / 4 + func.radians(lat) / 2)) / math.pi) / 2 * cells
+    )
+    centre = func.ST_Transform(
+        func.ST_SetSRID(func.ST_MakePoint(func.avg(lon), func.avg(lat)), 4326), 3857
+    )
+    return (
+        select(_mvt_geom(centre, layer).label("geom"), cast(func.count(), Integer).label("count"))
         .select_from(layer.source)
         .where(layer.geom.op("&&")(_search_area(layer)), *layer.where, *conditions)
-        .subquery("points")
+        .group_by(column, row)
     )
-    x, y = func.ST_X(points.c.g), func.ST_Y(points.c.g)
-    centre = func.ST_SetSRID(func.ST_MakePoint(func.avg(x), func.avg(y)), 3857)
-    return select(
-        _mvt_geom(centre, layer).label("geom"),
-        cast(func.count(), Integer).label("count"),
-    ).group_by(func.floor(x / cell), func.floor(y / cell))
 
 
 def tile_mvt(layer: Layer, features: Select) -> Select:
