@@ -32,8 +32,8 @@ from app.routers import (
     units,
 )
 from app.services.catalog import Catalog
-from app.services.tiles import TileCache
 from app.settings import Settings, get_settings
+from app.tilecache import CachedTiles, TileCache
 from app.versions import DATA_CHANNEL, KEYS_CHANNEL, BumpOnWrite, DataVersion, listen
 
 
@@ -98,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tile_cache = TileCache(settings.tiles.cache_mb * 2**20)
     # Bumped by every change to published data; tile and count caches key on it.
     version = app.state.data_version = DataVersion()
+    # Innermost of the three: cached tiles still get CORS headers and bump nothing.
+    app.add_middleware(CachedTiles)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.api.cors_origins,

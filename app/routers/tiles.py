@@ -21,7 +21,8 @@ from app.routers.features import (
     readable_layer,
     visible_fields,
 )
-from app.services.tiles import MVT, check_tile, make_tile, render_tile
+from app.services.tiles import check_tile, render_tile
+from app.tilecache import MVT, make_tile, tile_key, tile_reply
 
 router = APIRouter(tags=["tiles"])
 
@@ -47,33 +48,14 @@ async def _tile(
     check_tile(layer, z, x, y, settings.tiles.max_zoom)
     visible = visible_fields(layer, who)
     query = request.query_params
-    key = (
-        layer.id,
-        z,
-        x,
-        y,
-        tuple(sorted(query.multi_items())),
-        tuple(visible),
-        catalog.version.value,
-    )
+    key = tile_key(layer, (z, x, y), query, visible, catalog.version.value)
     cache = request.app.state.tile_cache
     tile = cache.get(key)
     if tile is None:
         tile = make_tile(await render_tile(engine, settings, layer, visible, query, z, x, y))
         cache.put(key, tile)
-    headers = {
-        "ETag": tile.etag,
-        # Public tiles may sit in shared caches; tiles behind a key only in the client's.
-        "Cache-Control": f"{'public' if layer.role is None else 'private'}, "
-        f"max-age={settings.tiles.max_age_s}",
-        "Vary": "Accept-Encoding, Authorization",
-    }
-    if tile.etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    if tile.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return Response(tile.gzipped, media_type=MVT, headers=headers)
-    return Response(tile.data, media_type=MVT, headers=headers)
+    status, headers, body = tile_reply(tile, layer, request.headers, settings.tiles.max_age_s)
+    return Response(body, status_code=status, headers=headers)
 
 
 @router.get(

@@ -47,6 +47,10 @@ class Catalog:
                     self._built_at = wanted
         return self._layers
 
+    def current(self) -> dict[str, Layer]:
+        """The layers if they are up to date, else nothing (no waiting, no database)."""
+        return self._layers if self._built_at == self.version.value else {}
+
     async def layer(self, layer_id: str) -> Layer:
         layer = (await self.layers()).get(layer_id)
         if layer is None:

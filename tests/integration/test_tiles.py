@@ -247,3 +247,23 @@ def test_tilejson_describes_the_layer_and_keeps_the_filters(client, keys, points
     (layer,) = body["vector_layers"]
     assert layer["id"] == "incidents" and "category" in layer["fields"]
     assert body["minzoom"] <= body["maxzoom"]
+
+
+def test_cached_tiles_keep_cors_and_the_access_rules(client, keys, points):
+    """The second request of a tile is answered from the cache before routing
+    (app.tilecache.CachedTiles): CORS headers, ETag and the role rules still hold."""
+    z, x, y = tile_of(*CENTRE, 14)
+    url = f"/tiles/incidents/{z}/{x}/{y}.mvt?source={SOURCE}"
+    headers = {**auth(keys["analyst"]), "Origin": "https://dashboard.example"}
+    first = client.get(url, headers=headers)
+    hits = client.app.state.tile_cache.hits
+    second = client.get(url, headers=headers)
+    assert client.app.state.tile_cache.hits == hits + 1
+    assert second.status_code == 200 and second.content == first.content
+    assert second.headers["etag"] == first.headers["etag"]
+    assert second.headers["access-control-allow-origin"] == "*"
+    assert second.headers["content-type"] == MVT
+    # The cached tile is never handed to a caller without the role.
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=auth(keys["viewer"])).status_code == 403
+    assert client.get(url, headers=auth("obs_00000000_not-a-real-key")).status_code == 401

@@ -1,0 +1,173 @@
+"""The tile cache of a worker, and its fast path.
+
+Tiles are kept by layer, z/x/y, filters, the fields the caller may see and the data
+version (``app.versions``): a write anywhere makes every worker build fresh tiles, while
+repeated tiles never reach the database. :class:`CachedTiles` answers a cached tile
+before FastAPI's routing and dependencies run (they cost ~1 ms a request, more than the
+tile itself); everything else, a cache miss or an error included, goes the normal way
+(``app.routers.tiles``), which fills the cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app import security
+from app.layers import Layer
+
+MVT = "application/vnd.mapbox-vector-tile"
+# Tiles smaller than this are sent as they are: gzip would save a few bytes at best.
+GZIP_MIN_BYTES = 512
+
+
+@dataclass(frozen=True)
+class Tile:
+    data: bytes
+    etag: str
+    # The same tile gzipped (None when not worth it), made once when it is cached.
+    gzipped: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + len(self.gzipped or b"")
+
+
+def make_tile(data: bytes) -> Tile:
+    etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+    packed = gzip.compress(data, compresslevel=5) if len(data) >= GZIP_MIN_BYTES else None
+    return Tile(data, etag, packed)
+
+
+class TileCache:
+    """Least recently used tiles, bounded by their total size in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._tiles: OrderedDict[Hashable, Tile] = OrderedDict()
+
+    def get(self, key: Hashable) -> Tile | None:
+        tile = self._tiles.get(key)
+        if tile is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._tiles.move_to_end(key)
+        return tile
+
+    def put(self, key: Hashable, tile: Tile) -> None:
+        if tile.size > self.max_bytes:
+            return
+        if (old := self._tiles.pop(key, None)) is not None:
+            self.bytes -= old.size
+        self._tiles[key] = tile
+        self.bytes += tile.size
+        while self.bytes > self.max_bytes:
+            _, evicted = self._tiles.popitem(last=False)
+            self.bytes -= evicted.size
+
+
+def tile_key(
+    layer: Layer,
+    zxy: tuple[int, int, int],
+    query: QueryParams,
+    visible: Iterable[str],
+    version: int,
+) -> Hashable:
+    return (layer.id, zxy, tuple(sorted(query.multi_items())), tuple(visible), version)
+
+
+def tile_reply(
+    tile: Tile, layer: Layer, headers: Headers, max_age_s: int
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body for a tile: 304 for a matching ETag, gzip only for a
+    client that accepts it (and then with ``Content-Encoding``)."""
+    reply = {
+        "ETag": tile.etag,
+        # Public tiles may sit in shared caches; tiles behind a key only in the client's.
+        "Cache-Control": f"{'public' if layer.role is None else 'private'}, max-age={max_age_s}",
+        "Vary": "Accept-Encoding, Authorization",
+    }
+    if tile.etag in headers.get("if-none-match", ""):
+        return 304, reply, b""
+    reply["Content-Type"] = MVT
+    if tile.gzipped is not None and "gzip" in headers.get("accept-encoding", ""):
+        reply["Content-Encoding"] = "gzip"
+        return 200, reply, tile.gzipped
+    return 200, reply, tile.data
+
+
+_XYZ = re.compile(r"/tiles/([A-Za-z0-9_-]+)/(\d+)/(\d+)/(\d+)\.mvt")
+_OGC = re.compile(r"/collections/([A-Za-z0-9_-]+)/tiles/WebMercatorQuad/(\d+)/(\d+)/(\d+)")
+
+
+class CachedTiles:
+    """ASGI middleware: serve a tile straight from the cache when everything about it is
+    already known (the caller's key, the layer catalog of the current data version)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            reply = self._cached(scope)
+            if reply is not None:
+                status, headers, body = reply
+                headers["Content-Length"] = str(len(body))
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def _cached(self, scope: Scope) -> tuple[int, dict[str, str], bytes] | None:
+        path = scope["path"]
+        if match := _XYZ.fullmatch(path):
+            layer_id, z, x, y = match.groups()
+        elif match := _OGC.fullmatch(path):
+            layer_id, z, y, x = match.groups()
+        else:
+            return None
+        state = scope["app"].state
+        layer = state.catalog.current().get(layer_id)
+        if layer is None:
+            return None
+        headers = Headers(scope=scope)
+        who = self._principal(state, headers.get("authorization"))
+        if who is None or not (layer.role is None or who.has(layer.role)):
+            return None  # unknown key or no access: the normal path says why
+        visible = [f.name for f in layer.fields if f.role is None or who.has(f.role)]
+        key = tile_key(
+            layer,
+            (int(z), int(x), int(y)),
+            QueryParams(scope["query_string"]),
+            visible,
+            state.catalog.version.value,
+        )
+        tile = state.tile_cache.get(key)
+        if tile is None:
+            return None
+        return tile_reply(tile, layer, headers, state.settings.tiles.max_age_s)
+
+    @staticmethod
+    def _principal(state, authorization: str | None) -> security.Principal | None:
+        if authorization is None:
+            return security.PUBLIC
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return state.key_cache.get(security.hash_key(token.strip()))
