@@ -20,7 +20,6 @@ from scipy import sparse, stats
 
 from spatial import AnalysisError
 from spatial.inference import fdr_mask
-from spatial.weights import SpatialWeights
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -316,8 +315,7 @@ class EmergingResult:
 
 def _binary_with_self(w: Any, n_units: int) -> sparse.csr_matrix:
     """Binary CSR copy of ``w`` (SpatialWeights, libpysal W or scipy sparse), diagonal 1."""
-    if isinstance(w, SpatialWeights):
-        w = w.w
+    # SpatialWeights and libpysal W both have .sparse (SpatialWeights: no W is built).
     matrix = w.sparse if hasattr(w, "sparse") else w
     if not sparse.issparse(matrix):
         raise AnalysisError("w must be a libpysal W or a scipy sparse matrix")

@@ -121,6 +121,12 @@ def gi_star(
     Permutations run serially (``n_jobs=1``): esda's process pool would recompile the
     numba kernels in every worker. The result is identical for a given seed either way.
 
+    Given :class:`~spatial.weights.SpatialWeights`, esda receives its ``star_graph``, a
+    libpysal ``Graph`` built from its sparse matrix once; given a ``W``, a binary ``W``.
+    esda computes the same numbers from either (its statistic and permutations read only
+    the sparse matrix), but a ``W`` costs per-unit Python loops in esda's transform and
+    sparse build: seconds at 200,000 units, against milliseconds for the statistic.
+
     References
     ----------
     Getis, A. and Ord, J. K. (1992). The analysis of spatial association by use of distance
@@ -135,15 +141,19 @@ def gi_star(
     """
     from esda.getisord import G_Local
 
-    w_b = binary_with_self(w)
-    values = validated_values(y, w_b.n, "Gi*")
+    if isinstance(w, SpatialWeights):
+        w_b = w.star_graph  # built once per weights object
+        n_neighbours = np.asarray(w_b.cardinalities, dtype=np.int64)
+    else:
+        w_b = binary_with_self(w)
+        n_neighbours = np.array([len(w_b.neighbors[i]) for i in w_b.id_order], dtype=np.int64)
+    values = validated_values(y, len(n_neighbours), "Gi*")
     if (values < 0).any():
         raise AnalysisError(
             f"Gi* needs non-negative values (counts or rates); {int((values < 0).sum())} "
             "are negative"
         )
     seed = resolved_seed(seed, permutations)
-    n_neighbours = np.array([len(w_b.neighbors[i]) for i in w_b.id_order], dtype=np.int64)
     with warnings.catch_warnings():
         # esda's crand warns that its default alternative will change; we pin esda's
         # current ("directed") p_sim and document it.

@@ -23,7 +23,9 @@ from spatial import AnalysisError
 __all__ = [
     "MAX_CELLS",
     "count_by_cell",
+    "h3_cell_ids",
     "h3_cells",
+    "h3_polygons",
     "points_to_grid",
     "points_to_h3",
     "square_grid",
@@ -69,6 +71,18 @@ def h3_cells(
     Uber Technologies (2024). H3: a hexagonal hierarchical geospatial indexing system,
     version 4. https://h3geo.org/docs/api/regions
     """
+    ids = h3_cell_ids(area, resolution, max_cells=max_cells)
+    gdf = gpd.GeoDataFrame({"cell_id": ids}, geometry=h3_polygons(ids), crs=_WGS84)
+    gdf.attrs["h3_resolution"] = int(resolution)
+    return gdf
+
+
+def h3_cell_ids(area: BaseGeometry, resolution: int, *, max_cells: int = MAX_CELLS) -> list[str]:
+    """The ids of :func:`h3_cells`, sorted, without building their polygons.
+
+    Parameters and refusals are those of :func:`h3_cells`; the polygons, when needed, come
+    from :func:`h3_polygons` (they cost as much again as finding the cells).
+    """
     area = _valid_area(area)
     if not isinstance(resolution, int | np.integer) or not 0 <= resolution <= 15:
         raise AnalysisError(f"H3 resolution must be an integer from 0 to 15; got {resolution!r}")
@@ -87,15 +101,15 @@ def h3_cells(
         cells = set(h3.h3shape_to_cells_experimental(shape, int(resolution), contain="overlap"))
     else:  # pragma: no cover - h3 < 4.1
         cells = _overlap_cells_fallback(area, shape, int(resolution))
-    ids = sorted(cells)
-    gdf = gpd.GeoDataFrame({"cell_id": ids}, geometry=_h3_polygons(ids), crs=_WGS84)
-    gdf.attrs["h3_resolution"] = int(resolution)
-    return gdf
+    return sorted(cells)
 
 
-def _h3_polygons(ids: list[str]) -> np.ndarray:
-    """Cell polygons, built in one vectorised shapely call when every cell has the same
-    number of vertices (the usual case: hexagons), else one by one."""
+def h3_polygons(ids: Sequence[str]) -> np.ndarray:
+    """The polygon (EPSG:4326) of each H3 cell, in order.
+
+    Built in one vectorised shapely call when every cell has the same number of vertices
+    (the usual case: hexagons), else one by one.
+    """
     boundaries = [h3.cell_to_boundary(c) for c in ids]
     if boundaries and len({len(b) for b in boundaries}) == 1:
         rings = np.asarray(boundaries)[:, :, ::-1]  # (lat, lng) -> (lng, lat)

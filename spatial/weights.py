@@ -1,21 +1,26 @@
 """Spatial weights: contiguity, H3 neighbours, k nearest neighbours, distance band.
 
-Every builder returns a :class:`SpatialWeights`: a libpysal ``W`` whose ids are the given
-ids in the given order, plus what an analyst must know about the graph (islands, number
-of disconnected parts). Islands never raise; libpysal's island warnings are silenced
-because the result reports them.
+Every builder returns a :class:`SpatialWeights`: a sparse matrix over the given ids in the
+given order (and, built on first use, the same graph as a libpysal ``W``), plus what an
+analyst must know about the graph (islands, number of disconnected parts). Islands never
+raise; libpysal's island warnings are silenced because the result reports them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import chain
 from typing import Any
 
 import geopandas as gpd
 import h3
+import h3.api.basic_int as h3_int
 import numpy as np
+from libpysal.graph import Graph
 from libpysal.weights import KNN, DistanceBand, Queen, Rook, W, min_threshold_distance
+from scipy import sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from spatial import AnalysisError
@@ -25,21 +30,27 @@ __all__ = [
     "contiguity",
     "distance_band",
     "from_neighbours",
+    "from_sparse",
     "h3_neighbours",
     "knn",
 ]
 
+# Bits 52-55 of an H3 index hold its resolution (H3 index bit layout, h3geo.org).
+_H3_RESOLUTION_SHIFT = 52
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class SpatialWeights:
     """A spatial weights graph and its diagnostics.
 
     Attributes
     ----------
-    w : libpysal.weights.W
-        The weights, ``w.id_order`` equal to the ids given to the builder, in that order,
-        untransformed (``transform == "O"``). Treat as read-only: the statistics in this
+    sparse : scipy.sparse.csr_array, shape (n, n)
+        Row i holds the weights of unit i's neighbours, columns being positions in
+        :attr:`id_order`; untransformed, as built. Read-only: the statistics in this
         package work on copies.
+    id_order : tuple
+        The unit ids given to the builder, in that order.
     kind : str
         ``"queen"``, ``"rook"``, ``"h3"``, ``"knn"``, ``"distance_band"`` or ``"custom"``.
     parameters : dict
@@ -52,21 +63,47 @@ class SpatialWeights:
         direction joins two units); each island counts as one.
     """
 
-    w: W
+    sparse: sp.csr_array
+    id_order: tuple[Hashable, ...]
     kind: str
     parameters: dict[str, Any] = field(default_factory=dict)
     islands: list[Hashable] = field(default_factory=list)
     components: int = 1
 
+    @cached_property
+    def w(self) -> W:
+        """The same graph as a libpysal ``W`` (ids in :attr:`id_order`, untransformed).
+
+        Built on first use and kept: a dict-of-lists ``W`` of 200,000 units takes seconds
+        to build, and the Gi* path never needs it. Treat as read-only.
+        """
+        return _w_from_csr(self.sparse, self.id_order)
+
+    @cached_property
+    def star_graph(self) -> Graph:
+        """The Gi* neighbourhoods as a libpysal ``Graph``: binary, every unit its own
+        neighbour (:func:`binary_with_self_graph`), over positions 0..n-1.
+
+        Built on first use and kept (about a second at 200,000 units), so repeated Gi*
+        runs on the same weights pay only for esda. esda never modifies a ``Graph`` it is
+        given (``transform`` returns a copy, whose sparse matrix its permutations edit).
+        """
+        return binary_with_self_graph(self)
+
     @property
     def ids(self) -> list[Hashable]:
         """The unit ids, in order."""
-        return list(self.w.id_order)
+        return list(self.id_order)
 
     @property
     def n(self) -> int:
         """The number of units."""
-        return int(self.w.n)
+        return len(self.id_order)
+
+    @property
+    def cardinalities(self) -> np.ndarray:
+        """The number of neighbours of each unit, in order (int64, shape (n,))."""
+        return np.diff(self.sparse.indptr).astype(np.int64)
 
 
 def from_neighbours(
@@ -97,13 +134,53 @@ def from_neighbours(
     SpatialWeights
     """
     ids = _check_ids(ids, len(neighbours))
-    neigh = {ids[i]: [ids[j] for j in nb] for i, nb in enumerate(neighbours)}
+    n = len(ids)
+    counts = np.fromiter((len(nb) for nb in neighbours), dtype=np.int64, count=n)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indices = np.fromiter(chain.from_iterable(neighbours), dtype=np.int64, count=indptr[-1])
     if weights is None:
-        wts = {ids[i]: [1.0] * len(nb) for i, nb in enumerate(neighbours)}
+        data = np.ones(len(indices))
     else:
-        wts = {ids[i]: [float(v) for v in weights[i]] for i in range(len(neighbours))}
-    w = W(neigh, wts, id_order=list(ids), silence_warnings=True)
-    return _diagnose(w, kind, parameters or {})
+        if [len(w) for w in weights] != counts.tolist():
+            raise AnalysisError("weights must align with the neighbour lists")
+        data = np.fromiter(chain.from_iterable(weights), dtype=float, count=indptr[-1])
+    if len(indices) and (indices.min() < 0 or indices.max() >= n):
+        raise AnalysisError(f"neighbour positions must lie in 0..{n - 1}")
+    # Keep the given order of each row's neighbours (no canonical sort): the W built
+    # from it lists them as given, as libpysal would.
+    matrix = sp.csr_array((data, indices, indptr), shape=(n, n))
+    return _diagnose(matrix, ids, kind, parameters or {})
+
+
+def from_sparse(
+    matrix: sp.sparray | sp.spmatrix,
+    ids: Sequence[Hashable],
+    *,
+    kind: str = "custom",
+    parameters: dict[str, Any] | None = None,
+) -> SpatialWeights:
+    """Build :class:`SpatialWeights` from a sparse matrix.
+
+    Parameters
+    ----------
+    matrix : scipy sparse array or matrix, shape (n, n)
+        Entry (i, j) is the weight of unit j as a neighbour of unit i; every stored entry
+        is a link, explicit zeros included. Not modified.
+    ids : sequence of hashable
+        The unit ids, one per row; must be unique.
+    kind, parameters
+        As in :func:`from_neighbours`.
+
+    Returns
+    -------
+    SpatialWeights
+    """
+    ids = _check_ids(ids, matrix.shape[0])
+    if matrix.shape != (len(ids), len(ids)):
+        raise AnalysisError(f"a weights matrix must be square; got {matrix.shape}")
+    csr = sp.csr_array(matrix, dtype=float, copy=True)
+    csr.sum_duplicates()  # canonical: sorted neighbours, no duplicate links
+    return _diagnose(csr, ids, kind, parameters or {})
 
 
 def contiguity(
@@ -190,16 +267,27 @@ def h3_neighbours(cell_ids: Sequence[str]) -> SpatialWeights:
     for c in cells:
         if not h3.is_valid_cell(c):
             raise AnalysisError(f"not an H3 cell id: {c!r}")
-    resolutions = {h3.get_resolution(c) for c in cells}
+    index = np.array([h3.str_to_int(c) for c in cells], dtype=np.uint64)
+    resolutions = np.unique((index >> np.uint64(_H3_RESOLUTION_SHIFT)) & np.uint64(0xF))
     if len(resolutions) > 1:
-        raise AnalysisError(f"H3 cells of mixed resolutions: {sorted(resolutions)}")
-    position = {c: i for i, c in enumerate(cells)}
-    if len(position) != len(cells):
+        raise AnalysisError(f"H3 cells of mixed resolutions: {resolutions.tolist()}")
+    order = np.argsort(index)
+    ordered = index[order]
+    if (ordered[1:] == ordered[:-1]).any():
         raise AnalysisError("H3 cell ids must be unique")
-    neighbours = [sorted(position[r] for r in h3.grid_ring(c, 1) if r in position) for c in cells]
-    return from_neighbours(
-        neighbours, cells, kind="h3", parameters={"resolution": resolutions.pop()}
+    # One h3 call per cell (there is no array form of grid_ring), then every ring cell is
+    # looked up at once: no dict of lists, which made this take seconds at 200,000 cells.
+    rings = [h3_int.grid_ring(c, 1) for c in index.tolist()]
+    lengths = np.fromiter(map(len, rings), dtype=np.int64, count=len(rings))
+    ring = np.fromiter(chain.from_iterable(rings), dtype=np.uint64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(len(cells)), lengths)
+    found = np.minimum(np.searchsorted(ordered, ring), len(ordered) - 1)
+    inside = ordered[found] == ring
+    matrix = sp.csr_array(
+        (np.ones(int(inside.sum())), (rows[inside], order[found[inside]])),
+        shape=(len(cells), len(cells)),
     )
+    return from_sparse(matrix, cells, kind="h3", parameters={"resolution": int(resolutions[0])})
 
 
 def knn(
@@ -310,14 +398,46 @@ def binary_with_self(weights: SpatialWeights | W) -> W:
 
     The input is not modified; ids and their order are kept.
     """
-    w = weights.w if isinstance(weights, SpatialWeights) else weights
+    if isinstance(weights, SpatialWeights):
+        return _w_from_csr(binary_with_self_sparse(weights), weights.id_order)
     neigh = {}
     wts = {}
-    for i in w.id_order:
-        others = [j for j in w.neighbors[i] if j != i]
+    for i in weights.id_order:
+        others = [j for j in weights.neighbors[i] if j != i]
         neigh[i] = [i, *others]
         wts[i] = [1.0] * (len(others) + 1)
-    return W(neigh, wts, id_order=list(w.id_order), silence_warnings=True)
+    return W(neigh, wts, id_order=list(weights.id_order), silence_warnings=True)
+
+
+def binary_with_self_sparse(weights: SpatialWeights) -> sp.csr_array:
+    """A new binary CSR matrix with ones on the diagonal: the Gi* neighbourhoods.
+
+    Row i has a 1 for unit i itself and for each of its neighbours (whatever their
+    weight), neighbours sorted by position.
+    """
+    n = weights.n
+    pattern = sp.csr_array(
+        (np.ones(weights.sparse.nnz), weights.sparse.indices, weights.sparse.indptr),
+        shape=(n, n),
+    )
+    binary = (pattern + sp.eye_array(n, format="csr")).tocsr()
+    binary.data[:] = 1.0  # a self-link given by the builder would have summed to 2
+    binary.sort_indices()
+    return binary
+
+
+def binary_with_self_graph(weights: SpatialWeights | W) -> Graph:
+    """:func:`binary_with_self` as a libpysal ``Graph`` over positions 0..n-1.
+
+    esda accepts a ``Graph`` wherever it accepts a ``W`` and computes the same
+    statistics, without the per-unit Python loops a ``W`` costs (its transform and its
+    sparse matrix are rebuilt unit by unit). Positions, not ids, label the units: esda
+    returns arrays in order either way, and a ``Graph`` indexed by 200,000 strings takes
+    seconds more to build.
+    """
+    if not isinstance(weights, SpatialWeights):
+        return Graph.from_W(binary_with_self(weights))
+    return Graph.from_sparse(binary_with_self_sparse(weights))
 
 
 def plain_copy(weights: SpatialWeights | W) -> W:
@@ -326,21 +446,41 @@ def plain_copy(weights: SpatialWeights | W) -> W:
     esda changes ``w.transform`` of the W it is given (and crand zeroes the diagonal of
     its cached sparse matrix); statistics here hand esda this copy instead.
     """
-    w = weights.w if isinstance(weights, SpatialWeights) else weights
+    if isinstance(weights, SpatialWeights):
+        return _w_from_csr(weights.sparse, weights.id_order)
+    w = weights
     neigh = {i: list(w.neighbors[i]) for i in w.id_order}
     original = w.transformations.get("O", w.weights)  # the weights as built
     wts = {i: [float(v) for v in original[i]] for i in w.id_order}
     return W(neigh, wts, id_order=list(w.id_order), silence_warnings=True)
 
 
-def _diagnose(w: W, kind: str, parameters: dict[str, Any]) -> SpatialWeights:
-    islands = [i for i in w.id_order if len(w.neighbors[i]) == 0]
-    if w.n == 0:
+def _w_from_csr(matrix: sp.csr_array, ids: Sequence[Hashable]) -> W:
+    """A libpysal W with row i of ``matrix`` as the neighbours of ``ids[i]``."""
+    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+    labels = np.fromiter(ids, dtype=object, count=len(ids))
+    neigh = {}
+    wts = {}
+    for k, i in enumerate(ids):
+        lo, hi = indptr[k], indptr[k + 1]
+        neigh[i] = labels[indices[lo:hi]].tolist()
+        wts[i] = data[lo:hi].tolist()
+    return W(neigh, wts, id_order=list(ids), silence_warnings=True)
+
+
+def _diagnose(
+    matrix: sp.csr_array, ids: Sequence[Hashable], kind: str, parameters: dict[str, Any]
+) -> SpatialWeights:
+    n = len(ids)
+    lonely = np.flatnonzero(np.diff(matrix.indptr) == 0)
+    islands = [ids[i] for i in lonely]
+    if n == 0:
         components = 0
     else:
-        components, _ = connected_components(w.sparse, directed=True, connection="weak")
+        components, _ = connected_components(matrix, directed=True, connection="weak")
     return SpatialWeights(
-        w=w,
+        sparse=matrix,
+        id_order=tuple(ids),
         kind=kind,
         parameters=dict(parameters),
         islands=islands,

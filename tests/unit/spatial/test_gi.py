@@ -12,12 +12,21 @@ from scipy import stats
 
 from spatial import AnalysisError, gi_star
 from spatial.inference import confidence_bins
-from spatial.weights import binary_with_self
+from spatial.weights import binary_with_self, from_sparse
 from tests.unit.spatial.conftest import ATOL, RTOL, lattice_with_island, random_counts
 
+# gi_star hands esda a libpysal W when given one, and a libpysal Graph when given
+# SpatialWeights: both must give the reference values (as esda's own tests do).
+WEIGHTS_TYPES = pytest.mark.parametrize("weights_type", ["W", "SpatialWeights"])
 
-def test_columbus_z_equals_esda_and_spdep(columbus_queen, columbus_table) -> None:
-    result = gi_star(columbus_table["CRIME"].to_numpy(), columbus_queen)
+
+def _weights(w, weights_type: str):
+    return w if weights_type == "W" else from_sparse(w.sparse, w.id_order)
+
+
+@WEIGHTS_TYPES
+def test_columbus_z_equals_esda_and_spdep(columbus_queen, columbus_table, weights_type) -> None:
+    result = gi_star(columbus_table["CRIME"].to_numpy(), _weights(columbus_queen, weights_type))
     # Computed table: esda 2.9.0 G_Local(star=True, transform="B") and spdep 1.2-7
     # localG(include.self(nb)), both on columbus_queen.gal.
     assert_allclose(result.z, columbus_table["esda_GiStar_z"], rtol=RTOL, atol=ATOL)
@@ -32,10 +41,12 @@ def test_columbus_z_equals_esda_and_spdep(columbus_queen, columbus_table) -> Non
     assert result.p_sim is None and result.seed is None
 
 
-def test_columbus_p_sim_equals_esda_with_the_same_seed(columbus_queen, columbus_table) -> None:
-    result = gi_star(
-        columbus_table["CRIME"].to_numpy(), columbus_queen, permutations=9999, seed=12345
-    )
+@WEIGHTS_TYPES
+def test_columbus_p_sim_equals_esda_with_the_same_seed(
+    columbus_queen, columbus_table, weights_type
+) -> None:
+    w = _weights(columbus_queen, weights_type)
+    result = gi_star(columbus_table["CRIME"].to_numpy(), w, permutations=9999, seed=12345)
     # Computed table: esda 2.9.0 G_Local(..., permutations=9999, seed=12345); esda stores
     # p_sim in float32, hence the 1e-7 tolerance.
     assert_allclose(result.p_sim, columbus_table["esda_GiStar_p_sim"], atol=1e-7)
@@ -59,10 +70,11 @@ def test_afcon_published_gi_star(afcon, afcon_paper_nb) -> None:
     assert_allclose(result.z, published["GiStar_z"], atol=5e-4, rtol=0)
 
 
-def test_random_data_equals_esda_directly() -> None:
+@WEIGHTS_TYPES
+def test_random_data_equals_esda_directly(weights_type) -> None:
     w = lattice_with_island(9, 9)
     y = random_counts(w.n, seed=11)
-    ours = gi_star(y, w, permutations=199, seed=42)
+    ours = gi_star(y, _weights(w, weights_type), permutations=199, seed=42)
     direct_w = binary_with_self(w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,11 +109,12 @@ def test_seeds() -> None:
     assert gi_star(y, w).p_sim is None
 
 
-def test_island_does_not_crash() -> None:
+@WEIGHTS_TYPES
+def test_island_does_not_crash(weights_type) -> None:
     w = lattice_with_island(6, 6)
     y = random_counts(w.n, seed=4)
     y[-1] = 50.0  # a large value on the island must not become a hot spot
-    result = gi_star(y, w, permutations=99, seed=1, fdr=True)
+    result = gi_star(y, _weights(w, weights_type), permutations=99, seed=1, fdr=True)
     assert result.n_neighbours[-1] == 1
     assert result.bin[-1] == 0
     assert np.isnan(result.p_sim[-1])
@@ -140,3 +153,16 @@ def test_warm_up_runs() -> None:
     import spatial
 
     assert spatial.warm_up() >= 0.0
+
+
+def test_repeated_runs_on_cached_weights_stay_identical() -> None:
+    # SpatialWeights keeps the Graph it hands esda; esda's permutations must not alter it.
+    lattice = lattice_with_island(8, 8)
+    w = from_sparse(lattice.sparse, lattice.id_order)
+    y = random_counts(w.n, seed=9)
+    first = gi_star(y, w, permutations=99, seed=3)
+    for _ in range(2):
+        again = gi_star(y, w, permutations=99, seed=3)
+        assert_array_equal(again.z, first.z)
+        assert_array_equal(again.p_sim, first.p_sim)
+    assert_array_equal(w.star_graph.sparse.diagonal(), np.ones(w.n))

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import shapely
 from libpysal.weights import min_threshold_distance
+from numpy.testing import assert_array_equal
+from scipy import sparse
 
 from spatial import AnalysisError, contiguity, distance_band, h3_neighbours, knn
+from spatial.weights import from_neighbours, from_sparse
 from tests.unit.spatial.conftest import COLUMBUS
 
 
@@ -54,6 +57,40 @@ def test_h3_neighbours_equal_queen_contiguity_of_the_hexagons() -> None:
     assert _neighbour_sets(from_ids) == _neighbour_sets(from_polygons)
     assert from_ids.kind == "h3" and from_ids.parameters == {"resolution": 8}
     assert from_ids.islands == [] and from_ids.components == 1
+
+
+def test_h3_neighbours_equal_the_rings_of_each_cell() -> None:
+    centre = h3.latlng_to_cell(17.5, -88.2, 9)
+    cells = sorted(h3.grid_disk(centre, 12))[::-1]  # any order; a ragged edge
+    cells = [c for i, c in enumerate(cells) if i % 7]  # holes
+    sw = h3_neighbours(cells)
+    present = set(cells)
+    expected = {c: {r for r in h3.grid_ring(c, 1) if r in present} for c in cells}
+    assert sw.ids == cells and _neighbour_sets(sw) == expected
+    # The sparse matrix is the same graph, rows and columns in the order of the ids.
+    position = {c: i for i, c in enumerate(cells)}
+    rows, cols = sw.sparse.nonzero()
+    assert {(cells[r], cells[c]) for r, c in zip(rows, cols, strict=True)} == {
+        (c, r) for c, nb in expected.items() for r in nb
+    }
+    assert_array_equal(sw.cardinalities, [len(expected[c]) for c in cells])
+    assert position == {c: i for i, c in enumerate(sw.w.id_order)}
+
+
+def test_from_sparse_and_from_neighbours_agree() -> None:
+    neighbours = [[1, 2], [0], [0], []]
+    weights = [[0.5, 2.0], [1.0], [0.0], []]
+    listed = from_neighbours(neighbours, list("abcd"), weights=weights)
+    matrix = sparse.csr_array(([0.5, 2.0, 1.0, 0.0], ([0, 0, 1, 2], [1, 2, 0, 0])), shape=(4, 4))
+    built = from_sparse(matrix, list("abcd"))
+    for sw in (listed, built):
+        assert sw.w.neighbors == {"a": ["b", "c"], "b": ["a"], "c": ["a"], "d": []}
+        assert sw.w.weights == {"a": [0.5, 2.0], "b": [1.0], "c": [0.0], "d": []}
+        assert sw.islands == ["d"] and sw.components == 2
+    with pytest.raises(AnalysisError):
+        from_sparse(sparse.csr_array((3, 4)), list("abc"))
+    with pytest.raises(AnalysisError):
+        from_neighbours([[5]], ["a"])
 
 
 def test_islands_and_components_are_reported() -> None:
