@@ -27,6 +27,12 @@ RESERVED = frozenset(
 )
 
 
+class InvalidQuery(InvalidParameter):
+    """A malformed filter or paging parameter: 400, as OGC API Features Part 1 requires."""
+
+    status, title = 400, "Invalid query parameter"
+
+
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     """Four numbers, or six (3D: the heights are ignored)."""
     if text is None:
@@ -34,14 +40,14 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     try:
         numbers = [float(v) for v in text.split(",")]
     except ValueError:
-        raise InvalidParameter("bbox must be 4 or 6 comma-separated numbers") from None
+        raise InvalidQuery("bbox must be 4 or 6 comma-separated numbers") from None
     # float() reads "nan" and "inf"; PostGIS would take them and match nothing.
     if not all(math.isfinite(n) for n in numbers):
-        raise InvalidParameter("bbox must be 4 or 6 finite numbers")
+        raise InvalidQuery("bbox must be 4 or 6 finite numbers")
     if len(numbers) == 6:
         numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
     if len(numbers) != 4:
-        raise InvalidParameter("bbox must be 4 or 6 comma-separated numbers")
+        raise InvalidQuery("bbox must be 4 or 6 comma-separated numbers")
     return numbers[0], numbers[1], numbers[2], numbers[3]
 
 
@@ -61,21 +67,21 @@ def parse_datetime(text: str | None) -> tuple[datetime | None, datetime | None] 
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidParameter(
+            raise InvalidQuery(
                 f"datetime {value!r} is not RFC 3339 (e.g. 2024-01-01T00:00:00Z)"
             ) from None
         if moment.tzinfo is None:
-            raise InvalidParameter(f"datetime {value!r} needs a time zone (e.g. Z)")
+            raise InvalidQuery(f"datetime {value!r} needs a time zone (e.g. Z)")
         return moment
 
     if "/" not in text:
         instant = one(text)
         if instant is None:
-            raise InvalidParameter("datetime needs an instant or an interval start/end")
+            raise InvalidQuery("datetime needs an instant or an interval start/end")
         return instant, instant
     start, end = (one(v) for v in text.split("/", 1))
     if start is not None and end is not None and start > end:
-        raise InvalidParameter("datetime interval: the start is after the end")
+        raise InvalidQuery("datetime interval: the start is after the end")
     return start, end
 
 
@@ -91,7 +97,7 @@ def typed(layer: Layer, name: str, value: str) -> Any:
         if f.type == "date-time":
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, KeyError):
-        raise InvalidParameter(f"{name} must be a {f.type} (got {value!r})") from None
+        raise InvalidQuery(f"{name} must be a {f.type} (got {value!r})") from None
     return value
 
 
@@ -100,11 +106,11 @@ def feature_id(layer: Layer, value: str, *, cursor: bool = False) -> Any:
     as the ``after`` cursor it is a malformed parameter."""
     if layer.id_type == "integer" and not re.fullmatch(r"-?\d{1,18}", value):
         if cursor:
-            raise InvalidParameter(f"after must be a feature id of {layer.id} (an integer)")
+            raise InvalidQuery(f"after must be a feature id of {layer.id} (an integer)")
         raise NotFound(f"No feature {value!r} in {layer.id}.")
     if "\x00" in value:  # PostgreSQL text cannot hold NUL: no feature has such an id
         if cursor:
-            raise InvalidParameter("after must not contain NUL characters")
+            raise InvalidQuery("after must not contain NUL characters")
         raise NotFound(f"No feature {value!r} in {layer.id}.")
     return int(value) if layer.id_type == "integer" else value
 
@@ -114,7 +120,7 @@ def check_text(q: Mapping[str, str]) -> None:
     the database would fail the statement (a 500) instead of matching nothing."""
     for name, value in q.items():
         if "\x00" in value or "\x00" in name:
-            raise InvalidParameter(f"{name} must not contain NUL characters")
+            raise InvalidQuery(f"{name} must not contain NUL characters")
 
 
 def layer_conditions(
@@ -131,12 +137,15 @@ def layer_conditions(
         conditions.append(sql.bbox_condition(layer, bbox, bbox_crs.srid))
     if (interval := parse_datetime(q.get("datetime"))) is not None:
         if layer.datetime_field is None:
-            raise InvalidParameter(f"{layer.id} has no time; datetime does not apply to it")
+            raise InvalidQuery(f"{layer.id} has no time; datetime does not apply to it")
         conditions.append(sql.datetime_condition(layer, *interval))
     queryable = {f.name for f in layer.queryables}
     for name in q.keys() - RESERVED:
         if name in queryable:
-            conditions.append(layer.field(name).expr == typed(layer, name, q[name]))
+            # A comma-separated list is any of its values (category=homicide,shooting).
+            values = [typed(layer, name, v) for v in q[name].split(",")]
+            expr = layer.field(name).expr
+            conditions.append(expr == values[0] if len(values) == 1 else expr.in_(values))
     if (text := q.get("filter")) is not None:
         filter_crs = parse_crs(q.get("filter-crs"), projected, "filter-crs")
         # The stored geometry itself (not one transformed to filter-crs): the literals are

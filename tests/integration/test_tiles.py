@@ -98,6 +98,12 @@ def test_filters_are_respected(client, keys, points):
     )
     assert len(homicides["incidents"]["features"]) == 10
     assert {f["properties"]["category"] for f in homicides["incidents"]["features"]} == {"homicide"}
+    both = decode(
+        get_tile(
+            client, "incidents", zxy, analyst, source=SOURCE, category="homicide,theft"
+        ).content
+    )
+    assert len(both["incidents"]["features"]) == 40  # a comma list is any of its values
     cql = decode(
         get_tile(
             client, "incidents", zxy, analyst, source=SOURCE, filter="victim_age >= 50"
