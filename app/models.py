@@ -248,11 +248,61 @@ analysis_run = Table(
     CheckConstraint("status IN ('running', 'completed', 'failed')", name="status_known"),
 )
 
-# One row per analysis unit (H3 cell, grid square or admin unit) of a run.
-analysis_cell = Table(
-    "analysis_cell",
+# A set of analysis cells whose polygons are stored once (migration 0006): an H3 grid or a
+# square grid over a study area, shared by every run on it ("h3:9:<area hash>"), or the
+# units of one run ("run:<id>", deleted with the run).
+analysis_grid = Table(
+    "analysis_grid",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),  # h3, square, run
+    Column("parameters", JSONB, nullable=False),  # enough to rebuild the grid
+    Column("cells", Integer, nullable=False),
+    Column("run_id", Integer, ForeignKey("analysis_run.id", ondelete="CASCADE")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+analysis_grid_cell = Table(
+    "analysis_grid_cell",
+    metadata,
+    Column(
+        "grid_id", Integer, ForeignKey("analysis_grid.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("cell_id", Text, primary_key=True),
+    Column("geom", Geometry("GEOMETRY", srid=SRID, spatial_index=False), nullable=False),
+    Index("ix_analysis_grid_cell_geom", "geom", postgresql_using="gist"),
+)
+
+# One row per analysis unit (H3 cell, grid square or admin unit) of a run: its values.
+# grid_id names the grid holding its polygon; no foreign key, whose per-row check would
+# cost about a second per 200,000-cell run: the service writes a run's grid first.
+analysis_cell_value = Table(
+    "analysis_cell_value",
     metadata,
     Column("run_id", Integer, ForeignKey("analysis_run.id", ondelete="CASCADE"), primary_key=True),
+    Column("cell_id", Text, primary_key=True),
+    Column("count", Float, nullable=False),
+    Column("z", Float),
+    Column("p", Float),
+    Column("p_sim", Float),
+    Column("bin", SmallInteger),
+    Column("i", Float),
+    Column("quadrant", SmallInteger),
+    Column("label", Text),
+    Column("category", Text),
+    Column("stats", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("grid_id", Integer, nullable=False),
+)
+
+# The VIEW analysis_cell (migration 0006): analysis_cell_value joined with its polygon in
+# analysis_grid_cell, with the columns the table had before (layers and tiles read it).
+# Declared in its own MetaData so that Alembic never mistakes it for a table.
+views = MetaData()
+analysis_cell = Table(
+    "analysis_cell",
+    views,
+    Column("run_id", Integer, primary_key=True),
     Column("cell_id", Text, primary_key=True),
     Column("geom", Geometry("GEOMETRY", srid=SRID, spatial_index=False), nullable=False),
     Column("count", Float, nullable=False),
@@ -264,8 +314,7 @@ analysis_cell = Table(
     Column("quadrant", SmallInteger),
     Column("label", Text),
     Column("category", Text),
-    Column("stats", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Index("ix_analysis_cell_geom", "geom", postgresql_using="gist"),
+    Column("stats", JSONB, nullable=False),
 )
 
 # Versioned composite-index definitions (indexes.spec); a result names its version.

@@ -80,7 +80,7 @@ async def run_emerging(
         grid_and_point_cells, request.units, area, lon, lat, settings.territory.projected_crs,
         settings.analysis.max_cells,
     )  # fmt: skip
-    ids = grid["cell_id"].to_numpy()
+    ids = grid.ids
     first = _local(request.filters.occurred_from, tz)
     last = _local(request.filters.occurred_to, tz, end=True)
     cube, steps = build_cube(
@@ -95,7 +95,7 @@ async def run_emerging(
         raise InvalidParameter(
             f"the analysis needs at least {MIN_UNITS} cells; there are {len(ids)}"
         )
-    cells = Cells(ids, grid.geometry.to_numpy(), cube.sum(axis=1))
+    cells = Cells(ids, None, cube.sum(axis=1), grid=grid)
     await progress(0.3, "building spatial weights")
     sw = await asyncio.to_thread(build_weights, cells, request, settings.territory.projected_crs)
     await progress(0.5, "space-time Gi* and Mann-Kendall trends")
@@ -120,7 +120,7 @@ async def run_emerging(
         {"cell_id": ids, "count": cells.counts, "z": z_last, "p": p_last,
          "category": result.category, "stats": stats}
     )  # fmt: skip
-    await store_cells(engine, run_id, table, cells.geometry)
+    await store_cells(engine, run_id, table, cells)
     categories = pd.Series(result.category).value_counts()
     return {
         "units": len(ids),

@@ -26,6 +26,7 @@ from app.schemas.analyses import (
     H3Units,
     HotspotRequest,
 )
+from app.services.grids import Grid, cached_grid, store_grid, stored_grid_id
 from app.services.jobs import JobProgress
 from app.settings import Settings
 from app.sql import analyses as sql
@@ -37,14 +38,27 @@ MIN_UNITS = 30
 
 @dataclass(frozen=True)
 class Cells:
-    """Analysis units: ids, polygons (EPSG:4326) and the count in each."""
+    """Analysis units: ids, polygons (EPSG:4326) and the count in each.
+
+    Cells of an H3 or square grid name their ``grid`` and leave ``geometry`` None: the
+    grid gives the polygons when they are needed (see :meth:`polygons`).
+    """
 
     ids: np.ndarray
-    geometry: np.ndarray
+    geometry: np.ndarray | None
     counts: np.ndarray
     # The incidents' coordinates, where they were read (not for admin units).
     lon: np.ndarray | None = None
     lat: np.ndarray | None = None
+    grid: Grid | None = None
+
+    def polygons(self) -> np.ndarray:
+        """The units' polygons, in order."""
+        if self.geometry is not None:
+            return self.geometry
+        if self.grid is None:
+            raise ValueError("cells without geometry or grid")
+        return self.grid.polygons()
 
 
 async def incident_filter(conn: AsyncConnection, filters: AnalysisFilters) -> IncidentFilter:
@@ -113,8 +127,8 @@ def _grid_cells(
     max_cells: int,
 ) -> Cells:
     grid, point_cells = grid_and_point_cells(units, area, lon, lat, crs, max_cells)
-    counts = spatial.count_by_cell(point_cells, grid["cell_id"].to_numpy(), weights=weights)
-    return Cells(grid["cell_id"].to_numpy(), grid.geometry.to_numpy(), counts)
+    counts = spatial.count_by_cell(point_cells, grid.index, weights=weights)
+    return Cells(grid.ids, None, counts, grid=grid)
 
 
 def grid_and_point_cells(
@@ -124,18 +138,18 @@ def grid_and_point_cells(
     lat: np.ndarray,
     crs: str,
     max_cells: int,
-) -> tuple[gpd.GeoDataFrame, np.ndarray]:
-    """The cells covering the area, and the cell id of each point (None outside)."""
+) -> tuple[Grid, np.ndarray]:
+    """The grid covering the area (from this worker's cache when it has it), and the cell
+    id of each point (None outside)."""
     if isinstance(units, H3Units):
         # The mean H3 cell area is 4,357,449 km² / 7^resolution.
         expected = _area_km2(area, crs) / (4_357_449.4 / 7**units.resolution)
         _check_size(expected, max_cells, f"H3 resolution {units.resolution}")
-        grid = spatial.h3_cells(area, units.resolution)
-        return grid, spatial.points_to_h3(lon, lat, units.resolution)
-    expected = _area_km2(area, crs) * 1e6 / units.cell_size_m**2
-    _check_size(expected, max_cells, f"{units.cell_size_m:g} m cells")
-    grid = spatial.square_grid(area, units.cell_size_m, crs)
-    return grid, spatial.points_to_grid(lon, lat, grid)
+    else:
+        expected = _area_km2(area, crs) * 1e6 / units.cell_size_m**2
+        _check_size(expected, max_cells, f"{units.cell_size_m:g} m cells")
+    grid = cached_grid(units, area, crs)
+    return grid, grid.point_cells(lon, lat)
 
 
 async def load_area(conn: AsyncConnection, area_code: str | None) -> shapely.Geometry:
@@ -163,19 +177,33 @@ def _check_size(expected: float, max_cells: int, what: str) -> None:
 def build_weights(
     cells: Cells, request: HotspotRequest | EmergingRequest, crs: str
 ) -> spatial.SpatialWeights:
+    """The weights the request asks for; built once per grid in this worker (a grid's
+    cells never change), every time for admin units."""
     kind = request.weights.type or ("h3" if isinstance(request.units, H3Units) else "queen")
-    ids = list(cells.ids)
+    if kind == "h3" and not isinstance(request.units, H3Units):
+        raise InvalidParameter("h3 neighbours need H3 units")
+    if kind == "knn":
+        key: tuple = (kind, min(request.weights.k, len(cells.ids) - 1))
+    elif kind == "distance_band":
+        key = (kind, request.weights.distance_m)
+    else:
+        key = (kind,)
+    if cells.grid is None:
+        return _weights(cells, key, crs)
+    return cells.grid.weights(key, lambda: _weights(cells, key, crs))
+
+
+def _weights(cells: Cells, key: tuple, crs: str) -> spatial.SpatialWeights:
+    kind, ids = key[0], list(cells.ids)
     if kind == "h3":
-        if not isinstance(request.units, H3Units):
-            raise InvalidParameter("h3 neighbours need H3 units")
         return spatial.h3_neighbours(ids)
     if kind in ("queen", "rook"):
-        frame = gpd.GeoDataFrame({"cell_id": ids}, geometry=cells.geometry, crs=4326)
+        frame = gpd.GeoDataFrame({"cell_id": ids}, geometry=cells.polygons(), crs=4326)
         return spatial.contiguity(frame, rook=kind == "rook", ids=ids)
     x, y = _projected_centroids(cells, crs)
     if kind == "knn":
-        return spatial.knn(x, y, k=min(request.weights.k, len(ids) - 1), ids=ids)
-    return spatial.distance_band(x, y, threshold=request.weights.distance_m, ids=ids)
+        return spatial.knn(x, y, k=key[1], ids=ids)
+    return spatial.distance_band(x, y, threshold=key[1], ids=ids)
 
 
 def optimized_weights(
@@ -205,7 +233,7 @@ def optimized_weights(
 
 
 def _projected_centroids(cells: Cells, crs: str) -> tuple[np.ndarray, np.ndarray]:
-    centroids = shapely.centroid(cells.geometry)
+    centroids = shapely.centroid(cells.polygons())
     to_metres = Transformer.from_crs(4326, crs, always_xy=True)
     x, y = to_metres.transform(shapely.get_x(centroids), shapely.get_y(centroids))
     return np.asarray(x), np.asarray(y)
@@ -220,7 +248,7 @@ def compute(
     frame = pd.DataFrame({"cell_id": cells.ids, "count": cells.counts})
     if request.method in ("gi_star", "optimized_gi_star"):
         gi = spatial.gi_star(
-            cells.counts, weights.w, permutations=request.permutations, seed=request.seed,
+            cells.counts, weights, permutations=request.permutations, seed=request.seed,
             fdr=request.fdr,
         )  # fmt: skip
         extra = {"seed": gi.seed} if request.permutations else {}
@@ -275,7 +303,7 @@ async def run_hotspots(
     table, computed = await asyncio.to_thread(compute, cells, weights, request)
     extra.update(computed)
     await progress(0.8, "storing results")
-    await store_cells(engine, run_id, table, cells.geometry)
+    await store_cells(engine, run_id, table, cells)
     summary = {
         "units": len(cells.ids),
         "incidents": n_incidents,
@@ -299,16 +327,29 @@ async def run_hotspots(
 
 
 async def store_cells(
-    engine: AsyncEngine, run_id: int, table: pd.DataFrame, geometry: np.ndarray
+    engine: AsyncEngine, run_id: int, table: pd.DataFrame, cells: Cells | np.ndarray
 ) -> None:
-    rows = pd.DataFrame({c: table.get(c) for c in sql.CELL_COLUMNS})
+    """Store a run's cells: the values of ``table`` (one row per cell, the columns of
+    ``analysis_cell`` it has), and their polygons unless their grid is stored already.
+
+    ``cells`` are the run's units, or just their polygons (units of this run alone, such
+    as admin units or a selection of cells): these are stored in a grid owned by the run.
+    """
+    if isinstance(cells, Cells) and cells.grid is not None:
+        grid_id = await stored_grid_id(engine, cells.grid)
+    else:
+        polygons = cells.polygons() if isinstance(cells, Cells) else cells
+        grid_id = await store_grid(
+            engine, f"run:{run_id}", "run", {}, table["cell_id"].to_numpy(), polygons, run_id
+        )
+    rows = pd.DataFrame({c: table.get(c) for c in sql.VALUE_COLUMNS})
     rows["run_id"] = run_id
-    rows["geom"] = shapely.to_wkb(shapely.set_srid(geometry, 4326), hex=True, include_srid=True)
+    rows["grid_id"] = grid_id
     rows["stats"] = table.get("stats", "{}")
     for col in ("bin", "quadrant"):
         rows[col] = pd.array(rows[col], dtype="Int64") if rows[col].notna().any() else None
     async with engine.begin() as conn:
-        await copy_csv(conn, sql.COPY_CELLS, frame_to_csv(rows))
+        await copy_csv(conn, sql.COPY_CELL_VALUES, frame_to_csv(rows))
 
 
 async def write_result(engine: AsyncEngine, run_id: int, path: Path) -> dict:

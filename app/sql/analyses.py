@@ -13,11 +13,13 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.dml import Insert, Update
 
-from app.models import admin_unit, analysis_cell, analysis_run, incident
+from app.models import admin_unit, analysis_cell, analysis_grid, analysis_run, incident
 from app.sql.incidents import IncidentFilter, conditions
 
+# The columns of the view analysis_cell (a run's cells as a layer), in order.
 CELL_COLUMNS = (
     "run_id",
     "cell_id",
@@ -33,9 +35,17 @@ CELL_COLUMNS = (
     "category",
     "stats",
 )
-COPY_CELLS = f"COPY analysis_cell ({', '.join(CELL_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
 # Properties of a cell feature, every key on every feature (null when not computed).
 CELL_PROPERTIES = CELL_COLUMNS[1:2] + CELL_COLUMNS[3:]
+# What a run writes per cell (its polygon is in its grid).
+VALUE_COLUMNS = ("run_id", "cell_id", "grid_id", *CELL_COLUMNS[3:])
+COPY_CELL_VALUES = (
+    f"COPY analysis_cell_value ({', '.join(VALUE_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+)
+GRID_CELL_COLUMNS = ("grid_id", "cell_id", "geom")
+COPY_GRID_CELLS = (
+    f"COPY analysis_grid_cell ({', '.join(GRID_CELL_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+)
 
 
 def select_points(f: IncidentFilter) -> Select:
@@ -89,6 +99,28 @@ def count_by_unit(f: IncidentFilter, unit_ids: list[int], *, by_victims: bool) -
         .select_from(incident.join(units, true()))
         .where(*conditions(f), uid.in_(unit_ids))
         .group_by(uid)
+    )
+
+
+def select_grid_id(key: str) -> Select:
+    """The id of a stored grid (its cells complete: they are written in the same
+    transaction as the grid's row)."""
+    return select(analysis_grid.c.id).where(analysis_grid.c.key == key)
+
+
+def insert_grid(
+    key: str, kind: str, parameters: dict, cells: int, run_id: int | None = None
+) -> Insert:
+    """A grid's row, unless a grid with that key exists (then nothing is returned).
+
+    A concurrent insert of the same key waits for the other transaction and then does
+    nothing, so two workers never store one grid twice."""
+    values = dict(key=key, kind=kind, parameters=parameters, cells=cells, run_id=run_id)
+    return (
+        pg_insert(analysis_grid)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[analysis_grid.c.key])
+        .returning(analysis_grid.c.id)
     )
 
 

@@ -275,3 +275,156 @@ def test_cli_writes_geojson_and_geotiff(base_data, incidents, tmp_path):
     bad = subprocess.run([*base, "--units", "hexagons", "-o", str(geojson)], env=env,
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 1 and "--units must be" in bad.stdout
+
+
+# -- the grid cache (migration 0006): polygons stored once per grid, analysis_cell a view --
+
+LAYER_COLUMNS = [
+    "run_id",
+    "cell_id",
+    "geom",
+    "count",
+    "z",
+    "p",
+    "p_sim",
+    "bin",
+    "i",
+    "quadrant",
+    "label",
+    "category",
+    "stats",
+]
+
+
+def _run_grid(db, run_id):
+    return db.execute(
+        "SELECT DISTINCT grid_id FROM analysis_cell_value WHERE run_id = %s", [run_id]
+    ).fetchall()
+
+
+def test_runs_on_one_grid_share_its_polygons(client, keys, incidents, db):
+    analyst = keys["analyst"]
+    body = {"units": {"type": "h3", "resolution": 7}}
+    first, features = _post_and_read(client, analyst, body)
+    second, _ = _post_and_read(
+        client, analyst, {**body, "filters": {"categories": ["homicide", "shooting"]}}
+    )
+    assert _run_grid(db, first["id"]) == _run_grid(db, second["id"])
+    [(grid_id,)] = _run_grid(db, first["id"])
+    key, kind, cells, owner = db.execute(
+        "SELECT key, kind, cells, run_id FROM analysis_grid WHERE id = %s", [grid_id]
+    ).fetchone()
+    assert key.startswith("h3:7:") and kind == "h3" and owner is None
+    stored = db.execute(
+        "SELECT count(*) FROM analysis_grid_cell WHERE grid_id = %s", [grid_id]
+    ).fetchone()[0]
+    assert cells == stored == first["summary"]["units"] == len(features)
+    # The layer's polygon of a cell is that H3 cell's boundary.
+    feature = features[0]
+    ring = feature["geometry"]["coordinates"][0]
+    expected = [(round(lng, 7), round(lat, 7)) for lat, lng in h3.cell_to_boundary(feature["id"])]
+    assert [tuple(p) for p in ring[:-1]] == expected
+
+
+def test_analysis_cell_view_keeps_the_layer_contract(client, keys, incidents, db):
+    run, _ = _post_and_read(client, keys["analyst"], {"units": {"type": "h3", "resolution": 7}})
+    columns = [
+        r[0]
+        for r in db.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'analysis_cell' ORDER BY ordinal_position"
+        )
+    ]
+    assert columns == LAYER_COLUMNS
+    assert db.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = 'analysis_cell'"
+    ).fetchone() == ("VIEW",)
+    assert db.execute(
+        "SELECT srid FROM geometry_columns WHERE f_table_name = 'analysis_cell'"
+    ).fetchone() == (4326,)
+    db.execute("ANALYZE analysis_grid_cell")
+    db.execute("ANALYZE analysis_cell_value")
+    lon, lat = BELIZE_CITY[1], BELIZE_CITY[0]
+    plan = "\n".join(
+        r[0]
+        for r in db.execute(
+            "EXPLAIN SELECT cell_id, z FROM analysis_cell WHERE run_id = %s "
+            "AND geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)",
+            [run["id"], lon - 0.05, lat - 0.05, lon + 0.05, lat + 0.05],
+        )
+    )
+    assert "ix_analysis_grid_cell_geom" in plan, plan
+
+
+def test_units_of_one_run_are_deleted_with_it(base_data, db):
+    import numpy as np
+    import pandas as pd
+    import shapely
+
+    from app.services.hotspots import store_cells
+
+    run_id = db.execute(
+        "INSERT INTO analysis_run (kind, method, parameters, created_by) "
+        "VALUES ('test', 'gi_star', '{}', 'tests') RETURNING id"
+    ).fetchone()[0]
+    squares = np.array([shapely.box(x, 17.0, x + 0.1, 17.1) for x in (-89.0, -88.9)])
+    table = pd.DataFrame({"cell_id": ["a", "b"], "count": [1.0, 2.0], "z": [0.5, -0.5]})
+    call_service(base_data, lambda engine: store_cells(engine, run_id, table, squares))
+    rows = db.execute(
+        "SELECT cell_id, count, ST_AsText(geom) FROM analysis_cell WHERE run_id = %s "
+        "ORDER BY cell_id",
+        [run_id],
+    ).fetchall()
+    assert [r[:2] for r in rows] == [("a", 1.0), ("b", 2.0)]
+    assert rows[0][2] == squares[0].wkt.replace(" (", "(").replace(", ", ",")
+    assert db.execute(
+        "SELECT key, kind FROM analysis_grid WHERE run_id = %s", [run_id]
+    ).fetchone() == (f"run:{run_id}", "run")
+    db.execute("DELETE FROM analysis_run WHERE id = %s", [run_id])
+    for table_name in ("analysis_cell_value", "analysis_grid"):
+        left = db.execute(f"SELECT count(*) FROM {table_name} WHERE run_id = %s", [run_id])
+        assert left.fetchone()[0] == 0
+
+
+def test_migration_0006_moves_existing_cells_into_grids_and_back(settings, db):
+    import psycopg
+    from alembic import command
+
+    from app.migrate import alembic_config
+
+    name = "migration_0006_test"
+    db.execute(f"DROP DATABASE IF EXISTS {name}")
+    db.execute(f"CREATE DATABASE {name}")
+    base, _, _ = settings.sqlalchemy_url.rpartition("/")
+    config = alembic_config(f"{base}/{name}")
+    libpq_base, _, _ = settings.libpq_url.rpartition("/")
+    command.upgrade(config, "0005")
+    with psycopg.connect(f"{libpq_base}/{name}", autocommit=True) as conn:
+        run_id = conn.execute(
+            "INSERT INTO analysis_run (kind, method, parameters, created_by) "
+            "VALUES ('hotspots', 'gi_star', '{}', 'tests') RETURNING id"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO analysis_cell (run_id, cell_id, geom, count, z) VALUES "
+            "(%s, 'a', ST_GeomFromText('POLYGON((0 0,1 0,1 1,0 0))', 4326), 3, 1.5), "
+            "(%s, 'b', ST_GeomFromText('POLYGON((1 0,2 0,2 1,1 0))', 4326), 0, -0.5)",
+            [run_id, run_id],
+        )
+        command.upgrade(config, "0006")
+        moved = conn.execute(
+            "SELECT cell_id, ST_AsText(geom), count, z FROM analysis_cell ORDER BY cell_id"
+        ).fetchall()
+        assert moved == [
+            ("a", "POLYGON((0 0,1 0,1 1,0 0))", 3.0, 1.5),
+            ("b", "POLYGON((1 0,2 0,2 1,1 0))", 0.0, -0.5),
+        ]
+        assert conn.execute("SELECT key, run_id FROM analysis_grid").fetchall() == [
+            (f"run:{run_id}", run_id)
+        ]
+        command.downgrade(config, "0005")
+        back = conn.execute(
+            "SELECT cell_id, ST_AsText(geom), count, z FROM analysis_cell ORDER BY cell_id"
+        ).fetchall()
+        assert back == moved
+        assert conn.execute("SELECT to_regclass('analysis_grid')").fetchone() == (None,)
+    db.execute(f"DROP DATABASE {name} WITH (FORCE)")
