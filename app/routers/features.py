@@ -183,24 +183,9 @@ def collection_document(
     return document
 
 
-async def _extent(engine, catalog: Catalog, layer: Layer) -> tuple | None:
-    cache = catalog.extents
-    key = (layer.id, catalog.version.value)
-    if (extent := cache.get(key)) is None:
-        async with engine.connect() as conn:
-            row = (await conn.execute(sql.select_extent(layer))).one()
-        extent = None if row[0] is None else tuple(row)
-        cache.set(key, extent or ())
-    return extent or None
-
-
 @router.get("/collections", summary="The collections the caller may read")
 async def collections(
-    request: Request,
-    settings: SettingsDep,
-    engine: EngineDep,
-    catalog: CatalogDep,
-    who: PrincipalDep,
+    request: Request, settings: SettingsDep, catalog: CatalogDep, who: PrincipalDep
 ) -> dict[str, Any]:
     layers = await readable_layers(catalog, who)
     return {
@@ -208,7 +193,7 @@ async def collections(
             {"href": absolute(request, "/collections"), "rel": "self", "type": JSON},
         ],
         "collections": [
-            collection_document(request, layer, settings, await _extent(engine, catalog, layer))
+            collection_document(request, layer, settings, await catalog.extent(layer))
             for layer in layers
         ],
     }
@@ -222,12 +207,11 @@ async def collection(
     request: Request,
     collection_id: CollectionId,
     settings: SettingsDep,
-    engine: EngineDep,
     catalog: CatalogDep,
     who: PrincipalDep,
 ) -> dict[str, Any]:
     layer = await readable_layer(catalog, collection_id, who)
-    return collection_document(request, layer, settings, await _extent(engine, catalog, layer))
+    return collection_document(request, layer, settings, await catalog.extent(layer))
 
 
 @router.get("/collections/{collection_id}/queryables", summary="Properties a filter may use")
