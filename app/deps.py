@@ -23,6 +23,12 @@ def get_engine(request: Request) -> AsyncEngine:
     return request.app.state.engine
 
 
+def get_reader(request: Request) -> AsyncEngine:
+    """The same pool in autocommit, for the many small reads of tiles and pages: no
+    BEGIN and ROLLBACK round trips around each query."""
+    return request.app.state.reader
+
+
 async def get_conn(
     engine: Annotated[AsyncEngine, Depends(get_engine)],
 ) -> AsyncIterator[AsyncConnection]:
@@ -33,6 +39,7 @@ async def get_conn(
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+ReaderDep = Annotated[AsyncEngine, Depends(get_reader)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer obs_…`")

@@ -10,6 +10,7 @@ import orjson
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 
 from app.cache import TTLCache
 from app.errors import install_error_handlers
@@ -23,6 +24,7 @@ from app.routers import (
     incidents,
     indexes,
     keys,
+    pages,
     qgis,
     rankings,
     stats,
@@ -64,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from app.db import create_engine
 
         app.state.engine = create_engine(settings)
-        app.state.catalog = Catalog(app.state.engine, settings, version)
+        app.state.reader = app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
+        app.state.catalog = Catalog(app.state.reader, settings, version)
         changes = asyncio.create_task(
             listen(
                 settings.libpq_url,
@@ -110,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BumpOnWrite, version=version)
     install_error_handlers(app)
     for module in (
+        pages,  # first: its /rankings route takes only browsers asking for HTML
         features,
         health,
         units,
@@ -127,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         qgis,
     ):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
 
     @app.get("/api", tags=["ogc"], summary="The API definition (OpenAPI 3.0)")
     async def api_definition() -> Response:

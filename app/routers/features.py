@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.crs import CRS84, OutputCrs, parse_crs, supported_uris
-from app.deps import EngineDep, PrincipalDep, SettingsDep
+from app.deps import EngineDep, PrincipalDep, ReaderDep, SettingsDep
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.filters import feature_id as _feature_id
 from app.filters import layer_conditions
@@ -266,6 +266,7 @@ async def items(
     collection_id: CollectionId,
     settings: SettingsDep,
     engine: EngineDep,
+    reader: ReaderDep,
     catalog: CatalogDep,
     who: PrincipalDep,
     limit: Annotated[
@@ -295,7 +296,7 @@ async def items(
     count_key = (layer.id, catalog.version.value, _filters_key(request))
     matched = catalog.counts.get(count_key)
     if matched is None:
-        async with engine.connect() as conn:
+        async with reader.connect() as conn:
             matched = (await conn.execute(sql.count_items(layer, conditions))).scalar_one()
         catalog.counts.set(count_key, matched)
     body = _feature_collection(request, engine, statement, page_size, matched)
@@ -309,6 +310,7 @@ async def _feature_collection(
     known at the end). No page is ever held in memory as Python objects."""
     yield b'{"type":"FeatureCollection","features":['
     returned, last_id, has_more = 0, None, False
+    # A server-side cursor lives in a transaction: the transactional engine, not the reader.
     async with engine.connect() as conn:
         result = await conn.stream(statement)
         async for rows in result.partitions(500):
@@ -349,7 +351,7 @@ async def item(
     collection_id: CollectionId,
     feature_id: str,
     settings: SettingsDep,
-    engine: EngineDep,
+    reader: ReaderDep,
     catalog: CatalogDep,
     who: PrincipalDep,
     crs: Annotated[str | None, Query(description="output CRS URI (default CRS84)")] = None,
@@ -359,7 +361,7 @@ async def item(
     statement = sql.select_item(
         layer, _feature_id(layer, feature_id), out, visible_fields(layer, who)
     )
-    async with engine.connect() as conn:
+    async with reader.connect() as conn:
         feature = (await conn.execute(statement)).scalar()
     if feature is None:
         raise NotFound(f"No feature {feature_id!r} in {layer.id}.")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
-from app.deps import EngineDep, PrincipalDep, SettingsDep
+from app.deps import PrincipalDep, ReaderDep, SettingsDep
 from app.links import absolute
 from app.routers.features import (
     CatalogDep,
@@ -40,7 +40,7 @@ async def _tile(
     x: int,
     y: int,
     settings,
-    engine,
+    reader,
     catalog,
     who,
 ) -> Response:
@@ -52,7 +52,10 @@ async def _tile(
     cache = request.app.state.tile_cache
     tile = cache.get(key)
     if tile is None:
-        tile = make_tile(await render_tile(engine, settings, layer, visible, query, z, x, y))
+        data = await render_tile(
+            reader, catalog.statements, settings, layer, visible, query, (z, x, y)
+        )
+        tile = make_tile(data)
         cache.put(key, tile)
     status, headers, body = tile_reply(tile, layer, request.headers, settings.tiles.max_age_s)
     return Response(body, status_code=status, headers=headers)
@@ -71,11 +74,11 @@ async def xyz_tile(
     x: Column,
     y: Column,
     settings: SettingsDep,
-    engine: EngineDep,
+    reader: ReaderDep,
     catalog: CatalogDep,
     who: PrincipalDep,
 ) -> Response:
-    return await _tile(request, layer_id, z, x, y, settings, engine, catalog, who)
+    return await _tile(request, layer_id, z, x, y, settings, reader, catalog, who)
 
 
 @router.get(
@@ -91,11 +94,11 @@ async def ogc_tile(
     y: Column,
     x: Column,
     settings: SettingsDep,
-    engine: EngineDep,
+    reader: ReaderDep,
     catalog: CatalogDep,
     who: PrincipalDep,
 ) -> Response:
-    return await _tile(request, collection_id, z, x, y, settings, engine, catalog, who)
+    return await _tile(request, collection_id, z, x, y, settings, reader, catalog, who)
 
 
 def _tile_template(request: Request, layer_id: str) -> str:
@@ -108,7 +111,7 @@ async def tilejson(
     request: Request,
     layer_id: CollectionId,
     settings: SettingsDep,
-    engine: EngineDep,
+    reader: ReaderDep,
     catalog: CatalogDep,
     who: PrincipalDep,
 ) -> dict[str, Any]:

@@ -34,6 +34,8 @@ class Catalog:
     # a walk through a large collection pays for one count, not one per page.
     counts: TTLCache = field(default_factory=lambda: TTLCache(maxsize=1024, ttl_s=300))
     extents: TTLCache = field(default_factory=lambda: TTLCache(maxsize=256, ttl_s=300))
+    # Tile statements built for a layer and filters (they refer to this build's layers).
+    statements: TTLCache = field(default_factory=lambda: TTLCache(maxsize=512, ttl_s=3600))
     _layers: dict[str, Layer] = field(default_factory=dict)
     _built_at: int = -1
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -44,6 +46,7 @@ class Catalog:
                 wanted = self.version.value
                 if self._built_at != wanted:
                     self._layers = await self._build()
+                    self.statements.clear()
                     self._built_at = wanted
         return self._layers
 

@@ -88,7 +88,7 @@ def tile_features(
     )
 
 
-def tile_clusters(layer: Layer, conditions: list[ColumnElement[bool]], zoom: int) -> Select:
+def tile_clusters(layer: Layer, conditions: list[ColumnElement[bool]]) -> Select:
     """One point per occupied grid cell (at the mean position of its features) with the
     number of features in it.
 
@@ -96,7 +96,7 @@ def tile_clusters(layer: Layer, conditions: list[ColumnElement[bool]], zoom: int
     Mercator formulas: a few float operations per row, where transforming every point
     (PROJ) cost most of a tile of 400,000 points. Only the cluster centres are projected.
     """
-    cells = 2**zoom * CLUSTER_CELLS  # across the world
+    cells = func.power(2, _Z) * CLUSTER_CELLS  # across the world, at the tile's zoom
     lon, lat = func.ST_X(layer.geom), func.ST_Y(layer.geom)
     column = func.floor((lon + 180) / 360 * cells)
     row = func.floor(
