@@ -1,4 +1,15 @@
 # The API image. PostGIS runs elsewhere (see compose.yaml); the service only needs its URL.
+
+# The web pages' JavaScript: MapLibre GL JS from npm, pinned by web/package-lock.json (the
+# same files scripts/setup.sh copies into app/static/vendor; nothing comes from a CDN).
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error \
+    && mkdir -p /vendor \
+    && cp node_modules/maplibre-gl/dist/maplibre-gl.js node_modules/maplibre-gl/dist/maplibre-gl.css \
+          node_modules/maplibre-gl/LICENSE.txt /vendor/
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,6 +31,7 @@ RUN mkdir -p spatial indexes boundaries migrations \
     && pip install . && pip uninstall -y observatory
 
 COPY app app
+COPY --from=web /vendor app/static/vendor
 COPY spatial spatial
 COPY indexes indexes
 COPY boundaries boundaries

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the service and its tests need, on a fresh Debian 12 machine or again
-# on one where it already ran: system packages (when root), then the Python virtualenv.
+# on one where it already ran: system packages (when root), the Python virtualenv, then the
+# web pages' JavaScript (MapLibre GL JS from npm, copied into app/static/vendor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,11 @@ packages=()
 [ -f /usr/share/postgresql/15/extension/postgis.control ] || packages+=(postgresql-15-postgis-3)
 if [ "${OBSERVATORY_SETUP_TESTS:-0}" = 1 ]; then
     command -v ogrinfo >/dev/null || packages+=(gdal-bin)
+    # The browser tests drive Debian's Chromium: Playwright's own browser download does not
+    # work on these machines.
+    [ -x /usr/bin/chromium ] || packages+=(chromium)
 fi
+command -v npm >/dev/null || packages+=(nodejs npm)
 if [ ${#packages[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing ${packages[*]}"
@@ -33,4 +38,18 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/pip install -q -e '.[test]'
     rm -f .venv/.installed-*
     touch "$stamp"
+fi
+
+# MapLibre GL JS is a declared npm dependency (web/package.json, pinned by its lockfile);
+# the pages load it from /static/vendor, never from a CDN, so they work on an intranet.
+vendor=app/static/vendor
+lock=$(sha256sum web/package-lock.json | cut -c1-16)
+if [ ! -f "$vendor/.installed-$lock" ]; then
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    rm -rf "$vendor"
+    mkdir -p "$vendor"
+    cp web/node_modules/maplibre-gl/dist/maplibre-gl.js \
+       web/node_modules/maplibre-gl/dist/maplibre-gl.css \
+       web/node_modules/maplibre-gl/LICENSE.txt "$vendor/"
+    touch "$vendor/.installed-$lock"
 fi

@@ -1,6 +1,8 @@
-"""Composite indexes: versioned definitions (editors post, analysts read), results per unit
-with rank and rank change, and Monte Carlo rank uncertainty. Results as JSON, GeoJSON
-(unit geometry), CSV and XLSX; the tabular helpers here serve /rankings too."""
+"""Composite indexes: versioned definitions (admins post; anyone reads them, as the public
+description of what a published ranking means), the periods they can cover, results per
+unit with rank and rank change (analysts: they carry raw indicator values), and Monte Carlo
+rank uncertainty. Results as JSON, GeoJSON (unit geometry), CSV and XLSX; the tabular
+helpers here serve /rankings too."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from app.deps import Admin, Analyst, ConnDep, SettingsDep
 from app.schemas.indexes import (
     IndexDefinitionList,
     IndexDefinitionRecord,
+    IndexPeriods,
     IndexResults,
     IndexSensitivity,
 )
@@ -57,8 +60,10 @@ async def post_index(
     return record
 
 
+# Definitions are public: they say what a published ranking measures and how (indicators,
+# weights, method), and hold no data.
 @router.get("", response_model=IndexDefinitionList, summary="Latest version of every index")
-async def list_indexes(conn: ConnDep, who: Analyst) -> IndexDefinitionList:
+async def list_indexes(conn: ConnDep) -> IndexDefinitionList:
     return IndexDefinitionList(items=await service.list_definitions(conn))
 
 
@@ -66,10 +71,26 @@ async def list_indexes(conn: ConnDep, who: Analyst) -> IndexDefinitionList:
 async def get_index(
     code: str,
     conn: ConnDep,
-    who: Analyst,
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
 ) -> IndexDefinitionRecord:
     return await service.get_definition(conn, code, version)
+
+
+@router.get(
+    "/{code}/periods",
+    response_model=IndexPeriods,
+    summary="The periods the index can be computed for (public), oldest first",
+)
+async def get_periods(code: str, conn: ConnDep, settings: SettingsDep) -> IndexPeriods:
+    record = await service.get_definition(conn, code, None)
+    granularity = record.definition.get("period", "year")
+    periods = await service.available_periods(conn, settings, granularity)
+    return IndexPeriods(
+        code=record.code,
+        period=granularity,
+        periods=periods,
+        latest=periods[-1] if periods else None,
+    )
 
 
 @router.get(

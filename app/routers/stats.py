@@ -1,5 +1,6 @@
-"""Disaggregated statistics (analyst and above): counts and rates per 100,000 by unit and
-category, period, victim sex and age group, with Empirical Bayes rates. JSON and CSV."""
+"""Disaggregated statistics: counts and rates per 100,000 by unit and category, period,
+victim sex and age group, with Empirical Bayes rates. JSON and CSV. Public, with small
+counts and sensitive categories withheld below the analyst role (``release``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from app.deps import Analyst, ConnDep, SettingsDep
+from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.errors import InvalidParameter
 from app.params import split_list
 from app.schemas.stats import (
@@ -33,12 +34,15 @@ BY_ALIASES = {"sex": "victim_sex", "age": "age_group", "group": "category_group"
     "",
     response_model=StatsTable,
     summary="Counts and rates per 100,000 by unit x category x period x victim sex x age group",
+    description="Public. Without an analyst key, counts below 5, sensitive categories and "
+    "the cells that would let them be recomputed from a total are withheld (null, "
+    "`suppressed: true`).",
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def get_stats(
     conn: ConnDep,
     settings: SettingsDep,
-    who: Analyst,
+    who: PrincipalDep,
     level: Annotated[
         int | None, Query(ge=0, description="unit level (default 1, districts)")
     ] = None,

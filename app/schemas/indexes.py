@@ -23,6 +23,15 @@ class IndexDefinitionList(BaseModel):
     items: list[IndexDefinitionRecord]
 
 
+class IndexPeriods(BaseModel):
+    """The periods with incidents, up to the latest complete one (what the maps show)."""
+
+    code: str
+    period: str = Field(description="the index's kind of period: year, quarter or month")
+    periods: list[str] = Field(description="oldest first")
+    latest: str | None = Field(description="the latest complete period")
+
+
 class IndexResultRow(BaseModel):
     """One unit: indicator values at each step, dimension scores, score, rank and class."""
 

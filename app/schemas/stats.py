@@ -21,6 +21,7 @@ VALUE_COLUMNS = (
     "rate_eb_spatial",
     "rse",
     "unstable",
+    "suppressed",
 )
 
 
@@ -41,7 +42,9 @@ class StatsRow(BaseModel):
     age_group: str | None = Field(
         default=None, description="A requested age group, `unknown`, or `other`."
     )
-    count: int = Field(ge=0, description="Incidents (not victims).")
+    count: int | None = Field(
+        ge=0, description="Incidents (not victims); null when withheld (see `suppressed`)."
+    )
     population: float | None = Field(
         description="Denominator: population of the matching year, sex and age group; null "
         "when none is loaded."
@@ -58,7 +61,15 @@ class StatsRow(BaseModel):
         description="Empirical Bayes rate per 100,000 toward the neighbourhood's rate."
     )
     rse: float | None = Field(description="Poisson relative standard error, 1 / sqrt(count).")
-    unstable: bool = Field(description="Fewer than 20 incidents: do not over-read the rate.")
+    unstable: bool | None = Field(
+        description="Fewer than 20 incidents: do not over-read the rate (null when withheld)."
+    )
+    suppressed: bool = Field(
+        default=False,
+        description="Withheld for callers below analyst (small count, sensitive category, "
+        "or withheld so that another withheld cell cannot be recomputed): count and rates "
+        "are null.",
+    )
 
 
 class StatsFilters(BaseModel):
@@ -85,6 +96,11 @@ class StatsParameters(BaseModel):
     per: float
     unstable_below: int
     weights: dict
+    sensitive_categories: list[str] = Field(
+        default=[],
+        description="Categories flagged sensitive: withheld from callers below analyst, "
+        "with every total that includes them.",
+    )
 
 
 class StatsTable(BaseModel):

@@ -45,6 +45,8 @@ DEFAULTS_DIR = DATA_DIR / "indexes"
 MAX_RUNS = 5_000
 RANKING_RUNS = 500
 RANKING_SEED = 1  # fixed so that the planners' page is stable from one request to the next
+# Longest list of periods a selector offers (10 years of months).
+MAX_PERIODS = 120
 TOP_CONTRIBUTORS = 3
 _FREQ = {"year": "Y", "quarter": "Q", "month": "M"}
 
@@ -525,3 +527,21 @@ async def latest_period(conn: AsyncConnection, settings: Settings, granularity: 
     if period.end > pd.Timestamp.now(tz=tz):
         period = _previous(period, granularity, tz)
     return period.label
+
+
+async def available_periods(
+    conn: AsyncConnection, settings: Settings, granularity: str
+) -> list[str]:
+    """Every period (year, quarter or month) from the first incident's to the latest
+    complete one, oldest first: what a period selector offers."""
+    latest = await latest_period(conn, settings, granularity)
+    first = (await conn.execute(stats_sql.select_first_incident())).scalar()
+    if latest is None or first is None:
+        return []
+    tz = settings.territory.timezone
+    period = _period(latest, granularity, tz)
+    periods = [period.label]
+    while period.start > pd.Timestamp(first).tz_convert(tz) and len(periods) < MAX_PERIODS:
+        period = _previous(period, granularity, tz)
+        periods.append(period.label)
+    return periods[::-1]

@@ -3,7 +3,7 @@
 read (counts by unit and breakdown, units, populations) → complete the table (every unit
 x every breakdown, zeros included) → denominators → rates (``spatial.rates``) → release.
 :func:`release` is the one place where what a caller may see is decided (small-count
-suppression for public viewers goes there).
+suppression for callers below analyst, in ``app.services.disclosure``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from app.schemas.stats import (
     StatsTable,
 )
 from app.security import Principal
+from app.services import disclosure
 from app.settings import Settings
 from app.sql import stats as sql
 from app.sql.incidents import IncidentFilter
@@ -148,6 +149,7 @@ async def compute_stats(
     by = tuple(b for b in BREAKDOWN_COLUMNS if b in query.by)
     units = await _units(conn, query)
     vocabulary = dict((await conn.execute(sql.select_categories())).all())
+    sensitive = frozenset((await conn.execute(sql.select_sensitive_categories())).scalars())
     if unknown := sorted(set(query.filters.categories) - set(vocabulary)):
         raise InvalidParameter(f"unknown category code(s): {', '.join(unknown)}")
     unit_ids = [u.id for u in units]
@@ -251,19 +253,28 @@ async def compute_stats(
             "snap_m": SNAP_M,
             "islands": [units[i].code for i in weights.islands] if weights else [],
         },
+        sensitive_categories=sorted(sensitive),
     )
     table = StatsTable(rows=[StatsRow(**r) for r in rows], parameters=parameters, notes=notes)
-    return release(table, who)
+    return release(table, who, vocabulary=vocabulary, sensitive=sensitive)
 
 
-def release(table: StatsTable, who: Principal) -> StatsTable:
+def release(
+    table: StatsTable,
+    who: Principal,
+    *,
+    vocabulary: Mapping[str, str],
+    sensitive: frozenset[str],
+) -> StatsTable:
     """What ``who`` may see of the table: the one place for disclosure control.
 
-    Analysts and above (the only callers today) see every cell. Small-count suppression
-    for public viewers (sensitive categories above all) belongs here, so that JSON and
-    CSV get it alike.
+    Analysts and above see every cell. Everyone else (no key, viewer) gets the table with
+    small counts, sensitive categories and their complements withheld
+    (:func:`app.services.disclosure.suppress`), so that JSON and CSV get it alike.
     """
-    return table
+    if who.has("analyst"):
+        return table
+    return disclosure.suppress(table, vocabulary, sensitive)
 
 
 # --- reading -----------------------------------------------------------------------

@@ -39,6 +39,11 @@ def select_categories() -> Select:
     return select(category.c.code, category.c.category_group).order_by(category.c.code)
 
 
+def select_sensitive_categories() -> Select:
+    """Codes of the categories flagged sensitive (public tables never show them)."""
+    return select(category.c.code).where(category.c.sensitive).order_by(category.c.code)
+
+
 def select_population(unit_ids: Sequence[int]) -> Select:
     """Every population row of these units (all years, sexes and age groups)."""
     c = population.c
@@ -109,3 +114,8 @@ def count_incidents(
 def select_last_incident() -> Select:
     """When the latest live incident happened (the index layers show its last full period)."""
     return select(func.max(incident.c.occurred_at)).where(incident.c.deleted_at.is_(None))
+
+
+def select_first_incident() -> Select:
+    """When the earliest live incident happened (the first period an index can cover)."""
+    return select(func.min(incident.c.occurred_at)).where(incident.c.deleted_at.is_(None))

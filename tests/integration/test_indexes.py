@@ -370,10 +370,37 @@ def test_rankings_csv_and_xlsx_carry_the_json_numbers(client, keys, index_data):
             assert line["top1_contribution"] == pytest.approx(top["contribution"], rel=1e-12)
 
 
-def test_rankings_access_and_errors(client, keys, index_data):
-    assert _ranking(client, keys["viewer"]).status_code == 403
-    assert client.get("/rankings", params={"index": "x", "period": "2024"}).status_code == 401
-    assert _ranking(client, keys["analyst"], index="nope").status_code == 404
+def test_rankings_are_public_and_the_same_for_everyone(client, keys, index_data):
+    # Ranks and scores are published aggregates: no key and a viewer key get exactly the
+    # analyst's numbers (computed from every count, not from a suppressed table).
+    analyst = _ranking(client, keys["analyst"])
+    for key in (None, keys["viewer"]):
+        response = _ranking(client, key)
+        assert response.status_code == 200, response.text
+        assert response.json() == analyst.json()
+    public = _ranking(client, None, format="csv")
+    assert public.status_code == 200
+    assert public.text == _ranking(client, keys["analyst"], format="csv").text
+    sheets = [
+        pd.read_excel(io.BytesIO(_ranking(client, key, format="xlsx").content))
+        for key in (None, keys["analyst"])
+    ]
+    pd.testing.assert_frame_equal(*sheets)
+    assert _ranking(client, None, index="nope").status_code == 404
+    assert _ranking(client, None, period="2024-Q1").status_code == 422
+
+
+def test_index_definitions_and_periods_are_public(client, keys, index_data):
+    listed = client.get("/indexes")
+    assert listed.status_code == 200
+    assert "territorial-violence" in {i["code"] for i in listed.json()["items"]}
+    assert client.get(TVI).json()["definition"]["indicators"]
+    periods = client.get(f"{TVI}/periods").json()
+    assert periods["period"] == "year" and periods["latest"] == periods["periods"][-1]
+    assert periods["periods"] == sorted(periods["periods"]) and "2024" in periods["periods"]
+    assert client.get("/indexes/nope/periods").status_code == 404
+    # The raw indicator values per unit stay with analysts.
+    assert client.get(f"{TVI}/results", params={"period": "2024"}).status_code == 401
 
 
 def test_cli_prints_the_ranking(base_data, index_data, client, keys, tmp_path):

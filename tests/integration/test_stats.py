@@ -304,6 +304,11 @@ def test_bad_parameters_are_422(client, keys, stats_data, params, message):
     assert message in response.json()["detail"]
 
 
-def test_stats_need_an_analyst(client, keys):
-    assert client.get("/stats").status_code == 401
-    assert client.get("/stats", headers=auth(keys["viewer"])).status_code == 403
+def test_stats_are_public_with_small_counts_withheld(client, keys, stats_data):
+    # Full values for analysts only (tests/integration/test_public_view.py checks the rule).
+    for key in (None, keys["viewer"]):
+        table = _get(client, key, by="category", period="2024")
+        assert any(r.suppressed for r in table.rows)
+        assert all(r.count is None or r.count >= 5 for r in table.rows)
+    assert not any(r.suppressed for r in _get(client, keys["analyst"], by="category").rows)
+    assert client.get("/stats", headers=auth("not-a-key")).status_code == 401

@@ -1,0 +1,395 @@
+"""The map (/map) and the planners' page (/rankings) in a real browser: Playwright driving
+Debian's Chromium (/usr/bin/chromium, installed by ``OBSERVATORY_SETUP_TESTS=1
+scripts/setup.sh``) against uvicorn serving the Belize demo (its 60,000 synthetic incidents and
+the demo's Gi* run) in a database of its own on the session's cluster.
+
+Screenshots at 1280x800 and at a phone width go to tests/output/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import geopandas as gpd
+import httpx
+import pandas as pd
+import psycopg
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+from app.migrate import upgrade
+from app.settings import Settings
+from tests.conftest import BELIZE, _free_port, call_service
+
+ROOT = Path(__file__).parents[2]
+OUTPUT = ROOT / "tests" / "output"
+CHROMIUM = Path("/usr/bin/chromium")
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+INDEX = "territorial-violence"
+DEMO_INCIDENTS = 60_000
+# Headless Chromium without a GPU draws WebGL with SwiftShader (software).
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--enable-unsafe-swiftshader",
+]
+
+
+@pytest.fixture(scope="module")
+def demo(base_data: Settings) -> tuple[Settings, str]:
+    """The demo in its own database (other tests count incidents in the shared one), and
+    an analyst key for it."""
+    from app.services.demo import load_demo
+    from app.services.keys import create_key
+
+    name = "observatory_browser"
+    with psycopg.connect(base_data.libpq_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base_data.libpq_url.rsplit("/", 1)[0] + f"/{name}"
+    settings = Settings(environment="test", database_url=url, analysis={"warm_up": False})
+    upgrade(settings.sqlalchemy_url)
+    call_service(settings, lambda e: load_demo(e, settings, incidents=DEMO_INCIDENTS))
+    key = call_service(
+        settings, lambda e: create_key(e, role="analyst", name="browser", actor="tests")
+    )
+    return settings, key
+
+
+@pytest.fixture(scope="module")
+def server(demo: tuple[Settings, str]) -> Iterator[str]:
+    settings, _ = demo
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OBSERVATORY_")},
+        "OBSERVATORY_ENVIRONMENT": "test",
+        "OBSERVATORY_DATABASE_URL": settings.libpq_url,
+        "OBSERVATORY_ANALYSIS__WARM_UP": "false",
+    }
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"uvicorn exited:\n{process.stdout.read()}")
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the service never became ready")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(server: str) -> Iterator[Browser]:
+    """Chromium; after the server, whose demo loading needs the event loop Playwright's
+    synchronous API then holds for the module."""
+    if not CHROMIUM.exists():
+        pytest.fail("/usr/bin/chromium not found: run OBSERVATORY_SETUP_TESTS=1 scripts/setup.sh")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+class Console:
+    """Errors the page logs (console.error, failed resources, uncaught exceptions)."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        page.on("console", self._message)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+    def _message(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"{message.text} at {message.location.get('url')}")
+
+
+def _open(browser: Browser, url: str, viewport: dict[str, int] = DESKTOP) -> tuple[Page, Console]:
+    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    console = Console(page)
+    page.goto(url)
+    page.wait_for_function("() => ['ready', 'error'].includes(document.body.dataset.state)")
+    return page, console
+
+
+def _open_map(browser: Browser, base: str, viewport: dict[str, int] = DESKTOP):
+    page, console = _open(browser, f"{base}/map", viewport)
+    assert page.evaluate("() => document.body.dataset.state") == "ready", page.inner_text(
+        "#map-error"
+    )
+    _idle(page)
+    return page, console
+
+
+def _arm_idle(page: Page) -> None:
+    """Remember the map's next 'idle' (every tile loaded and drawn), armed before a change."""
+    page.evaluate(
+        "() => { window.__idle = new Promise(r => window.observatoryMap.once('idle', r)); }"
+    )
+
+
+def _wait_idle(page: Page) -> None:
+    page.evaluate("() => window.__idle")
+
+
+def _idle(page: Page) -> None:
+    page.evaluate(
+        """() => new Promise(resolve => {
+            const map = window.observatoryMap;
+            if (map.loaded() && map.areTilesLoaded() && !map.isMoving()) resolve();
+            else map.once('idle', resolve);
+        })"""
+    )
+
+
+def _pixels(page: Page) -> dict[str, int]:
+    """Counts of the drawn map's pixels: all, background, and near given colours."""
+    return page.evaluate(
+        """() => {
+            const source = window.observatoryMap.getCanvas();
+            const canvas = document.createElement('canvas');
+            canvas.width = source.width; canvas.height = source.height;
+            const ctx = canvas.getContext('2d');
+            ctx.drawImage(source, 0, 0);
+            const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+            const near = (i, [r, g, b], d) =>
+                Math.abs(data[i] - r) <= d && Math.abs(data[i + 1] - g) <= d &&
+                Math.abs(data[i + 2] - b) <= d;
+            const out = {all: 0, background: 0, hot: 0, dark: 0, hash: 0};
+            for (let i = 0; i < data.length; i += 4) {
+                out.all++;
+                if (near(i, [247, 247, 245], 2)) out.background++;
+                if (near(i, [214, 47, 39], 30)) out.hot++;          // Gi_Bin 3, #d62f27
+                if (near(i, [37, 37, 37], 40)) out.dark++;          // incidents, #252525
+                const v = data[i] + 7 * data[i + 1] + 13 * data[i + 2];
+                out.hash = (out.hash * 31 + v) % 1000000007;
+            }
+            return out;
+        }"""
+    )
+
+
+def _ranking(base: str, period: str | None = None) -> dict:
+    period = period or httpx.get(f"{base}/indexes/{INDEX}/periods").json()["latest"]
+    response = httpx.get(f"{base}/rankings", params={"index": INDEX, "period": period}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _screenshot(page: Page, name: str) -> None:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=OUTPUT / f"{name}.png", full_page=True)
+
+
+def _click_district(page: Page, code: str) -> None:
+    """Click the map inside a district (its representative point, on the mainland)."""
+    districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson")
+    point = districts.set_index("iso_3166_2").geometry[code].representative_point()
+    xy = page.evaluate(f"() => window.observatoryMap.project([{point.x}, {point.y}])")
+    box = page.locator("#map canvas").bounding_box()
+    page.mouse.click(box["x"] + xy["x"], box["y"] + xy["y"])
+
+
+# --- /map ----------------------------------------------------------------------------
+
+
+def test_map_draws_districts_hot_spots_and_legend_without_errors(browser, server):
+    page, console = _open_map(browser, server)
+    pixels = _pixels(page)
+    # Not blank: most of the canvas is the territory, not the background colour, and
+    # the demo's hot spots (Gi_Bin 3 red) are drawn.
+    assert pixels["background"] < 0.9 * pixels["all"], pixels
+    assert pixels["hot"] > 50, pixels
+    ranking = _ranking(server)
+    k = len({r["class"] for r in ranking["rows"]})
+    legend = page.locator("#legend-index li[data-class]")
+    assert legend.count() == 3 >= k
+    assert "Class 1 (lowest)" in legend.nth(0).inner_text()
+    assert "Class 3 (highest)" in legend.nth(2).inner_text()
+    assert page.locator("#legend-hotspots li").count() == 7
+    assert "Hot spot - 99% confidence" in page.inner_text("#legend-hotspots")
+    # Only this origin was asked for anything (no CDN, basemap or font server).
+    assert page.evaluate(
+        "() => performance.getEntriesByType('resource')"
+        ".every(e => e.name.startsWith(location.origin) || e.name.startsWith('blob:'))"
+    )
+    _screenshot(page, "map-desktop")
+    assert console.errors == []
+    page.close()
+
+
+def test_clicking_belize_district_shows_the_api_rank_band_and_indicators(browser, server):
+    page, console = _open_map(browser, server)
+    _click_district(page, "BZ-BZ")
+    page.wait_for_selector("#panel-body dl")
+    row = next(r for r in _ranking(server)["rows"] if r["unit_code"] == "BZ-BZ")
+    assert "Belize" in page.inner_text("#panel-title")
+    assert page.inner_text("[data-field=rank]") == f"{row['rank']} of 6"
+    assert (
+        page.inner_text("[data-field=band]") == f"{row['rank_q05']:.0f}\u2013{row['rank_q95']:.0f}"
+    )
+    assert page.inner_text("[data-field=class]") == str(row["class"])
+    panel = page.inner_text("#panel")
+    for contributor in row["top_indicators"]:
+        assert contributor["name"] in panel
+    assert "Counts by category" in panel and "Counts by victim's sex" in panel
+    # Without a key the sensitive categories are withheld.
+    assert "withheld" in panel
+    assert page.inner_text("[data-field=population]").startswith("1")  # 100,000s
+    _screenshot(page, "map-desktop-panel")
+    # The panel is reachable without a mouse too.
+    page.click("#panel-close")
+    page.select_option("#district", "BZ-CY")
+    page.wait_for_selector("#panel-body dl")
+    assert "Cayo" in page.inner_text("#panel-title")
+    assert page.evaluate("() => document.activeElement.id") == "panel"
+    assert console.errors == []
+    page.close()
+
+
+def test_an_analyst_key_shows_incidents(browser, server, demo):
+    page, console = _open_map(browser, server)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/tiles/incidents/" in r.url else None)
+    before = _pixels(page)
+    assert page.evaluate("() => window.observatoryMap.getLayer('incidents-circle') === undefined")
+    assert page.is_disabled("#show-incidents")
+    page.fill("#key", demo[1])
+    _arm_idle(page)
+    page.click("#use-key")
+    page.wait_for_function("() => document.getElementById('show-incidents').checked")
+    _wait_idle(page)
+    after = _pixels(page)
+    features = page.evaluate(
+        "() => window.observatoryMap.queryRenderedFeatures({layers: ['incidents-circle']}).length"
+    )
+    assert asked and features > 0
+    assert after["dark"] > before["dark"], (before, after)
+    assert "accepted" in page.inner_text("#key-status")
+    _screenshot(page, "map-desktop-incidents")
+    assert console.errors == []
+    page.close()
+
+
+def test_the_category_filter_changes_tile_requests_and_pixels(browser, server, demo):
+    page, console = _open_map(browser, server)
+    page.fill("#key", demo[1])
+    _arm_idle(page)
+    page.click("#use-key")
+    page.wait_for_function("() => document.getElementById('show-incidents').checked")
+    _wait_idle(page)
+    before = _pixels(page)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/tiles/incidents/" in r.url else None)
+    _arm_idle(page)
+    page.select_option("#category", "homicide")
+    _wait_idle(page)
+    after = _pixels(page)
+    assert asked and all("category=homicide" in u for u in asked), asked
+    assert after["hash"] != before["hash"]
+    # Homicides are a small share of all incidents: far fewer dark pixels.
+    assert after["dark"] < before["dark"], (before, after)
+    assert console.errors == []
+    page.close()
+
+
+def test_map_at_phone_width(browser, server):
+    page, console = _open_map(browser, server, PHONE)
+    assert _pixels(page)["background"] < _pixels(page)["all"]
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    page.select_option("#district", "BZ-BZ")
+    page.wait_for_selector("#panel-body dl")
+    _screenshot(page, "map-phone")
+    assert console.errors == []
+    page.close()
+
+
+def test_map_shows_the_service_error_instead_of_a_blank_area(browser, server):
+    page, _ = _open(browser, f"{server}/map?period=not-a-year")
+    _idle(page)
+    error = page.locator("#map-error")
+    assert error.is_visible()
+    assert "422" in error.inner_text() and "period" in error.inner_text()
+    page.close()
+
+
+# --- /rankings -----------------------------------------------------------------------
+
+
+def test_rankings_page_rows_in_api_order_and_downloads(browser, server):
+    page, console = _open(browser, f"{server}/rankings")
+    assert page.evaluate("() => document.body.dataset.state") == "ready", page.inner_text("#error")
+    api = _ranking(server)
+    units = page.eval_on_selector_all("#table tbody tr", "rows => rows.map(r => r.dataset.unit)")
+    assert units == [r["unit_code"] for r in api["rows"]] and len(units) == 6
+    first = page.locator("#table tbody tr").first.inner_text()
+    assert api["rows"][0]["unit_name"] in first and f"{api['rows'][0]['score']:.1f}" in first
+    assert page.locator("#chart svg rect").count() == 6
+    assert "indicators" in page.inner_text("#about")
+    assert "[object" not in page.inner_text("#about")
+    _screenshot(page, "rankings-desktop")
+
+    with page.expect_download() as info:
+        page.click("#csv")
+    table = pd.read_csv(info.value.path())
+    assert list(table["unit_code"]) == [r["unit_code"] for r in api["rows"]]
+    assert list(table["rank"]) == [r["rank"] for r in api["rows"]]
+    assert list(table["score"].round(9)) == [round(r["score"], 9) for r in api["rows"]]
+    assert list(table["rank_q05"]) == [r["rank_q05"] for r in api["rows"]]
+    with page.expect_download() as info:
+        page.click("#xlsx")
+    sheet = pd.read_excel(io.BytesIO(Path(info.value.path()).read_bytes()))
+    assert list(sheet["unit_code"]) == [r["unit_code"] for r in api["rows"]]
+
+    # Sortable: by score ascending puts the lowest score first.
+    page.click("button[data-sort=score]")
+    units = page.eval_on_selector_all("#table tbody tr", "rows => rows.map(r => r.dataset.unit)")
+    assert units == [r["unit_code"] for r in sorted(api["rows"], key=lambda r: r["score"])]
+    assert page.get_attribute("#table th:nth-child(3)", "aria-sort") == "ascending"
+    assert console.errors == []
+    page.close()
+
+
+def test_rankings_page_at_phone_width(browser, server):
+    page, console = _open(browser, f"{server}/rankings", PHONE)
+    assert page.locator("#table tbody tr").count() == 6
+    _screenshot(page, "rankings-phone")
+    assert console.errors == []
+    page.close()
+
+
+def test_rankings_page_shows_the_service_error(browser, server):
+    page, _ = _open(browser, f"{server}/rankings?index={INDEX}&period=not-a-year")
+    assert page.evaluate("() => document.body.dataset.state") == "error"
+    assert page.locator("#error").is_visible()
+    assert "422" in page.inner_text("#error")
+    page.close()

@@ -1,0 +1,128 @@
+"""The public view: /stats without an analyst key (small counts, sensitive categories and
+their complements withheld, JSON and CSV alike), and the pages beside the API (/map, and
+/rankings for a browser asking for HTML while every other client keeps the API)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import geopandas as gpd
+import pytest
+
+from app.services.demo_incidents import generate_incidents
+from app.services.imports import import_frame
+from app.services.incident_rows import ReadOptions
+from app.services.tables import load_demo_population
+from tests.conftest import BELIZE, auth, call_service
+
+SOURCE = "public-view-test"
+SENSITIVE = {"domestic_violence", "sexual_violence", "suicide"}
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.fixture(scope="module")
+def public_data(base_data):
+    """1,500 synthetic incidents in 2024 under their own source, and the demo census."""
+    call_service(base_data, lambda e: load_demo_population(e, actor="tests"))
+    districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson").rename(
+        columns={"iso_3166_2": "code", "district": "name"}
+    )
+    frame = generate_incidents(districts, n=1_500, years=1, end_year=2024, seed=5)
+    frame = frame.assign(source=SOURCE).astype(object).where(frame.notna(), "").astype(str)
+    frame = frame.replace({"nan": "", "<NA>": "", "None": ""})
+    report = call_service(
+        base_data,
+        lambda e: import_frame(
+            e, base_data, frame, ReadOptions(), actor="tests", filename="p.csv", fmt="csv"
+        ),
+    )
+    assert report.inserted == 1_500
+    return base_data
+
+
+def _stats(client, key, **params):
+    response = client.get("/stats", params={"source": SOURCE, **params}, headers=auth(key))
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_public_counts_by_category_withhold_small_sensitive_and_complementary(
+    client, keys, public_data
+):
+    full = {
+        (r["unit_code"], r["category"]): r
+        for r in _stats(client, keys["analyst"], by="category", period="2024").json()["rows"]
+    }
+    assert not any(r["suppressed"] for r in full.values())
+    for key in (None, keys["viewer"]):
+        body = _stats(client, key, by="category", period="2024").json()
+        assert body["parameters"]["sensitive_categories"] == sorted(SENSITIVE)
+        rows = body["rows"]
+        assert len(rows) == len(full)
+        for r in rows:
+            analyst = full[(r["unit_code"], r["category"])]
+            if r["suppressed"]:
+                assert r["count"] is None and r["rate"] is None and r["rse"] is None
+            else:
+                # Shown counts are exact; never small, never sensitive.
+                assert r["count"] == analyst["count"] >= 5
+                assert r["category"] not in SENSITIVE
+            if analyst["count"] < 5 or r["category"] in SENSITIVE:
+                assert r["suppressed"]
+        # No line of the table has exactly one withheld cell.
+        for column, other in (("unit_code", "category"), ("category", "unit_code")):
+            lines: dict[str, list[bool]] = {}
+            for r in rows:
+                lines.setdefault(r[column], []).append(r["suppressed"])
+            assert all(sum(hidden) != 1 for hidden in lines.values()), (column, other)
+        assert any("Public view" in note for note in body["notes"])
+
+
+def test_public_totals_include_no_sensitive_category(client, keys, public_data):
+    everything = _stats(client, None, by="victim_sex", period="2024").json()["rows"]
+    assert all(r["suppressed"] for r in everything)
+    open_categories = "theft,burglary,robbery,assault"
+    rows = _stats(client, None, by="victim_sex", period="2024", category=open_categories)
+    full = _stats(client, keys["analyst"], by="victim_sex", period="2024", category=open_categories)
+    shown = [r for r in rows.json()["rows"] if not r["suppressed"]]
+    assert shown
+    counts = {(r["unit_code"], r["victim_sex"]): r["count"] for r in full.json()["rows"]}
+    assert all(counts[(r["unit_code"], r["victim_sex"])] == r["count"] for r in shown)
+
+
+def test_public_csv_withholds_the_same_cells(client, public_data):
+    params = {"by": "category", "period": "2024"}
+    body = _stats(client, None, **params).json()
+    lines = list(csv.DictReader(io.StringIO(_stats(client, None, format="csv", **params).text)))
+    assert len(lines) == len(body["rows"])
+    for line, row in zip(lines, body["rows"], strict=True):
+        assert line["suppressed"] == str(row["suppressed"]).lower()
+        assert line["count"] == ("" if row["suppressed"] else str(row["count"]))
+
+
+def test_a_browser_gets_the_rankings_page_and_clients_the_api(client):
+    page = client.get("/rankings", headers={"Accept": BROWSER})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "static/js/rankings.js" in page.text and "Accept" in page.headers["vary"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    # Without parameters the API still says what is missing; with format the API answers.
+    for headers, params in (
+        ({}, {}),
+        ({"Accept": "*/*"}, {}),
+        ({"Accept": BROWSER}, {"format": "json"}),
+    ):
+        response = client.get("/rankings", params=params, headers=headers)
+        assert response.status_code == 422
+        assert response.headers["content-type"] == "application/problem+json"
+    json_first = client.get("/rankings", headers={"Accept": "application/json, text/html;q=0.9"})
+    assert json_first.status_code == 422
+
+
+def test_the_map_page_and_its_static_files(client):
+    page = client.get("/map", headers={"Accept": BROWSER})
+    assert page.status_code == 200 and "static/vendor/maplibre-gl.js" in page.text
+    for path in ("/static/vendor/maplibre-gl.js", "/static/vendor/maplibre-gl.css",
+                 "/static/js/map.js", "/static/js/api.js", "/static/css/pages.css"):  # fmt: skip
+        assert client.get(path).status_code == 200, path
+    assert "/map" not in client.get("/openapi.json").json()["paths"]
