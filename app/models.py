@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -271,16 +272,19 @@ analysis_grid_cell = Table(
     ),
     Column("cell_id", Text, primary_key=True),
     Column("geom", Geometry("GEOMETRY", srid=SRID, spatial_index=False), nullable=False),
+    # The polygon as GeoJSON (7 decimals), computed once when the grid is stored.
+    Column("geojson", Text, Computed("ST_AsGeoJSON(geom, 7)", persisted=True), nullable=False),
     Index("ix_analysis_grid_cell_geom", "geom", postgresql_using="gist"),
 )
 
 # One row per analysis unit (H3 cell, grid square or admin unit) of a run: its values.
-# grid_id names the grid holding its polygon; no foreign key, whose per-row check would
-# cost about a second per 200,000-cell run: the service writes a run's grid first.
+# grid_id names the grid holding its polygon. No foreign keys: PostgreSQL checks them row
+# by row, about a second per 200,000-cell run each; the service writes a run's grid
+# first, and a trigger deletes a run's values with the run (migration 0006).
 analysis_cell_value = Table(
     "analysis_cell_value",
     metadata,
-    Column("run_id", Integer, ForeignKey("analysis_run.id", ondelete="CASCADE"), primary_key=True),
+    Column("run_id", Integer, primary_key=True),
     Column("cell_id", Text, primary_key=True),
     Column("count", Float, nullable=False),
     Column("z", Float),

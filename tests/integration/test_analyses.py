@@ -428,3 +428,22 @@ def test_migration_0006_moves_existing_cells_into_grids_and_back(settings, db):
         assert back == moved
         assert conn.execute("SELECT to_regclass('analysis_grid')").fetchone() == (None,)
     db.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_geojson_from_stored_polygons_equals_json_agg_on_the_view(client, keys, incidents, db):
+    import json
+
+    from app.sql.analyses import CELL_PROPERTIES, select_cells_geojson
+    from bench._common import literal_sql
+
+    run, _ = _post_and_read(client, keys["analyst"], {"units": {"type": "h3", "resolution": 6}})
+    built = db.execute(literal_sql(select_cells_geojson(run["id"]))).fetchone()[0]
+    properties = ", ".join(f"'{p}', {p}" for p in CELL_PROPERTIES)
+    reference = db.execute(
+        "SELECT json_agg(json_build_object('type', 'Feature', 'id', cell_id, 'geometry', "
+        f"ST_AsGeoJSON(geom, 7)::json, 'properties', json_build_object({properties})) "
+        "ORDER BY cell_id)::text FROM analysis_cell WHERE run_id = %s",
+        [run["id"]],
+    ).fetchone()[0]
+    assert json.loads(built) == json.loads(reference)
+    assert db.execute(literal_sql(select_cells_geojson(-1))).fetchone()[0] == "[]"
