@@ -18,12 +18,17 @@ MEDIA_TYPE = "application/vnd.mapbox.style+json"
 
 
 def _match(sym: Symbology, what: str, default: Any) -> Any:
-    """A ``match`` expression on the styled property (a constant for a single symbol)."""
+    """A ``match`` expression on the styled property (a constant for a single symbol).
+
+    Each label is written as a one-value array (``[-3]``), which MapLibre reads like the
+    bare value: the MapLibre style converter of QGIS 3.22 (Debian 12) reads only arrays
+    there and turns a bare label into ``"bin" IN ()``, leaving every feature in the
+    fallback colour (scripts/verify_qgis.py checks it)."""
     if sym.attribute is None:
         return default
     pairs: list[Any] = []
     for cat in sym.categories:
-        pairs += [cat.value, cat.colour if what == "colour" else cat.opacity]
+        pairs += [[cat.value], cat.colour if what == "colour" else cat.opacity]
     return ["match", ["get", sym.attribute], *pairs, default]
 
 

@@ -12,11 +12,15 @@ Data sources, as QGIS's providers parse them (checked against ``qgis/QGIS``):
   always EPSG:3857.
 - HTTP headers: ``QgsDataSourceUri`` keeps parameters prefixed ``http-header:`` as
   ``QgsHttpHeaders`` in both forms (``http-header:Authorization='Bearer …'`` in the
-  spaced form). The XYZ vector tile provider sends them with every tile
-  (``QgsXyzVectorTileDataProviderBase``), and the OAPIF/WFS provider since its
+  spaced form). The XYZ vector tile provider of recent releases sends them with every
+  tile (``QgsXyzVectorTileDataProviderBase``), and the OAPIF/WFS provider since its
   ``QgsAuthorizationSettings`` carries the URI's headers (sources of December 2024, so
   QGIS 3.42 and later). Older releases ignore them and the incidents layer answers 401:
-  there, add an "API Header" authentication configuration to the layer instead.
+  there, add an "API Header" authentication configuration to the layer instead (QGIS
+  3.24 and later). QGIS 3.22 (Debian 12, Ubuntu 22.04), checked headless with
+  ``scripts/verify_qgis.py``, sends the header neither for OAPIF nor for vector tiles and
+  has no "API Header" method; its "Basic" method and the OAPIF URI's ``username`` /
+  ``password`` send ``Authorization: Basic …`` only.
 - A ``<spatialrefsys>`` is resolved from its ``authid`` only when ``srsid`` is a QGIS
   system id (``QgsCoordinateReferenceSystem::readXml``): 3857 for EPSG:3857, 3452 for
   EPSG:4326.

@@ -23,8 +23,11 @@ import xml.etree.ElementTree as ET
 
 from app.symbology import Category, Symbology
 
-# The release whose file format we write; older 3.x releases read it too.
-QGIS_VERSION = "3.28.0-Firenze"
+# The release the files say they were written by: the oldest one checked with a real QGIS
+# (scripts/verify_qgis.py; Debian 12's and Ubuntu 22.04's QGIS). Newer releases read them
+# as they are; a file naming a newer release than the reader's makes QGIS warn that it
+# was "saved with a newer version of qgis" on every open.
+QGIS_VERSION = "3.22.0-Białowieża"
 DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
 _GEOMETRY_TYPE = {"point": 0, "polygon": 2}
 

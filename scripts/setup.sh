@@ -13,6 +13,13 @@ if [ "${OBSERVATORY_SETUP_TESTS:-0}" = 1 ]; then
     # The browser tests drive Debian's Chromium: Playwright's own browser download does not
     # work on these machines.
     [ -x /usr/bin/chromium ] || packages+=(chromium)
+    # QGIS as the real client (tests/e2e/test_qgis.py, scripts/verify_qgis.py): Debian's
+    # PyQGIS for the system Python, and the providers package holding OGC API Features.
+    # About 215 MB to download and 1 GB installed; under 2 minutes.
+    if ! /usr/bin/python3 -c 'import qgis.core' 2>/dev/null \
+        || [ ! -f /usr/lib/qgis/plugins/libprovider_wfs.so ]; then
+        packages+=(python3-qgis qgis-providers)
+    fi
 fi
 command -v npm >/dev/null || packages+=(nodejs npm)
 if [ ${#packages[@]} -gt 0 ]; then
