@@ -166,12 +166,13 @@ def render(layers: list, extent_wgs84: QgsRectangle, path: Path, size: int = 800
 
 
 def painted(image, step: int = 4) -> float:
-    """Share of sampled pixels that are not the white background."""
+    """Share of sampled pixels that are neither the white map background nor the MapLibre
+    style's background layer (#f7f7f5)."""
     total = drawn = 0
     for y in range(0, image.height(), step):
         for x in range(0, image.width(), step):
             total += 1
-            if image.pixel(x, y) & 0xFFFFFF != 0xFFFFFF:
+            if image.pixel(x, y) & 0xFFFFFF not in (0xFFFFFF, 0xF7F7F5):
                 drawn += 1
     return drawn / total
 
