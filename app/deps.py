@@ -48,11 +48,18 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 async def get_principal(
     request: Request,
     engine: EngineDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    # Declares the scheme in OpenAPI; the header itself is read below (Basic too).
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> security.Principal:
-    if credentials is None:
+    authorization = request.headers.get("authorization")
+    if authorization is None:
         return security.PUBLIC
-    key = credentials.credentials
+    key = security.key_from_header(authorization)
+    if key is None:
+        raise Unauthorized(
+            "Send the API key as `Authorization: Bearer <key>` (or as the password of "
+            "HTTP Basic authentication)."
+        )
     prefix = security.split_key(key)
     if prefix is None:
         raise Unauthorized("Malformed API key.")

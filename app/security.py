@@ -6,6 +6,8 @@ password hash protects low-entropy secrets, which these are not).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -44,6 +46,24 @@ def new_key() -> tuple[str, str, str]:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_from_header(authorization: str) -> str | None:
+    """The API key of an ``Authorization`` header: ``Bearer <key>``, or ``Basic`` with the
+    key as the password (any user name). Basic is for clients that can send no other
+    header, QGIS 3.22 and 3.23 among them (their "Basic" authentication method). None
+    for any other scheme."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        return credentials
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
 
 
 def split_key(key: str) -> str | None:

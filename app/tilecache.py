@@ -175,7 +175,5 @@ class CachedTiles:
     def _principal(state, authorization: str | None) -> security.Principal | None:
         if authorization is None:
             return security.PUBLIC
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return state.key_cache.get(security.hash_key(token.strip()))
+        key = security.key_from_header(authorization)
+        return None if key is None else state.key_cache.get(security.hash_key(key))

@@ -192,3 +192,30 @@ def test_writes_are_audited(client, keys, db, targets):
     ).fetchone()
     assert actor.endswith(":test-editor")
     assert (before["weapon"], after["weapon"]) == (None, "knife")
+
+
+def test_basic_authentication_carries_the_key_as_password(client, keys):
+    """QGIS 3.22/3.23 can send only HTTP Basic: the key as the password, any user name."""
+    import base64
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    assert (
+        client.get("/incidents?limit=1", headers=basic("qgis", keys["analyst"])).status_code == 200
+    )
+    assert client.get("/incidents?limit=1", headers=basic("", keys["viewer"])).status_code == 403
+    for headers in (
+        basic("qgis", "wrong"),
+        {"Authorization": "Basic not-base64!"},
+        {"Authorization": f"Digest {keys['analyst']}"},
+    ):
+        response = client.get("/incidents?limit=1", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["content-type"] == "application/problem+json"
+    # Tiles answered from the cache read the same header.
+    url = "/tiles/incidents/14/4178/7382.mvt"
+    assert client.get(url, headers=basic("qgis", keys["analyst"])).status_code == 200
+    assert client.get(url, headers=basic("qgis", keys["analyst"])).status_code == 200
+    assert client.get(url, headers=basic("qgis", keys["viewer"])).status_code == 403
