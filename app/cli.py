@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -56,11 +57,12 @@ def _guard(fn: Callable[[], T]) -> T:
 
     from app.cluster import ClusterError
     from app.errors import ProblemError
+    from app.services.backup import BackupError
     from boundaries import BoundaryError
 
     try:
         return fn()
-    except (ProblemError, BoundaryError, ClusterError) as exc:
+    except (ProblemError, BoundaryError, ClusterError, BackupError) as exc:
         _fail(getattr(exc, "detail", None) or str(exc))
         raise  # unreachable; keeps type checkers content
     except ProgrammingError as exc:
@@ -258,15 +260,35 @@ def keys_create(
 
 
 @keys_cli.command("list")
-def keys_list() -> None:
-    """List keys (never their secrets)."""
+def keys_list(
+    all_keys: Annotated[bool, typer.Option("--all", help="also revoked keys")] = False,
+) -> None:
+    """List keys with their last use (never their secrets)."""
     from app.services.keys import list_keys
 
-    rows = _with_engine(list_keys)
+    rows = _guard(lambda: _with_engine(list_keys))
     table = Table("id", "name", "prefix", "role", "created", "last used", "revoked")
     for r in rows:
-        table.add_row(*(str(v) if v is not None else "" for v in r))
+        if r.revoked_at is not None and not all_keys:
+            continue
+        table.add_row(
+            str(r.id), r.name, r.prefix, r.role, _when(r.created_at),
+            _when(r.last_used_at) or "never", _when(r.revoked_at),
+        )  # fmt: skip
     console.print(table)
+    if not all_keys:
+        console.print("[dim]revoked keys hidden; --all shows them[/dim]")
+
+
+@keys_cli.command("rotate")
+def keys_rotate(key_id: int) -> None:
+    """Replace a key by a new one with the same name and role; the old key stops working
+    at once. The new secret is shown once."""
+    from app.services.keys import rotate_key
+
+    new_id, key = _guard(lambda: _with_engine(lambda e: rotate_key(e, key_id, actor=CLI_ACTOR)))
+    console.print(f"key {key_id} revoked; its replacement is key {new_id} (shown once):")
+    print(key)
 
 
 @keys_cli.command("revoke")
@@ -276,6 +298,46 @@ def keys_revoke(key_id: int) -> None:
 
     _guard(lambda: _with_engine(lambda e: revoke_key(e, key_id, actor=CLI_ACTOR)))
     console.print(f"key {key_id} revoked")
+
+
+def _when(moment: Any) -> str:
+    """A timestamp to the minute in UTC ('' for none): last use is recorded per minute."""
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- backups -----------------------------------------------------------------------------
+
+
+@cli.command()
+def backup(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="archive to write")],
+) -> None:
+    """Write the whole database to FILE (pg_dump custom format, compressed)."""
+    from app.services.backup import backup_database
+
+    summary = _guard(lambda: backup_database(get_settings(), file))
+    console.print(
+        f"backup written to {file} ({summary.size_bytes:,} bytes, {summary.tables} tables)"
+    )
+
+
+@cli.command()
+def restore(
+    file: FileArg,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Replace the database's tables by those in FILE (made by `observatory backup`).
+    One transaction: a restore that fails leaves the database as it was."""
+    from app.services.backup import restore_database
+
+    settings = get_settings()
+    if not yes:
+        typer.confirm(
+            f"Replace every table of the database with the contents of {file}?", abort=True
+        )
+    summary = _guard(lambda: restore_database(settings, file))
+    console.print(f"restored {summary.tables} tables from {file}")
+    console.print("[dim]run `observatory migrate` if the backup is older than this version[/dim]")
 
 
 # -- analyses ----------------------------------------------------------------------------

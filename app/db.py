@@ -9,16 +9,31 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.settings import Settings
 
+POOL_TIMEOUT_S = 5
+CONNECT_TIMEOUT_S = 2
+
 
 def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.database.pool_size,
         max_overflow=settings.database.pool_size,
+        # Faults (issue 7): a pooled connection is tested on checkout, so after a database
+        # restart the pool replaces its dead connections by itself on the next request.
         pool_pre_ping=True,
-        pool_timeout=10,
+        # A request waits at most this long for a free connection, then gets a 503
+        # (app.errors) instead of hanging behind a saturated pool.
+        pool_timeout=POOL_TIMEOUT_S,
         connect_args={
-            "connect_timeout": 5,
+            # A stopped server refuses at once; an unreachable host (network partition)
+            # fails after this many seconds (libpq's minimum is 2).
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            # A server that vanished under a running query is noticed by TCP keepalives
+            # within ~25 s instead of the kernel's two hours.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
             "application_name": "observatory",
             "options": f"-c statement_timeout={settings.database.statement_timeout_ms}"
             # Small tile and page queries lose 3x to parallel plans on 2 cores, generic

@@ -6,10 +6,12 @@ import logging
 import uuid
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from boundaries import BoundaryError
@@ -75,13 +77,44 @@ PURE_ERROR_STATUS: dict[type[Exception], int] = {
 }
 
 
+# How long a client should wait before retrying while the database is away: the pool
+# reconnects on the next request after it is back (pool_pre_ping), so a few seconds.
+RETRY_AFTER_S = 5
+
+
 def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error, or one it was raised from, means the database cannot be reached
+    (stopped, restarting, connection lost, or every pooled connection busy past the
+    pool timeout) rather than a fault in a query."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OperationalError | PoolTimeout | psycopg.OperationalError):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, BaseExceptionGroup):  # from task groups (streaming, anyio)
+            return any(database_unavailable(e) for e in current.exceptions)
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def unavailable() -> JSONResponse:
+    return problem(503, "Service unavailable", "The database is not reachable; retry later.")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -110,17 +143,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
         app.add_exception_handler(error_type, _pure)
 
-    @app.exception_handler(OperationalError)
-    async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", exc.__class__.__name__)
-        return problem(503, "Service unavailable", "The database is not reachable; retry later.")
+        return unavailable()
+
+    # psycopg's own error reaches here from code that uses the raw driver (COPY).
+    for error_type in (OperationalError, PoolTimeout, psycopg.OperationalError):
+        app.add_exception_handler(error_type, _database_down)
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if database_unavailable(exc):  # e.g. a connection closed under a running query
+            return await _database_down(request, exc)
         return _internal(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):  # wrapped on its way out, e.g. by a task group
+            return await _database_down(request, exc)
         return _internal(request, exc)
 
 

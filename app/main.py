@@ -14,9 +14,11 @@ from fastapi.staticfiles import StaticFiles
 
 from app.cache import TTLCache
 from app.errors import install_error_handlers
+from app.metrics import RequestMetrics
 from app.openapi import openapi_30
 from app.routers import (
     analyses,
+    audit,
     boundaries,
     features,
     health,
@@ -24,6 +26,7 @@ from app.routers import (
     incidents,
     indexes,
     keys,
+    metrics,
     pages,
     qgis,
     rankings,
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Location", "Content-Crs"],
     )
     app.add_middleware(BumpOnWrite, version=version)
+    app.add_middleware(RequestMetrics, state=app.state)  # outermost: counts cached tiles too
     install_error_handlers(app)
     for module in (
         pages,  # first: its /rankings route takes only browsers asking for HTML
@@ -121,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         incidents,
         imports,
         keys,
+        audit,
+        metrics,
         surfaces,
         analyses,
         stats,

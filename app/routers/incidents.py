@@ -124,3 +124,16 @@ async def update_incident(
 async def delete_incident(incident_id: int, conn: ConnDep, who: Editor) -> Response:
     await service.delete_incident(conn, incident_id, who.actor)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{incident_id}/restore",
+    summary="Restore a soft-deleted incident (its units computed again)",
+    responses={404: {"description": "No deleted incident with this id"}},
+)
+async def restore_incident(
+    incident_id: int, conn: ConnDep, settings: SettingsDep, who: Editor
+) -> Response:
+    await service.restore_incident(conn, settings, incident_id, who.actor)
+    feature = (await conn.execute(sql.select_feature(incident_id))).scalar_one()
+    return Response(feature, media_type=GEOJSON)

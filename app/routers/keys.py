@@ -1,4 +1,4 @@
-"""API keys over HTTP (admin): create, list, revoke."""
+"""API keys over HTTP (admin): create, list, rotate, revoke."""
 
 from __future__ import annotations
 
@@ -33,3 +33,18 @@ async def revoke_key(request: Request, key_id: int, engine: EngineDep, who: Admi
     # At once in this worker; the others drop it when the database's NOTIFY arrives.
     request.app.state.key_cache.clear()
     return Response(status_code=204)
+
+
+@router.post(
+    "/{key_id}/rotate",
+    status_code=201,
+    response_model=KeyCreated,
+    summary="Replace a key by a new one with the same name and role (the old one is revoked)",
+)
+async def rotate_key(
+    request: Request, key_id: int, engine: EngineDep, conn: ConnDep, who: Admin
+) -> KeyCreated:
+    new_id, key = await service.rotate_key(engine, key_id, actor=who.actor)
+    request.app.state.key_cache.clear()  # as for a revocation: at once in this worker
+    row = (await conn.execute(sql.select_key(new_id))).mappings().one()
+    return KeyCreated(**row, key=key)

@@ -101,6 +101,25 @@ async def delete_incident(conn: AsyncConnection, incident_id: int, actor: str) -
     )
 
 
+async def restore_incident(
+    conn: AsyncConnection, settings: Settings, incident_id: int, actor: str
+) -> None:
+    """Bring back a soft-deleted incident. Its units are computed again: boundaries may
+    have been replaced while it was deleted."""
+    row = (await conn.execute(sql.select_deleted_record(incident_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"no deleted incident {incident_id}")
+    before = _jsonable(row)
+    await conn.execute(sql.undelete(incident_id))
+    await _assign_units(conn, settings, incident_id)
+    after = await _snapshot(conn, incident_id)
+    await conn.execute(
+        audit_sql.insert_audit(
+            actor, "restore", "incident", incident_id, before=before, after=after
+        )
+    )
+
+
 async def _assign_units(conn: AsyncConnection, settings: Settings, incident_id: int) -> None:
     for stmt in sql.assign_units(incident_id):
         await conn.execute(stmt, {"tolerance_m": settings.territory.tolerance_m})
@@ -110,4 +129,8 @@ async def _snapshot(conn: AsyncConnection, incident_id: int) -> dict:
     row = (await conn.execute(sql.select_record(incident_id))).mappings().first()
     if row is None:
         raise NotFound(f"no incident {incident_id}")
+    return _jsonable(row)
+
+
+def _jsonable(row: Any) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

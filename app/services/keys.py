@@ -1,4 +1,4 @@
-"""API keys: create, list, revoke, and the demo keys printed by ``observatory up``."""
+"""API keys: create, list, rotate, revoke, and the demo keys printed by ``observatory up``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,28 @@ async def revoke_key(engine: AsyncEngine, key_id: int, *, actor: str) -> None:
         if (await conn.execute(sql.revoke_key(key_id))).first() is None:
             raise NotFound(f"no active key {key_id}")
         await conn.execute(audit_sql.insert_audit(actor, "revoke", "api_key", key_id))
+
+
+async def rotate_key(engine: AsyncEngine, key_id: int, *, actor: str) -> tuple[int, str]:
+    """Replace an active key by a new one with the same name and role, in one transaction:
+    the old key is revoked the moment the new one exists. Returns (new id, new secret)."""
+    key, prefix, key_hash = security.new_key()
+    async with engine.begin() as conn:
+        old = (await conn.execute(sql.select_key_for_rotation(key_id))).first()
+        if old is None:
+            raise NotFound(f"no active key {key_id}")
+        new_id = (
+            await conn.execute(sql.insert_key(old.name, prefix, key_hash, old.role))
+        ).scalar_one()
+        await conn.execute(sql.revoke_key(key_id))
+        await conn.execute(
+            audit_sql.insert_audit(
+                actor, "rotate", "api_key", key_id,
+                before={"id": key_id, "prefix": old.prefix, "name": old.name, "role": old.role},
+                after={"id": new_id, "prefix": prefix, "name": old.name, "role": old.role},
+            )
+        )  # fmt: skip
+    return new_id, key
 
 
 async def demo_keys(engine: AsyncEngine, settings: Settings) -> dict[str, str]:

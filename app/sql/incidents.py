@@ -158,6 +158,29 @@ def soft_delete(incident_id: int) -> Update:
     )
 
 
+def select_deleted_record(incident_id: int) -> Select:
+    """The stored values of one soft-deleted incident, locked for its restoration."""
+    return (
+        select(
+            *(incident.c[p] for p in WRITABLE),
+            func.ST_X(incident.c.geom).label("longitude"),
+            func.ST_Y(incident.c.geom).label("latitude"),
+            incident.c.deleted_at,
+        )
+        .where(incident.c.id == incident_id, incident.c.deleted_at.is_not(None))
+        .with_for_update()
+    )
+
+
+def undelete(incident_id: int) -> Update:
+    return (
+        update(incident)
+        .where(incident.c.id == incident_id, incident.c.deleted_at.is_not(None))
+        .values(deleted_at=None, updated_at=func.now())
+        .returning(incident.c.id)
+    )
+
+
 def assign_units(incident_id: int) -> list[TextClause]:
     return [
         s.bindparams(incident_id=incident_id) for s in assign_incident_units("i.id = :incident_id")

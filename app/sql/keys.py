@@ -52,3 +52,16 @@ def revoke_key(key_id: int) -> Update:
         .values(revoked_at=func.now())
         .returning(api_key.c.id)
     )
+
+
+def select_key_for_rotation(key_id: int) -> Select:
+    """An active key, locked: two rotations of one key cannot both succeed."""
+    return (
+        select(api_key.c.id, api_key.c.name, api_key.c.prefix, api_key.c.role)
+        .where(api_key.c.id == key_id, api_key.c.revoked_at.is_(None))
+        .with_for_update()
+    )
+
+
+def select_key(key_id: int) -> Select:
+    return select_keys().where(api_key.c.id == key_id)

@@ -1,0 +1,20 @@
+"""Prometheus metrics (``/metrics``), in the text exposition format."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.metrics import CONTENT_TYPE_LATEST
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics: requests by route, latencies, tile cache, pool, data version",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+async def metrics(request: Request) -> Response:
+    # Public like /health: it holds counts per route template, never data or paths.
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
