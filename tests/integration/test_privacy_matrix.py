@@ -634,6 +634,7 @@ def test_hotspot_cells_carry_no_count(client, keys, world, role):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="LEAK (not fixed here: app/layers.py, app/services/catalog.py): a hot spot run "
     "on sensitive categories only is a public layer whose z, p and bin are statistics of "
     "sensitive counts (1-4 per cell here); README rule 1 withholds every sensitive cell.",
@@ -665,6 +666,7 @@ def test_hotspot_run_on_sensitive_categories_is_not_public(client, keys, world, 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="LEAK (not fixed here: app/services/indexes.py, app/routers/rankings.py): the "
     "public /rankings shows each district's contribution of indicators computed from "
     "sensitive categories (domestic_violence_f_rate is a crude rate of 0-2 incidents "
@@ -733,3 +735,43 @@ def test_the_checks_find_what_an_analyst_may_see(client, keys, world):
             r["count"] = None
     with pytest.raises(AssertionError, match="recomputed from the public total"):
         _no_cell_recomputable(client, params, hidden, dims, analyst_rows)
+
+
+# --- differencing two public tables ---------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="LEAK (README: differencing across separately requested tables is not yet "
+    "prevented): two public /stats queries whose time windows differ by one instant give "
+    "a withheld count of 1 - one incident, its district, category and exact time.",
+)
+@pytest.mark.parametrize("role", ROLES_BELOW_ANALYST)
+def test_two_public_windows_do_not_give_away_one_incident(client, keys, world, role):
+    thefts = client.get(
+        "/incidents",
+        params={"source": SOURCE, "category": "theft", "unit": "BZ-CY", "limit": 100},
+        headers=auth(keys["analyst"]),
+    ).json()["features"]
+    assert len(thefts) == SEED["BZ-CY"][1]["theft"]
+    times = sorted(f["properties"]["occurred_at"] for f in thefts)
+    moment = times[len(times) // 2]  # as many thefts before it as after it
+    base = {"source": SOURCE, "category": "theft", "unit": "BZ-CY", "period": "year"}
+    year = {
+        "occurred_from": "2024-01-01T00:00:00-06:00",
+        "occurred_to": "2025-01-01T00:00:00-06:00",
+    }
+
+    def count(**window):
+        params = {**base, **year, **window}
+        rows = client.get("/stats", params=params, headers=auth(_key(keys, role))).json()["rows"]
+        return sum(r["count"] for r in rows) if all(not r["suppressed"] for r in rows) else None
+
+    whole, before = count(), count(occurred_to=moment)
+    after = count(occurred_from=moment.replace("+00:00", ".000001+00:00").replace("Z", ".000001Z"))
+    recomputed = None if None in (whole, before, after) else whole - before - after
+    assert recomputed != 1, (
+        f"GET /stats {base} over 2024 ({whole}) minus before {moment} ({before}) minus after "
+        f"it ({after}) = 1 incident at {moment}"
+    )
