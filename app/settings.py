@@ -54,7 +54,11 @@ class TerritorySettings(BaseModel):
 class ApiSettings(BaseModel):
     default_limit: int = Field(default=1_000, ge=1)
     max_limit: int = Field(default=10_000, ge=1)
+    # File uploads (POST /boundaries, /imports); larger bodies are a 413.
     max_upload_mb: int = Field(default=200, ge=1)
+    # Every other request body (JSON): one incident, an index spec, an analysis request
+    # fit in a few KB, so a megabyte is generous and keeps parsing cheap.
+    max_body_kb: int = Field(default=1024, ge=1)
     cors_origins: list[str] = ["*"]
 
     @model_validator(mode="after")

@@ -8,8 +8,10 @@ shape of data.
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import geopandas as gpd
@@ -20,7 +22,7 @@ import shapely
 
 from boundaries import BoundaryError
 
-__all__ = ["COLUMNS", "SUPPORTED_SUFFIXES", "read_boundaries"]
+__all__ = ["COLUMNS", "SUPPORTED_SUFFIXES", "ZipLimits", "check_zip", "read_boundaries"]
 
 #: Columns of every frame :func:`read_boundaries` returns, in order.
 COLUMNS = ("code", "name", "parent_code", "geometry")
@@ -34,6 +36,30 @@ SUPPORTED_SUFFIXES = {
 }
 
 
+@dataclass(frozen=True)
+class ZipLimits:
+    """What a zipped Shapefile may hold before GDAL is allowed to open it.
+
+    Attributes
+    ----------
+    max_members : int
+        Files in the archive (a Shapefile is 4 to 8 files; a thousand is not a Shapefile).
+    max_total_bytes : int
+        Sum of the members' uncompressed sizes (declared and, while streaming, actual).
+    max_ratio : float
+        Uncompressed / compressed size of one member. Shapefiles deflate to a fifth or a
+        tenth; a run of zeros to a thousandth, which is what a decompression bomb is.
+    ratio_floor_bytes : int
+        Members smaller than this are exempt from the ratio check: a tiny ``.prj`` or
+        ``.cpg`` can compress very well without being dangerous.
+    """
+
+    max_members: int = 100
+    max_total_bytes: int = 1 << 30
+    max_ratio: float = 100.0
+    ratio_floor_bytes: int = 1 << 20
+
+
 def read_boundaries(
     path: str | Path,
     *,
@@ -41,6 +67,7 @@ def read_boundaries(
     name_field: str,
     parent_field: str | None = None,
     layer: str | None = None,
+    zip_limits: ZipLimits = ZipLimits(),
 ) -> gpd.GeoDataFrame:
     """Read one level of administrative units from a boundary file.
 
@@ -59,6 +86,8 @@ def read_boundaries(
     layer : str, optional
         Layer to read from a multi-layer source (GeoPackage, zip with several
         Shapefiles). Required when the source has more than one layer.
+    zip_limits : ZipLimits, optional
+        Limits a ``.zip`` must respect before it is opened (see :func:`check_zip`).
 
     Returns
     -------
@@ -72,7 +101,9 @@ def read_boundaries(
     boundaries.BoundaryError
         When the file cannot be read, has no CRS, has several layers and no ``layer``
         was given, lacks a named field (the message lists the available ones), has empty
-        or duplicate codes, empty names, or missing or non-polygonal geometries.
+        or duplicate codes, empty names, missing or non-polygonal geometries, or
+        non-finite (NaN, infinite) coordinates; and for a zip, when :func:`check_zip`
+        refuses it.
 
     Notes
     -----
@@ -90,6 +121,10 @@ def read_boundaries(
         )
     if not path.is_file():
         raise BoundaryError(f"{path.name}: file not found")
+    if suffix == ".zip":
+        # GDAL reads the archive in place (/vsizip/); nothing is extracted, but a bomb
+        # would still be inflated by it, so the archive is vetted first.
+        check_zip(path, zip_limits)
     layer = _choose_layer(path, layer)
     try:
         frame = gpd.read_file(path, engine="pyogrio", layer=layer)
@@ -130,6 +165,107 @@ def read_boundaries(
     out = out.to_crs(4326)
     _check_lonlat(where, out)
     return out
+
+
+def check_zip(path: str | Path, limits: ZipLimits = ZipLimits()) -> None:
+    """Refuse an archive with unsafe names, too many members or a decompression bomb.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ``.zip`` file.
+    limits : ZipLimits, optional
+        Member count, total uncompressed size and compression ratio allowed.
+
+    Raises
+    ------
+    boundaries.BoundaryError
+        When the file is not a zip, a member name is absolute or climbs out of the archive
+        (``../``), a limit is exceeded, or a member's data does not match its header.
+
+    Notes
+    -----
+    Two passes, both before GDAL sees the file. The first reads only the central
+    directory: names, member count, and the declared sizes and ratios. Declared sizes
+    can lie, so the second inflates every member in 1 MiB chunks, discarding the output,
+    and stops as soon as the bytes actually produced pass a limit; Python's zipfile also
+    stops a member at its declared size and checks its CRC, so a member whose header
+    understates its data fails there.
+    """
+    path = Path(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BoundaryError(f"{path.name}: not a readable zip file ({exc})") from exc
+    with archive:
+        members = archive.infolist()
+        if len(members) > limits.max_members:
+            raise BoundaryError(
+                f"{path.name}: the archive holds {len(members)} files; at most "
+                f"{limits.max_members} are allowed"
+            )
+        for info in members:
+            _check_member_name(path.name, info.filename)
+        declared = sum(info.file_size for info in members)
+        if declared > limits.max_total_bytes:
+            raise BoundaryError(
+                f"{path.name}: the archive declares {declared} bytes uncompressed; at most "
+                f"{limits.max_total_bytes} are allowed"
+            )
+        for info in members:
+            _check_ratio(path.name, info.filename, info.file_size, info.compress_size, limits)
+        total = 0
+        for info in members:
+            if info.is_dir():
+                continue
+            produced = 0
+            try:
+                with archive.open(info) as member:
+                    while chunk := member.read(1 << 20):
+                        produced += len(chunk)
+                        total += len(chunk)
+                        if total > limits.max_total_bytes:
+                            raise BoundaryError(
+                                f"{path.name}: the archive inflates to more than "
+                                f"{limits.max_total_bytes} bytes"
+                            )
+                        _check_ratio(path.name, info.filename, produced, info.compress_size, limits)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+                raise BoundaryError(
+                    f"{path.name}: member {info.filename!r} is damaged ({exc})"
+                ) from exc
+            except NotImplementedError as exc:  # encrypted or an exotic compression method
+                raise BoundaryError(f"{path.name}: member {info.filename!r}: {exc}") from exc
+            except RuntimeError as exc:  # zipfile's "encrypted, password required"
+                raise BoundaryError(f"{path.name}: member {info.filename!r}: {exc}") from exc
+
+
+def _check_member_name(archive: str, name: str) -> None:
+    """Relative names that stay inside the archive, on POSIX and Windows readings alike."""
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if (
+        posix.is_absolute()
+        or windows.is_absolute()
+        or windows.drive
+        or ".." in posix.parts
+        or ".." in windows.parts
+        or "\x00" in name
+    ):
+        raise BoundaryError(
+            f"{archive}: unsafe path {name!r} in the archive (absolute or climbing out with "
+            "'..'); zip the Shapefile's files without folders"
+        )
+
+
+def _check_ratio(archive: str, name: str, size: int, compressed: int, limits: ZipLimits) -> None:
+    if size < limits.ratio_floor_bytes:
+        return
+    ratio = size / max(compressed, 1)
+    if ratio > limits.max_ratio:
+        raise BoundaryError(
+            f"{archive}: member {name!r} expands {ratio:.0f} times (at most "
+            f"{limits.max_ratio:.0f} allowed); the archive looks like a decompression bomb"
+        )
 
 
 def _choose_layer(path: Path, layer: str | None) -> str | None:
@@ -217,6 +353,16 @@ def _multipolygons(where: str, geometries: np.ndarray) -> np.ndarray:
             f"{_feature_numbers(~polygonal)}"
         )
     geoms = shapely.force_2d(geoms)
+    # GDAL reads NaN and infinite coordinates without complaint (GeoJSON's NaN token, a
+    # GeoPackage's IEEE doubles), and total_bounds skips NaN, so each geometry is checked.
+    coords, owners = shapely.get_coordinates(geoms, return_index=True)
+    not_finite = np.zeros(len(geoms), dtype=bool)
+    not_finite[owners[~np.isfinite(coords).all(axis=1)]] = True
+    if not_finite.any():
+        raise BoundaryError(
+            f"{where}: non-finite coordinates (NaN or infinity) in feature(s) "
+            f"{_feature_numbers(pd.Series(not_finite))}"
+        )
     is_polygon = types.to_numpy() == 3
     promoted = geoms.copy()
     promoted[is_polygon] = [shapely.MultiPolygon([g]) for g in geoms[is_polygon]]
