@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.cache import TTLCache
 from app.errors import install_error_handlers
+from app.limits import BodyLimit
 from app.metrics import RequestMetrics
 from app.openapi import openapi_30
 from app.routers import (
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Location", "Content-Crs"],
     )
     app.add_middleware(BumpOnWrite, version=version)
+    app.add_middleware(BodyLimit, api=settings.api)  # 413 before any route reads a body
     app.add_middleware(RequestMetrics, state=app.state)  # outermost: counts cached tiles too
     install_error_handlers(app)
     for module in (
