@@ -155,6 +155,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         if database_unavailable(exc):  # e.g. a connection closed under a running query
             return await _database_down(request, exc)
+        if isinstance(exc.orig, psycopg.errors.NumericValueOutOfRange):
+            # A bound integer beyond PostgreSQL's bigint (ids, levels, years from the
+            # URL; found by fuzzing): a client's number, not a server fault.
+            return problem(
+                422,
+                "Invalid parameter",
+                "A number in the request is out of range.",
+                instance=request.url.path,
+            )
         return _internal(request, exc)
 
     @app.exception_handler(Exception)

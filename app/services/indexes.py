@@ -80,6 +80,10 @@ def parse_definition(body: bytes, content_type: str | None) -> IndexDefinition:
         )
     if not body.strip():
         raise InvalidParameter("the request body is empty: send an index definition")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:  # found by fuzzing: the YAML/JSON parsers raise a 500
+        raise InvalidParameter(f"the definition is not valid UTF-8 ({exc.reason})") from exc
     return indexes.load_definition(body)
 
 
