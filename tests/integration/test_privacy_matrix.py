@@ -242,8 +242,20 @@ MARKS = _coordinate_marks()
 SOURCE_IDS = [r["source_id"] for r in ROWS]
 
 
+def _pair_in(text: str, lon: str, lat: str) -> bool:
+    """Whether a seeded point is written as a coordinate pair, in either order (EPSG:4326
+    puts the latitude first). Both halves alone occur by chance in a large layer."""
+    if lon not in text or lat not in text:
+        return False
+    gap = r"\d*[\],\s\"';]+"
+    return bool(
+        re.search(re.escape(lon) + gap + re.escape(lat), text)
+        or re.search(re.escape(lat) + gap + re.escape(lon), text)
+    )
+
+
 def _text_leaks(text: str, secrets: list[str]) -> list[str]:
-    found = [f"coordinates {lon},{lat}" for lon, lat in MARKS if lon in text and lat in text]
+    found = [f"coordinates {lon},{lat}" for lon, lat in MARKS if _pair_in(text, lon, lat)]
     found += [f"source_id {s}" for s in SOURCE_IDS if re.search(rf"\b{s}\b", text)]
     found += ["an API key" for s in secrets if s in text]
     return found
@@ -441,7 +453,7 @@ def _public_requests(client, key, world) -> list[tuple[str, dict, dict, dict]]:
         add((f"/indexes/{code}/periods", {}, {}, {}))
         for fmt in ("json", "csv", "xlsx"):
             params = {"index": code, "period": "2024", "runs": 50, "format": fmt}
-            add(("/rankings", params, {}, {}))
+            add(("/rankings", params, {}, {"index": True}))
     stats = {"aggregate_sex": True}
     for params in _stats_variants():
         add(("/stats", params, {}, stats))
@@ -507,13 +519,20 @@ def test_public_outputs_leak_nothing(client, keys, world, role):
     covered = {_template_of(url) for url, *_ in reqs}
     public = {t for t, r in ROUTES.items() if r == "public"}
     assert public <= covered, f"public routes outside the matrix: {public - covered}"
-    leaks = []
+    leaks, rankings = [], 0
     for url, params, headers, options in reqs:
         response = client.get(url, params=params, headers={**auth(key), **headers})
+        if options.pop("index", False):
+            # Other modules' incidents of the same year can leave an indicator constant
+            # (EB shrinks every district to one rate): then the index has no result at all.
+            if response.status_code == 422 and "is constant" in response.json()["detail"]:
+                continue
+            rankings += 1
         assert response.status_code == 200, (url, params, response.status_code, response.text)
         for leak in check_response(response, secrets, **options):
             leaks.append(f"GET {url} {params} [{role}]: {leak}")
     assert not leaks, "\n".join(leaks[:40])
+    assert rankings >= 3, "no index ranking could be checked"
 
 
 # --- stats: suppression and lines, checked cell by cell against the analyst's table ---------
@@ -684,7 +703,10 @@ def test_rankings_show_no_contribution_of_a_sensitive_indicator(client, keys, wo
         }
         assert sensitive
         params = {"index": code, "period": "2024", "runs": 50}
-        ranking = client.get("/rankings", params=params, headers=headers).json()
+        response = client.get("/rankings", params=params, headers=headers)
+        if response.status_code == 422 and "is constant" in response.json()["detail"]:
+            continue  # no result for this index with the other modules' data
+        ranking = response.json()
         shown = [
             (r["unit_code"], t["code"], t["contribution"])
             for r in ranking["rows"]
