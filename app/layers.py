@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.models import admin_unit, analysis_cell, analysis_run, incident
+from app.models import admin_unit, analysis_cell, analysis_run, category, incident
 
 log = logging.getLogger("observatory")
 
@@ -229,29 +229,49 @@ def units_layer(level: int, indexes: tuple[IndexColumn, ...] = ()) -> Layer:
 # --- hot spot runs, one layer per completed run -------------------------------------------
 
 
-def hotspot_layer(run_id: int, kind: str, method: str, created_at: Any, parameters: dict) -> Layer:
-    """A stored hot spot or emerging hot spot run. Public: the classes and statistics
-    say where, not who; the counts behind them are for analysts only."""
+def hotspot_layer(
+    run_id: int,
+    kind: str,
+    method: str,
+    created_at: Any,
+    parameters: dict,
+    sensitive: frozenset[str] = frozenset(),
+) -> Layer:
+    """A stored hot spot or emerging hot spot run.
+
+    Public only when its category filter leaves out every sensitive category (a run over
+    all categories counts them too), and then only its classes (bin, label, category):
+    Gi* z is linear in the cell counts and the weights follow from the public cells, so
+    z, p and the Local Moran values stay with analysts, as do the counts."""
+    categories = set((parameters.get("filters") or {}).get("categories") or ())
+    public = bool(categories) and not categories & sensitive
+    analyst = "analyst"
     c = analysis_cell.c
     units = parameters.get("units")
     grid = units.get("type", "cells") if isinstance(units, dict) else "cells"
     fields = (
         Field("cell_id", c.cell_id, description="H3 index, grid cell or unit code."),
-        Field("count", c.count, "number", "Incidents (or victims) in the cell.", role="analyst"),
-        Field("z", c.z, "number", "Gi* z-score (or Local Moran z)."),
-        Field("p", c.p, "number", "Two-sided p-value."),
-        Field("p_sim", c.p_sim, "number", "Pseudo p-value from permutations."),
+        Field("count", c.count, "number", "Incidents (or victims) in the cell.", role=analyst),
+        Field("z", c.z, "number", "Gi* z-score (or Local Moran z).", role=analyst),
+        Field("p", c.p, "number", "Two-sided p-value.", role=analyst),
+        Field("p_sim", c.p_sim, "number", "Pseudo p-value from permutations.", role=analyst),
         Field(
             "bin",
             c.bin,
             "integer",
             "Gi_Bin: +3/+2/+1 hot spot at 99/95/90 % confidence, -3/-2/-1 cold, 0 none.",
         ),
-        Field("i", c.i, "number", "Local Moran's I."),
-        Field("quadrant", c.quadrant, "integer", "Local Moran quadrant: 1 HH, 2 LH, 3 LL, 4 HL."),
+        Field("i", c.i, "number", "Local Moran's I.", role=analyst),
+        Field(
+            "quadrant",
+            c.quadrant,
+            "integer",
+            "Local Moran quadrant: 1 HH, 2 LH, 3 LL, 4 HL.",
+            role=analyst,
+        ),
         Field("label", c.label, description="Cluster label (HH, LL, LH, HL) where significant."),
         Field("category", c.category, description="Emerging hot spot category."),
-        Field("stats", c.stats, "object", queryable=False, in_tiles=False, role="analyst"),
+        Field("stats", c.stats, "object", queryable=False, in_tiles=False, role=analyst),
     )
     what = "Emerging hot spots" if kind == "emerging" else "Hot spots"
     return Layer(
@@ -268,6 +288,7 @@ def hotspot_layer(run_id: int, kind: str, method: str, created_at: Any, paramete
         fields=fields,
         style="hotspots",
         where=(c.run_id == run_id,),
+        role=None if public else analyst,
         tiles=TileOptions(minzoom=0, maxzoom=18, max_features=200_000),
         keywords=("hot spots", method),
     )
@@ -296,7 +317,10 @@ async def build_catalog(
         .order_by(r.id.desc())
         .limit(MAX_RUN_LAYERS)
     )
-    layers += [hotspot_layer(*run) for run in runs]
+    sensitive = frozenset(
+        (await conn.execute(select(category.c.code).where(category.c.sensitive))).scalars()
+    )
+    layers += [hotspot_layer(*run, sensitive=sensitive) for run in runs]
     return {layer.id: layer for layer in layers}
 
 

@@ -535,7 +535,8 @@ def check_styles(report, base, key, legends, layers, extent, out) -> None:
 
 def check_positions(report, base, legends, layers, extent, out) -> None:
     """Each district's centre drawn in its class colour; hot spot cells in theirs."""
-    for cid in ("units-1", *[c for c in layers if c.startswith("hotspots-")][-1:]):
+    runs = sorted((c for c in layers if c.startswith("hotspots-")), key=lambda c: int(c[9:]))
+    for cid in ("units-1", *runs[-1:]):  # the newest run
         if cid not in layers or cid not in legends:
             continue
         layer = layers[cid].clone()
