@@ -9,10 +9,6 @@ Screenshots at 1280x800 and at a phone width go to tests/output/ (gitignored).
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +21,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from app.migrate import upgrade
 from app.settings import Settings
-from tests.conftest import BELIZE, _free_port, call_service
+from tests.conftest import BELIZE, call_service
+from tests.e2e.service import running_service
 
 ROOT = Path(__file__).parents[2]
 OUTPUT = ROOT / "tests" / "output"
@@ -67,45 +64,8 @@ def demo(base_data: Settings) -> tuple[Settings, str]:
 @pytest.fixture(scope="module")
 def server(demo: tuple[Settings, str]) -> Iterator[str]:
     settings, _ = demo
-    port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("OBSERVATORY_")},
-        "OBSERVATORY_ENVIRONMENT": "test",
-        "OBSERVATORY_DATABASE_URL": settings.libpq_url,
-        "OBSERVATORY_ANALYSIS__WARM_UP": "false",
-    }
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"),
-            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"uvicorn exited:\n{process.stdout.read()}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the service never became ready")
-            time.sleep(0.1)
+    with running_service(settings.libpq_url) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.conftest import _free_port
+from tests.e2e.service import running_service
 from tests.integration.publishing import completed_gi_run
 
 ROOT = Path(__file__).parents[2]
@@ -45,45 +44,8 @@ def _system_python() -> str:
 @pytest.fixture(scope="module")
 def server(base_data: Settings) -> Iterator[str]:
     """uvicorn on 127.0.0.1 serving the session's test database, warm-up off."""
-    port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("OBSERVATORY_")},
-        "OBSERVATORY_ENVIRONMENT": "test",
-        "OBSERVATORY_DATABASE_URL": base_data.libpq_url,
-        "OBSERVATORY_ANALYSIS__WARM_UP": "false",
-    }
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"),
-            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"uvicorn exited:\n{process.stdout.read()}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the service never became ready")
-            time.sleep(0.1)
+    with running_service(base_data.libpq_url) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")
