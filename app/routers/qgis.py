@@ -47,28 +47,41 @@ def _caller_headers(request: Request, who: Principal, embed_key: bool) -> dict[s
 def project_layers(
     layers: list[Layer],
     symbols: list[Symbology],
-    incident_headers: dict[str, str],
+    key_headers: dict[str, str],
     tile_maxzoom: int,
 ) -> list[ProjectLayer]:
     """Drawing order (first on top): incidents, hot spot runs newest first (only the
     newest shown), vector tiles (hidden), boundaries (country over districts, finer
-    levels hidden)."""
+    levels hidden). Layers behind a key (incidents, runs that count sensitive categories)
+    carry the caller's key; public ones never do."""
+
+    def headers(layer: Layer) -> dict[str, str]:
+        return key_headers if layer.role is not None else {}
+
     styled = dict(zip((layer.id for layer in layers), symbols, strict=True))
     units = [layer for layer in layers if layer.style == "units"]
     runs = [layer for layer in layers if layer.style == "hotspots"][::-1]
     out = [
-        ProjectLayer(layer, styled[layer.id], "oapif", INCIDENTS, headers=incident_headers)
+        ProjectLayer(layer, styled[layer.id], "oapif", INCIDENTS, headers=headers(layer))
         for layer in layers
         if layer.style == "incidents"
     ]
     out += [
-        ProjectLayer(layer, styled[layer.id], "oapif", HOTSPOTS, visible=i == 0)
+        ProjectLayer(
+            layer, styled[layer.id], "oapif", HOTSPOTS, visible=i == 0, headers=headers(layer)
+        )
         for i, layer in enumerate(runs)
     ]
     tiled = [*runs[:1], *(layer for layer in units if layer.id == "units-1")]
     out += [
         ProjectLayer(
-            layer, styled[layer.id], "tiles", TILES, visible=False, tile_maxzoom=tile_maxzoom
+            layer,
+            styled[layer.id],
+            "tiles",
+            TILES,
+            visible=False,
+            tile_maxzoom=tile_maxzoom,
+            headers=headers(layer),
         )
         for layer in tiled
     ]

@@ -67,8 +67,15 @@ async def maplibre_style(
     request: Request, settings: SettingsDep, engine: EngineDep, catalog: CatalogDep
 ) -> Response:
     """Public layers and incidents: incident tiles answer 401 without an analyst key
-    (send it with MapLibre's ``transformRequest``); the other layers draw regardless."""
-    layers = styled_layers(await catalog.layers())
+    (send it with MapLibre's ``transformRequest``); the other layers draw regardless.
+    Hot spot runs behind a key (they count sensitive categories) are left out."""
+    layers = styled_layers(
+        {
+            layer.id: layer
+            for layer in (await catalog.layers()).values()
+            if layer.role is None or layer.style == "incidents"
+        }
+    )
     style = default_style(
         f"Crime Observatory of {settings.territory.name}",
         base_url(request),
