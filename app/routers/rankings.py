@@ -1,7 +1,8 @@
 """The planners' view of a composite index: one row per unit in rank order with score,
 class, Monte Carlo rank band, rank change and top contributing indicators. JSON, CSV and
 XLSX, public: ranks and scores are published aggregates (the per-unit raw indicator values
-stay behind ``/indexes/{code}/results``, analyst only). A browser asking for HTML gets the
+stay behind ``/indexes/{code}/results``, analyst only; below analyst the contributions of
+indicators counted from sensitive categories are withheld). A browser asking for HTML gets the
 planners' page instead (``app.routers.pages``)."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from app.deps import ConnDep, SettingsDep
+from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.routers.indexes import XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import Ranking
 from app.security import Principal
@@ -33,6 +34,7 @@ PUBLISHER = Principal(role="analyst", name="published ranking")
 async def get_ranking(
     conn: ConnDep,
     settings: SettingsDep,
+    who: PrincipalDep,
     index: Annotated[str, Query(description="index code, e.g. territorial-violence")],
     period: Annotated[str, Query(description="one period of the index's kind, e.g. 2024")],
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
@@ -45,7 +47,15 @@ async def get_ranking(
     format: Literal["json", "csv", "xlsx"] = "json",
 ) -> Response:
     ranking = await service.compute_ranking(
-        conn, settings, PUBLISHER, index, period, runs=runs, seed=seed, version=version
+        conn,
+        settings,
+        PUBLISHER,
+        index,
+        period,
+        reader=who,
+        runs=runs,
+        seed=seed,
+        version=version,
     )
     if format == "json":
         return Response(ranking.model_dump_json(by_alias=True), media_type="application/json")

@@ -440,26 +440,43 @@ async def compute_ranking(
     code: str,
     period_text: str,
     *,
+    reader: Principal,
     runs: int = RANKING_RUNS,
     seed: int = RANKING_SEED,
     version: int | None = None,
 ) -> Ranking:
     """The planners' view: :func:`compute_results` joined with the rank band of
     :func:`compute_sensitivity` (seeded, so the same request gives the same bands) and
-    each unit's largest contributing indicators."""
+    each unit's largest contributing indicators.
+
+    ``who`` computes the index; ``reader`` is who gets the page. Below the analyst role the
+    contributions of indicators counted from sensitive categories are withheld
+    (:func:`_withheld_indicators`), and fewer than all the other contributions are listed,
+    so that none of the withheld ones is the score minus what is shown.
+    """
     results = await compute_results(conn, settings, who, code, period_text, version)
     bands = await compute_sensitivity(
         conn, settings, who, code, period_text, runs=runs, seed=seed, version=results.version
     )
     record = await get_definition(conn, results.code, results.version)
-    names = {i["code"]: i.get("name") or i["code"] for i in record.definition.get("indicators", [])}
+    definition = IndexDefinition.model_validate(record.definition)
+    names = {i.code: i.name or i.code for i in definition.indicators}
+    withheld: set[str] = set()
+    if not reader.has("analyst"):
+        sensitive = set((await conn.execute(stats_sql.select_sensitive_categories())).scalars())
+        withheld = _withheld_indicators(definition, sensitive)
+    shown = len(names) - len(withheld)
+    top_n = TOP_CONTRIBUTORS if not withheld else min(TOP_CONTRIBUTORS, max(shown - 1, 0))
+    notes = list(results.notes)
+    if withheld:
+        notes.append(_withheld_note(withheld, top_n))
     band = {r.unit_code: r for r in bands.rows}
     rows = []
     for r in results.rows:
         top = sorted(
-            ((c, v) for c, v in r.contributions.items() if v is not None),
+            ((c, v) for c, v in r.contributions.items() if v is not None and c not in withheld),
             key=lambda item: -item[1],
-        )[:TOP_CONTRIBUTORS]
+        )[:top_n]
         b = band.get(r.unit_code)
         rows.append(
             RankingRow(
@@ -487,7 +504,31 @@ async def compute_ranking(
         runs=bands.runs,
         seed=bands.seed,
         rows=rows,
-        notes=results.notes,
+        notes=notes,
+    )
+
+
+def _withheld_indicators(definition: IndexDefinition, sensitive: set[str]) -> set[str]:
+    """Indicators whose values would show counts of sensitive categories to the public.
+
+    A rate or count over a sensitive category gives the count with the census; a share's
+    denominator is every incident of the unit, sensitive ones included.
+    """
+    return {
+        i.code
+        for i in definition.indicators
+        if (source := i.source.incidents) is not None
+        and (source.measure == "share" or set(source.categories) & sensitive)
+    }
+
+
+def _withheld_note(withheld: set[str], top_n: int) -> str:
+    return (
+        f"Public view: the contributions of {len(withheld)} indicator(s) counted from "
+        f"sensitive categories ({', '.join(sorted(withheld))}) are withheld, and at most "
+        f"{top_n} of the others are listed, so that no withheld contribution is the score "
+        "minus the listed ones. Scores, ranks and bands use every indicator. A key with "
+        "the analyst role sees every contribution."
     )
 
 

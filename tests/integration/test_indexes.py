@@ -370,22 +370,34 @@ def test_rankings_csv_and_xlsx_carry_the_json_numbers(client, keys, index_data):
             assert line["top1_contribution"] == pytest.approx(top["contribution"], rel=1e-12)
 
 
-def test_rankings_are_public_and_the_same_for_everyone(client, keys, index_data):
-    # Ranks and scores are published aggregates: no key and a viewer key get exactly the
-    # analyst's numbers (computed from every count, not from a suppressed table).
-    analyst = _ranking(client, keys["analyst"])
+def test_rankings_are_public_with_the_same_ranks_for_everyone(client, keys, index_data):
+    # Ranks, scores and bands are published aggregates: no key and a viewer key get exactly
+    # the analyst's numbers (computed from every count, not from a suppressed table). Only
+    # the contributions of indicators counted from sensitive categories are withheld, and
+    # one more of the others, so that the score minus the listed ones gives nothing away.
+    analyst = _ranking(client, keys["analyst"]).json()
+    definition = client.get(TVI).json()["definition"]
+    sensitive = {"youth_victimisation_rate", "vaw_rate"}  # sexual / domestic violence
+    others = {i["code"] for i in definition["indicators"]} - sensitive
+    results = {r["unit_code"]: r for r in _results(client, keys["analyst"])["rows"]}
     for key in (None, keys["viewer"]):
         response = _ranking(client, key)
         assert response.status_code == 200, response.text
-        assert response.json() == analyst.json()
-    public = _ranking(client, None, format="csv")
-    assert public.status_code == 200
-    assert public.text == _ranking(client, keys["analyst"], format="csv").text
-    sheets = [
-        pd.read_excel(io.BytesIO(_ranking(client, key, format="xlsx").content))
-        for key in (None, keys["analyst"])
-    ]
-    pd.testing.assert_frame_equal(*sheets)
+        public = response.json()
+        assert any("contributions of 2 indicator(s)" in n for n in public["notes"])
+        for mine, theirs in zip(public["rows"], analyst["rows"], strict=True):
+            contributions = results[mine["unit_code"]]["contributions"]
+            largest = sorted(others, key=lambda c: -contributions[c])[: len(others) - 1]
+            assert [t["code"] for t in mine.pop("top_indicators")] == largest
+            assert mine == {k: v for k, v in theirs.items() if k != "top_indicators"}
+    public_csv = pd.read_csv(io.StringIO(_ranking(client, None, format="csv").text))
+    analyst_csv = pd.read_csv(io.StringIO(_ranking(client, keys["analyst"], format="csv").text))
+    ranks = ["unit_code", "rank", "score", "class", "median_rank", "rank_q05", "rank_q95"]
+    pd.testing.assert_frame_equal(public_csv[ranks], analyst_csv[ranks])
+    names = {i["name"] for i in definition["indicators"] if i["code"] in sensitive}
+    assert not set(public_csv.filter(like="_indicator").stack()) & names
+    sheet = pd.read_excel(io.BytesIO(_ranking(client, None, format="xlsx").content))
+    pd.testing.assert_frame_equal(sheet, public_csv, check_dtype=False)
     assert _ranking(client, None, index="nope").status_code == 404
     assert _ranking(client, None, period="2024-Q1").status_code == 422
 

@@ -686,14 +686,6 @@ def test_hotspot_run_on_sensitive_categories_is_not_public(client, keys, world, 
 # --- index inputs in the public rankings ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="LEAK (not fixed here: app/services/indexes.py, app/routers/rankings.py): the "
-    "public /rankings shows each district's contribution of indicators computed from "
-    "sensitive categories (domestic_violence_f_rate is a crude rate of 0-2 incidents "
-    "here): 0.0 says 'no incident', the ratios give the counts with the census.",
-)
 @pytest.mark.parametrize("role", ROLES_BELOW_ANALYST)
 def test_rankings_show_no_contribution_of_a_sensitive_indicator(client, keys, world, role):
     headers = auth(_key(keys, role))
