@@ -20,7 +20,7 @@ from app.schemas.analyses import (
 )
 from app.services import jobs
 from app.services.emerging import run_emerging
-from app.services.hotspots import run_hotspots
+from app.services.hotspots import check_grid_size, run_hotspots
 from app.sql import analyses as sql
 
 router = APIRouter(prefix="/analyses", tags=["analyses"])
@@ -87,11 +87,15 @@ async def start_run(request: Request, engine, settings, *args) -> Response:
     status_code=201,
     response_model=AnalysisRunPublic,
     summary="Hot spots: Gi* (ArcGIS Pro semantics) or Local Moran on H3, a grid or admin units",
-    responses={202: {"description": "Still running: poll the Location"}},
+    responses={
+        202: {"description": "Still running: poll the Location"},
+        422: {"description": "Invalid request, e.g. a grid beyond analysis.max_cells"},
+    },
 )
 async def create_hotspots(
     request: Request, body: HotspotRequest, engine: EngineDep, settings: SettingsDep, who: Analyst
 ) -> Response:
+    await check_grid_size(engine, settings, body)  # 422 before anything is stored
     return await start_run(
         request, engine, settings, who.actor, "hotspots", body.method,
         body.model_dump(mode="json"),
@@ -104,11 +108,15 @@ async def create_hotspots(
     status_code=201,
     response_model=AnalysisRunPublic,
     summary="Emerging hot spots (ArcGIS Pro categories) on a space-time cube",
-    responses={202: {"description": "Still running: poll the Location"}},
+    responses={
+        202: {"description": "Still running: poll the Location"},
+        422: {"description": "Invalid request, e.g. a grid beyond analysis.max_cells"},
+    },
 )
 async def create_emerging_hotspots(
     request: Request, body: EmergingRequest, engine: EngineDep, settings: SettingsDep, who: Analyst
 ) -> Response:
+    await check_grid_size(engine, settings, body)  # 422 before anything is stored
     return await start_run(
         request, engine, settings, who.actor, "emerging", "space_time_gi_star",
         body.model_dump(mode="json"),

@@ -141,15 +141,50 @@ def grid_and_point_cells(
 ) -> tuple[Grid, np.ndarray]:
     """The grid covering the area (from this worker's cache when it has it), and the cell
     id of each point (None outside)."""
-    if isinstance(units, H3Units):
-        # The mean H3 cell area is 4,357,449 km² / 7^resolution.
-        expected = _area_km2(area, crs) / (4_357_449.4 / 7**units.resolution)
-        _check_size(expected, max_cells, f"H3 resolution {units.resolution}")
-    else:
-        expected = _area_km2(area, crs) * 1e6 / units.cell_size_m**2
-        _check_size(expected, max_cells, f"{units.cell_size_m:g} m cells")
+    # Checked before the run too (check_grid_size); again here because the boundaries
+    # may have changed in between.
+    check_cells(units, area, crs, max_cells)
     grid = cached_grid(units, area, crs)
     return grid, grid.point_cells(lon, lat)
+
+
+def estimate_cells(units: H3Units | GridUnits, area: shapely.Geometry, crs: str) -> float:
+    """About how many cells ``units`` make over ``area``: its area over a cell's.
+
+    The mean H3 cell area is 4,357,449 km² / 7^resolution; a square cell's is its side
+    squared. Cells cut by the area's edge add a few per cent (more for thin areas).
+    """
+    if isinstance(units, H3Units):
+        return _area_km2(area, crs) / (4_357_449.4 / 7**units.resolution)
+    return _area_km2(area, crs) * 1e6 / units.cell_size_m**2
+
+
+def check_cells(
+    units: H3Units | GridUnits, area: shapely.Geometry, crs: str, max_cells: int
+) -> float:
+    """The estimate of :func:`estimate_cells`; a 422 beyond ``max_cells``."""
+    expected = estimate_cells(units, area, crs)
+    if isinstance(units, H3Units):
+        _check_size(expected, max_cells, f"H3 resolution {units.resolution}")
+    else:
+        _check_size(expected, max_cells, f"{units.cell_size_m:g} m cells")
+    return expected
+
+
+async def check_grid_size(
+    engine: AsyncEngine, settings: Settings, request: HotspotRequest | EmergingRequest
+) -> None:
+    """Refuse, before a run is stored, a grid beyond ``analysis.max_cells`` (422 with the
+    estimate and the limit) or an unknown study area: a request that cannot succeed must
+    not first answer 202 and fail later. Admin units need no check (as many as loaded)."""
+    if isinstance(request.units, AdminUnits):
+        return
+    async with engine.connect() as conn:
+        area = await load_area(conn, request.area)
+    await asyncio.to_thread(
+        check_cells, request.units, area, settings.territory.projected_crs,
+        settings.analysis.max_cells,
+    )  # fmt: skip
 
 
 async def load_area(conn: AsyncConnection, area_code: str | None) -> shapely.Geometry:
@@ -170,7 +205,10 @@ def _check_size(expected: float, max_cells: int, what: str) -> None:
     if expected > max_cells:
         raise InvalidParameter(
             f"{what} would make about {expected:,.0f} cells over this area; the limit is "
-            f"{max_cells:,} (OBSERVATORY_ANALYSIS__MAX_CELLS): use coarser cells or a smaller area"
+            f"{max_cells:,} (OBSERVATORY_ANALYSIS__MAX_CELLS): use coarser cells or a smaller "
+            "area",
+            estimated_cells=round(expected),
+            max_cells=max_cells,
         )
 
 

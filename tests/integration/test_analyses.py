@@ -447,3 +447,73 @@ def test_geojson_from_stored_polygons_equals_json_agg_on_the_view(client, keys, 
     ).fetchone()[0]
     assert json.loads(built) == json.loads(reference)
     assert db.execute(literal_sql(select_cells_geojson(-1))).fetchone()[0] == "[]"
+
+
+# -- limits checked before a run is stored (issue 7, hardened inputs) -------------------------
+
+
+@pytest.fixture(scope="module")
+def hasty_client(base_data):
+    """An app that never waits for its analyses: any request that reached a run would
+    answer 202, so a 422 here was given before the run started."""
+    hasty = base_data.model_copy(
+        update={"analysis": base_data.analysis.model_copy(update={"wait_s": 0})}
+    )
+    with TestClient(create_app(hasty)) as client:
+        yield client
+
+
+def _runs(db) -> int:
+    return db.execute("SELECT count(*) FROM analysis_run").fetchone()[0]
+
+
+def _refused_up_front(response, db, runs_before):
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "location" not in response.headers
+    assert _runs(db) == runs_before  # nothing stored, no failed run left behind
+    return response.json()
+
+
+def test_grid_beyond_max_cells_is_refused_before_the_run(hasty_client, keys, db):
+    before = _runs(db)
+    response = _post(hasty_client, keys["analyst"], {"units": {"type": "h3", "resolution": 10}})
+    problem = _refused_up_front(response, db, before)
+    assert problem["max_cells"] == 300_000
+    # The estimate is the country's area over the mean H3 resolution 10 cell
+    # (4,357,449.4 km² / 7^10, H3's published mean): about 1.5 million cells.
+    area_km2 = db.execute(
+        "SELECT ST_Area(ST_Union(geom)::geography) / 1e6 FROM admin_unit WHERE level = 0"
+    ).fetchone()[0]
+    assert problem["estimated_cells"] == pytest.approx(area_km2 / (4_357_449.4 / 7**10), rel=0.01)
+    assert problem["detail"] == (
+        f"H3 resolution 10 would make about {problem['estimated_cells']:,} cells over this "
+        "area; the limit is 300,000 (OBSERVATORY_ANALYSIS__MAX_CELLS): use coarser cells or "
+        "a smaller area"
+    )
+
+
+def test_square_grid_beyond_max_cells_is_refused_before_the_run(hasty_client, keys, db):
+    before = _runs(db)
+    body = {"method": "local_moran", "units": {"type": "grid", "cell_size_m": 150}}
+    problem = _refused_up_front(_post(hasty_client, keys["analyst"], body), db, before)
+    assert problem["detail"].startswith("150 m cells would make about ")
+    assert problem["estimated_cells"] > problem["max_cells"] == 300_000
+
+
+def test_emerging_grid_beyond_max_cells_is_refused_before_the_run(hasty_client, keys, db):
+    before = _runs(db)
+    # No incident matches either; the grid is checked first, before the run exists.
+    body = {"units": {"type": "h3", "resolution": 10}, "filters": {"sources": ["nobody"]}}
+    response = hasty_client.post(
+        "/analyses/emerging-hotspots", json=body, headers=auth(keys["analyst"])
+    )
+    problem = _refused_up_front(response, db, before)
+    assert "OBSERVATORY_ANALYSIS__MAX_CELLS" in problem["detail"]
+
+
+def test_unknown_study_area_is_refused_before_the_run(hasty_client, keys, db):
+    before = _runs(db)
+    body = {"units": {"type": "h3", "resolution": 6}, "area": "BZ-NOPE"}
+    problem = _refused_up_front(_post(hasty_client, keys["analyst"], body), db, before)
+    assert problem["detail"] == "unknown area 'BZ-NOPE'"
