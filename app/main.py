@@ -17,6 +17,7 @@ from app.errors import install_error_handlers
 from app.limits import BodyLimit
 from app.metrics import RequestMetrics
 from app.openapi import openapi_30
+from app.ratelimit import RATE_LIMIT_HEADERS, RateLimit
 from app.routers import (
     analyses,
     audit,
@@ -107,12 +108,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     version = app.state.data_version = DataVersion()
     # Innermost of the three: cached tiles still get CORS headers and bump nothing.
     app.add_middleware(CachedTiles)
+    if settings.api.rate_limit_per_minute is not None:
+        # Outside the tile fast path, so cached tiles count; inside CORS, so browsers
+        # can read a 429. Not installed at all while off (the default).
+        app.add_middleware(RateLimit, api=settings.api, key_cache=app.state.key_cache)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.api.cors_origins,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type"],
-        expose_headers=["ETag", "Location", "Content-Crs"],
+        expose_headers=["ETag", "Location", "Content-Crs", "Retry-After", *RATE_LIMIT_HEADERS],
     )
     app.add_middleware(BumpOnWrite, version=version)
     app.add_middleware(BodyLimit, api=settings.api)  # 413 before any route reads a body

@@ -60,6 +60,14 @@ class ApiSettings(BaseModel):
     # fit in a few KB, so a megabyte is generous and keeps parsing cheap.
     max_body_kb: int = Field(default=1024, ge=1)
     cors_origins: list[str] = ["*"]
+    # Requests a minute per API key (anonymous callers: per client address), per worker
+    # process; None turns rate limiting off (app.ratelimit).
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    # Requests a caller may make at once after a quiet spell; None: one minute's worth.
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+    # Reverse proxies in front of the service that append to X-Forwarded-For; 0 means
+    # the header is ignored (anyone can send it) and the connection's peer is the client.
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
 
     @model_validator(mode="after")
     def _default_within_max(self) -> ApiSettings:
