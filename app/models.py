@@ -333,3 +333,13 @@ index_definition = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("code", "version"),
 )
+
+# The secret seed of the record keys behind the cell-key perturbation of public statistics
+# (app.services.disclosure); one row, made by migration 0008.
+cell_key_seed = Table(
+    "cell_key_seed",
+    metadata,
+    Column("seed", BigInteger, nullable=False),
+    Column("only_row", Boolean, primary_key=True, server_default=text("true")),
+    CheckConstraint("only_row", name="only_row"),
+)

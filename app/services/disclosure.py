@@ -1,6 +1,15 @@
-"""Small-count suppression of statistics tables for callers below analyst.
+"""Disclosure control of statistics tables for callers below analyst.
 
-The rule (``suppress``), applied to every cell (one unit x one combination of breakdowns):
+Counts are first perturbed with the *cell key method* (``perturb``; as in the ABS
+TableBuilder and the 2021 censuses of England and Wales): every incident has a record key
+(its id hashed with a secret seed of the installation), a cell's key is the sum of its
+records' keys, and the key picks the cell's noise from a fixed table. The same incidents
+always give the same published count, however the query is written, so repeating a query
+does not average the noise away; and two tables that differ by a few incidents no longer
+give those incidents' exact count by subtraction.
+
+Then the suppression rule (``suppress``), decided on the true counts and applied to every
+cell (one unit x one combination of breakdowns):
 
 1. *Primary*: a count below :data:`THRESHOLD` (0 to 4) is withheld, and so is every cell
    that counts a sensitive category of the vocabulary (``category.sensitive``: sexual and
@@ -17,15 +26,23 @@ The rule (``suppress``), applied to every cell (one unit x one combination of br
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from app.schemas.stats import StatsRow, StatsTable
 
-__all__ = ["THRESHOLD", "suppress"]
+__all__ = ["KEY_RANGE", "NOISE", "THRESHOLD", "perturb", "suppress"]
 
 # Counts below this are never shown to the public.
 THRESHOLD = 5
+# The perturbation table: noise and its probability. Unbiased, variance 1.2, and no count
+# moves by more than 2 (a rate by more than 2 / population).
+NOISE = {-2: 0.1, -1: 0.2, 0: 0.4, 1: 0.2, 2: 0.1}
+# Record keys are 32-bit (app.sql.stats.RECORD_KEY_MASK); cell keys are their sum modulo this.
+KEY_RANGE = 2**32
+_UPPER = list(itertools.accumulate(NOISE.values()))
 _WITHHELD = {
     "count": None,
     "rate": None,
@@ -38,17 +55,39 @@ _WITHHELD = {
 _EB = {"rate_eb_global": None, "rate_eb_spatial": None}
 
 
+def perturb(count: int, key_sum: int) -> int:
+    """The published count of a cell of ``count`` incidents whose record keys sum to
+    ``key_sum``: the count plus the noise its cell key picks from :data:`NOISE`.
+
+    A count that can be shown stays at or above :data:`THRESHOLD`, so a published count is
+    never a small one; smaller counts are withheld anyway (``suppress``).
+    """
+    if count == 0:
+        return 0
+    position = (key_sum % KEY_RANGE) / KEY_RANGE
+    noise = list(NOISE)[min(bisect.bisect_right(_UPPER, position), len(NOISE) - 1)]
+    return max(count + noise, THRESHOLD if count >= THRESHOLD else 0)
+
+
 def suppress(
-    table: StatsTable, vocabulary: Mapping[str, str], sensitive: frozenset[str]
+    table: StatsTable,
+    vocabulary: Mapping[str, str],
+    sensitive: frozenset[str],
+    true_counts: Sequence[int] | None = None,
 ) -> StatsTable:
     """The public view of ``table``; ``vocabulary`` maps category code → group.
 
-    Returns a new table; ``table`` is not changed.
+    ``true_counts`` (one per row) decide what is withheld when the table's counts are
+    perturbed; by default the table's own counts. Returns a new table; ``table`` is not
+    changed.
     """
     by = table.parameters.by
     scope = set(table.parameters.filters.categories) or set(vocabulary)
     rows = table.rows
-    withheld = [_primary(r, by, scope, vocabulary, sensitive) for r in rows]
+    counts = [r.count for r in rows] if true_counts is None else true_counts
+    withheld = [
+        _primary(c, r, by, scope, vocabulary, sensitive) for c, r in zip(counts, rows, strict=True)
+    ]
     primary = sum(withheld)
     # category_group follows from category: it is not a dimension of its own then.
     dims = ["unit_code", *(b for b in by if not (b == "category_group" and "category" in by))]
@@ -62,13 +101,14 @@ def suppress(
             released.append(r.model_copy(update=_EB))
         else:
             released.append(r)
-    notes = list(table.notes)
+    notes = [*table.notes, PERTURBATION_NOTE] if true_counts is not None else list(table.notes)
     if any(withheld):
         notes.append(_note(primary, sum(withheld) - primary, sensitive & scope))
     return table.model_copy(update={"rows": released, "notes": notes})
 
 
 def _primary(
+    count: int | None,
     row: StatsRow,
     by: Sequence[str],
     scope: set[str],
@@ -76,7 +116,7 @@ def _primary(
     sensitive: frozenset[str],
 ) -> bool:
     """Whether the cell is withheld for itself: a small count or a sensitive category."""
-    if row.count is None or row.count < THRESHOLD:
+    if count is None or count < THRESHOLD:
         return True
     if "category" in by:
         return row.category in sensitive
@@ -119,3 +159,11 @@ def _note(primary: int, secondary: int, sensitive: set[str]) -> str:
         "true). Empirical Bayes rates of a breakdown with any withheld unit are withheld "
         "too. A key with the analyst role sees every value."
     )
+
+
+PERTURBATION_NOTE = (
+    "Public view: every count is perturbed by -2 to +2 (cell key method: the same "
+    "incidents always give the same published count), rates follow from the published "
+    "counts, and shown counts are at least "
+    f"{THRESHOLD}; totals may differ slightly from the sum of their parts."
+)

@@ -153,6 +153,10 @@ async def compute_stats(
     if unknown := sorted(set(query.filters.categories) - set(vocabulary)):
         raise InvalidParameter(f"unknown category code(s): {', '.join(unknown)}")
     unit_ids = [u.id for u in units]
+    # Public tables publish perturbed counts (app.services.disclosure), whose noise
+    # follows from the record keys of each cell's incidents.
+    public = not who.has("analyst")
+    seed = (await conn.execute(sql.select_cell_key_seed())).scalar_one() if public else None
     counted = (
         await conn.execute(
             sql.count_incidents(
@@ -162,15 +166,19 @@ async def compute_stats(
                 period=query.period,
                 timezone=tz,
                 age_groups=[(g.label, g.first, g.last) for g in query.age_groups],
+                key_seed=seed,
             )
         )
     ).all()
     counts: dict[tuple, int] = defaultdict(int)
+    key_sums: dict[tuple, int] = defaultdict(int)
     first_at = min((r.first_at for r in counted), default=None)
     last_at = max((r.last_at for r in counted), default=None)
     for r in counted:
         key = tuple(_label(r.period, query.period) if b == "period" else r._mapping[b] for b in by)
         counts[(r.unit_id, *key)] += r.count
+        if public:
+            key_sums[(r.unit_id, *key)] += int(r.key_sum)
 
     notes: list[str] = []
     combos = _combinations(query, by, vocabulary, counts, first_at, last_at, tz)
@@ -205,13 +213,20 @@ async def compute_stats(
             chosen = (
                 _choose(populations.get((unit.id, sex, age), ()), year) if sex and age else None
             )
+            count = counts.get((unit.id, *combo), 0)
             rows.append(
                 {
                     "unit_code": unit.code,
                     "unit_name": unit.name,
                     "unit_level": unit.level,
                     **values,
-                    "count": counts.get((unit.id, *combo), 0),
+                    # Rates follow from the published count, so they give nothing more.
+                    "count": (
+                        disclosure.perturb(count, key_sums.get((unit.id, *combo), 0))
+                        if public
+                        else count
+                    ),
+                    "_count": count,
                     "population": chosen[1] if chosen else None,
                     "population_year": chosen[0] if chosen else None,
                     "population_sex": sex if chosen else None,
@@ -227,6 +242,7 @@ async def compute_stats(
     for row in rows:
         del row["_year"]
     rows.sort(key=lambda r: r["unit_code"])  # stable: breakdowns keep their order
+    true_counts = [row.pop("_count") for row in rows]
 
     f = query.filters
     parameters = StatsParameters(
@@ -256,12 +272,13 @@ async def compute_stats(
         sensitive_categories=sorted(sensitive),
     )
     table = StatsTable(rows=[StatsRow(**r) for r in rows], parameters=parameters, notes=notes)
-    return release(table, who, vocabulary=vocabulary, sensitive=sensitive)
+    return release(table, who, true_counts, vocabulary=vocabulary, sensitive=sensitive)
 
 
 def release(
     table: StatsTable,
     who: Principal,
+    true_counts: Sequence[int],
     *,
     vocabulary: Mapping[str, str],
     sensitive: frozenset[str],
@@ -269,12 +286,13 @@ def release(
     """What ``who`` may see of the table: the one place for disclosure control.
 
     Analysts and above see every cell. Everyone else (no key, viewer) gets the table with
-    small counts, sensitive categories and their complements withheld
-    (:func:`app.services.disclosure.suppress`), so that JSON and CSV get it alike.
+    perturbed counts (made in :func:`compute_stats`), and small counts, sensitive
+    categories and their complements withheld (:func:`app.services.disclosure.suppress`,
+    decided on ``true_counts``), so that JSON and CSV get it alike.
     """
     if who.has("analyst"):
         return table
-    return disclosure.suppress(table, vocabulary, sensitive)
+    return disclosure.suppress(table, vocabulary, sensitive, true_counts)
 
 
 # --- reading -----------------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Select, case, func, literal, select, true
 
-from app.models import admin_unit, category, incident, population
+from app.models import admin_unit, category, cell_key_seed, incident, population
 from app.sql.incidents import IncidentFilter, conditions
 
 # Breakdowns besides the unit, in the order of the columns of a statistics row.
@@ -16,6 +16,8 @@ PERIODS = ("month", "quarter", "year")
 UNKNOWN = "unknown"
 # Label of a known age outside every requested age group.
 OTHER_AGE = "other"
+# Record keys are the low 32 bits of a seeded hash of the incident id.
+RECORD_KEY_MASK = 0xFFFF_FFFF
 
 
 def select_units(*, level: int | None = None, codes: Sequence[str] = ()) -> Select:
@@ -44,6 +46,10 @@ def select_sensitive_categories() -> Select:
     return select(category.c.code).where(category.c.sensitive).order_by(category.c.code)
 
 
+def select_cell_key_seed() -> Select:
+    return select(cell_key_seed.c.seed)
+
+
 def select_population(unit_ids: Sequence[int]) -> Select:
     """Every population row of these units (all years, sexes and age groups)."""
     c = population.c
@@ -60,6 +66,7 @@ def count_incidents(
     period: str,
     timezone: str,
     age_groups: Sequence[tuple[str, int, int | None]],
+    key_seed: int | None = None,
 ) -> Select:
     """Incidents per unit and breakdown, with the first and last local time of each group.
 
@@ -68,7 +75,9 @@ def count_incidents(
     the month, quarter or year (``date_trunc`` in ``timezone``), a missing victim sex is
     ``unknown``, and ages fall into ``age_groups`` ((label, first age, last age or None)),
     ``unknown`` when missing and ``other`` outside every group. Columns: ``unit_id``, the
-    breakdowns, ``count``, ``first_at`` and ``last_at`` (local timestamps).
+    breakdowns, ``count``, ``first_at`` and ``last_at`` (local timestamps); with a
+    ``key_seed``, also ``key_sum``: the sum of the group's record keys (each incident's id
+    hashed with the seed, 32 bits), from which the cell key of the perturbation follows.
     """
     units = func.unnest(incident.c.unit_ids).table_valued("uid").render_derived(name="units")
     local = func.timezone(timezone, incident.c.occurred_at)
@@ -97,6 +106,15 @@ def count_incidents(
             units.c.uid.label("unit_id"),
             local.label("local_at"),
             *(columns[name].label(name) for name in by),
+            *(
+                [
+                    func.hashint8extended(incident.c.id, key_seed)
+                    .op("&")(RECORD_KEY_MASK)
+                    .label("record_key")
+                ]
+                if key_seed is not None
+                else []
+            ),
         )
         .select_from(source)
         .where(*conditions(f), units.c.uid.in_(unit_ids))
@@ -108,6 +126,7 @@ def count_incidents(
         func.count().label("count"),
         func.min(rows.c.local_at).label("first_at"),
         func.max(rows.c.local_at).label("last_at"),
+        *([func.sum(rows.c.record_key).label("key_sum")] if key_seed is not None else []),
     ).group_by(*keys)
 
 

@@ -65,8 +65,9 @@ def test_public_counts_by_category_withhold_small_sensitive_and_complementary(
             if r["suppressed"]:
                 assert r["count"] is None and r["rate"] is None and r["rse"] is None
             else:
-                # Shown counts are exact; never small, never sensitive.
-                assert r["count"] == analyst["count"] >= 5
+                # Shown counts are perturbed by at most 2; never small, never sensitive.
+                assert r["count"] >= 5 and analyst["count"] >= 5
+                assert abs(r["count"] - analyst["count"]) <= 2
                 assert r["category"] not in SENSITIVE
             if analyst["count"] < 5 or r["category"] in SENSITIVE:
                 assert r["suppressed"]
@@ -88,7 +89,7 @@ def test_public_totals_include_no_sensitive_category(client, keys, public_data):
     shown = [r for r in rows.json()["rows"] if not r["suppressed"]]
     assert shown
     counts = {(r["unit_code"], r["victim_sex"]): r["count"] for r in full.json()["rows"]}
-    assert all(counts[(r["unit_code"], r["victim_sex"])] == r["count"] for r in shown)
+    assert all(abs(counts[(r["unit_code"], r["victim_sex"])] - r["count"]) <= 2 for r in shown)
 
 
 def test_public_csv_withholds_the_same_cells(client, public_data):

@@ -1,12 +1,13 @@
-"""Small-count suppression (app.services.disclosure) on hand-made tables: which cells are
-withheld, the complementary cells, EB rates, and that the input is left unchanged."""
+"""Disclosure control (app.services.disclosure) on hand-made tables: which cells are
+withheld, the complementary cells, EB rates, that the input is left unchanged; and the
+cell-key perturbation of counts."""
 
 from __future__ import annotations
 
 import itertools
 
 from app.schemas.stats import StatsFilters, StatsParameters, StatsRow, StatsTable
-from app.services.disclosure import THRESHOLD, suppress
+from app.services.disclosure import KEY_RANGE, NOISE, THRESHOLD, perturb, suppress
 
 VOCABULARY = {"theft": "property", "robbery": "property_violent", "sexual_violence": "vaw",
               "homicide": "violent_death", "suicide": "violent_death"}  # fmt: skip
@@ -115,3 +116,35 @@ def test_zero_counts_are_withheld_too():
     counts = {("A", "theft"): 0, ("B", "theft"): 100, ("C", "theft"): 200}
     public = suppress(_table(counts, ["category"]), VOCABULARY, SENSITIVE)
     assert [r.suppressed for r in public.rows] == [True, True, False]
+
+
+def test_perturbation_follows_the_noise_table_and_depends_only_on_the_cell():
+    # Cell keys spread evenly over their range give the table's probabilities.
+    steps = 10_000
+    keys = [k * KEY_RANGE // steps for k in range(steps)]
+    noise = [perturb(100, key) - 100 for key in keys]
+    for value, probability in NOISE.items():
+        assert abs(noise.count(value) - probability * steps) <= 1
+    assert abs(sum(noise)) / steps < 0.001  # unbiased
+    # Only the count and the key matter: the same incidents, the same published count;
+    # the key wraps around (a sum of record keys modulo the range).
+    assert [perturb(100, k + 3 * KEY_RANGE) for k in keys[:50]] == [100 + n for n in noise[:50]]
+
+
+def test_perturbed_counts_are_never_small_and_zero_stays_zero():
+    keys = range(0, KEY_RANGE, KEY_RANGE // 997)
+    for count in range(THRESHOLD, THRESHOLD + 3):
+        published = {perturb(count, k) for k in keys}
+        assert min(published) == THRESHOLD and max(published) == count + 2
+    assert {perturb(0, k) for k in keys} == {0}
+    assert all(0 <= perturb(2, k) <= 4 for k in keys)  # withheld anyway (below the threshold)
+
+
+def test_suppression_is_decided_on_the_true_counts():
+    # A true 4 published as 6 is withheld, and with it the smallest other unit of the line.
+    counts = {("A", "theft"): 6, ("B", "theft"): 5, ("C", "theft"): 30}
+    table = _table(counts, ["category"], categories=["theft"])
+    public = suppress(table, VOCABULARY, SENSITIVE, true_counts=[4, 5, 30])
+    assert [r.suppressed for r in public.rows] == [True, True, False]
+    assert public.rows[0].count is None and public.rows[2].count == 30
+    assert any("perturbed" in n for n in public.notes)
