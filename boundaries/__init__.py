@@ -1,4 +1,5 @@
-"""Pure boundary handling: read GeoJSON, GeoPackage or zipped Shapefile; repair; link parents.
+"""Pure boundary handling: read GeoJSON, GeoPackage or zipped Shapefile; repair; link parents;
+compare with the territory.
 
 No database, no HTTP: GeoDataFrames in, GeoDataFrames out. The functions are re-exported
 lazily, so that importing :class:`BoundaryError` (as ``app.errors`` does) stays cheap.
@@ -20,6 +21,8 @@ _EXPORTS = {
     "repair_geometries": "boundaries.repair",
     "RepairNote": "boundaries.repair",
     "assign_parents": "boundaries.hierarchy",
+    "outside_territory": "boundaries.territory",
+    "OutsideUnit": "boundaries.territory",
 }
 
 
@@ -32,8 +35,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "BoundaryError",
+    "OutsideUnit",
     "RepairNote",
     "assign_parents",
+    "outside_territory",
     "read_boundaries",
     "repair_geometries",
 ]

@@ -28,7 +28,10 @@ def _optional(value: str | None) -> str | None:
         401: {"description": "No API key."},
         403: {"description": "The key is not an admin key."},
         413: {"description": "The file exceeds the upload limit."},
-        422: {"description": "Unsupported or unusable file (the detail says why)."},
+        422: {
+            "description": "Unsupported or unusable file, or every unit outside the "
+            "territory (the detail says why)."
+        },
     },
 )
 async def import_boundary_file(
@@ -66,4 +69,5 @@ async def import_boundary_file(
             actor=principal.actor,
             replace=replace,
             tolerance_m=settings.territory.tolerance_m,
+            territory_bbox=settings.territory.bbox,
         )

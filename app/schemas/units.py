@@ -13,6 +13,11 @@ class UnitProperties(BaseModel):
     level: int = Field(ge=0, description="0 country, 1 district, 2 …")
     parent_code: str | None = Field(description="Code of the containing unit one level up.")
     area_km2: float = Field(description="Geodesic area in km².")
+    flags: list[str] = Field(
+        default_factory=list,
+        description="Data-quality flags set by the boundary import: `outside_territory` "
+        "when more than half of the unit lies outside the territory.",
+    )
 
 
 class UnitFeature(BaseModel):
@@ -38,6 +43,15 @@ class RepairedUnit(BaseModel):
     reason: str = Field(description="Why the geometry was invalid (GEOS), and if it was dropped.")
 
 
+class OutsideTerritoryUnit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    share_outside: float = Field(
+        description="Share of the unit's area outside the territory (0.5 to 1; 1: wholly)."
+    )
+
+
 class BoundaryReport(BaseModel):
     """What a boundary import did."""
 
@@ -57,4 +71,13 @@ class BoundaryReport(BaseModel):
     )
     incidents_reassigned: int = Field(
         description="Incidents whose unit assignment changed with the new boundaries."
+    )
+    outside_territory: list[OutsideTerritoryUnit] = Field(
+        default_factory=list,
+        description="Units loaded although most of their area lies outside the territory "
+        "(the outline of the level above, or the territory's bounding box); they carry "
+        "the `outside_territory` flag.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="What the import loaded but you should check."
     )

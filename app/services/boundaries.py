@@ -16,13 +16,18 @@ from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import InvalidParameter
-from app.schemas.units import BoundaryReport, RepairedUnit
+from app.schemas.units import BoundaryReport, OutsideTerritoryUnit, RepairedUnit
 from app.sql import audit as audit_sql
+from app.sql import territory as territory_sql
 from app.sql import units as sql
 from boundaries import BoundaryError
 from boundaries.hierarchy import assign_parents
 from boundaries.read import read_boundaries
 from boundaries.repair import RepairNote, repair_geometries
+from boundaries.territory import OUTSIDE_FLAG, OutsideUnit, outside_territory
+
+# Codes named in a message at most (the report lists them all).
+SHOWN_CODES = 10
 
 
 def prepare_units(
@@ -55,6 +60,7 @@ async def import_boundaries(
     actor: str,
     replace: bool = False,
     tolerance_m: float = 2000.0,
+    territory_bbox: tuple[float, float, float, float] | None = None,
     statement_timeout_ms: int = 600_000,
 ) -> BoundaryReport:
     """Load one level of units from a boundary file, idempotently (upsert by code).
@@ -66,6 +72,12 @@ async def import_boundaries(
     ``tolerance_m`` for points just outside) and one audit row, is one transaction.
     Reassigning every incident can outlast the service's usual statement timeout, so
     this transaction gets ``statement_timeout_ms`` (10 minutes by default) instead.
+
+    Units are compared with the territory: the outline of the top level above ``level``
+    when one is loaded, else ``territory_bbox`` (west, south, east, north), grown by
+    ``tolerance_m``. Units with more than half their area outside are loaded with the
+    ``outside_territory`` flag and listed in the report with a warning; when every unit
+    is outside, nothing is loaded (422: usually a wrong CRS).
     """
     if level < 0:
         raise InvalidParameter("level must be 0 (country) or more")
@@ -84,12 +96,17 @@ async def import_boundaries(
             units = await asyncio.to_thread(assign_parents, units, parents)
         elif units["parent_code"].notna().any():
             raise BoundaryError("units of level 0 (countries) cannot have a parent")
+        outside, warnings = await _check_territory(
+            conn, units, Path(path).name, level, tolerance_m, territory_bbox
+        )
+        flagged = {unit.code for unit in outside}
         rows = [
             {
                 "code": code,
                 "name": name,
                 "parent_code": None if pd.isna(parent) else parent,
                 "wkb": wkb,
+                "flags": [OUTSIDE_FLAG] if code in flagged else [],
             }
             for code, name, parent, wkb in zip(
                 units["code"],
@@ -125,6 +142,10 @@ async def import_boundaries(
                 sorted(units.loc[units["parent_code"].isna(), "code"]) if level > 0 else []
             ),
             incidents_reassigned=reassigned,
+            outside_territory=[
+                OutsideTerritoryUnit(code=u.code, share_outside=u.share_outside) for u in outside
+            ],
+            warnings=warnings,
         )
         summary = {"file": Path(path).name, "replace": replace, **report.model_dump()}
         await conn.execute(
@@ -133,6 +154,47 @@ async def import_boundaries(
             )
         )
     return report
+
+
+async def _check_territory(
+    conn: AsyncConnection,
+    units: gpd.GeoDataFrame,
+    filename: str,
+    level: int,
+    tolerance_m: float,
+    territory_bbox: tuple[float, float, float, float] | None,
+) -> tuple[list[OutsideUnit], list[str]]:
+    """The units mostly outside the territory and the warning about them; BoundaryError
+    (422) when every unit is. No reference (nothing above, no bbox): nothing to check."""
+    row = (await conn.execute(territory_sql.select_outline_above(level))).first()
+    if row is not None and row.wkb is not None:
+        outline = shapely.from_wkb(bytes(row.wkb))
+        reference = f"the loaded level {row.level} outline"
+    elif territory_bbox is not None:
+        outline = shapely.box(*territory_bbox)
+        reference = "the territory's bounding box (territory.bbox)"
+    else:
+        return [], []
+    outside = await asyncio.to_thread(outside_territory, units, outline, tolerance_m=tolerance_m)
+    where = f"{reference} grown by {tolerance_m:g} m"
+    if outside and len(outside) == len(units):
+        raise BoundaryError(
+            f"{filename}: every unit lies mostly or wholly outside the territory ({where}); "
+            "nothing was loaded. The file's coordinate reference system is probably wrong "
+            "(a .prj that does not match the coordinates, or latitude and longitude "
+            "swapped), or the file is for another territory."
+        )
+    if not outside:
+        return [], []
+    codes = ", ".join(u.code for u in outside[:SHOWN_CODES])
+    if len(outside) > SHOWN_CODES:
+        codes += f" and {len(outside) - SHOWN_CODES} more"
+    warning = (
+        f"{len(outside)} of {len(units)} units lie mostly or wholly outside the territory "
+        f"({where}): {codes}. They were loaded with the {OUTSIDE_FLAG!r} flag; if they "
+        "should be inside, check the file's coordinate reference system."
+    )
+    return outside, [warning]
 
 
 async def _units_frame(conn: AsyncConnection, statement: TextClause) -> gpd.GeoDataFrame:

@@ -1,4 +1,5 @@
-"""SQL for the territory: the outline incidents must fall in, from the loaded boundaries."""
+"""SQL for the territory: the outline incidents must fall in and uploaded boundaries are
+compared with, from the loaded boundaries."""
 
 from __future__ import annotations
 
@@ -18,3 +19,19 @@ def select_territory() -> TextClause:
         WHERE level = (SELECT min(level) FROM admin_unit)
         """
     )
+
+
+def select_outline_above(level: int) -> TextClause:
+    """``level, wkb``: the union of the units of the top level above ``level`` (the
+    country, for districts), unbuffered, as WKB; no row when no level above is loaded.
+
+    Boundary uploads compare their units with it (``boundaries.territory``).
+    """
+    return text(
+        """
+        SELECT level, ST_AsBinary(ST_Union(geom)) AS wkb
+        FROM admin_unit
+        WHERE level = (SELECT min(level) FROM admin_unit WHERE level < :level)
+        GROUP BY level
+        """
+    ).bindparams(level=level)

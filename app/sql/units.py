@@ -79,22 +79,27 @@ def upsert_units(level: int, rows: list[dict], boundary_set: str = "default") ->
     """Insert or update units by ``code``; returns one row per unit: ``code, inserted``.
 
     ``rows`` are dicts with ``code``, ``name``, ``parent_code`` (None or the code of a unit
-    of ``level - 1``) and ``wkb`` (hex WKB or EWKB, lon/lat). They travel as one bound
-    JSON array, so the whole level is one statement. Polygons become MultiPolygons, the
-    SRID is 4326 and ``area_km2`` is the geodesic area.
+    of ``level - 1``), ``wkb`` (hex WKB or EWKB, lon/lat) and optionally ``flags`` (a list
+    of strings such as ``"outside_territory"``, kept in ``attributes.flags``; an update
+    replaces the unit's flags). They travel as one bound JSON array, so the whole level is
+    one statement. Polygons become MultiPolygons, the SRID is 4326 and ``area_km2`` is the
+    geodesic area.
     """
     return text(
         """
         WITH src AS (
             SELECT r.code, r.name, r.parent_code,
-                   ST_Multi(ST_SetSRID(ST_GeomFromEWKB(decode(r.wkb, 'hex')), 4326)) AS geom
+                   ST_Multi(ST_SetSRID(ST_GeomFromEWKB(decode(r.wkb, 'hex')), 4326)) AS geom,
+                   CASE WHEN jsonb_array_length(coalesce(r.flags, '[]')) > 0
+                        THEN jsonb_build_object('flags', r.flags) ELSE '{}'::jsonb
+                   END AS attributes
             FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                AS r(code text, name text, parent_code text, wkb text)
+                AS r(code text, name text, parent_code text, wkb text, flags jsonb)
         )
         INSERT INTO admin_unit AS u
-            (boundary_set, level, code, name, parent_id, geom, area_km2, updated_at)
+            (boundary_set, level, code, name, parent_id, geom, area_km2, attributes, updated_at)
         SELECT :boundary_set, :level, s.code, s.name, p.id, s.geom,
-               ST_Area(s.geom::geography) / 1e6, now()
+               ST_Area(s.geom::geography) / 1e6, s.attributes, now()
         FROM src s
         LEFT JOIN admin_unit p ON p.code = s.parent_code AND p.level = :level - 1
         ON CONFLICT (code) DO UPDATE SET
@@ -104,6 +109,7 @@ def upsert_units(level: int, rows: list[dict], boundary_set: str = "default") ->
             parent_id = EXCLUDED.parent_id,
             geom = EXCLUDED.geom,
             area_km2 = EXCLUDED.area_km2,
+            attributes = (u.attributes - 'flags') || EXCLUDED.attributes,
             updated_at = now()
         RETURNING u.code, (xmax = 0) AS inserted
         """
@@ -188,7 +194,8 @@ def _feature(simplify: float | None) -> str:
             'geometry', ST_AsGeoJSON({geom})::json,
             'properties', json_build_object(
                 'code', u.code, 'name', u.name, 'level', u.level,
-                'parent_code', p.code, 'area_km2', u.area_km2
+                'parent_code', p.code, 'area_km2', u.area_km2,
+                'flags', coalesce(u.attributes -> 'flags', '[]'::jsonb)
             )
         )"""
 
