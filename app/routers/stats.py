@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from datetime import datetime, time
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
 
@@ -62,8 +63,14 @@ async def get_stats(
         ),
     ] = "year",
     category: Annotated[list[str] | None, Query(description="codes, comma-separated")] = None,
-    occurred_from: Annotated[datetime | None, Query(description="inclusive")] = None,
-    occurred_to: Annotated[datetime | None, Query(description="exclusive")] = None,
+    occurred_from: Annotated[
+        datetime | None,
+        Query(description="inclusive; local time without a zone; below analyst a whole day"),
+    ] = None,
+    occurred_to: Annotated[
+        datetime | None,
+        Query(description="exclusive; local time without a zone; below analyst a whole day"),
+    ] = None,
     victim_sex: Annotated[list[str] | None, Query(description="female, male, unknown")] = None,
     age_min: Annotated[int | None, Query(ge=0, le=120)] = None,
     age_max: Annotated[int | None, Query(ge=0, le=120)] = None,
@@ -88,15 +95,16 @@ async def get_stats(
         raise InvalidParameter(f"victim_sex must be female, male or unknown (got {', '.join(bad)})")
     if age_min is not None and age_max is not None and age_min > age_max:
         raise InvalidParameter("age_min must not exceed age_max")
-    if occurred_from and occurred_to and _aware(occurred_from) != _aware(occurred_to):
-        raise InvalidParameter("occurred_from and occurred_to must both have a time zone or not")
+    # Times without a zone are local, as in imported files.
+    tz = ZoneInfo(settings.territory.timezone)
+    occurred_from, occurred_to = (_local(m, tz) for m in (occurred_from, occurred_to))
+    if not who.has("analyst"):
+        _check_whole_days(occurred_from, occurred_to, tz=tz)
     granularity, period_value, start, end = service.parse_period(
         period, settings.territory.timezone
     )
     if period_value is not None:
         breakdowns.append("period")
-        if _aware(occurred_from) is False or _aware(occurred_to) is False:
-            raise InvalidParameter("with a period value, give occurred_from/to with a time zone")
         occurred_from = max(d for d in (occurred_from, start) if d is not None)
         occurred_to = min(d for d in (occurred_to, end) if d is not None)
     query = service.StatsQuery(
@@ -154,5 +162,17 @@ def _cell(value: object) -> object:
     return str(value).lower() if isinstance(value, bool) else value
 
 
-def _aware(moment: datetime | None) -> bool | None:
-    return None if moment is None else moment.tzinfo is not None
+def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
+    return moment.replace(tzinfo=tz) if moment is not None and moment.tzinfo is None else moment
+
+
+def _check_whole_days(*moments: datetime | None, tz: ZoneInfo) -> None:
+    """Public windows start and end at local midnight: two windows an instant apart would
+    isolate one incident and its time (the perturbation of public counts blurs the count,
+    this keeps the time to the day)."""
+    for moment in moments:
+        if moment is not None and moment.astimezone(tz).time() != time(0):
+            raise InvalidParameter(
+                "without an analyst key, occurred_from and occurred_to are whole days "
+                f"(local midnight, {tz.key}): give dates such as 2024-03-01"
+            )

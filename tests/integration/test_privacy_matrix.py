@@ -19,7 +19,9 @@ import re
 import time
 import zipfile
 from collections import defaultdict
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import mapbox_vector_tile
 import openpyxl
@@ -769,7 +771,7 @@ DIFFERENCING = "privacy-differencing"
 
 @pytest.fixture(scope="module")
 def thefts(base_data, client, keys, db_url, tmp_path_factory):
-    """60 thefts in Cayo at distinct times of 2024 (their own source), and their times."""
+    """60 thefts in Cayo on distinct days of 2024 (their own source), and those local days."""
     lon, lat = SEED["BZ-CY"][0]
     path = Path(tmp_path_factory.mktemp("differencing")) / "thefts.csv"
     with path.open("w", newline="") as f:
@@ -782,37 +784,32 @@ def thefts(base_data, client, keys, db_url, tmp_path_factory):
     features = client.get(
         "/incidents", params={"source": DIFFERENCING, "limit": 100}, headers=auth(keys["analyst"])
     ).json()["features"]
-    yield sorted(f["properties"]["occurred_at"] for f in features)
+    local = ZoneInfo("America/Belize")
+    yield sorted(
+        datetime.fromisoformat(f["properties"]["occurred_at"]).astimezone(local).date()
+        for f in features
+    )
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("DELETE FROM incident WHERE source = %s", (DIFFERENCING,))
 
 
-def _just_after(moment: str) -> str:
-    return moment.replace("+00:00", ".000001+00:00").replace("Z", ".000001Z")
-
-
-def _differences(client, key, moments: list[str]) -> list[int]:
-    """The attack: the year minus the thefts before a moment minus those after it, for
-    every moment with enough thefts on both sides to be published."""
+def _differences(client, key, days: list[date]) -> list[int]:
+    """The attack: the year minus the thefts before a day minus those after it, for every
+    day with enough thefts on both sides to be published (one theft a day)."""
     base = {"source": DIFFERENCING, "category": "theft", "unit": "BZ-CY", "period": "year"}
-    year = {
-        "occurred_from": "2024-01-01T00:00:00-06:00",
-        "occurred_to": "2025-01-01T00:00:00-06:00",
-    }
 
-    def count(**window):
-        params = {**base, **year, **window}
+    def count(start=date(2024, 1, 1), end=date(2025, 1, 1)):
+        params = {**base, "occurred_from": start.isoformat(), "occurred_to": end.isoformat()}
         rows = client.get("/stats", params=params, headers=auth(key)).json()["rows"]
         return sum(r["count"] for r in rows) if all(not r["suppressed"] for r in rows) else None
 
     whole = count()
     # The same incidents give the same published count, however the query is written, so
     # asking again or with an equivalent window draws no new noise to average away.
-    assert count() == whole == count(occurred_to=_just_after(moments[-1]))
+    assert count() == whole == count(end=days[-1] + timedelta(days=1))
     differences = []
-    for moment in moments[THRESHOLD:-THRESHOLD]:
-        before = count(occurred_to=moment)
-        after = count(occurred_from=_just_after(moment))
+    for day in days[THRESHOLD:-THRESHOLD]:
+        before, after = count(end=day), count(start=day + timedelta(days=1))
         assert None not in (whole, before, after)
         differences.append(whole - before - after)
     return differences
@@ -828,6 +825,10 @@ def test_two_public_windows_give_away_one_incident_only_by_chance(client, keys, 
     exact = differences.count(1)
     assert exact < len(differences) / 2, f"{exact} of {len(differences)}: {differences}"
     assert len(set(differences)) >= 3 and all(-5 <= d <= 7 for d in differences)
+    # Public windows are whole local days, so no window isolates an incident's time.
+    params = {"category": "theft", "occurred_to": "2024-03-05T10:30:00-06:00"}
+    response = client.get("/stats", params=params, headers=auth(_key(keys, role)))
+    assert response.status_code == 422 and "whole days" in response.json()["detail"]
 
 
 def test_the_differencing_attack_works_on_exact_counts(client, keys, thefts):

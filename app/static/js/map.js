@@ -80,7 +80,15 @@ function range() {
   const last = state.months[Number($("to").value)];
   if (!from || !last) return null;
   const to = new Date(Date.UTC(last.getUTCFullYear(), last.getUTCMonth() + 1, 1));
-  return { from: from.toISOString().replace(".000", ""), to: to.toISOString().replace(".000", "") };
+  // Instants for the OGC datetime parameter; whole local days for /stats, which takes
+  // nothing finer without an analyst key.
+  const day = (d) => d.toISOString().slice(0, 10);
+  return {
+    from: from.toISOString().replace(".000", ""),
+    to: to.toISOString().replace(".000", ""),
+    fromDay: day(from),
+    toDay: day(to),
+  };
 }
 
 function filters() {
@@ -113,8 +121,8 @@ function statsParams(extra) {
     victim_sex: f.sex,
     age_min: f.ageMin,
     age_max: f.ageMax,
-    occurred_from: f.range?.from,
-    occurred_to: f.range?.to,
+    occurred_from: f.range?.fromDay,
+    occurred_to: f.range?.toDay,
     ...extra,
   };
 }
