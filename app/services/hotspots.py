@@ -4,6 +4,7 @@ Local Moran (the pure package ``spatial``) → store every unit's statistics as 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from app.schemas.analyses import (
     GridUnits,
     H3Units,
     HotspotRequest,
+    WeightsSpec,
 )
 from app.services.grids import Grid, cached_grid, store_grid, stored_grid_id
 from app.services.jobs import JobProgress
@@ -34,6 +36,8 @@ from app.sql.incidents import IncidentFilter, select_unit_id
 
 # Local statistics on fewer units than this mean little (DESIGN.md section 5).
 MIN_UNITS = 30
+# Neighbour pairs allowed per cell of analysis.max_cells (see check_neighbours).
+NEIGHBOURS_PER_CELL = 10
 
 
 @dataclass(frozen=True)
@@ -171,20 +175,56 @@ def check_cells(
     return expected
 
 
+def check_neighbours(
+    weights: WeightsSpec, cells: float, cell_area_m2: float, max_cells: int
+) -> None:
+    """Refuse k-nearest or distance-band weights with more neighbour pairs than
+    ``NEIGHBOURS_PER_CELL * max_cells`` (422 with the estimate and the limit).
+
+    Building weights costs memory and time in the number of pairs: a distance band with
+    about a million pairs took ~400 MB and two minutes here (libpysal's DistanceBand and
+    one Python set per unit). Queen, rook or H3 neighbours give 4 to 8 pairs a cell and
+    are bounded by the grid limit already. A band's pairs are estimated as each cell's
+    disc (pi d²) over the mean cell area, at most all the other cells.
+    """
+    if weights.type == "knn":
+        per_cell = min(float(weights.k), max(cells - 1, 0))
+        what = f"{weights.k} nearest neighbours"
+    elif weights.type == "distance_band" and weights.distance_m is not None:
+        per_cell = min(math.pi * weights.distance_m**2 / cell_area_m2, max(cells - 1, 0))
+        what = f"a {weights.distance_m:g} m distance band"
+    else:
+        return
+    pairs, limit = cells * per_cell, NEIGHBOURS_PER_CELL * max_cells
+    if pairs > limit:
+        raise InvalidParameter(
+            f"{what} would give about {pairs:,.0f} neighbour pairs ({per_cell:,.0f} per cell "
+            f"over about {cells:,.0f} cells); the limit is {limit:,} ({NEIGHBOURS_PER_CELL} "
+            "per cell of OBSERVATORY_ANALYSIS__MAX_CELLS): use a shorter distance, fewer "
+            "neighbours or coarser cells",
+            estimated_pairs=round(pairs),
+            max_pairs=limit,
+        )
+
+
 async def check_grid_size(
     engine: AsyncEngine, settings: Settings, request: HotspotRequest | EmergingRequest
 ) -> None:
-    """Refuse, before a run is stored, a grid beyond ``analysis.max_cells`` (422 with the
-    estimate and the limit) or an unknown study area: a request that cannot succeed must
-    not first answer 202 and fail later. Admin units need no check (as many as loaded)."""
+    """Refuse, before a run is stored, a grid beyond ``analysis.max_cells``, weights with
+    too many neighbour pairs (:func:`check_neighbours`; 422s with the estimate and the
+    limit) or an unknown study area: a request that cannot succeed must not first
+    answer 202 and fail later. Admin units need no check (as many as loaded)."""
     if isinstance(request.units, AdminUnits):
         return
     async with engine.connect() as conn:
         area = await load_area(conn, request.area)
-    await asyncio.to_thread(
-        check_cells, request.units, area, settings.territory.projected_crs,
-        settings.analysis.max_cells,
-    )  # fmt: skip
+    crs, max_cells = settings.territory.projected_crs, settings.analysis.max_cells
+    cells = await asyncio.to_thread(check_cells, request.units, area, crs, max_cells)
+    if isinstance(request.units, H3Units):
+        cell_area_m2 = 4_357_449.4e6 / 7**request.units.resolution
+    else:
+        cell_area_m2 = request.units.cell_size_m**2
+    check_neighbours(request.weights, cells, cell_area_m2, max_cells)
 
 
 async def load_area(conn: AsyncConnection, area_code: str | None) -> shapely.Geometry:

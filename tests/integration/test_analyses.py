@@ -517,3 +517,46 @@ def test_unknown_study_area_is_refused_before_the_run(hasty_client, keys, db):
     body = {"units": {"type": "h3", "resolution": 6}, "area": "BZ-NOPE"}
     problem = _refused_up_front(_post(hasty_client, keys["analyst"], body), db, before)
     assert problem["detail"] == "unknown area 'BZ-NOPE'"
+
+
+def test_weights_with_too_many_neighbour_pairs_are_refused_before_the_run(hasty_client, keys, db):
+    before = _runs(db)
+    # A 20 km band over H3 resolution 8 (~29,500 cells of 0.737 km²): each cell's disc
+    # holds ~1,700 cells, about 50 million pairs.
+    body = {
+        "units": {"type": "h3", "resolution": 8},
+        "weights": {"type": "distance_band", "distance_m": 20_000},
+    }
+    problem = _refused_up_front(_post(hasty_client, keys["analyst"], body), db, before)
+    assert problem["max_pairs"] == 3_000_000  # 10 per cell of analysis.max_cells
+    assert problem["estimated_pairs"] > 40_000_000
+    assert problem["detail"].startswith("a 20000 m distance band would give about ")
+    assert problem["detail"].endswith(
+        "the limit is 3,000,000 (10 per cell of OBSERVATORY_ANALYSIS__MAX_CELLS): use a "
+        "shorter distance, fewer neighbours or coarser cells"
+    )
+    # 20 nearest neighbours of ~206,000 resolution 9 cells: about 4.1 million pairs.
+    body = {"units": {"type": "h3", "resolution": 9}, "weights": {"type": "knn", "k": 20}}
+    problem = _refused_up_front(_post(hasty_client, keys["analyst"], body), db, before)
+    assert problem["detail"].startswith("20 nearest neighbours would give about 4,")
+    # The same for emerging hot spots.
+    response = hasty_client.post(
+        "/analyses/emerging-hotspots", json=body, headers=auth(keys["analyst"])
+    )
+    assert "nearest neighbours" in _refused_up_front(response, db, before)["detail"]
+
+
+def test_neighbour_estimates_within_the_limit_pass():
+    from app.schemas.analyses import WeightsSpec
+    from app.services.hotspots import check_neighbours
+
+    hexagon_8 = 4_357_449.4e6 / 7**8  # m², H3's mean cell area at resolution 8
+    # The defaults (H3 or queen neighbours, knn with k = 8 at the largest grid) pass.
+    check_neighbours(WeightsSpec(), 300_000, hexagon_8, 300_000)
+    check_neighbours(WeightsSpec(type="knn"), 300_000, hexagon_8, 300_000)
+    # A 1 km band over resolution 8: ~4 neighbours a cell.
+    check_neighbours(
+        WeightsSpec(type="distance_band", distance_m=1_000), 29_500, hexagon_8, 300_000
+    )
+    # A band wider than the area: every other cell, which small grids can afford.
+    check_neighbours(WeightsSpec(type="distance_band", distance_m=1e6), 1_000, hexagon_8, 300_000)
