@@ -28,6 +28,7 @@ from app.schemas.analyses import (
     HotspotRequest,
     WeightsSpec,
 )
+from app.schemas.surfaces import EvaluationRequest
 from app.services.grids import Grid, cached_grid, store_grid, stored_grid_id
 from app.services.jobs import JobProgress
 from app.settings import Settings
@@ -208,7 +209,9 @@ def check_neighbours(
 
 
 async def check_grid_size(
-    engine: AsyncEngine, settings: Settings, request: HotspotRequest | EmergingRequest
+    engine: AsyncEngine,
+    settings: Settings,
+    request: HotspotRequest | EmergingRequest | EvaluationRequest,
 ) -> None:
     """Refuse, before a run is stored, a grid beyond ``analysis.max_cells``, weights with
     too many neighbour pairs (:func:`check_neighbours`; 422s with the estimate and the
@@ -224,7 +227,8 @@ async def check_grid_size(
         cell_area_m2 = 4_357_449.4e6 / 7**request.units.resolution
     else:
         cell_area_m2 = request.units.cell_size_m**2
-    check_neighbours(request.weights, cells, cell_area_m2, max_cells)
+    if (weights := getattr(request, "weights", None)) is not None:  # evaluation: none
+        check_neighbours(weights, cells, cell_area_m2, max_cells)
 
 
 async def load_area(conn: AsyncConnection, area_code: str | None) -> shapely.Geometry:

@@ -560,3 +560,20 @@ def test_neighbour_estimates_within_the_limit_pass():
     )
     # A band wider than the area: every other cell, which small grids can afford.
     check_neighbours(WeightsSpec(type="distance_band", distance_m=1e6), 1_000, hexagon_8, 300_000)
+
+
+def test_the_grid_check_serves_evaluation_requests_too(base_data):
+    # Evaluation runs (app.routers.surfaces) have units and an area but no weights.
+    from app.errors import InvalidParameter
+    from app.schemas.surfaces import EvaluationRequest
+    from app.services.hotspots import check_grid_size
+
+    periods = {
+        "train": {"from": "2022-01-01T00:00:00-06:00", "to": "2023-01-01T00:00:00-06:00"},
+        "test": {"from": "2023-01-01T00:00:00-06:00", "to": "2024-01-01T00:00:00-06:00"},
+    }
+    fine = EvaluationRequest.model_validate({**periods, "units": {"type": "h3", "resolution": 7}})
+    call_service(base_data, lambda engine: check_grid_size(engine, base_data, fine))
+    too_fine = fine.model_copy(update={"units": fine.units.model_copy(update={"resolution": 10})})
+    with pytest.raises(InvalidParameter, match="OBSERVATORY_ANALYSIS__MAX_CELLS"):
+        call_service(base_data, lambda engine: check_grid_size(engine, base_data, too_fine))
