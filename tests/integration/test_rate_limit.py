@@ -9,17 +9,20 @@ the rest of the suite runs with the limiter off, the default.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.ratelimit import TokenBuckets, client_address
 from app.settings import Settings
-from tests.conftest import auth
+from tests.conftest import _free_port, auth
 
 PROBLEM = "application/problem+json"
 UNIT = "/units/BZ-CY"
@@ -34,6 +37,28 @@ def limited(base_data: Settings, **api) -> Iterator[TestClient]:
     )
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+@contextmanager
+def served(base_data: Settings, **api) -> Iterator[str]:
+    """The limited app behind a real uvicorn server on 127.0.0.1; yields its base URL."""
+    settings = base_data.model_copy(
+        update={"api": base_data.api.model_copy(update={"rate_limit_per_minute": 60, **api})}
+    )
+    port = _free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def _too_many(response) -> dict:
@@ -77,6 +102,18 @@ def test_anonymous_callers_are_limited_by_address(base_data):
         # Waiting as long as Retry-After says is enough.
         time.sleep(int(refused.headers["retry-after"]))
         assert client.get(UNIT).status_code == 200
+
+
+def test_a_real_server_answers_429_over_http(base_data):
+    with served(base_data, rate_limit_burst=2) as base, httpx.Client(base_url=base) as http:
+        assert [http.get(UNIT).status_code for _ in range(2)] == [200, 200]
+        refused = http.get(UNIT)
+        problem = _too_many(refused)
+        assert problem["detail"].startswith("Too many requests from this client address")
+        assert refused.headers["ratelimit-limit"] == "2"
+        # A complete answer: the kept-alive connection serves the next request.
+        time.sleep(int(refused.headers["retry-after"]))
+        assert http.get(UNIT).status_code == 200
 
 
 def test_each_key_has_its_own_bucket(base_data, keys):
