@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 import psycopg
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("observatory")
 
@@ -55,14 +55,27 @@ async def listen(url: str, handlers: dict[str, Callable[[], None]], retry_s: flo
 class BumpOnWrite:
     """ASGI middleware: a write through this worker bumps the version as soon as it is
     done (its transaction committed), since its own NOTIFY may arrive a moment after the
-    client already asks for the new tile. Failed writes bump too: cheap, and never stale."""
+    client already asks for the new tile. Refused writes (4xx: unauthenticated, invalid,
+    rate-limited) changed nothing and do not bump, so nobody can empty the tile caches by
+    sending bad requests; errors and cut responses bump (cheap, and never stale)."""
 
     def __init__(self, app: ASGIApp, version: DataVersion) -> None:
         self.app, self.version = app, version
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
+        if scope["type"] != "http" or scope["method"] in _READS:
             await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
         finally:
-            if scope["type"] == "http" and scope["method"] not in _READS:
+            if status is None or not 400 <= status < 500:
                 self.version.bump()

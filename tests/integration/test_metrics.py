@@ -100,6 +100,15 @@ def test_tile_cache_pool_and_data_version(client, keys):
     assert created.status_code == 201
     assert scrape(client)[("observatory_data_version", ())] > version
 
+    # Refused writes change nothing and keep the caches: a flood of anonymous or invalid
+    # POSTs cannot empty them.
+    version = scrape(client)[("observatory_data_version", ())]
+    assert client.post("/incidents", json={}).status_code == 401
+    assert (
+        client.post("/keys", json={"role": "nope"}, headers=auth(keys["admin"])).status_code == 422
+    )
+    assert scrape(client)[("observatory_data_version", ())] == version
+
 
 def _free_port() -> int:
     with socket.socket() as s:
