@@ -23,6 +23,7 @@ from app.schemas.analyses import AnalysisFilters
 from app.schemas.surfaces import EvaluationPublic, EvaluationRequest, KdeQuery
 from app.services import surfaces as service
 from app.services.evaluation import ROW_COLUMNS, run_evaluation
+from app.services.hotspots import check_grid_size
 from app.sql import analyses as sql
 
 router = APIRouter(prefix="/analyses", tags=["analyses"])
@@ -177,6 +178,7 @@ async def create_evaluation(
     who: Analyst,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
+    await check_grid_size(engine, settings, body)  # 422 before anything is stored
     parameters = body.model_dump(mode="json", by_alias=True)
     method = "+".join(body.methods)
     run_id, done = await launch_run(

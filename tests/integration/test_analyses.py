@@ -512,6 +512,19 @@ def test_emerging_grid_beyond_max_cells_is_refused_before_the_run(hasty_client, 
     assert "OBSERVATORY_ANALYSIS__MAX_CELLS" in problem["detail"]
 
 
+def test_evaluation_grid_beyond_max_cells_is_refused_before_the_run(hasty_client, keys, db):
+    before = _runs(db)
+    body = {
+        "train": {"from": "2023-01-01T00:00:00-06:00", "to": "2024-01-01T00:00:00-06:00"},
+        "test": {"from": "2024-01-01T00:00:00-06:00", "to": "2025-01-01T00:00:00-06:00"},
+        "units": {"type": "h3", "resolution": 10},
+        "methods": ["counts"],
+    }
+    response = hasty_client.post("/analyses/evaluate", json=body, headers=auth(keys["analyst"]))
+    problem = _refused_up_front(response, db, before)
+    assert problem["estimated_cells"] > problem["max_cells"] == 300_000
+
+
 def test_unknown_study_area_is_refused_before_the_run(hasty_client, keys, db):
     before = _runs(db)
     body = {"units": {"type": "h3", "resolution": 6}, "area": "BZ-NOPE"}
