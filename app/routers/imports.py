@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from app.deps import ConnDep, Editor, EngineDep, SettingsDep
 from app.errors import InvalidParameter, NotFound
 from app.schemas.imports import ImportBatchDetail, ImportBatchList, ImportBatchPublic
-from app.services.imports import import_incidents, rejections_csv
+from app.services.imports import import_incidents, interrupt_stale_batches, rejections_csv
 from app.services.incident_rows import FORMATS, ReadOptions
 from app.sql import imports as sql
 from app.uploads import saved_upload
@@ -101,6 +101,7 @@ async def list_imports(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ImportBatchList:
+    await interrupt_stale_batches(conn)
     rows = (await conn.execute(sql.select_batches(limit, offset))).mappings().all()
     return ImportBatchList(
         batches=[ImportBatchPublic(**r, links=_links(request, r["id"])) for r in rows]
@@ -128,6 +129,7 @@ async def get_import_rejections(batch_id: int, conn: ConnDep, _: Editor) -> Resp
 
 
 async def _detail(request: Request, conn, batch_id: int) -> ImportBatchDetail:
+    await interrupt_stale_batches(conn)
     batch = (await conn.execute(sql.select_batch(batch_id))).mappings().first()
     if batch is None:
         raise NotFound(f"no import batch {batch_id}")

@@ -5,11 +5,17 @@ A batch either lands whole (valid rows upserted, every rejected row stored with 
 reasons, counts recorded) or not at all: if anything fails midway, the transaction rolls
 back, the batch is marked failed, and re-running the same file completes it. Rows are
 keyed on (source, source_id), so re-importing a file inserts nothing new.
+
+A batch whose process is killed (or whose database session is cut) cannot mark itself
+failed. The session writing a batch holds an advisory lock on it; a batch still
+'running' without that lock was interrupted, and is marked failed, with the reason,
+whenever batches are listed or read and before every new import.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -147,28 +153,72 @@ async def import_frames(
         raise InvalidParameter(
             "the file has no 'source' column: name the reporting agency with the source option"
         )
-    async with engine.begin() as conn:
-        vocabulary = await load_vocabulary(conn)
-        territory = await load_territory(conn, settings)
-        batch_id = (
-            await conn.execute(sql.insert_batch(filename, fmt, options.as_dict(), actor))
-        ).scalar_one()
-    chunks = _Chunks(
-        itertools.chain([first], frames), options, vocabulary, territory,
-        settings.territory.timezone,
-    )  # fmt: skip
-    try:
-        async with engine.begin() as conn:
-            params = {"batch_id": batch_id, "tolerance_m": settings.territory.tolerance_m}
-            counts = await _write_chunks(conn, chunks, params, total, progress)
-            await conn.execute(sql.finish_batch(batch_id, **counts))
-            after = {"filename": filename, **counts}
-            audit = audit_sql.insert_audit(actor, "import", "import_batch", batch_id, after=after)
-            await conn.execute(audit)
-    except BaseException as exc:
-        await _mark_failed(engine, batch_id, exc)
-        raise
+    # One connection for the whole batch: it holds the batch's advisory lock from the
+    # moment the batch exists until it is done, so a batch left 'running' by a killed
+    # process is recognised as interrupted (``interrupt_stale_batches``).
+    async with engine.connect() as conn:
+        async with conn.begin():
+            await interrupt_stale_batches(conn)
+            vocabulary = await load_vocabulary(conn)
+            territory = await load_territory(conn, settings)
+            batch_id = (
+                await conn.execute(sql.insert_batch(filename, fmt, options.as_dict(), actor))
+            ).scalar_one()
+            await conn.execute(sql.lock_batch(batch_id))
+        try:
+            chunks = _Chunks(
+                itertools.chain([first], frames), options, vocabulary, territory,
+                settings.territory.timezone,
+            )  # fmt: skip
+            counts = await _write_batch(
+                conn, chunks, batch_id, settings, actor, filename, total, progress
+            )
+        except BaseException as exc:
+            await _mark_failed(engine, batch_id, exc)
+            await _release(conn, batch_id)
+            raise
+        await _release(conn, batch_id)
     return ImportReport(batch_id=batch_id, status="completed", **counts)
+
+
+async def _write_batch(
+    conn: AsyncConnection,
+    chunks: _Chunks,
+    batch_id: int,
+    settings: Settings,
+    actor: str,
+    filename: str,
+    total: int | None,
+    progress: Progress,
+) -> dict[str, int]:
+    """The batch's one transaction: every chunk, the counts, the audit entry."""
+    async with conn.begin():
+        params = {"batch_id": batch_id, "tolerance_m": settings.territory.tolerance_m}
+        counts = await _write_chunks(conn, chunks, params, total, progress)
+        await conn.execute(sql.finish_batch(batch_id, **counts))
+        after = {"filename": filename, **counts}
+        audit = audit_sql.insert_audit(actor, "import", "import_batch", batch_id, after=after)
+        await conn.execute(audit)
+    return counts
+
+
+async def _release(conn: AsyncConnection, batch_id: int) -> None:
+    """Release the batch's lock; a connection that cannot (broken, or the task was
+    cancelled) is closed instead of going back to the pool with the lock held."""
+    try:
+        async with conn.begin():
+            await conn.execute(sql.unlock_batch(batch_id))
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()  # closing the session releases its locks
+        if not isinstance(exc, Exception):
+            raise  # cancelled: keep cancelling
+
+
+async def interrupt_stale_batches(conn: AsyncConnection) -> list[int]:
+    """Mark the 'running' batches whose importing session is gone (process killed,
+    connection lost) as failed with the reason; return their ids."""
+    return list((await conn.execute(sql.interrupt_stale_batches())).scalars())
 
 
 @dataclass
@@ -285,7 +335,7 @@ async def _mark_failed(engine: AsyncEngine, batch_id: int, exc: BaseException) -
     try:
         async with engine.begin() as conn:
             await conn.execute(sql.fail_batch(batch_id, f"{exc.__class__.__name__}: {exc}"[:2000]))
-    except Exception:  # the database may be gone; the batch then stays 'running' until re-run
+    except Exception:  # the database may be gone: the batch is then found interrupted later
         pass
 
 

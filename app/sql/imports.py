@@ -105,6 +105,53 @@ def fail_batch(batch_id: int, error: str) -> Update:
     )
 
 
+# A batch is being written while the database session writing it holds this advisory
+# lock (two int4 keys: this namespace, then the batch id). Its connection closing, for
+# whatever reason (process killed, database restart, network), releases the lock and
+# rolls the batch's transaction back, so a 'running' batch without the lock was
+# interrupted and nothing of it is in the store.
+BATCH_LOCK_NAMESPACE = 7_301
+
+INTERRUPTED = (
+    "interrupted: the process or database session importing this batch ended before it "
+    "finished; nothing of the batch was stored. Run the same import again to complete it."
+)
+
+
+def lock_batch(batch_id: int) -> Select:
+    """Session-level (not transaction-level): taken in the transaction that creates the
+    batch, so the batch is never visible as 'running' without it."""
+    return select(func.pg_advisory_lock(BATCH_LOCK_NAMESPACE, batch_id))
+
+
+def unlock_batch(batch_id: int) -> Select:
+    return select(func.pg_advisory_unlock(BATCH_LOCK_NAMESPACE, batch_id))
+
+
+def interrupt_stale_batches() -> TextClause:
+    """Mark every 'running' batch whose lock no session holds as failed, and return their
+    ids. Safe against a batch finishing at the same moment: the importer commits its
+    'completed' status before releasing the lock, and this UPDATE re-checks the status
+    of a row changed under it (READ COMMITTED), so a finished batch is left alone."""
+    return text(
+        f"""
+        UPDATE import_batch b
+        SET status = 'failed', finished_at = now(), error = :reason
+        WHERE b.status = 'running'
+          AND NOT EXISTS (
+              SELECT 1 FROM pg_locks l
+              WHERE l.locktype = 'advisory'
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND l.classid = {BATCH_LOCK_NAMESPACE}
+                AND l.objid = CAST(b.id AS oid)
+                AND l.objsubid = 2
+                AND l.granted
+          )
+        RETURNING b.id
+        """
+    ).bindparams(reason=INTERRUPTED)
+
+
 def select_batch(batch_id: int) -> Select:
     return select(import_batch).where(import_batch.c.id == batch_id)
 

@@ -7,8 +7,8 @@ the test instead of stalling it. Nothing here asserts a latency.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +25,7 @@ from app import security
 from app.cluster import Cluster
 from app.migrate import upgrade
 from app.settings import DatabaseSettings, Settings
-from tests.conftest import BELIZE, auth, call_service
+from tests.conftest import BELIZE, _free_port, auth, call_service
 from tests.integration.helpers import import_csv, write_incident_csv
 
 CLIENT_TIMEOUT_S = 5  # "no hanging requests": anything slower fails the test
@@ -33,36 +33,37 @@ PROBLEM = "application/problem+json"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# -- helpers shared with test_worker_kill.py: a cluster and a uvicorn of their own ---------
 
 
-@pytest.fixture(scope="module")
-def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("faults")
+@contextlib.contextmanager
+def dedicated_cluster(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Cluster]:
+    """A private cluster beside the session's (which these tests never stop or disturb)."""
+    base = tmp_path_factory.mktemp(name)
     base.chmod(0o755)  # the postgres user must reach the data directory when we are root
     for parent in base.parents:
         if parent in (Path("/tmp"), Path("/")):
             break
         parent.chmod(parent.stat().st_mode | 0o005)
-    db = DatabaseSettings(data_dir=base / "data", port=_free_port(), name="observatory_faults")
+    db = DatabaseSettings(
+        data_dir=base / "data", port=_free_port(), name=f"observatory_{name.replace('-', '_')}"
+    )
     cluster = Cluster(db)
     cluster.start()
-    yield cluster
-    cluster.destroy()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
-@pytest.fixture(scope="module")
-def fault_settings(fault_cluster: Cluster, tmp_path_factory) -> Settings:
-    """Migrated, with categories, the Belize districts and 2,000 incidents."""
+def migrated_with_districts(cluster: Cluster) -> Settings:
+    """The cluster migrated, with the categories and the Belize country and districts."""
     from app.services.boundaries import import_boundaries
     from app.services.categories import load_categories
 
     settings = Settings(
         environment="test",
-        database=fault_cluster.settings,
+        database=cluster.settings,
         database_url=None,
         analysis={"warm_up": False},
     )
@@ -80,6 +81,80 @@ def fault_settings(fault_cluster: Cluster, tmp_path_factory) -> Settings:
                 actor="tests",
             ),
         )  # fmt: skip
+    return settings
+
+
+def create_key(settings: Settings, role: str) -> str:
+    key, prefix, key_hash = security.new_key()
+    with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO api_key (name, prefix, hash, role) VALUES (%s, %s, %s, %s)",
+            [f"faults-{role}", prefix, key_hash, role],
+        )
+    return key
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OBSERVATORY_DATABASE_URL": settings.libpq_url,
+        "OBSERVATORY_ENVIRONMENT": "test",
+        "OBSERVATORY_ANALYSIS__WARM_UP": "false",
+    }
+
+
+@contextlib.contextmanager
+def uvicorn_process(
+    settings: Settings, log: Path, *, workers: int = 1
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """uvicorn on 127.0.0.1 (a free port) against ``settings``' database, its output in
+    ``log``, in a session of its own (so that ``os.killpg`` reaches its workers too);
+    yields the process and its base URL once ``/health`` answers, terminates it after."""
+    port = _free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+             "--workers", str(workers)],
+            cwd=ROOT, env=service_env(settings), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"uvicorn did not start:\n{log.read_text(errors='replace')[-6000:]}")
+            time.sleep(0.2)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with dedicated_cluster(tmp_path_factory, "faults") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def fault_settings(fault_cluster: Cluster, tmp_path_factory) -> Settings:
+    """Migrated, with categories, the Belize districts and 2,000 incidents."""
+    settings = migrated_with_districts(fault_cluster)
     csv_path = write_incident_csv(
         tmp_path_factory.mktemp("faults-data") / "few.csv", n=2000, source="faults", seed=3
     )
@@ -89,49 +164,16 @@ def fault_settings(fault_cluster: Cluster, tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def analyst_key(fault_settings: Settings) -> str:
-    key, prefix, key_hash = security.new_key()
-    with psycopg.connect(fault_settings.libpq_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO api_key (name, prefix, hash, role) VALUES ('faults', %s, %s, 'analyst')",
-            [prefix, key_hash],
-        )
-    return key
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "OBSERVATORY_DATABASE_URL": settings.libpq_url,
-        "OBSERVATORY_ENVIRONMENT": "test",
-        "OBSERVATORY_ANALYSIS__WARM_UP": "false",
-    }
+    return create_key(fault_settings, "analyst")
 
 
 @pytest.fixture(scope="module")
-def server(fault_settings: Settings) -> Iterator[str]:
+def server(fault_settings: Settings, tmp_path_factory) -> Iterator[str]:
     """uvicorn on 127.0.0.1, one worker, against the fault cluster."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=_env(fault_settings),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"uvicorn did not start:\n{process.communicate()[0].decode()}")
-        time.sleep(0.2)
-    yield base
-    process.terminate()
-    print(process.communicate(timeout=30)[0].decode()[-6000:])
+    log = tmp_path_factory.mktemp("faults-server") / "uvicorn.log"
+    with uvicorn_process(fault_settings, log) as (_, base):
+        yield base
+    print(log.read_text(errors="replace")[-6000:])
 
 
 def _assert_unavailable(response: httpx.Response) -> None:
@@ -249,7 +291,7 @@ def test_an_import_cut_by_a_database_restart_leaves_nothing_and_reruns(
     source = "restarted"
     path = write_incident_csv(tmp_path / "restart.csv", n=150_000, source=source, seed=21)
     command = [sys.executable, "-m", "app.cli", "import", "incidents", str(path)]
-    env = _env(fault_settings)
+    env = service_env(fault_settings)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     with psycopg.connect(fault_settings.libpq_url, autocommit=True) as db:
         deadline = time.monotonic() + 120
