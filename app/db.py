@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import select
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from psycopg.pq import ConnStatus
+from sqlalchemy import ClauseElement, Dialect, event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from app.settings import Settings
 
 POOL_TIMEOUT_S = 5
 CONNECT_TIMEOUT_S = 2
+# A pooled connection idle for longer than this is pinged (a round trip) on checkout;
+# one used more recently is only checked for a hang-up on its socket (no round trip).
+PING_IDLE_S = 30.0
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.database.pool_size,
         max_overflow=settings.database.pool_size,
-        # Faults (issue 7): a pooled connection is tested on checkout, so after a database
-        # restart the pool replaces its dead connections by itself on the next request.
-        pool_pre_ping=True,
+        # Faults (issue 7): a pooled connection is tested on checkout (``_check_alive``),
+        # so after a database restart the pool replaces its dead connections by itself on
+        # the next request. Not SQLAlchemy's ``pool_pre_ping``: its SELECT 1 is a round
+        # trip on every checkout, as long as a sparse tile's whole query.
         # A request waits at most this long for a free connection, then gets a 503
         # (app.errors) instead of hanging behind a saturated pool.
         pool_timeout=POOL_TIMEOUT_S,
@@ -43,6 +59,102 @@ def create_engine(settings: Settings) -> AsyncEngine:
             " -c jit=off",
         },
     )
+    dialect = engine.sync_engine.dialect
+
+    def ping(dbapi_connection) -> bool:
+        try:
+            return bool(dialect.do_ping(dbapi_connection))
+        except dialect.loaded_dbapi.Error:
+            return False
+
+    event.listen(engine.sync_engine.pool, "checkout", partial(_check_alive, ping))
+    event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
+    return engine
+
+
+def _note_checkin(dbapi_connection, record: ConnectionPoolEntry) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _check_alive(
+    ping: Callable[[object], bool],
+    dbapi_connection,
+    record: ConnectionPoolEntry,
+    _: PoolProxiedConnection,
+) -> None:
+    """Pool checkout: refuse a connection whose server went away, as ``pool_pre_ping``
+    would, without its round trip when the connection was used recently.
+
+    A server that stops or restarts (or a backend that is killed) closes its sockets:
+    the pooled connections' sockets turn readable (the server's goodbye, then the end of
+    the stream), while a healthy idle connection has nothing to read. So a readable
+    socket, or a connection idle for more than ``PING_IDLE_S`` (a peer gone without a
+    word, e.g. a host that rebooted), gets a real ping; a failed ping invalidates the
+    pool, exactly as a failed pre-ping (SQLAlchemy then checks out a fresh connection,
+    once; a database that is down answers 503, ``app.errors``)."""
+    checked_in = record.info.get("checked_in")
+    if checked_in is None:
+        return  # fresh from connect()
+    conn = dbapi_connection.driver_connection
+    if conn.closed or conn.pgconn.status != ConnStatus.OK:
+        raise exc.InvalidatePoolError()
+    idle = time.monotonic() - checked_in > PING_IDLE_S
+    if (idle or _readable(conn.pgconn.socket)) and not ping(dbapi_connection):
+        raise exc.InvalidatePoolError()
+
+
+def _readable(fd: int) -> bool:
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+# --- the driver itself, for the hot paths (tiles, pages) -----------------------------------
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A SQLAlchemy statement compiled once for psycopg: its SQL text and its parameters,
+    already processed (JSON serialised, IN lists expanded). Run it with
+    :func:`driver_connection`, the values of the late parameters (``z``, ``x``, ``y``,
+    ``after``) replaced in ``params``."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+def driver_statement(statement: ClauseElement, dialect: Dialect, **late: Any) -> DriverStatement:
+    """Compile ``statement``; ``late`` gives placeholder values of parameters bound on each
+    execution (they must take no processing: integers, text)."""
+    compiled = statement.compile(dialect=dialect)
+    state = compiled.construct_expanded_state(late)
+    params = {}
+    for name, value in state.parameters.items():
+        bind = compiled.binds.get(name)
+        process = bind.type.bind_processor(dialect) if bind is not None else None
+        params[name] = value if process is None or value is None else process(value)
+    return DriverStatement(state.statement, params)
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A pooled connection's psycopg connection, for the hot paths that SQLAlchemy's
+    execution layer would slow down (~0.3 ms a query, and no binary results or chunked
+    streaming). Its errors leave wrapped as SQLAlchemy's (``DBAPIError`` subclasses), as
+    ``app.errors`` expects; after a disconnect the connection is invalidated."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        try:
+            yield raw.driver_connection
+        except psycopg.Error as err:
+            dialect = engine.dialect
+            lost = dialect.is_disconnect(err, raw.dbapi_connection, None)
+            if lost:
+                await conn.invalidate(err)
+            raise exc.DBAPIError.instance(
+                None, None, err, psycopg.Error, connection_invalidated=lost, dialect=dialect
+            ) from err
 
 
 def frame_to_csv(frame: pd.DataFrame) -> bytes:

@@ -2,10 +2,13 @@
 
 Tiles are kept by layer, z/x/y, filters, the fields the caller may see and the data
 version (``app.versions``): a write anywhere makes every worker build fresh tiles, while
-repeated tiles never reach the database. :class:`CachedTiles` answers a cached tile
-before FastAPI's routing and dependencies run (they cost ~1 ms a request, more than the
-tile itself); everything else, a cache miss or an error included, goes the normal way
-(``app.routers.tiles``), which fills the cache.
+repeated tiles never reach the database. :class:`CachedTiles` answers tiles before
+FastAPI's routing and dependencies run (they cost ~1 ms of CPU a request, more than a
+cached tile and as much as a sparse uncached one): a cached tile straight away, a
+missing one encoded in PostGIS and cached, whenever everything about it is already
+known (the caller's key, the layer catalog of the current data version, a valid tile).
+Anything else (an unknown key, a stale catalog, a tile out of range, a malformed filter)
+goes the normal way (``app.routers.tiles``), which says why or fills the cache.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import security
+from app.errors import ProblemError
 from app.layers import Layer
+from app.services.tiles import check_tile, render_tile
 
 MVT = "application/vnd.mapbox-vector-tile"
 # Tiles smaller than this are sent as they are: gzip would save a few bytes at best.
@@ -94,6 +100,22 @@ def tile_key(
     return (layer.id, zxy, tuple(sorted(query.multi_items())), tuple(visible), version)
 
 
+async def cached_tile(
+    state, layer: Layer, visible: list[str], query: QueryParams, zxy: tuple[int, int, int]
+) -> Tile:
+    """The tile from the worker's cache, or encoded in PostGIS and cached. ``state`` is
+    the app's; the caller has checked access and z/x/y."""
+    catalog = state.catalog
+    key = tile_key(layer, zxy, query, visible, catalog.version.value)
+    if (tile := state.tile_cache.get(key)) is None:
+        data = await render_tile(
+            state.reader, catalog.statements, state.settings, layer, visible, query, zxy
+        )
+        tile = make_tile(data)
+        state.tile_cache.put(key, tile)
+    return tile
+
+
 def tile_reply(
     tile: Tile, layer: Layer, headers: Headers, max_age_s: int
 ) -> tuple[int, dict[str, str], bytes]:
@@ -118,16 +140,25 @@ _XYZ = re.compile(r"/tiles/([A-Za-z0-9_-]+)/(\d+)/(\d+)/(\d+)\.mvt")
 _OGC = re.compile(r"/collections/([A-Za-z0-9_-]+)/tiles/WebMercatorQuad/(\d+)/(\d+)/(\d+)")
 
 
+# The routes' bound on z (app.routers.tiles): beyond it they answer 422, not a tile.
+MAX_Z = 30
+
+
 class CachedTiles:
-    """ASGI middleware: serve a tile straight from the cache when everything about it is
-    already known (the caller's key, the layer catalog of the current data version)."""
+    """ASGI middleware: serve a tile, from the cache or encoded and cached, when
+    everything about it is already known (the caller's key, the layer catalog of the
+    current data version, a tile in range, filters that parse)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            reply = self._cached(scope)
+            try:
+                reply = await self._tile(scope)
+            except Exception as exc:  # a database error: answered as the routes would
+                await self._error(scope, receive, send, exc)
+                return
             if reply is not None:
                 status, headers, body = reply
                 headers["Content-Length"] = str(len(body))
@@ -142,7 +173,7 @@ class CachedTiles:
                 return
         await self.app(scope, receive, send)
 
-    def _cached(self, scope: Scope) -> tuple[int, dict[str, str], bytes] | None:
+    async def _tile(self, scope: Scope) -> tuple[int, dict[str, str], bytes] | None:
         path = scope["path"]
         if match := _XYZ.fullmatch(path):
             layer_id, z, x, y = match.groups()
@@ -159,17 +190,30 @@ class CachedTiles:
         if who is None or not (layer.role is None or who.has(layer.role)):
             return None  # unknown key or no access: the normal path says why
         visible = [f.name for f in layer.fields if f.role is None or who.has(f.role)]
-        key = tile_key(
-            layer,
-            (int(z), int(x), int(y)),
-            QueryParams(scope["query_string"]),
-            visible,
-            state.catalog.version.value,
-        )
+        zxy = (int(z), int(x), int(y))
+        query = QueryParams(scope["query_string"])
+        key = tile_key(layer, zxy, query, visible, state.catalog.version.value)
         tile = state.tile_cache.get(key)
         if tile is None:
-            return None
+            if zxy[0] > MAX_Z:
+                return None
+            try:
+                check_tile(layer, *zxy, state.settings.tiles.max_zoom)
+                tile = await cached_tile(state, layer, visible, query, zxy)
+            except ProblemError:
+                return None  # out of range, a malformed filter: the normal path says so
         return tile_reply(tile, layer, headers, state.settings.tiles.max_age_s)
+
+    @staticmethod
+    async def _error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """Answer with the app's handler for the error (``app.errors``: a database that
+        is down is a 503), as the tile routes' errors are answered."""
+        handlers = scope["app"].exception_handlers
+        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+        if handler is None:
+            raise exc
+        response = await handler(Request(scope, receive), exc)
+        await response(scope, receive, send)
 
     @staticmethod
     def _principal(state, authorization: str | None) -> security.Principal | None:

@@ -10,9 +10,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 
 from app.crs import CRS84, OutputCrs, parse_crs, supported_uris
-from app.deps import EngineDep, PrincipalDep, ReaderDep, SettingsDep
+from app.db import driver_connection, driver_statement
+from app.deps import PrincipalDep, ReaderDep, SettingsDep, _bearer, get_principal
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.filters import feature_id as _feature_id
 from app.filters import layer_conditions
@@ -52,11 +56,23 @@ CONFORMANCE = [
 _COLLECTION_ID = r"^[A-Za-z0-9_-]+$"
 
 
-def get_catalog(request: Request) -> Catalog:
+# Dependencies of the tile and items routes are coroutines: FastAPI runs a plain ``def``
+# dependency in its thread pool, and each such hop cost more than a sparse tile
+# (``bench/serving.py``, profiled).
+async def get_catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """:func:`app.deps.get_principal` without its thread-pool engine dependency."""
+    return await get_principal(request, request.app.state.engine, credentials)
+
+
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
 def visible_fields(layer: Layer, who: Principal) -> list[str]:
@@ -264,11 +280,8 @@ def _filters_key(request: Request) -> tuple:
 async def items(
     request: Request,
     collection_id: CollectionId,
-    settings: SettingsDep,
-    engine: EngineDep,
-    reader: ReaderDep,
     catalog: CatalogDep,
-    who: PrincipalDep,
+    who: CallerDep,
     limit: Annotated[
         int | None, Query(ge=1, description="page size; above the maximum it is clamped")
     ] = None,
@@ -285,47 +298,91 @@ async def items(
     filter_crs: Annotated[str | None, Query(alias="filter-crs")] = None,
     after: Annotated[str | None, Query(description="cursor: the next link sets it")] = None,
 ) -> Response:
+    state = request.app.state
+    settings, reader = state.settings, state.reader
     layer = await readable_layer(catalog, collection_id, who)
     out = parse_crs(crs, settings.territory.projected_crs)
     page_size = min(limit or settings.api.default_limit, settings.api.max_limit)
     conditions = layer_conditions(request.query_params, layer, settings)
     cursor = None if after is None else _feature_id(layer, after, cursor=True)
-    statement = sql.select_items(
-        layer, conditions, out, visible_fields(layer, who), after=cursor, limit=page_size
+    filters = _filters_key(request)
+    matched = await _count(catalog, reader, layer, filters, conditions)
+    first = bool(conditions) and sql.filters_first(
+        matched, await _count(catalog, reader, layer, (), []), page_size
     )
-    count_key = (layer.id, catalog.version.value, _filters_key(request))
-    matched = catalog.counts.get(count_key)
-    if matched is None:
-        async with reader.connect() as conn:
-            matched = (await conn.execute(sql.count_items(layer, conditions))).scalar_one()
-        catalog.counts.set(count_key, matched)
-    body = _feature_collection(request, engine, statement, page_size, matched)
+    visible = visible_fields(layer, who)
+    key = ("items", layer.id, catalog.version.value, filters, tuple(visible), out.uri, page_size)
+    key += (cursor is not None, first)
+    if (statement := catalog.statements.get(key)) is None:
+        select = sql.select_items(
+            layer,
+            conditions,
+            out,
+            visible,
+            after=cursor,
+            limit=page_size,
+            filter_first=first,
+        )
+        statement = driver_statement(select, reader.dialect, **_late(cursor))
+        catalog.statements.set(key, statement)
+    params = {**statement.params, **_late(cursor)}
+    body = _feature_collection(request, reader, statement.sql, params, page_size, matched)
     return StreamingResponse(body, media_type=GEOJSON, headers=_crs_header(out))
 
 
+def _late(cursor: Any) -> dict[str, Any]:
+    return {} if cursor is None else {"after": cursor}
+
+
+async def _count(catalog: Catalog, reader, layer: Layer, filters: tuple, conditions) -> int:
+    """numberMatched, counted once per layer, filters and data version (a walk through a
+    large collection pays for one count, not one per page)."""
+    key = (layer.id, catalog.version.value, filters)
+    if (matched := catalog.counts.get(key)) is None:
+        async with reader.connect() as conn:
+            matched = (await conn.execute(sql.count_items(layer, conditions))).scalar_one()
+        catalog.counts.set(key, matched)
+    return matched
+
+
+# Rows per chunk of a streamed page (libpq's chunked rows mode: one query, no cursor).
+STREAM_ROWS = 500
+
+
+class _Utf8(Loader):
+    """Text as the bytes PostgreSQL sent: the features go out as they came in, without
+    a decode and an encode in Python."""
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
+
 async def _feature_collection(
-    request: Request, engine, statement, page_size: int, matched: int
+    request: Request, reader, statement: str, params: dict, page_size: int, matched: int
 ) -> AsyncIterator[bytes]:
     """Stream a page: features as PostGIS wrote them, then the counts and links (only
     known at the end). No page is ever held in memory as Python objects."""
     yield b'{"type":"FeatureCollection","features":['
     returned, last_id, has_more = 0, None, False
-    # A server-side cursor lives in a transaction: the transactional engine, not the reader.
-    async with engine.connect() as conn:
-        result = await conn.stream(statement)
-        async for rows in result.partitions(500):
-            chunk = []
-            for fid, feature in rows:
-                if returned == page_size:
-                    has_more = True
-                    break
-                chunk.append(feature)
-                returned, last_id = returned + 1, fid
-            if chunk:
-                yield (b"," if returned > len(chunk) else b"") + ",".join(chunk).encode()
+    chunk: list[bytes] = []
+    async with driver_connection(reader) as conn, conn.cursor() as cur:
+        cur.adapters.register_loader("text", _Utf8)
+        async for fid, feature in cur.stream(statement, params, size=STREAM_ROWS):
+            if returned == page_size:
+                has_more = True  # the extra row: read to the end, no cancel needed
+                continue
+            chunk.append(feature)
+            returned, last_id = returned + 1, fid
+            if len(chunk) == STREAM_ROWS:
+                yield (b"," if returned > len(chunk) else b"") + b",".join(chunk)
+                chunk = []
+    if chunk:
+        yield (b"," if returned > len(chunk) else b"") + b",".join(chunk)
     path = request.url.path
     links = [{"href": absolute(request, path, same_query(request)), "rel": "self", "type": GEOJSON}]
     if has_more:
+        if isinstance(last_id, bytes):  # a text id, loaded as bytes like the features
+            last_id = last_id.decode()
         params = same_query(request, after=last_id, limit=page_size)
         links.append({"href": absolute(request, path, params), "rel": "next", "type": GEOJSON})
     tail = {

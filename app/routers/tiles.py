@@ -3,7 +3,7 @@ Tiles form (``/collections/{id}/tiles/WebMercatorQuad/{z}/{y}/{x}``) and TileJSO
 
 Filters are query parameters, as for features (``category=homicide``,
 ``datetime=2024-01-01T00:00:00Z/..``, ``filter=<CQL2>``), so a QGIS XYZ template or a
-MapLibre source URL can bake them in. Tiles are cached in process (``app.services.tiles``)
+MapLibre source URL can bake them in. Tiles are cached in process (``app.tilecache``)
 and answer ``If-None-Match`` with ``304 Not Modified``.
 """
 
@@ -16,13 +16,14 @@ from fastapi import APIRouter, Path, Request, Response
 from app.deps import PrincipalDep, ReaderDep, SettingsDep
 from app.links import absolute
 from app.routers.features import (
+    CallerDep,
     CatalogDep,
     CollectionId,
     readable_layer,
     visible_fields,
 )
-from app.services.tiles import check_tile, render_tile
-from app.tilecache import MVT, make_tile, tile_key, tile_reply
+from app.services.tiles import check_tile
+from app.tilecache import MVT, cached_tile, tile_reply
 
 router = APIRouter(tags=["tiles"])
 
@@ -33,31 +34,15 @@ Zoom = Annotated[int, Path(ge=0, le=30)]
 Column = Annotated[int, Path(ge=0)]
 
 
-async def _tile(
-    request: Request,
-    layer_id: str,
-    z: int,
-    x: int,
-    y: int,
-    settings,
-    reader,
-    catalog,
-    who,
-) -> Response:
-    layer = await readable_layer(catalog, layer_id, who)
-    check_tile(layer, z, x, y, settings.tiles.max_zoom)
+async def _tile(request: Request, layer_id: str, z: int, x: int, y: int, who) -> Response:
+    """Most tiles never get here: ``app.tilecache.CachedTiles`` answers them first. This
+    path serves the rest (a key or a catalog not yet cached) and answers the errors."""
+    state = request.app.state
+    layer = await readable_layer(state.catalog, layer_id, who)
+    check_tile(layer, z, x, y, state.settings.tiles.max_zoom)
     visible = visible_fields(layer, who)
-    query = request.query_params
-    key = tile_key(layer, (z, x, y), query, visible, catalog.version.value)
-    cache = request.app.state.tile_cache
-    tile = cache.get(key)
-    if tile is None:
-        data = await render_tile(
-            reader, catalog.statements, settings, layer, visible, query, (z, x, y)
-        )
-        tile = make_tile(data)
-        cache.put(key, tile)
-    status, headers, body = tile_reply(tile, layer, request.headers, settings.tiles.max_age_s)
+    tile = await cached_tile(state, layer, visible, request.query_params, (z, x, y))
+    status, headers, body = tile_reply(tile, layer, request.headers, state.settings.tiles.max_age_s)
     return Response(body, status_code=status, headers=headers)
 
 
@@ -73,12 +58,9 @@ async def xyz_tile(
     z: Zoom,
     x: Column,
     y: Column,
-    settings: SettingsDep,
-    reader: ReaderDep,
-    catalog: CatalogDep,
-    who: PrincipalDep,
+    who: CallerDep,
 ) -> Response:
-    return await _tile(request, layer_id, z, x, y, settings, reader, catalog, who)
+    return await _tile(request, layer_id, z, x, y, who)
 
 
 @router.get(
@@ -93,12 +75,9 @@ async def ogc_tile(
     z: Zoom,
     y: Column,
     x: Column,
-    settings: SettingsDep,
-    reader: ReaderDep,
-    catalog: CatalogDep,
-    who: PrincipalDep,
+    who: CallerDep,
 ) -> Response:
-    return await _tile(request, collection_id, z, x, y, settings, reader, catalog, who)
+    return await _tile(request, collection_id, z, x, y, who)
 
 
 def _tile_template(request: Request, layer_id: str) -> str:
