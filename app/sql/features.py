@@ -136,6 +136,16 @@ def bbox_condition(
         # The box's outline, densified and transformed: its edges are straight only in
         # its own CRS.
         envelope = func.ST_Transform(func.ST_Segmentize(envelope, _segment(bbox)), 4326)
+    elif layer.geometry_type == "Point":
+        # A point intersects a box when its coordinates lie within the box's, edges
+        # included: the index's && (float boxes, a little larger than the box) then
+        # the exact test, at half the cost of ST_Intersects on a dense box.
+        west, south, east, north = bbox
+        return and_(
+            layer.geom.op("&&")(envelope),
+            func.ST_X(layer.geom).between(west, east, symmetric=True),
+            func.ST_Y(layer.geom).between(south, north, symmetric=True),
+        )
     return func.ST_Intersects(layer.geom, envelope)
 
 

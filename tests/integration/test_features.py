@@ -487,6 +487,53 @@ def test_bbox_with_four_and_six_numbers(client, keys, db, incidents):
     assert "bbox" in parse_qs(urlsplit(_link(first, "next")["href"]).query)
 
 
+def test_bbox_is_exact_on_its_edges(client, keys, db, incidents):
+    """A point on the box's west edge is in the box; 1 ulp further east, it is out. The
+    spatial index alone (``&&`` on float boxes) would take it too: the exact test decides."""
+    fid, x, y = db.execute(
+        "SELECT id, ST_X(geom), ST_Y(geom) FROM incident WHERE deleted_at IS NULL "
+        "AND source = %s ORDER BY id LIMIT 1",
+        (SOURCE,),
+    ).fetchone()
+    for west, inside in ((x, True), (float(np.nextafter(x, np.inf)), False)):
+        box = (west, y - 0.01, x + 0.01, y + 0.01)
+        page = _items(client, keys["analyst"], **_ours(bbox=",".join(map(repr, box))))
+        ids = [f["id"] for f in page["features"]]
+        assert (fid in ids) is inside
+        assert page["numberMatched"] == len(ids) == _count(db, _SQL_BOX, box)
+
+
+def test_a_filtered_page_is_the_same_read_either_way(db, incidents):
+    """``ORDER BY id + 0`` (through the filters) and ``ORDER BY id`` (along the primary
+    key) give the same page, after a cursor too; the service picks the cheaper one."""
+    from sqlalchemy.dialects.postgresql import psycopg as pg
+
+    from app.crs import parse_crs
+    from app.db import driver_statement
+    from app.sql.features import bbox_condition, filters_first, select_items
+
+    layer = incidents_layer()
+    out = parse_crs(None, 32616)
+    visible = [f.name for f in layer.fields]
+    conditions = [bbox_condition(layer, CITY_BOX, 4326)]
+    pages = {}
+    for first in (False, True):
+        for after in (None, 0):
+            select = select_items(
+                layer, conditions, out, visible, after=after, limit=5, filter_first=first
+            )
+            late = {} if after is None else {"after": after}
+            statement = driver_statement(select, pg.dialect(), **late)
+            rows = db.execute(statement.sql, statement.params).fetchall()
+            pages[first, after] = [r[0] for r in rows]
+            assert pages[first, after] == sorted(pages[first, after])
+    assert pages[False, None] == pages[True, None] and pages[False, 0] == pages[True, 0]
+    assert pages[True, None] and len(pages[True, None]) <= 6
+    # Few matches among many rows: through the filters; most rows match: along the key.
+    assert filters_first(1_000, 1_000_000, 1_000)
+    assert not filters_first(500_000, 1_000_000, 1_000)
+
+
 @pytest.mark.parametrize(
     "bbox", ["1,2,3", "a,b,c,d", "1,2,3,4,5", "", "1,,2,3", "nan,0,1,1", "1,2,3,4,5,6,7"]
 )
