@@ -40,7 +40,11 @@ async def get_conn(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ReaderDep = Annotated[AsyncEngine, Depends(get_reader)]
-ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
+# scope="function": the transaction commits when the handler returns, before the
+# response leaves, so a 2xx is only ever sent for a committed write (the default,
+# "request", would commit after the response is sent: a failed commit or a worker killed
+# in between would lose an acknowledged write).
+ConnDep = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer obs_…`")
 

@@ -398,12 +398,6 @@ def test_a_killed_import_is_reported_interrupted_and_reruns(scenario, kill_setti
         assert http.get(f"/imports/{batch_id}").json()["status"] == "failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the 201 leaves before the commit: app.deps.get_conn is a dependency with yield, "
-    "and FastAPI runs its exit (the commit) after the response is sent; a commit that "
-    "fails, or a worker killed between the two, loses an acknowledged write",
-)
 def test_a_write_is_acknowledged_only_once_committed(scenario, kill_settings, editor_key):
     """Deterministic form of the race the kills above can only hit by chance: a
     constraint checked at commit (deferred) refuses the incident, so its transaction
@@ -434,4 +428,4 @@ def test_a_write_is_acknowledged_only_once_committed(scenario, kill_settings, ed
             db.execute("DROP TRIGGER refuse_at_commit ON incident")
             db.execute("DROP FUNCTION refuse_at_commit()")
     assert stored == 0  # the database refused it …
-    assert status >= 400, f"… but the client was told {status}"
+    assert status >= 400, f"… but the client was told {status}"  # app.deps.ConnDep's scope
