@@ -19,7 +19,7 @@ from app.schemas.analyses import (
     HotspotRequest,
 )
 from app.services import jobs
-from app.services.emerging import run_emerging
+from app.services.emerging import check_cube_size, run_emerging
 from app.services.hotspots import check_grid_size, run_hotspots
 from app.sql import analyses as sql
 
@@ -116,7 +116,9 @@ async def create_hotspots(
 async def create_emerging_hotspots(
     request: Request, body: EmergingRequest, engine: EngineDep, settings: SettingsDep, who: Analyst
 ) -> Response:
-    await check_grid_size(engine, settings, body)  # 422 before anything is stored
+    cells = await check_grid_size(engine, settings, body)  # 422 before anything is stored
+    if cells is not None:
+        await check_cube_size(engine, settings, body, cells)
     return await start_run(
         request, engine, settings, who.actor, "emerging", "space_time_gi_star",
         body.model_dump(mode="json"),

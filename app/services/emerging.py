@@ -33,6 +33,34 @@ FREQUENCIES = {"week": "W-SUN", "month": "M", "quarter": "Q", "year": "Y"}
 MIN_STEPS = 10
 
 
+async def check_cube_size(
+    engine: AsyncEngine, settings: Settings, request: EmergingRequest, cells: float
+) -> None:
+    """Refuse, before the run is stored, a space-time cube of more than
+    ``analysis.max_cube_bins`` bins: ``cells`` (the grid's estimate) times the time steps
+    from the filters' period, or from the first to the last matching incident."""
+    tz = settings.territory.timezone
+    async with engine.connect() as conn:
+        filters = await incident_filter(conn, request.filters)
+        seen = (await conn.execute(sql.select_time_range(filters, tz))).one()
+    first = _local(request.filters.occurred_from, tz) or seen[0]
+    last = _local(request.filters.occurred_to, tz, end=True) or seen[1]
+    if first is None or last is None or first > last:
+        return  # no incident matches: the run says so
+    freq = FREQUENCIES[request.time_step]
+    steps = len(pd.period_range(pd.Period(first, freq=freq), pd.Period(last, freq=freq)))
+    limit = settings.analysis.max_cube_bins
+    if cells * steps > limit:
+        raise InvalidParameter(
+            f"about {cells:,.0f} cells x {steps:,} {request.time_step}s would make a "
+            f"space-time cube of about {cells * steps:,.0f} bins; the limit is {limit:,} "
+            "(OBSERVATORY_ANALYSIS__MAX_CUBE_BINS): use coarser cells, a longer time step "
+            "or a shorter period",
+            estimated_bins=round(cells * steps),
+            max_bins=limit,
+        )
+
+
 def build_cube(
     cell_ids: np.ndarray,
     point_cells: np.ndarray,

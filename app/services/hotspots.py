@@ -212,13 +212,14 @@ async def check_grid_size(
     engine: AsyncEngine,
     settings: Settings,
     request: HotspotRequest | EmergingRequest | EvaluationRequest,
-) -> None:
+) -> float | None:
     """Refuse, before a run is stored, a grid beyond ``analysis.max_cells``, weights with
     too many neighbour pairs (:func:`check_neighbours`; 422s with the estimate and the
     limit) or an unknown study area: a request that cannot succeed must not first
-    answer 202 and fail later. Admin units need no check (as many as loaded)."""
+    answer 202 and fail later. Admin units need no check (as many as loaded). Returns
+    the estimated number of cells (None for admin units)."""
     if isinstance(request.units, AdminUnits):
-        return
+        return None
     async with engine.connect() as conn:
         area = await load_area(conn, request.area)
     crs, max_cells = settings.territory.projected_crs, settings.analysis.max_cells
@@ -229,6 +230,7 @@ async def check_grid_size(
         cell_area_m2 = request.units.cell_size_m**2
     if (weights := getattr(request, "weights", None)) is not None:  # evaluation: none
         check_neighbours(weights, cells, cell_area_m2, max_cells)
+    return cells
 
 
 async def load_area(conn: AsyncConnection, area_code: str | None) -> shapely.Geometry:

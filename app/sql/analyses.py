@@ -65,6 +65,12 @@ def select_points_by_step(f: IncidentFilter, step: str, timezone: str) -> Select
     ).where(*conditions(f))
 
 
+def select_time_range(f: IncidentFilter, timezone: str) -> Select:
+    """Local times of the first and the last matching incident."""
+    local = func.timezone(timezone, incident.c.occurred_at)
+    return select(func.min(local), func.max(local)).where(*conditions(f))
+
+
 def select_area(unit_code: str | None) -> TextClause:
     """The study area as WKB: one unit, or the union of the top level (the country)."""
     if unit_code is not None:

@@ -512,6 +512,30 @@ def test_emerging_grid_beyond_max_cells_is_refused_before_the_run(hasty_client, 
     assert "OBSERVATORY_ANALYSIS__MAX_CELLS" in problem["detail"]
 
 
+def test_emerging_cube_beyond_max_bins_is_refused_before_the_run(hasty_client, keys, db):
+    before = _runs(db)
+    # H3 resolution 8 (~30,000 cells over Belize) by the weeks of 25 years: ~40 million bins.
+    body = {
+        "units": {"type": "h3", "resolution": 8},
+        "time_step": "week",
+        "filters": {"occurred_from": "2000-01-01T00:00:00Z", "occurred_to": "2025-01-01T00:00:00Z"},
+    }
+    response = hasty_client.post(
+        "/analyses/emerging-hotspots", json=body, headers=auth(keys["analyst"])
+    )
+    problem = _refused_up_front(response, db, before)
+    assert problem["max_bins"] == 20_000_000 < problem["estimated_bins"]
+    assert "weeks would make a space-time cube" in problem["detail"]
+    assert "OBSERVATORY_ANALYSIS__MAX_CUBE_BINS" in problem["detail"]
+    # Monthly steps over the same years fit (~9 million bins): the run starts.
+    monthly = hasty_client.post(
+        "/analyses/emerging-hotspots",
+        json={**body, "time_step": "month", "filters": {**body["filters"], "sources": ["none"]}},
+        headers=auth(keys["analyst"]),
+    )
+    assert monthly.status_code in (201, 202), monthly.text
+
+
 def test_evaluation_grid_beyond_max_cells_is_refused_before_the_run(hasty_client, keys, db):
     before = _runs(db)
     body = {
