@@ -15,7 +15,8 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg.pq import ConnStatus
-from sqlalchemy import ClauseElement, Dialect, event, exc
+from psycopg.types.json import Jsonb
+from sqlalchemy import JSON, ClauseElement, Dialect, event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
@@ -137,7 +138,12 @@ def driver_statement(statement: ClauseElement, dialect: Dialect, **late: Any) ->
     for name, value in state.parameters.items():
         bind = compiled.binds.get(name)
         process = bind.type.bind_processor(dialect) if bind is not None else None
-        params[name] = value if process is None or value is None else process(value)
+        if value is not None and bind is not None and isinstance(bind.type, JSON):
+            # SQLAlchemy leaves JSON to its execution layer; psycopg needs the wrapper.
+            value = Jsonb(value)
+        elif process is not None and value is not None:
+            value = process(value)
+        params[name] = value
     return DriverStatement(state.statement, params)
 
 
