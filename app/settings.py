@@ -99,6 +99,12 @@ class AnalysisSettings(BaseModel):
     warm_up: bool = True
 
 
+class PrivacySettings(BaseModel):
+    # Public statistics withhold counts below this (and every sensitive category), and
+    # never publish a perturbed count below it (app.services.disclosure).
+    min_count: int = Field(default=5, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OBSERVATORY_", env_nested_delimiter="__", extra="ignore"
@@ -113,6 +119,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     tiles: TileSettings = TileSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -35,8 +35,9 @@ BY_ALIASES = {"sex": "victim_sex", "age": "age_group", "group": "category_group"
     "",
     response_model=StatsTable,
     summary="Counts and rates per 100,000 by unit x category x period x victim sex x age group",
-    description="Public. Without an analyst key, counts below 5, sensitive categories and "
-    "the cells that would let them be recomputed from a total are withheld (null, "
+    description="Public. Without an analyst key, counts are perturbed (cell key method), "
+    "and counts below `privacy.min_count` (default 5), sensitive categories and the cells "
+    "that would let them be recomputed from a total are withheld (null, "
     "`suppressed: true`).",
     responses={200: {"content": {"text/csv": {}}}},
 )

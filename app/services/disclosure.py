@@ -11,7 +11,8 @@ give those incidents' exact count by subtraction.
 Then the suppression rule (``suppress``), decided on the true counts and applied to every
 cell (one unit x one combination of breakdowns):
 
-1. *Primary*: a count below :data:`THRESHOLD` (0 to 4) is withheld, and so is every cell
+1. *Primary*: a count below the threshold (``privacy.min_count``, default
+   :data:`THRESHOLD`: 0 to 4) is withheld, and so is every cell
    that counts a sensitive category of the vocabulary (``category.sensitive``: sexual and
    domestic violence, suicide), whatever its size.
 2. *Complementary*: a table's lines (the cells that differ in one dimension only: the
@@ -35,7 +36,7 @@ from app.schemas.stats import StatsRow, StatsTable
 
 __all__ = ["KEY_RANGE", "NOISE", "THRESHOLD", "perturb", "suppress"]
 
-# Counts below this are never shown to the public.
+# Counts below this are never shown to the public (the default of privacy.min_count).
 THRESHOLD = 5
 # The perturbation table: noise and its probability. Unbiased, variance 1.2, and no count
 # moves by more than 2 (a rate by more than 2 / population).
@@ -55,18 +56,18 @@ _WITHHELD = {
 _EB = {"rate_eb_global": None, "rate_eb_spatial": None}
 
 
-def perturb(count: int, key_sum: int) -> int:
+def perturb(count: int, key_sum: int, threshold: int = THRESHOLD) -> int:
     """The published count of a cell of ``count`` incidents whose record keys sum to
     ``key_sum``: the count plus the noise its cell key picks from :data:`NOISE`.
 
-    A count that can be shown stays at or above :data:`THRESHOLD`, so a published count is
+    A count that can be shown stays at or above ``threshold``, so a published count is
     never a small one; smaller counts are withheld anyway (``suppress``).
     """
     if count == 0:
         return 0
     position = (key_sum % KEY_RANGE) / KEY_RANGE
     noise = list(NOISE)[min(bisect.bisect_right(_UPPER, position), len(NOISE) - 1)]
-    return max(count + noise, THRESHOLD if count >= THRESHOLD else 0)
+    return max(count + noise, threshold if count >= threshold else 0)
 
 
 def suppress(
@@ -74,19 +75,21 @@ def suppress(
     vocabulary: Mapping[str, str],
     sensitive: frozenset[str],
     true_counts: Sequence[int] | None = None,
+    threshold: int = THRESHOLD,
 ) -> StatsTable:
     """The public view of ``table``; ``vocabulary`` maps category code → group.
 
     ``true_counts`` (one per row) decide what is withheld when the table's counts are
-    perturbed; by default the table's own counts. Returns a new table; ``table`` is not
-    changed.
+    perturbed; by default the table's own counts. Counts below ``threshold`` are
+    withheld. Returns a new table; ``table`` is not changed.
     """
     by = table.parameters.by
     scope = set(table.parameters.filters.categories) or set(vocabulary)
     rows = table.rows
     counts = [r.count for r in rows] if true_counts is None else true_counts
     withheld = [
-        _primary(c, r, by, scope, vocabulary, sensitive) for c, r in zip(counts, rows, strict=True)
+        _primary(c is None or c < threshold, r, by, scope, vocabulary, sensitive)
+        for c, r in zip(counts, rows, strict=True)
     ]
     primary = sum(withheld)
     # category_group follows from category: it is not a dimension of its own then.
@@ -101,14 +104,16 @@ def suppress(
             released.append(r.model_copy(update=_EB))
         else:
             released.append(r)
-    notes = [*table.notes, PERTURBATION_NOTE] if true_counts is not None else list(table.notes)
+    notes = list(table.notes)
+    if true_counts is not None:
+        notes.append(_perturbation_note(threshold))
     if any(withheld):
-        notes.append(_note(primary, sum(withheld) - primary, sensitive & scope))
+        notes.append(_note(primary, sum(withheld) - primary, sensitive & scope, threshold))
     return table.model_copy(update={"rows": released, "notes": notes})
 
 
 def _primary(
-    count: int | None,
+    small: bool,
     row: StatsRow,
     by: Sequence[str],
     scope: set[str],
@@ -116,7 +121,7 @@ def _primary(
     sensitive: frozenset[str],
 ) -> bool:
     """Whether the cell is withheld for itself: a small count or a sensitive category."""
-    if count is None or count < THRESHOLD:
+    if small:
         return True
     if "category" in by:
         return row.category in sensitive
@@ -150,10 +155,10 @@ def _complementary(rows: Sequence[StatsRow], dims: Sequence[str], withheld: list
                 changed = True
 
 
-def _note(primary: int, secondary: int, sensitive: set[str]) -> str:
+def _note(primary: int, secondary: int, sensitive: set[str], threshold: int) -> str:
     named = f" ({', '.join(sorted(sensitive))})" if sensitive else ""
     return (
-        f"Public view: {primary} cell(s) withheld because their count is below {THRESHOLD} "
+        f"Public view: {primary} cell(s) withheld because their count is below {threshold} "
         f"or they count a sensitive category{named}, and {secondary} more so that no "
         "withheld count can be recomputed from a total (count and rates null, suppressed: "
         "true). Empirical Bayes rates of a breakdown with any withheld unit are withheld "
@@ -161,9 +166,10 @@ def _note(primary: int, secondary: int, sensitive: set[str]) -> str:
     )
 
 
-PERTURBATION_NOTE = (
-    "Public view: every count is perturbed by -2 to +2 (cell key method: the same "
-    "incidents always give the same published count), rates follow from the published "
-    "counts, and shown counts are at least "
-    f"{THRESHOLD}; totals may differ slightly from the sum of their parts."
-)
+def _perturbation_note(threshold: int) -> str:
+    return (
+        "Public view: every count is perturbed by -2 to +2 (cell key method: the same "
+        "incidents always give the same published count), rates follow from the published "
+        f"counts, and shown counts are at least {threshold}; totals may differ slightly "
+        "from the sum of their parts."
+    )

@@ -222,7 +222,9 @@ async def compute_stats(
                     **values,
                     # Rates follow from the published count, so they give nothing more.
                     "count": (
-                        disclosure.perturb(count, key_sums.get((unit.id, *combo), 0))
+                        disclosure.perturb(
+                            count, key_sums.get((unit.id, *combo), 0), settings.privacy.min_count
+                        )
                         if public
                         else count
                     ),
@@ -272,7 +274,14 @@ async def compute_stats(
         sensitive_categories=sorted(sensitive),
     )
     table = StatsTable(rows=[StatsRow(**r) for r in rows], parameters=parameters, notes=notes)
-    return release(table, who, true_counts, vocabulary=vocabulary, sensitive=sensitive)
+    return release(
+        table,
+        who,
+        true_counts,
+        vocabulary=vocabulary,
+        sensitive=sensitive,
+        threshold=settings.privacy.min_count,
+    )
 
 
 def release(
@@ -282,6 +291,7 @@ def release(
     *,
     vocabulary: Mapping[str, str],
     sensitive: frozenset[str],
+    threshold: int = disclosure.THRESHOLD,
 ) -> StatsTable:
     """What ``who`` may see of the table: the one place for disclosure control.
 
@@ -292,7 +302,7 @@ def release(
     """
     if who.has("analyst"):
         return table
-    return disclosure.suppress(table, vocabulary, sensitive, true_counts)
+    return disclosure.suppress(table, vocabulary, sensitive, true_counts, threshold)
 
 
 # --- reading -----------------------------------------------------------------------

@@ -9,7 +9,9 @@ import io
 
 import geopandas as gpd
 import pytest
+from fastapi.testclient import TestClient
 
+from app.main import create_app
 from app.services.demo_incidents import generate_incidents
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
@@ -90,6 +92,26 @@ def test_public_totals_include_no_sensitive_category(client, keys, public_data):
     assert shown
     counts = {(r["unit_code"], r["victim_sex"]): r["count"] for r in full.json()["rows"]}
     assert all(abs(counts[(r["unit_code"], r["victim_sex"])] - r["count"]) <= 2 for r in shown)
+
+
+def test_the_threshold_is_a_setting(client, keys, public_data):
+    full = {
+        (r["unit_code"], r["category"]): r["count"]
+        for r in _stats(client, keys["analyst"], by="category", period="2024").json()["rows"]
+    }
+    assert any(5 <= count < 10 for count in full.values())  # shown at the default of 5
+    stricter = public_data.model_copy(
+        update={"privacy": public_data.privacy.model_copy(update={"min_count": 10})}
+    )
+    with TestClient(create_app(stricter)) as strict:
+        body = _stats(strict, None, by="category", period="2024").json()
+    for r in body["rows"]:
+        truth = full[(r["unit_code"], r["category"])]
+        if truth < 10:
+            assert r["suppressed"], r
+        if not r["suppressed"]:
+            assert r["count"] >= 10, r
+    assert any("below 10" in note for note in body["notes"])
 
 
 def test_public_csv_withholds_the_same_cells(client, public_data):
