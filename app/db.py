@@ -15,8 +15,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg.pq import ConnStatus
-from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, ClauseElement, Dialect, event, exc
+from sqlalchemy import ClauseElement, Dialect, event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
@@ -137,13 +136,10 @@ def driver_statement(statement: ClauseElement, dialect: Dialect, **late: Any) ->
     params = {}
     for name, value in state.parameters.items():
         bind = compiled.binds.get(name)
-        process = bind.type.bind_processor(dialect) if bind is not None else None
-        if value is not None and bind is not None and isinstance(bind.type, JSON):
-            # SQLAlchemy leaves JSON to its execution layer; psycopg needs the wrapper.
-            value = Jsonb(value)
-        elif process is not None and value is not None:
-            value = process(value)
-        params[name] = value
+        # The dialect's own type, as SQLAlchemy's execution uses: JSON becomes psycopg's
+        # Json/Jsonb wrapper there (the generic type's processor would leave a dict).
+        process = None if bind is None else bind.type.dialect_impl(dialect).bind_processor(dialect)
+        params[name] = value if process is None or value is None else process(value)
     return DriverStatement(state.statement, params)
 
 

@@ -534,6 +534,33 @@ def test_a_filtered_page_is_the_same_read_either_way(db, incidents):
     assert not filters_first(500_000, 1_000_000, 1_000)
 
 
+def test_driver_statements_run_with_json_index_values(db, base_data):
+    """Pages and tiles run on psycopg itself (``app.db.driver_statement``): a units layer's
+    index values, one JSON parameter, reach PostgreSQL as JSON (a plain dict cannot be
+    adapted: the bug the privacy matrix found)."""
+    from sqlalchemy.dialects.postgresql import psycopg as pg
+    from starlette.datastructures import QueryParams
+
+    from app.crs import parse_crs
+    from app.db import driver_statement
+    from app.layers import IndexColumn, units_layer
+    from app.services.tiles import tile_statement
+    from app.sql.features import select_items
+
+    index = IndexColumn("vi-1", "Violence", "2024", 1, {"BZ-BZ": (0.5, 1, 3)})
+    layer = units_layer(1, (index,))
+    visible = [f.name for f in layer.fields]
+    page = select_items(layer, [], parse_crs(None, 32616), visible, after=None, limit=10)
+    statement = driver_statement(page, pg.dialect())
+    features = [orjson.loads(r[1]) for r in db.execute(statement.sql, statement.params)]
+    assert features and all("vi_1_score" in f["properties"] for f in features)
+    belize = [f for f in features if f["properties"]["code"] == "BZ-BZ"]
+    assert [f["properties"]["vi_1_score"] for f in belize] in ([], [0.5])
+    tile = tile_statement(layer, visible, QueryParams(""), base_data, clustered=False)
+    statement = driver_statement(tile, pg.dialect(), z=5, x=7, y=14)
+    assert db.execute(statement.sql, statement.params).fetchone()[0] is not None
+
+
 @pytest.mark.parametrize(
     "bbox", ["1,2,3", "a,b,c,d", "1,2,3,4,5", "", "1,,2,3", "nan,0,1,1", "1,2,3,4,5,6,7"]
 )
