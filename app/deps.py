@@ -29,22 +29,9 @@ def get_reader(request: Request) -> AsyncEngine:
     return request.app.state.reader
 
 
-async def get_conn(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
-) -> AsyncIterator[AsyncConnection]:
-    """One transaction per request: committed when the handler returns, rolled back on error."""
-    async with engine.begin() as conn:
-        yield conn
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ReaderDep = Annotated[AsyncEngine, Depends(get_reader)]
-# scope="function": the transaction commits when the handler returns, before the
-# response leaves, so a 2xx is only ever sent for a committed write (the default,
-# "request", would commit after the response is sent: a failed commit or a worker killed
-# in between would lose an acknowledged write).
-ConnDep = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer obs_…`")
 
@@ -84,6 +71,25 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[security.Principal, Depends(get_principal)]
+
+
+async def get_conn(
+    engine: Annotated[AsyncEngine, Depends(get_engine)],
+    _: PrincipalDep,
+) -> AsyncIterator[AsyncConnection]:
+    """One transaction per request: committed when the handler returns, rolled back on error.
+
+    The caller is known first: looking a key up takes a pooled connection of its own, and
+    requests holding theirs while waiting for another would exhaust the pool together."""
+    async with engine.begin() as conn:
+        yield conn
+
+
+# scope="function": the transaction commits when the handler returns, before the
+# response leaves, so a 2xx is only ever sent for a committed write (the default,
+# "request", would commit after the response is sent: a failed commit or a worker killed
+# in between would lose an acknowledged write).
+ConnDep = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 
 
 def require(role: str):

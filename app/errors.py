@@ -113,8 +113,26 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def unavailable() -> JSONResponse:
-    return problem(503, "Service unavailable", "The database is not reachable; retry later.")
+def unavailable(exc: BaseException | None = None) -> JSONResponse:
+    if exc is not None and _caused_by(exc, PoolTimeout):
+        # Not down, busy: every pooled connection stayed in use for the pool timeout.
+        detail = "The service is busy: no database connection became free in time; retry."
+    else:
+        detail = "The database is not reachable; retry later."
+    return problem(503, "Service unavailable", detail)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            return any(_caused_by(e, kind) for e in current.exceptions)
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -145,7 +163,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", exc.__class__.__name__)
-        return unavailable()
+        return unavailable(exc)
 
     # psycopg's own error reaches here from code that uses the raw driver (COPY).
     for error_type in (OperationalError, PoolTimeout, psycopg.OperationalError):

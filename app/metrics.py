@@ -281,7 +281,7 @@ class RequestMetrics:
                 raise
             log.warning("database unavailable during a stream: %s", exc.__class__.__name__)
             status = 503
-            await unavailable()(scope, receive, send)
+            await unavailable(exc)(scope, receive, send)
         finally:
             self.metrics.observe(
                 scope["method"], route_template(scope), status, time.perf_counter() - started

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from app.cache import TTLCache
 from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.routers.indexes import XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import Ranking
@@ -32,6 +33,7 @@ PUBLISHER = Principal(role="analyst", name="published ranking")
     responses={200: {"content": {"text/csv": {}, XLSX: {}}}},
 )
 async def get_ranking(
+    request: Request,
     conn: ConnDep,
     settings: SettingsDep,
     who: PrincipalDep,
@@ -46,17 +48,33 @@ async def get_ranking(
     ] = service.RANKING_SEED,
     format: Literal["json", "csv", "xlsx"] = "json",
 ) -> Response:
-    ranking = await service.compute_ranking(
-        conn,
-        settings,
-        PUBLISHER,
+    # Deterministic for its parameters (the seed is fixed) until the data changes: kept
+    # per worker and data version, since the Monte Carlo band costs about half a second.
+    state = request.app.state
+    if (cache := getattr(state, "rankings", None)) is None:
+        cache = state.rankings = TTLCache(maxsize=64, ttl_s=600)
+    key = (
+        state.data_version.value,
         index,
         period,
-        reader=who,
-        runs=runs,
-        seed=seed,
-        version=version,
+        version,
+        runs,
+        seed,
+        who.has("analyst"),
     )
+    if (ranking := cache.get(key)) is None:
+        ranking = await service.compute_ranking(
+            conn,
+            settings,
+            PUBLISHER,
+            index,
+            period,
+            reader=who,
+            runs=runs,
+            seed=seed,
+            version=version,
+        )
+        cache.set(key, ranking)
     if format == "json":
         return Response(ranking.model_dump_json(by_alias=True), media_type="application/json")
     columns, rows = _table(ranking)

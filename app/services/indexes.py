@@ -10,6 +10,7 @@ of all the unit's incidents of the period; ``change`` = count minus the previous
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import dataclass, field
@@ -407,7 +408,10 @@ async def compute_sensitivity(
     record, definition, builder, period = await _prepare(
         conn, settings, who, code, version, period_text
     )
-    result = indexes.sensitivity(await builder.raw(period), definition, runs=runs, seed=seed)
+    # Hundreds of index runs: seconds of CPU kept off the event loop (other requests wait
+    # behind it otherwise, cached tiles included).
+    raw = await builder.raw(period)
+    result = await asyncio.to_thread(indexes.sensitivity, raw, definition, runs=runs, seed=seed)
     names = {u.code: u.name for u in builder.units}
     ranks = result.ranks.sort_values("nominal", kind="stable")
     return IndexSensitivity(

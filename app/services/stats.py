@@ -8,6 +8,7 @@ suppression for callers below analyst, in ``app.services.disclosure``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import defaultdict
@@ -472,18 +473,23 @@ def _weights(units: list[_Unit], crs: str) -> _Weights | None:
     """Queen contiguity of the units, with a snap of :data:`SNAP_M` metres."""
     if len(units) < 2:
         return None
+    return _contiguity(tuple(u.code for u in units), tuple(u.geometry for u in units), crs)
+
+
+# Built from the polygons (50-100 ms for the districts), the same for every request on the
+# same units: kept per worker, keyed by the geometries themselves, so new boundaries miss.
+@functools.lru_cache(maxsize=32)
+def _contiguity(codes: tuple[str, ...], geometries: tuple, crs: str) -> _Weights:
     from libpysal.weights import fuzzy_contiguity
 
     from spatial.weights import from_neighbours
 
-    frame = gpd.GeoDataFrame(geometry=[u.geometry for u in units], crs=4326).to_crs(crs)
+    frame = gpd.GeoDataFrame(geometry=list(geometries), crs=4326).to_crs(crs)
     linked = fuzzy_contiguity(
         frame, buffering=True, buffer=SNAP_M, drop=False, silence_warnings=True
     )
-    neighbours = [sorted(linked.neighbors[i]) for i in range(len(units))]
-    built = from_neighbours(
-        neighbours, [u.code for u in units], kind="queen", parameters={"snap_m": SNAP_M}
-    )
+    neighbours = [sorted(linked.neighbors[i]) for i in range(len(codes))]
+    built = from_neighbours(neighbours, list(codes), kind="queen", parameters={"snap_m": SNAP_M})
     return _Weights(built.w, [i for i, nb in enumerate(neighbours) if not nb])
 
 
