@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.cache import TTLCache
+from app.cache import app_cache
 from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.routers.indexes import XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import Ranking
@@ -50,11 +50,9 @@ async def get_ranking(
 ) -> Response:
     # Deterministic for its parameters (the seed is fixed) until the data changes: kept
     # per worker and data version, since the Monte Carlo band costs about half a second.
-    state = request.app.state
-    if (cache := getattr(state, "rankings", None)) is None:
-        cache = state.rankings = TTLCache(maxsize=64, ttl_s=600)
+    cache = app_cache(request.app.state, "rankings", maxsize=64)
     key = (
-        state.data_version.value,
+        request.app.state.data_version.value,
         index,
         period,
         version,
