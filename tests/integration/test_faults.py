@@ -105,18 +105,20 @@ def service_env(settings: Settings) -> dict[str, str]:
 
 @contextlib.contextmanager
 def uvicorn_process(
-    settings: Settings, log: Path, *, workers: int = 1
+    settings: Settings, log: Path, *, workers: int = 1, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen, str]]:
-    """uvicorn on 127.0.0.1 (a free port) against ``settings``' database, its output in
-    ``log``, in a session of its own (so that ``os.killpg`` reaches its workers too);
-    yields the process and its base URL once ``/health`` answers, terminates it after."""
+    """uvicorn on 127.0.0.1 (a free port) against ``settings``' database (and ``env``), its
+    output in ``log``, in a session of its own (so that ``os.killpg`` reaches its workers
+    too); yields the process and its base URL once ``/health`` answers, terminates it
+    after."""
     port = _free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
              "--workers", str(workers)],
-            cwd=ROOT, env=service_env(settings), stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**service_env(settings), **(env or {})}, stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -3,20 +3,11 @@ pool and the data version; and the sum over workers in multiprocess mode."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import auth
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.test_faults import uvicorn_process
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -110,48 +101,18 @@ def test_tile_cache_pool_and_data_version(client, keys):
     assert scrape(client)[("observatory_data_version", ())] == version
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_multiprocess_mode_sums_the_workers(base_data, tmp_path):
     """Two uvicorn workers with PROMETHEUS_MULTIPROC_DIR: every scrape, whichever worker
     answers it, counts the requests of both."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "OBSERVATORY_DATABASE_URL": base_data.libpq_url,
-        "OBSERVATORY_ENVIRONMENT": "test",
-        "OBSERVATORY_ANALYSIS__WARM_UP": "false",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--workers", "2",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not start:\n{process.stdout.read().decode()}")
-            time.sleep(0.2)
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    with uvicorn_process(base_data, tmp_path / "uvicorn.log", workers=2, env=env) as (_, base):
         # New connections each time, so the kernel spreads them over both workers.
         for _ in range(40):
             assert httpx.get(f"{base}/units?level=0", timeout=5).status_code == 200
         for _ in range(4):
             samples = scrape(httpx.Client(base_url=base, timeout=5))
             assert requests_of(samples, "/units", "200") == 40
-        pids = {p.name.split("_")[-1] for p in tmp_path.glob("*.db")}
+        pids = {p.name.split("_")[-1] for p in shared.glob("*.db")}
         assert len(pids) >= 2, pids  # both workers wrote their numbers
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
