@@ -7,6 +7,7 @@ would hide a broken store, so none of these fixtures ever skips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,23 +33,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("postgres")
+@contextlib.contextmanager
+def new_cluster(
+    tmp_path_factory: pytest.TempPathFactory, directory: str, database: str
+) -> Iterator[Cluster]:
+    """A throw-away cluster on a free port of 127.0.0.1, destroyed afterwards."""
+    base = tmp_path_factory.mktemp(directory)
     base.chmod(0o755)  # the postgres user must reach the data directory when we are root
     for parent in base.parents:
-        if parent == Path("/tmp") or parent == Path("/"):
+        if parent in (Path("/tmp"), Path("/")):
             break
         parent.chmod(parent.stat().st_mode | 0o005)
-    db = DatabaseSettings(data_dir=base / "data", port=_free_port(), name="observatory_test")
+    db = DatabaseSettings(data_dir=base / "data", port=_free_port(), name=database)
     cluster = Cluster(db)
     cluster.start()  # raises (and so fails the suite) when PostgreSQL/PostGIS cannot run
-    yield cluster
-    cluster.destroy()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
-@pytest.fixture(scope="session")
-def settings(cluster: Cluster) -> Settings:
+def migrated_settings(cluster: Cluster) -> Settings:
+    """Test settings for ``cluster``, its schema migrated."""
     settings = Settings(
         environment="test",
         database=cluster.settings,
@@ -59,6 +65,17 @@ def settings(cluster: Cluster) -> Settings:
     )
     upgrade(settings.sqlalchemy_url)
     return settings
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with new_cluster(tmp_path_factory, "postgres", "observatory_test") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def settings(cluster: Cluster) -> Settings:
+    return migrated_settings(cluster)
 
 
 def run(coro):

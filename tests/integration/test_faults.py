@@ -23,9 +23,8 @@ import pytest
 
 from app import security
 from app.cluster import Cluster
-from app.migrate import upgrade
-from app.settings import DatabaseSettings, Settings
-from tests.conftest import BELIZE, _free_port, auth, call_service
+from app.settings import Settings
+from tests.conftest import BELIZE, _free_port, auth, call_service, migrated_settings, new_cluster
 from tests.integration.helpers import import_csv, write_incident_csv
 
 CLIENT_TIMEOUT_S = 5  # "no hanging requests": anything slower fails the test
@@ -36,38 +35,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # -- helpers shared with test_worker_kill.py: a cluster and a uvicorn of their own ---------
 
 
-@contextlib.contextmanager
-def dedicated_cluster(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Cluster]:
-    """A private cluster beside the session's (which these tests never stop or disturb)."""
-    base = tmp_path_factory.mktemp(name)
-    base.chmod(0o755)  # the postgres user must reach the data directory when we are root
-    for parent in base.parents:
-        if parent in (Path("/tmp"), Path("/")):
-            break
-        parent.chmod(parent.stat().st_mode | 0o005)
-    db = DatabaseSettings(
-        data_dir=base / "data", port=_free_port(), name=f"observatory_{name.replace('-', '_')}"
-    )
-    cluster = Cluster(db)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
 def migrated_with_districts(cluster: Cluster) -> Settings:
     """The cluster migrated, with the categories and the Belize country and districts."""
     from app.services.boundaries import import_boundaries
     from app.services.categories import load_categories
 
-    settings = Settings(
-        environment="test",
-        database=cluster.settings,
-        database_url=None,
-        analysis={"warm_up": False},
-    )
-    upgrade(settings.sqlalchemy_url)
+    settings = migrated_settings(cluster)
     call_service(settings, lambda e: load_categories(e, settings.territory.categories_file))
     boundaries = BELIZE / "boundaries"
     for path, level, code, name in (
@@ -149,7 +122,7 @@ def uvicorn_process(
 
 @pytest.fixture(scope="module")
 def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with dedicated_cluster(tmp_path_factory, "faults") as cluster:
+    with new_cluster(tmp_path_factory, "faults", "observatory_faults") as cluster:
         yield cluster
 
 

@@ -35,20 +35,17 @@ import pytest
 
 from app.cluster import Cluster
 from app.settings import Settings
-from tests.conftest import auth
+from tests.conftest import auth, new_cluster
 from tests.integration.helpers import write_incident_csv
 from tests.integration.test_faults import (
     create_key,
-    dedicated_cluster,
     migrated_with_districts,
     uvicorn_process,
 )
 
 SOURCE = "worker-kill"
-# Below one worker's pool (10 connections + 10 overflow). A request that needs the
-# database holds one pooled connection from its start and takes a second to check a key
-# the worker has not cached yet (app.deps), so 20 or more first requests at once on one
-# worker wait for each other until the pool times out (503): not what this file tests.
+# Below one worker's pool (10 connections + 10 overflow), so requests never wait for a
+# connection: pool timeouts (503) are not what this file tests.
 CLIENTS = 16
 CLIENT_TIMEOUT_S = 30
 # Belize City and Belmopan: points well inside a district.
@@ -57,7 +54,7 @@ TOWNS = ((-88.1962, 17.5046), (-88.7590, 17.2514))
 
 @pytest.fixture(scope="module")
 def kill_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with dedicated_cluster(tmp_path_factory, "worker-kill") as cluster:
+    with new_cluster(tmp_path_factory, "worker-kill", "observatory_worker_kill") as cluster:
         yield cluster
 
 
