@@ -90,6 +90,36 @@ def test_points_land_in_their_tile_with_their_properties(client, keys, points):
         assert isinstance(f["id"], int)
 
 
+def test_points_sit_where_st_asmvtgeom_puts_them(client, keys, points, db):
+    """Points are placed on the tile grid by formula (``app.sql.tiles``), not by
+    ``ST_AsMVTGeom``: on every tile around them, at zooms where some fall in a tile's
+    buffer, the tile holds exactly the points PostGIS's own call keeps, at its pixels."""
+    lon, lat = points
+    buffered = 0
+    for z in (16, 17, 18, 19):
+        corners = {tile_of(x, y, z) for x, y in zip(lon, lat, strict=True)}
+        tiles = {
+            (z, x + dx, y + dy) for _, x, y in corners for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+        }
+        for zxy in sorted(tiles):
+            reference = {
+                fid: (x, y)
+                for fid, x, y in db.execute(
+                    "SELECT id, ST_X(g), ST_Y(g) FROM (SELECT id, ST_AsMVTGeom("
+                    "ST_Transform(geom, 3857), ST_TileEnvelope(%s, %s, %s), 4096, 64, true) AS g"
+                    " FROM incident WHERE source = %s) s WHERE g IS NOT NULL",
+                    [*zxy, SOURCE],
+                )
+            }
+            content = get_tile(client, "incidents", zxy, keys["analyst"], source=SOURCE).content
+            features = decode(content).get("incidents", {}).get("features", [])
+            got = {f["id"]: tuple(f["geometry"]["coordinates"]) for f in features}
+            # mapbox-vector-tile flips y up; the reference is MVT's y-down.
+            assert got == {fid: (x, 4096 - y) for fid, (x, y) in reference.items()}, zxy
+            buffered += sum(not (0 <= x < 4096 and 0 <= y < 4096) for x, y in reference.values())
+    assert buffered > 0  # some points were in a buffer: the edges were tested
+
+
 def test_filters_are_respected(client, keys, points):
     zxy = tile_of(*CENTRE, 14)
     analyst = keys["analyst"]
