@@ -115,6 +115,22 @@ def feature_id(layer: Layer, value: str, *, cursor: bool = False) -> Any:
     return int(value) if layer.id_type == "integer" else value
 
 
+def nearest_cursor(layer: Layer, value: str) -> tuple[float, Any]:
+    """The ``after`` cursor of a page read nearest first: ``distance:id``, as a next link
+    wrote it (``app.routers.features.cursor_text``)."""
+    distance, colon, fid = value.partition(":")
+    try:
+        position = float(distance)
+    except ValueError:
+        position = math.nan
+    if not colon or not math.isfinite(position) or position < 0:
+        raise InvalidQuery(
+            "after must be the cursor of a next link: with a bbox, pages of "
+            f"{layer.id} come nearest the box's centre first, and after is distance:id"
+        )
+    return position, feature_id(layer, fid, cursor=True)
+
+
 def check_text(q: Mapping[str, str]) -> None:
     """Refuse NUL characters anywhere in the query: PostgreSQL text cannot hold them, so
     the database would fail the statement (a 500) instead of matching nothing."""
@@ -123,18 +139,29 @@ def check_text(q: Mapping[str, str]) -> None:
             raise InvalidQuery(f"{name} must not contain NUL characters")
 
 
+def request_bbox(
+    q: Mapping[str, str], settings: Settings
+) -> tuple[tuple[float, float, float, float], int] | None:
+    """The ``bbox`` parameter in x/y order, with the SRID of its ``bbox-crs``."""
+    if (bbox := parse_bbox(q.get("bbox"))) is None:
+        return None
+    bbox_crs = parse_crs(q.get("bbox-crs"), settings.territory.projected_crs, "bbox-crs")
+    if bbox_crs.lat_first:  # EPSG:4326 boxes are south, west, north, east
+        bbox = (bbox[1], bbox[0], bbox[3], bbox[2])
+    return bbox, bbox_crs.srid
+
+
 def layer_conditions(
-    q: Mapping[str, str], layer: Layer, settings: Settings
+    q: Mapping[str, str], layer: Layer, settings: Settings, *, nearest_first: bool = False
 ) -> list[ColumnElement[bool]]:
-    """The filters of a request's query parameters, as conditions on the layer."""
+    """The filters of a request's query parameters, as conditions on the layer.
+    ``nearest_first``: for a page read nearest the bbox's centre first
+    (``app.sql.features.bbox_condition``)."""
     check_text(q)
     projected = settings.territory.projected_crs
     conditions = []
-    if (bbox := parse_bbox(q.get("bbox"))) is not None:
-        bbox_crs = parse_crs(q.get("bbox-crs"), projected, "bbox-crs")
-        if bbox_crs.lat_first:  # EPSG:4326 boxes are south, west, north, east
-            bbox = (bbox[1], bbox[0], bbox[3], bbox[2])
-        conditions.append(sql.bbox_condition(layer, bbox, bbox_crs.srid))
+    if (box := request_bbox(q, settings)) is not None:
+        conditions.append(sql.bbox_condition(layer, *box, nearest_first=nearest_first))
     if (interval := parse_datetime(q.get("datetime"))) is not None:
         if layer.datetime_field is None:
             raise InvalidQuery(f"{layer.id} has no time; datetime does not apply to it")

@@ -49,11 +49,14 @@ Servers, each a single uvicorn process on 127.0.0.1
   ``ST_TileEnvelope`` (with our buffer as margin) transformed to 4326 for the index,
   ``ST_AsMVTGeom(ST_Transform(geom, 3857), …)`` with our extent and buffer, our tile
   properties, our feature cap, ``ST_AsMVT``; per bbox the page as one JSON text built in
-  SQL (``json_agg`` of ``json_build_object`` features with our item properties, ordered by
-  id, 1,000 rows), with the service's exact bbox test (``&&`` then the coordinates: ``&&``
-  alone compares the index's float boxes and also takes points just outside the box) and
-  the service's plan choice (``ORDER BY id + 0``, read through the bbox, when few rows
-  match: ``app.sql.features.filters_first``). The floor's tiles are points at every zoom;
+  SQL (``json_agg`` of ``json_build_object`` features with our item properties, 1,000
+  rows) read as the service reads a bbox page of points: nearest the box's centre first,
+  then by id (the 1,001st nearest distance along the spatial index, then the rows within
+  it; ``app.sql.features.select_nearest_items``), with ``ST_Intersects`` as the exact
+  box test. tipg returns the box's first 1,000 features by id instead: the same number of
+  features of the same box, not the same features. Ours places tile points on the tile
+  grid by formula, where the floor calls ``ST_AsMVTGeom`` (the standard way).
+  The floor's tiles are points at every zoom;
   ours aggregates incidents below z12 (the tables show the bytes, so the difference is
   visible). The floor is measured twice, right before tipg and right before ours, and
   each server's ratio is taken against the floor of its moment: on a shared machine the
@@ -105,7 +108,6 @@ from rich.table import Table
 from app.migrate import upgrade
 from app.services.demo_incidents import generate_incidents
 from app.settings import DatabaseSettings, Settings
-from app.sql.features import filters_first
 from app.sql.units import assign_incident_units
 from bench._common import (
     ROOT,
@@ -359,43 +361,33 @@ def floor_tile_sql(layer: dict[str, Any]) -> str:
         ) t"""
 
 
-def floor_page_sql(layer: dict[str, Any], *, filters_first: bool = False) -> str:
-    """The page as one JSON text, with the service's bbox test (exact: ``&&`` alone, on
-    the index's float boxes, also takes points just outside the box). ``filters_first``:
-    ordered by ``id + 0`` (the same order), so that PostgreSQL reads the bbox's rows
-    through the spatial index instead of walking the primary key, as the service does
-    when few rows match (``app.sql.features``)."""
+def floor_page_sql(layer: dict[str, Any]) -> str:
+    """The page as one JSON text, read as the service reads a bbox page of points: nearest
+    the box's centre first, then by id (``app.sql.features.select_nearest_items``): the
+    distance of the 1,001st nearest row along the spatial index, then the rows within it."""
     props = ", ".join(f"'{p}', i.{p}" for p in layer["item_properties"])
-    order = "i.id + 0" if filters_first else "i.id"
+    box = "ST_Intersects(i.geom, ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326))"
+    centre = "ST_SetSRID(ST_MakePoint((%(w)s + %(e)s) / 2, (%(s)s + %(n)s) / 2), 4326)"
     return f"""
+        WITH edge AS (
+            SELECT max(k.d) AS d FROM (
+                SELECT i.geom <-> {centre} AS d FROM incident i
+                WHERE {box} AND i.deleted_at IS NULL
+                ORDER BY i.geom <-> {centre} LIMIT {PAGE_SIZE + 1}) k)
         SELECT json_build_object(
             'type', 'FeatureCollection',
             'numberReturned', count(*),
-            'features', coalesce(json_agg(p.feature ORDER BY p.id), '[]'::json))::text
+            'features', coalesce(json_agg(p.feature ORDER BY p.d, p.id), '[]'::json))::text
         FROM (
-            SELECT i.id, json_build_object(
+            SELECT i.id, i.geom <-> {centre} AS d, json_build_object(
                 'type', 'Feature', 'id', i.id,
                 'geometry', ST_AsGeoJSON(i.geom, 7)::json,
                 'properties', json_build_object({props})) AS feature
-            FROM incident i
-            WHERE i.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)
-              AND ST_X(i.geom) BETWEEN %(w)s AND %(e)s AND ST_Y(i.geom) BETWEEN %(s)s AND %(n)s
-              AND i.deleted_at IS NULL
-            ORDER BY {order} LIMIT {PAGE_SIZE}
+            FROM incident i, edge
+            WHERE {box} AND i.deleted_at IS NULL
+              AND i.geom && ST_Expand({centre}, edge.d) AND i.geom <-> {centre} <= edge.d
+            ORDER BY 2, 1 LIMIT {PAGE_SIZE}
         ) p"""
-
-
-def page_plan(conn: psycopg.Connection, bbox: tuple) -> bool:
-    """The service's choice for a bbox page (untimed): through the filters or along the
-    primary key, from the rows matched and the rows in all (both counted and cached by
-    the service, once per data version)."""
-    total = conn.execute("SELECT count(*) FROM incident WHERE deleted_at IS NULL").fetchone()[0]
-    matched = conn.execute(
-        "SELECT count(*) FROM incident WHERE deleted_at IS NULL "
-        "AND ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))",
-        list(bbox),
-    ).fetchone()[0]
-    return filters_first(matched, total, PAGE_SIZE)
 
 
 def floor_connect(settings: Settings) -> psycopg.Connection:
@@ -419,9 +411,8 @@ def run_floor(
     """Every tile, then every bbox x ``repeats``, one after the other on one connection;
     the results are labelled ``server``."""
     results: list[LoadResult] = []
-    tile_sql = floor_tile_sql(layer)
+    tile_sql, page_sql = floor_tile_sql(layer), floor_page_sql(layer)
     with floor_connect(settings) as conn:
-        page_sql = {b: floor_page_sql(layer, filters_first=page_plan(conn, b)) for b in bboxes}
         for zoom, zoom_tiles in tiles.items():
             latencies, sizes = [], []
             t0 = time.perf_counter()
@@ -450,8 +441,7 @@ def run_floor(
         t0 = time.perf_counter()
         for w, s, e, n in [b for b in bboxes for _ in range(1 if warm_only else repeats)]:
             t = time.perf_counter()
-            sql = page_sql[(w, s, e, n)]
-            page = conn.execute(sql, {"w": w, "s": s, "e": e, "n": n}).fetchone()[0]
+            page = conn.execute(page_sql, {"w": w, "s": s, "e": e, "n": n}).fetchone()[0]
             latencies.append(time.perf_counter() - t)
             sizes.append(len(page))
             features.append(orjson.loads(page)["numberReturned"])

@@ -3,6 +3,7 @@ over the layers declared in ``app.layers``, so that QGIS and GDAL connect with a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,7 +20,7 @@ from app.db import driver_connection, driver_statement
 from app.deps import PrincipalDep, ReaderDep, SettingsDep, _bearer, get_principal
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.filters import feature_id as _feature_id
-from app.filters import layer_conditions
+from app.filters import layer_conditions, nearest_cursor, request_bbox
 from app.layers import Layer
 from app.links import absolute, same_query
 from app.security import Principal
@@ -303,26 +304,49 @@ async def items(
     layer = await readable_layer(catalog, collection_id, who)
     out = parse_crs(crs, settings.territory.projected_crs)
     page_size = min(limit or settings.api.default_limit, settings.api.max_limit)
-    conditions = layer_conditions(request.query_params, layer, settings)
-    cursor = None if after is None else _feature_id(layer, after, cursor=True)
+    # A bbox page of points comes nearest the box's centre first (sql.select_nearest_items).
+    box = request_bbox(request.query_params, settings)
+    nearest = box is not None and layer.geometry_type == "Point"
+    conditions = layer_conditions(request.query_params, layer, settings, nearest_first=nearest)
+    cursor: Any = None
+    if after is not None:
+        cursor = nearest_cursor(layer, after) if nearest else _feature_id(layer, after, cursor=True)
     filters = _filters_key(request)
-    matched = await _count(catalog, reader, layer, filters, conditions)
-    first = bool(conditions) and sql.filters_first(
-        matched, await _count(catalog, reader, layer, (), []), page_size
-    )
+    first = False
+    if nearest:
+        # Counted beside the page, on a connection of its own (it reads the whole box).
+        matched: int | asyncio.Task[int] = asyncio.create_task(
+            _count(catalog, reader, layer, filters, conditions)
+        )
+    else:
+        matched = await _count(catalog, reader, layer, filters, conditions)
+        first = bool(conditions) and sql.filters_first(
+            matched, await _count(catalog, reader, layer, (), []), page_size
+        )
     visible = visible_fields(layer, who)
     key = ("items", layer.id, catalog.version.value, filters, tuple(visible), out.uri, page_size)
     key += (cursor is not None, first)
     if (statement := catalog.statements.get(key)) is None:
-        select = sql.select_items(
-            layer,
-            conditions,
-            out,
-            visible,
-            after=cursor,
-            limit=page_size,
-            filter_first=first,
-        )
+        if nearest:
+            select = sql.select_nearest_items(
+                layer,
+                conditions,
+                out,
+                visible,
+                sql.bbox_centre(*box),
+                after=cursor,
+                limit=page_size,
+            )
+        else:
+            select = sql.select_items(
+                layer,
+                conditions,
+                out,
+                visible,
+                after=cursor,
+                limit=page_size,
+                filter_first=first,
+            )
         statement = driver_statement(select, reader.dialect, **_late(cursor))
         catalog.statements.set(key, statement)
     params = {**statement.params, **_late(cursor)}
@@ -331,7 +355,12 @@ async def items(
 
 
 def _late(cursor: Any) -> dict[str, Any]:
-    return {} if cursor is None else {"after": cursor}
+    """The cursor's bound parameters: an id, or a (distance, id) pair."""
+    if cursor is None:
+        return {}
+    if isinstance(cursor, tuple):
+        return {"after_distance": cursor[0], "after": cursor[1]}
+    return {"after": cursor}
 
 
 async def _count(catalog: Catalog, reader, layer: Layer, filters: tuple, conditions) -> int:
@@ -358,32 +387,42 @@ class _Utf8(Loader):
 
 
 async def _feature_collection(
-    request: Request, reader, statement: str, params: dict, page_size: int, matched: int
+    request: Request,
+    reader,
+    statement: str,
+    params: dict,
+    page_size: int,
+    matched: int | asyncio.Task[int],
 ) -> AsyncIterator[bytes]:
     """Stream a page: features as PostGIS wrote them, then the counts and links (only
-    known at the end). No page is ever held in memory as Python objects."""
-    yield b'{"type":"FeatureCollection","features":['
-    returned, last_id, has_more = 0, None, False
-    chunk: list[bytes] = []
-    async with driver_connection(reader) as conn, conn.cursor() as cur:
-        cur.adapters.register_loader("text", _Utf8)
-        async for fid, feature in cur.stream(statement, params, size=STREAM_ROWS):
-            if returned == page_size:
-                has_more = True  # the extra row: read to the end, no cancel needed
-                continue
-            chunk.append(feature)
-            returned, last_id = returned + 1, fid
-            if len(chunk) == STREAM_ROWS:
-                yield (b"," if returned > len(chunk) else b"") + b",".join(chunk)
-                chunk = []
-    if chunk:
-        yield (b"," if returned > len(chunk) else b"") + b",".join(chunk)
+    known at the end). No page is ever held in memory as Python objects. Each row is its
+    cursor (an id, or a distance and an id) and then its feature."""
+    try:
+        yield b'{"type":"FeatureCollection","features":['
+        returned, last, has_more = 0, None, False
+        chunk: list[bytes] = []
+        async with driver_connection(reader) as conn, conn.cursor() as cur:
+            cur.adapters.register_loader("text", _Utf8)
+            async for *position, feature in cur.stream(statement, params, size=STREAM_ROWS):
+                if returned == page_size:
+                    has_more = True  # the extra row: read to the end, no cancel needed
+                    continue
+                chunk.append(feature)
+                returned, last = returned + 1, position
+                if len(chunk) == STREAM_ROWS:
+                    yield (b"," if returned > len(chunk) else b"") + b",".join(chunk)
+                    chunk = []
+        if chunk:
+            yield (b"," if returned > len(chunk) else b"") + b",".join(chunk)
+        if isinstance(matched, asyncio.Task):
+            matched = await matched
+    finally:
+        if isinstance(matched, asyncio.Task) and not matched.done():
+            matched.cancel()  # the client left mid-page
     path = request.url.path
     links = [{"href": absolute(request, path, same_query(request)), "rel": "self", "type": GEOJSON}]
     if has_more:
-        if isinstance(last_id, bytes):  # a text id, loaded as bytes like the features
-            last_id = last_id.decode()
-        params = same_query(request, after=last_id, limit=page_size)
+        params = same_query(request, after=cursor_text(last), limit=page_size)
         links.append({"href": absolute(request, path, params), "rel": "next", "type": GEOJSON})
     tail = {
         "numberMatched": matched,
@@ -392,6 +431,15 @@ async def _feature_collection(
         "links": links,
     }
     yield b"]," + orjson.dumps(tail)[1:]
+
+
+def cursor_text(position: list[Any]) -> str:
+    """The ``after`` of a next link: the last id, or ``distance:id`` (the float's repr
+    reads back to the same float, so the next page starts exactly after this one)."""
+    *distance, fid = position
+    if isinstance(fid, bytes):  # a text id, loaded as bytes like the features
+        fid = fid.decode()
+    return ":".join([*map(repr, distance), str(fid)])
 
 
 def _crs_header(out: OutputCrs) -> dict[str, str]:

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 import orjson
@@ -487,6 +487,67 @@ def test_bbox_with_four_and_six_numbers(client, keys, db, incidents):
     assert "bbox" in parse_qs(urlsplit(_link(first, "next")["href"]).query)
 
 
+NEAR_SOURCE = "oapif-nearest"
+NEAR_BOX = (-88.50, 17.00, -88.40, 17.10)  # countryside south of Belize City, no towns
+
+
+def test_bbox_pages_come_nearest_the_centre_first(client, keys, db, base_data, tmp_path):
+    """Points of a bbox page come nearest the box's centre first, ties (points at one
+    place) by id, and a walk through the next links visits each once, even where a page
+    ends inside a group of points at one place."""
+    west, south, east, north = NEAR_BOX
+    centre = ((west + east) / 2, (south + north) / 2)
+    rng = np.random.default_rng(11)
+    places = [centre] * 12 + [(centre[0] + 0.01, centre[1])] * 7  # two stacks of points
+    places += [
+        tuple(map(float, p)) for p in rng.uniform((west, south), (east, north), (21, 2)).round(6)
+    ]
+    rows = ["source,source_id,category,occurred_at,longitude,latitude"]
+    rows += [
+        f"{NEAR_SOURCE},n{i},theft,2024-02-01 10:00,{x!r},{y!r}" for i, (x, y) in enumerate(places)
+    ]
+    (path := tmp_path / "stacks.csv").write_text("\n".join(rows) + "\n")
+    before = client.app.state.data_version.value
+    assert import_csv(base_data, path).inserted == len(places)
+    _wait_for_new_version(client, before)
+
+    url = "/collections/incidents/items?" + urlencode(
+        {"source": NEAR_SOURCE, "bbox": ",".join(map(repr, NEAR_BOX)), "limit": 5}
+    )
+    pages = list(_walk(client, keys["analyst"], url))
+    ids = [f["id"] for page in pages for f in page["features"]]
+    assert len(pages) == 8 and all(p["numberMatched"] == len(places) for p in pages)
+    assert sorted(ids) == sorted(
+        r[0] for r in db.execute("SELECT id FROM incident WHERE source = %s", (NEAR_SOURCE,))
+    )
+    where = dict(
+        (fid, (x, y))
+        for fid, x, y in db.execute(
+            "SELECT id, ST_X(geom), ST_Y(geom) FROM incident WHERE source = %s", (NEAR_SOURCE,)
+        )
+    )
+    # The order, computed here from the stored coordinates: (distance, id) ascending.
+    xy = np.array([where[i] for i in ids])
+    distance = np.sqrt(((xy - centre) ** 2).sum(axis=1))
+    assert list(zip(distance, ids, strict=True)) == sorted(zip(distance, ids, strict=True))
+    assert (distance[:12] == 0).all()
+    second = [k for k, i in enumerate(ids) if where[i] == places[12]]
+    assert second == list(range(second[0], second[0] + 7))  # 7 in a row: a page ends inside
+    # Pages 1 and 2 end inside the first stack: the cursor is (distance, id).
+    assert parse_qs(urlsplit(_link(pages[0], "next")["href"]).query)["after"] == [f"0.0:{ids[4]}"]
+
+
+@pytest.mark.parametrize("after", ["abc", "12", "-1.0:3", "nan:3", "0.5:x", "inf:1"])
+def test_a_malformed_nearest_cursor_is_a_400(client, keys, after):
+    response = client.get(
+        "/collections/incidents/items",
+        params={"bbox": ",".join(map(str, NEAR_BOX)), "after": after},
+        headers=auth(keys["analyst"]),
+    )
+    assert response.status_code == 400
+    assert "after" in _problem(response)["detail"]
+
+
 def test_bbox_is_exact_on_its_edges(client, keys, db, incidents):
     """A point on the box's west edge is in the box; 1 ulp further east, it is out. The
     spatial index alone (``&&`` on float boxes) would take it too: the exact test decides."""
@@ -590,7 +651,9 @@ def test_bbox_crs_epsg_4326_is_lat_lon_and_3857_is_metres(client, keys, db, inci
     metres = _items(
         client, analyst, **_ours(bbox=f"{x0},{y0},{x1},{y1}", **{"bbox-crs": f"{EPSG}3857"})
     )
-    assert [f["id"] for f in metres["features"]] == expected
+    # The same features; nearest first from the box's centre in its own CRS, so in an
+    # order of their own (the middle of a 3857 box is not the middle of its 4326 one).
+    assert sorted(f["id"] for f in metres["features"]) == sorted(expected)
     assert len(expected) == _count(db, _SQL_BOX, CITY_BOX)
     bad = client.get(
         "/collections/units-1/items", params={"bbox": "0,0,1,1", "bbox-crs": f"{EPSG}2154"}
