@@ -15,15 +15,17 @@ from app.settings import Settings
 from app.sql import keys as keys_sql
 
 
-def get_settings(request: Request) -> Settings:
+# Coroutines, though they do not await: FastAPI runs a plain ``def`` dependency in its
+# thread pool, and each such hop cost more than a sparse tile (``bench/serving.py``).
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     return request.app.state.engine
 
 
-def get_reader(request: Request) -> AsyncEngine:
+async def get_reader(request: Request) -> AsyncEngine:
     """The same pool in autocommit, for the many small reads of tiles and pages: no
     BEGIN and ROLLBACK round trips around each query."""
     return request.app.state.reader

@@ -11,13 +11,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 
 from app.crs import CRS84, OutputCrs, parse_crs, supported_uris
 from app.db import driver_connection, driver_statement
-from app.deps import PrincipalDep, ReaderDep, SettingsDep, _bearer, get_principal
+from app.deps import PrincipalDep, ReaderDep, SettingsDep
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.filters import feature_id as _feature_id
 from app.filters import layer_conditions, nearest_cursor, request_bbox
@@ -57,23 +56,11 @@ CONFORMANCE = [
 _COLLECTION_ID = r"^[A-Za-z0-9_-]+$"
 
 
-# Dependencies of the tile and items routes are coroutines: FastAPI runs a plain ``def``
-# dependency in its thread pool, and each such hop cost more than a sparse tile
-# (``bench/serving.py``, profiled).
 async def get_catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-async def get_caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """:func:`app.deps.get_principal` without its thread-pool engine dependency."""
-    return await get_principal(request, request.app.state.engine, credentials)
-
-
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
-CallerDep = Annotated[Principal, Depends(get_caller)]
 
 
 def visible_fields(layer: Layer, who: Principal) -> list[str]:
@@ -282,7 +269,7 @@ async def items(
     request: Request,
     collection_id: CollectionId,
     catalog: CatalogDep,
-    who: CallerDep,
+    who: PrincipalDep,
     limit: Annotated[
         int | None, Query(ge=1, description="page size; above the maximum it is clamped")
     ] = None,

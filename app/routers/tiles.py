@@ -16,7 +16,6 @@ from fastapi import APIRouter, Path, Request, Response
 from app.deps import PrincipalDep, ReaderDep, SettingsDep
 from app.links import absolute
 from app.routers.features import (
-    CallerDep,
     CatalogDep,
     CollectionId,
     readable_layer,
@@ -58,7 +57,7 @@ async def xyz_tile(
     z: Zoom,
     x: Column,
     y: Column,
-    who: CallerDep,
+    who: PrincipalDep,
 ) -> Response:
     return await _tile(request, layer_id, z, x, y, who)
 
@@ -75,7 +74,7 @@ async def ogc_tile(
     z: Zoom,
     y: Column,
     x: Column,
-    who: CallerDep,
+    who: PrincipalDep,
 ) -> Response:
     return await _tile(request, collection_id, z, x, y, who)
 
