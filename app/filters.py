@@ -115,20 +115,23 @@ def feature_id(layer: Layer, value: str, *, cursor: bool = False) -> Any:
     return int(value) if layer.id_type == "integer" else value
 
 
-def nearest_cursor(layer: Layer, value: str) -> tuple[float, Any]:
-    """The ``after`` cursor of a page read nearest first: ``distance:id``, as a next link
-    wrote it (``app.routers.features.cursor_text``)."""
-    distance, colon, fid = value.partition(":")
+def nearest_cursor(layer: Layer, value: str) -> tuple[tuple[float, Any], Any]:
+    """The ``after`` cursor of a bbox page of points, as a next link wrote it
+    (``app.routers.features``): the first page's last row, ``distance:id``, and from the
+    third page on the last id read since, ``distance:id:id``."""
+    distance, *ids = value.split(":")
     try:
         position = float(distance)
     except ValueError:
         position = math.nan
-    if not colon or not math.isfinite(position) or position < 0:
+    if len(ids) not in (1, 2) or not math.isfinite(position) or position < 0:
         raise InvalidQuery(
-            "after must be the cursor of a next link: with a bbox, pages of "
-            f"{layer.id} come nearest the box's centre first, and after is distance:id"
+            "after must be the cursor of a next link: with a bbox, the first page of "
+            f"{layer.id} holds the features nearest the box's centre, and after is "
+            "distance:id or distance:id:id"
         )
-    return position, feature_id(layer, fid, cursor=True)
+    edge = (position, feature_id(layer, ids[0], cursor=True))
+    return edge, feature_id(layer, ids[1], cursor=True) if len(ids) == 2 else None
 
 
 def check_text(q: Mapping[str, str]) -> None:

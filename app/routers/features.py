@@ -291,13 +291,17 @@ async def items(
     layer = await readable_layer(catalog, collection_id, who)
     out = parse_crs(crs, settings.territory.projected_crs)
     page_size = min(limit or settings.api.default_limit, settings.api.max_limit)
-    # A bbox page of points comes nearest the box's centre first (sql.select_nearest_items).
+    # The first page of a bbox of points holds the features nearest the box's centre
+    # (sql.select_nearest_items); the next pages hold the rest of the box in id order.
     box = request_bbox(request.query_params, settings)
-    nearest = box is not None and layer.geometry_type == "Point"
+    centre = sql.bbox_centre(*box) if box is not None and layer.geometry_type == "Point" else None
+    edge = cursor = None
+    if after is not None and centre is not None:
+        edge, cursor = nearest_cursor(layer, after)
+    elif after is not None:
+        cursor = _feature_id(layer, after, cursor=True)
+    nearest = centre is not None and edge is None
     conditions = layer_conditions(request.query_params, layer, settings, nearest_first=nearest)
-    cursor: Any = None
-    if after is not None:
-        cursor = nearest_cursor(layer, after) if nearest else _feature_id(layer, after, cursor=True)
     filters = _filters_key(request)
     first = False
     if nearest:
@@ -312,19 +316,16 @@ async def items(
         )
     visible = visible_fields(layer, who)
     key = ("items", layer.id, catalog.version.value, filters, tuple(visible), out.uri, page_size)
-    key += (cursor is not None, first)
+    key += (nearest, edge is not None, cursor is not None, first)
+    late = _late(edge, cursor)
     if (statement := catalog.statements.get(key)) is None:
         if nearest:
             select = sql.select_nearest_items(
-                layer,
-                conditions,
-                out,
-                visible,
-                sql.bbox_centre(*box),
-                after=cursor,
-                limit=page_size,
+                layer, conditions, out, visible, centre, limit=page_size
             )
         else:
+            if edge is not None:
+                conditions = [*conditions, sql.beyond_nearest(layer, centre)]
             select = sql.select_items(
                 layer,
                 conditions,
@@ -334,20 +335,22 @@ async def items(
                 limit=page_size,
                 filter_first=first,
             )
-        statement = driver_statement(select, reader.dialect, **_late(cursor))
+        statement = driver_statement(select, reader.dialect, **late)
         catalog.statements.set(key, statement)
-    params = {**statement.params, **_late(cursor)}
-    body = _feature_collection(request, reader, statement.sql, params, page_size, matched)
+    # The next link: after the first page of a box its last row, then also the last id.
+    prefix = "" if edge is None else cursor_text(list(edge)) + ":"
+    body = _feature_collection(
+        request, reader, statement.sql, {**statement.params, **late}, page_size, matched, prefix
+    )
     return StreamingResponse(body, media_type=GEOJSON, headers=_crs_header(out))
 
 
-def _late(cursor: Any) -> dict[str, Any]:
-    """The cursor's bound parameters: an id, or a (distance, id) pair."""
-    if cursor is None:
-        return {}
-    if isinstance(cursor, tuple):
-        return {"after_distance": cursor[0], "after": cursor[1]}
-    return {"after": cursor}
+def _late(edge: tuple[float, Any] | None, cursor: Any) -> dict[str, Any]:
+    """The cursor's bound parameters: the first page's last row, the last id."""
+    late = {} if cursor is None else {"after": cursor}
+    if edge is not None:
+        late |= {"edge_distance": edge[0], "edge_id": edge[1]}
+    return late
 
 
 async def _count(catalog: Catalog, reader, layer: Layer, filters: tuple, conditions) -> int:
@@ -380,10 +383,12 @@ async def _feature_collection(
     params: dict,
     page_size: int,
     matched: int | asyncio.Task[int],
+    cursor_prefix: str = "",
 ) -> AsyncIterator[bytes]:
     """Stream a page: features as PostGIS wrote them, then the counts and links (only
     known at the end). No page is ever held in memory as Python objects. Each row is its
-    cursor (an id, or a distance and an id) and then its feature."""
+    cursor (an id, or a distance and an id), then its feature; ``cursor_prefix`` goes
+    before the last row's in the next link."""
     try:
         yield b'{"type":"FeatureCollection","features":['
         returned, last, has_more = 0, None, False
@@ -409,7 +414,8 @@ async def _feature_collection(
     path = request.url.path
     links = [{"href": absolute(request, path, same_query(request)), "rel": "self", "type": GEOJSON}]
     if has_more:
-        params = same_query(request, after=cursor_text(last), limit=page_size)
+        after = cursor_prefix + cursor_text(last)
+        params = same_query(request, after=after, limit=page_size)
         links.append({"href": absolute(request, path, params), "rel": "next", "type": GEOJSON})
     tail = {
         "numberMatched": matched,

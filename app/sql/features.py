@@ -3,10 +3,12 @@ with the filters of Parts 1 to 3 as bound conditions."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from pyproj import Transformer
 from sqlalchemy import (
     ColumnElement,
     Float,
@@ -95,11 +97,25 @@ def select_items(
     )
 
 
-def bbox_centre(bbox: tuple[float, float, float, float], srid: int) -> ColumnElement[Any]:
-    """The middle of the box (given in ``srid``, x/y order), in the storage SRID."""
+@functools.lru_cache(maxsize=16)
+def _to_lon_lat(srid: int) -> Transformer:
+    return Transformer.from_crs(srid, 4326, always_xy=True)
+
+
+def bbox_centre(bbox: tuple[float, float, float, float], srid: int) -> tuple[float, float]:
+    """The middle of the box (given in ``srid``, x/y order) as longitude and latitude."""
     west, south, east, north = bbox
-    centre = func.ST_SetSRID(func.ST_MakePoint((west + east) / 2, (south + north) / 2), srid)
-    return centre if srid == 4326 else func.ST_Transform(centre, 4326)
+    x, y = (west + east) / 2, (south + north) / 2
+    return (x, y) if srid == 4326 else _to_lon_lat(srid).transform(x, y)
+
+
+def squared_distance(layer: Layer, centre: tuple[float, float]) -> ColumnElement[float]:
+    """A point's squared distance from ``centre`` (degrees², planar), from its
+    coordinates: the same float whichever way the row is read, so that the first page's
+    order and the later pages' exclusion of it agree to the last bit."""
+    dx = func.ST_X(layer.geom) - literal(centre[0], Float)
+    dy = func.ST_Y(layer.geom) - literal(centre[1], Float)
+    return dx * dx + dy * dy
 
 
 def select_nearest_items(
@@ -107,43 +123,36 @@ def select_nearest_items(
     conditions: list[ColumnElement[bool]],
     out: OutputCrs,
     visible: Iterable[str],
-    centre: ColumnElement[Any],
+    centre: tuple[float, float],
     *,
-    after: tuple[float, Any] | None,
     limit: int,
 ) -> Select:
-    """``limit + 1`` point features nearest ``centre`` first, then by id, after the
-    cursor (distance, id); the extra row says a next page exists. Bbox pages of point
-    layers come in this order: the middle of a map view fills first, and a page reads
-    about ``limit`` rows, where a page in id order reads every row of the box to keep its
-    first ids (a dense z12 box: 77,000 rows, 40 ms against 20, ``bench/serving.py``).
+    """The first page of a bbox of points: the ``limit + 1`` features nearest ``centre``
+    (by squared distance, then id; the extra row says a next page exists). A map's first
+    page fills the middle of its view, and reads about ``limit`` rows, where the first
+    ids of a box are found only by reading every row of it (a dense z12 box: 77,000
+    rows, 40 ms against 20; ``bench/serving.py``). The next pages hold the rest of the box
+    in id order (``beyond_nearest``), as cheap as pages of a box always were.
 
     Two steps, because the spatial index gives rows by distance (KNN) but not by
     (distance, id), and points often share a place (incidents geocoded to one address):
-    the distance of the ``limit + 1``-th nearest row after the cursor, read along the
-    index; then every row within that distance, ordered by (distance, id). A page after
-    the cursor re-reads the rows before it (the index has no lower bound on distance), so
-    deep pages cost more: the last of 32 pages of a 32,000-point box took 150 ms.
-
-    The cursor is bound as ``after_distance`` and ``after`` (``driver_statement``'s late
-    parameters); ``conditions`` should hold the box's ``nearest_first`` condition."""
-    distance = layer.geom.op("<->", return_type=Float)(centre)
+    the largest squared distance among the ``limit + 1`` nearest rows, read along the
+    index; then every row within it, ordered. ``conditions`` should hold the box's
+    ``nearest_first`` condition."""
+    point = func.ST_SetSRID(func.ST_MakePoint(*centre), 4326)
+    distance = squared_distance(layer, centre)
     where = [*layer.where, *conditions]
-    if after is not None:
-        cursor = tuple_(
-            bindparam("after_distance", after[0], type_=Float),
-            bindparam("after", after[1], type_=layer.feature_id.type),
-        )
-        where.append(tuple_(distance, layer.feature_id) > cursor)
     nearest = (
         select(distance.label("distance"))
         .select_from(layer.source)
         .where(*where)
-        .order_by(distance)
+        .order_by(layer.geom.op("<->", return_type=Float)(point))
         .limit(limit + 1)
         .subquery("nearest")
     )
     edge = select(func.max(nearest.c.distance).label("distance")).cte("edge")
+    # The index's box, a hair wider than the edge: the exact test is the next condition.
+    reach = func.sqrt(edge.c.distance) * (1 + 1e-9)
     return (
         select(
             distance.label("distance"),
@@ -153,13 +162,20 @@ def select_nearest_items(
         .select_from(layer.source)
         .join(edge, true())
         .where(
-            *where,
-            layer.geom.op("&&")(func.ST_Expand(centre, edge.c.distance)),  # the index
-            distance <= edge.c.distance,  # the same float as the first step's
+            *where, layer.geom.op("&&")(func.ST_Expand(point, reach)), distance <= edge.c.distance
         )
         .order_by(distance, layer.feature_id)
         .limit(limit + 1)
     )
+
+
+def beyond_nearest(layer: Layer, centre: tuple[float, float]) -> ColumnElement[bool]:
+    """The features after the first page of ``select_nearest_items``, whose last row is
+    bound as ``edge_distance`` and ``edge_id`` (``driver_statement``'s late parameters)."""
+    edge = tuple_(
+        bindparam("edge_distance", type_=Float), bindparam("edge_id", type_=layer.feature_id.type)
+    )
+    return tuple_(squared_distance(layer, centre), layer.feature_id) > edge
 
 
 # Reading a row the filters select costs about half as much as reading one along the
