@@ -57,10 +57,10 @@ Servers, each a single uvicorn process on 127.0.0.1
   number of features of the same box, not the same features. Ours places tile points on
   the tile grid by formula, where the floor calls ``ST_AsMVTGeom`` (the standard way).
   The floor's tiles are points at every zoom; ours aggregates incidents below z12 (the
-  tables show the bytes, so the difference is visible). The floor is measured twice, right before tipg and right before ours, and
-  each server's ratio is taken against the floor of its moment: on a shared machine the
-  load drifts within a run (a floor measured minutes earlier once came out at 30 z14
-  tiles/s, against 79 in another run).
+  tables show the bytes, so the difference is visible). The floor is measured twice,
+  right before tipg and right before ours, and each server's ratio is taken against the
+  floor of its moment: on a shared machine the load drifts within a run (a floor
+  measured minutes earlier once came out at 30 z14 tiles/s, against 79 in another run).
 
 Load: an asyncio HTTP/1.1 keep-alive client (a few dozen lines below, much lighter than
 httpx, so that the client does not take the cores the server needs) with ``c`` workers
