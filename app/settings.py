@@ -7,6 +7,7 @@ A TOML file named by ``OBSERVATORY_CONFIG_FILE`` supplies a country's territory 
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -100,9 +101,25 @@ class AnalysisSettings(BaseModel):
 
 
 class PrivacySettings(BaseModel):
+    """What callers below analyst may ask of ``/stats`` (the public lattice,
+    ``app.services.lattice``) and what they get (``app.services.disclosure``)."""
+
     # Public statistics withhold counts below this (and every sensitive category), and
-    # never publish a perturbed count below it (app.services.disclosure).
+    # never publish a perturbed count below it.
     min_count: int = Field(default=5, ge=1)
+    # The published window: public tables cover the whole months, quarters or years
+    # inside it, never the data's first or last incident. None for the end: up to the
+    # start of the current month (local time), so only complete months are published.
+    published_from: date = date(2021, 1, 1)
+    published_to: date | None = None
+    # The only age groups a public table may break down or filter by.
+    age_groups: str = "0-14,15-29,30-44,45-64,65+"
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> PrivacySettings:
+        if self.published_to is not None and self.published_to <= self.published_from:
+            raise ValueError("privacy.published_to must be after privacy.published_from")
+        return self
 
 
 class Settings(BaseSettings):

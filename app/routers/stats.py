@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, time
+from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ from app.schemas.stats import (
     VALUE_COLUMNS,
     StatsTable,
 )
+from app.services import lattice
 from app.services import stats as service
 from app.sql.incidents import IncidentFilter
 
@@ -36,10 +37,12 @@ BY_ALIASES = {"sex": "victim_sex", "age": "age_group", "group": "category_group"
     "",
     response_model=StatsTable,
     summary="Counts and rates per 100,000 by unit x category x period x victim sex x age group",
-    description="Public. Without an analyst key, counts are perturbed (cell key method), "
-    "and counts below `privacy.min_count` (default 5), sensitive categories and the cells "
-    "that would let them be recomputed from a total are withheld (null, "
-    "`suppressed: true`).",
+    description="Public. Without an analyst key, only the tables of a fixed lattice answer "
+    "(units, one category or group, one sex, declared age groups, whole months, quarters "
+    "or years inside the published window; anything else is a 400 that says what may be "
+    "asked), counts are perturbed (cell key method), and counts below `privacy.min_count` "
+    "(default 5), sensitive categories and the cells that would let them be recomputed "
+    "from a total are withheld (null, `suppressed: true`).",
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def get_stats(
@@ -68,28 +71,35 @@ async def get_stats(
     category: Annotated[list[str] | None, Query(description="codes, comma-separated")] = None,
     occurred_from: Annotated[
         datetime | None,
-        Query(description="inclusive; local time without a zone; below analyst a whole day"),
+        Query(description="inclusive; local time if no zone; public: a period's first day"),
     ] = None,
     occurred_to: Annotated[
         datetime | None,
-        Query(description="exclusive; local time without a zone; below analyst a whole day"),
+        Query(description="exclusive; local time if no zone; public: a period's first day"),
     ] = None,
     victim_sex: Annotated[list[str] | None, Query(description="female, male, unknown")] = None,
     age_min: Annotated[int | None, Query(ge=0, le=120)] = None,
     age_max: Annotated[int | None, Query(ge=0, le=120)] = None,
     source: Annotated[list[str] | None, Query(description="reporting agencies")] = None,
     age_groups: Annotated[
-        str, Query(description="age groups for `by=age_group`, e.g. 0-14,15-29,65+")
-    ] = service.DEFAULT_AGE_GROUPS,
+        str | None,
+        Query(
+            description="age groups for `by=age_group`, e.g. 0-14,15-29,65+ (default: the "
+            "declared ones, `privacy.age_groups`; others need an analyst key)"
+        ),
+    ] = None,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
     # Dashboards ask for the same tables again and again: the answer is kept per worker
     # until the data change (public counts are perturbed deterministically, so the same).
     cache = app_cache(request.app.state, "stats")
+    public = not who.has("analyst")
     key = (
         request.app.state.data_version.value,
         tuple(sorted(request.query_params.multi_items())),
-        who.has("analyst"),
+        public,
+        # The published window moves on at the start of every month.
+        lattice.published_window(settings, "month") if public else None,
     )
     if (answer := cache.get(key)) is not None:
         return Response(answer[0], media_type=answer[1], headers=answer[2])
@@ -111,8 +121,6 @@ async def get_stats(
     # Times without a zone are local, as in imported files.
     tz = ZoneInfo(settings.territory.timezone)
     occurred_from, occurred_to = (_local(m, tz) for m in (occurred_from, occurred_to))
-    if not who.has("analyst"):
-        _check_whole_days(occurred_from, occurred_to, tz=tz)
     granularity, period_value, start, end = service.parse_period(
         period, settings.territory.timezone
     )
@@ -135,8 +143,10 @@ async def get_stats(
         by=tuple(dict.fromkeys(breakdowns)),
         period=granularity,
         period_value=period_value,
-        age_groups=service.parse_age_groups(age_groups),
+        age_groups=service.parse_age_groups(age_groups or settings.privacy.age_groups),
     )
+    if public:
+        query = lattice.restrict(query, settings, age_groups_given=age_groups is not None)
     table = await service.compute_stats(conn, settings, query, who)
     if format == "csv":
         answer = (
@@ -180,15 +190,3 @@ def _cell(value: object) -> object:
 
 def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
     return moment.replace(tzinfo=tz) if moment is not None and moment.tzinfo is None else moment
-
-
-def _check_whole_days(*moments: datetime | None, tz: ZoneInfo) -> None:
-    """Public windows start and end at local midnight: two windows an instant apart would
-    isolate one incident and its time (the perturbation of public counts blurs the count,
-    this keeps the time to the day)."""
-    for moment in moments:
-        if moment is not None and moment.astimezone(tz).time() != time(0):
-            raise InvalidParameter(
-                "without an analyst key, occurred_from and occurred_to are whole days "
-                f"(local midnight, {tz.key}): give dates such as 2024-03-01"
-            )

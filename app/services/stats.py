@@ -53,6 +53,8 @@ __all__ = [
 DEFAULT_AGE_GROUPS = "0-14,15-29,30-44,45-64,65+"
 # Largest table one request may build (units x breakdown combinations).
 MAX_ROWS = 250_000
+# The oldest age an import accepts (app.services.incident_rows).
+MAX_AGE = 120
 # Boundary files rarely share vertices exactly (Belize's districts do not): units closer
 # than this, in metres, are neighbours.
 SNAP_M = 10.0
@@ -241,11 +243,12 @@ async def compute_stats(
 
     weights = _weights(units, settings.territory.projected_crs)
     clamped = _add_rates(rows, len(units), weights)
-    notes.extend(_notes(rows, clamped, len(combos), weights))
-    for row in rows:
-        del row["_year"]
-    rows.sort(key=lambda r: r["unit_code"])  # stable: breakdowns keep their order
+    # A stratum is one combination of breakdowns: len(units) consecutive rows.
+    strata = [i // len(units) for i in range(len(rows))]
+    years = [row.pop("_year") for row in rows]
     true_counts = [row.pop("_count") for row in rows]
+    # By unit, then the breakdowns in their order (a stable sort).
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["unit_code"])
 
     f = query.filters
     parameters = StatsParameters(
@@ -274,15 +277,21 @@ async def compute_stats(
         },
         sensitive_categories=sorted(sensitive),
     )
-    table = StatsTable(rows=[StatsRow(**r) for r in rows], parameters=parameters, notes=notes)
-    return release(
+    table = StatsTable(rows=[StatsRow(**rows[i]) for i in order], parameters=parameters, notes=[])
+    released = release(
         table,
         who,
-        true_counts,
+        [true_counts[i] for i in order],
         vocabulary=vocabulary,
         sensitive=sensitive,
         threshold=settings.privacy.min_count,
     )
+    # Notes are written from what the caller sees: one about the rates of a breakdown
+    # whose counts are withheld would tell something of those counts.
+    hidden = {strata[i] for i, row in zip(order, released.rows, strict=True) if row.suppressed}
+    shown_clamped = sum(flag for stratum, flag in enumerate(clamped) if stratum not in hidden)
+    notes += _notes(rows, years, shown_clamped, len(combos) - len(hidden), weights)
+    return released.model_copy(update={"notes": [*notes, *released.notes]})
 
 
 def release(
@@ -359,13 +368,13 @@ def _combinations(
     observed = {key[1:] for key in counts}
     dims: list[list[tuple]] = []
     index = {b: i for i, b in enumerate(by)}
+    # Rows come from the request and the vocabulary, never from the data: a row that
+    # appeared only where an incident matched would tell that one exists.
     if "category" in index:
-        codes = sorted(f.categories or {k[index["category"]] for k in observed})
+        codes = sorted(f.categories or vocabulary)
         dims.append([(c, vocabulary[c]) if "category_group" in index else (c,) for c in codes])
     elif "category_group" in index:
-        groups = {vocabulary[c] for c in f.categories} or {
-            k[index["category_group"]] for k in observed
-        }
+        groups = {vocabulary[c] for c in f.categories} or set(vocabulary.values())
         dims.append([(g,) for g in sorted(groups)])
     if "period" in index:
         dims.append(
@@ -376,16 +385,27 @@ def _combinations(
             [(s,) for s in ("female", "male", "unknown") if not f.victim_sex or s in f.victim_sex]
         )
     if "age_group" in index:
-        seen = {k[index["age_group"]] for k in observed}
         labels = [
             g.label
             for g in query.age_groups
             if (f.age_max is None or g.first <= f.age_max)
             and (f.age_min is None or g.last is None or g.last >= f.age_min)
         ]
-        labels += [extra for extra in (sql.OTHER_AGE, sql.UNKNOWN) if extra in seen]
+        if _uncovered_ages(query.age_groups, f.age_min, f.age_max):
+            labels.append(sql.OTHER_AGE)
+        if f.age_min is None and f.age_max is None:  # an age filter leaves unknown ages out
+            labels.append(sql.UNKNOWN)
         dims.append([(a,) for a in labels])
     return [tuple(itertools.chain.from_iterable(parts)) for parts in itertools.product(*dims)]
+
+
+def _uncovered_ages(groups: Sequence[AgeGroup], age_min: int | None, age_max: int | None) -> bool:
+    """Whether an age the filter admits falls in no group (the ``other`` row)."""
+    admitted = range(age_min or 0, (MAX_AGE if age_max is None else age_max) + 1)
+    return any(
+        not any(g.first <= age and (g.last is None or age <= g.last) for g in groups)
+        for age in admitted
+    )
 
 
 def _periods(
@@ -493,11 +513,11 @@ def _contiguity(codes: tuple[str, ...], geometries: tuple, crs: str) -> _Weights
     return _Weights(built.w, [i for i, nb in enumerate(neighbours) if not nb])
 
 
-def _add_rates(rows: list[dict], n_units: int, weights: _Weights | None) -> int:
+def _add_rates(rows: list[dict], n_units: int, weights: _Weights | None) -> list[bool]:
     """Add rate, EB rates, RSE and the unstable flag to rows (a stratum = ``n_units``
-    consecutive rows, one per unit). Returns how many strata had their between-area
-    variance clamped to 0."""
-    clamped = 0
+    consecutive rows, one per unit). Returns, per stratum, whether its between-area
+    variance was clamped to 0."""
+    clamped = []
     for start in range(0, len(rows), n_units):
         stratum = rows[start : start + n_units]
         e = np.array([r["count"] for r in stratum], dtype=float)
@@ -508,7 +528,7 @@ def _add_rates(rows: list[dict], n_units: int, weights: _Weights | None) -> int:
             rates.empirical_bayes(e, b, w=weights.w) if weights is not None else crude.copy()
         )
         variance = rates.between_area_variance(e, b)
-        clamped += bool(np.isfinite(variance) and variance < 0)
+        clamped.append(bool(np.isfinite(variance) and variance < 0))
         rse = rates.poisson_rse(e)
         for i, r in enumerate(stratum):
             r["rate"] = _number(crude[i])
@@ -523,7 +543,9 @@ def _number(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _notes(rows: list[dict], clamped: int, strata: int, weights: _Weights | None) -> list[str]:
+def _notes(
+    rows: list[dict], years: list[int], clamped: int, strata: int, weights: _Weights | None
+) -> list[str]:
     notes = [
         "Counts are incidents (not victims). Rates are per 100,000 population of the "
         "matching sex and age group; rse = 1/sqrt(count) (Poisson); unstable = fewer than "
@@ -541,13 +563,13 @@ def _notes(rows: list[dict], clamped: int, strata: int, weights: _Weights | None
         )
     used: dict[tuple, int] = defaultdict(int)
     off_year = missing = 0
-    for r in rows:
+    for r, year in zip(rows, years, strict=True):
         if r["population"] is None:
             missing += 1
             continue
         used[(r["population_year"], r["population_sex"], r["population_age_group"],
               r["population_source"])] += 1  # fmt: skip
-        off_year += r["population_year"] != r["_year"]
+        off_year += r["population_year"] != year
     for (year, sex, age, source), n in sorted(used.items(), key=lambda kv: str(kv[0])):
         notes.append(
             f"Population {year}, sex {sex}, age group {age} ({source or 'no source given'}): "
