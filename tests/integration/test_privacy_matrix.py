@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -23,16 +24,20 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import geopandas as gpd
 import mapbox_vector_tile
 import openpyxl
 import psycopg
 import pytest
 from starlette.routing import Mount
 
+from app.services.demo_incidents import generate_incidents
 from app.services.disclosure import NOISE, THRESHOLD
+from app.services.imports import import_frame
+from app.services.incident_rows import ReadOptions
 from app.services.indexes import load_default_definitions
 from app.services.tables import load_demo_population
-from tests.conftest import auth, call_service
+from tests.conftest import BELIZE, auth, call_service
 from tests.integration.helpers import import_csv
 
 SOURCE = "privacy-matrix"
@@ -458,7 +463,7 @@ def _public_requests(client, key, world) -> list[tuple[str, dict, dict, dict]]:
         add((f"/indexes/{code}", {}, {}, definition))
         add((f"/indexes/{code}/periods", {}, {}, {}))
         for fmt in ("json", "csv", "xlsx"):
-            params = {"index": code, "period": "2024", "runs": 50, "format": fmt}
+            params = {"index": code, "period": "2024", "format": fmt}
             add(("/rankings", params, {}, {"index": True}))
     stats = {"aggregate_sex": True}
     for params in _stats_variants():
@@ -502,19 +507,27 @@ def _public_requests(client, key, world) -> list[tuple[str, dict, dict, dict]]:
 
 
 def _stats_variants() -> list[dict]:
-    own = {"source": SOURCE, "period": "2024"}
+    """Public tables across the lattice (app.services.lattice): no source filter, so they
+    count every module's incidents; the analyst's table of the same query is the truth."""
+    year = {"period": "2024"}
     return [
-        {**own, "by": "category"},
-        {**own, "by": ["category", "victim_sex"]},
-        {**own, "by": ["category", "age_group"]},
-        {**own, "by": "category_group"},
-        {**own, "by": "victim_sex"},
-        {**own, "by": "victim_sex", "category": "theft,burglary,robbery,assault,homicide"},
-        {**own},
-        {**own, "level": 0, "by": "category"},
-        {**own, "unit": ["BZ-CY", "BZ-OW"], "by": "category"},
-        {"source": SOURCE, "period": "month", "by": "category"},
-        {"period": "2024", "by": "category"},  # every source: the invariants still hold
+        {**year, "by": "category"},
+        {**year, "by": ["category", "victim_sex"]},
+        {**year, "by": ["category", "age_group"]},
+        {**year, "by": "category_group"},
+        {**year, "by": "victim_sex"},
+        {**year, "by": "victim_sex", "category": "theft"},
+        {**year, "by": "age_group", "category": "assault", "victim_sex": "female"},
+        {**year},
+        {**year, "level": 0, "by": "category"},
+        {**year, "unit": ["BZ-CY", "BZ-OW"], "by": "category"},
+        {"period": "2024-Q2", "by": "category", "age_min": 15, "age_max": 29},
+        {
+            "period": "month",
+            "by": ["period", "category"],
+            "occurred_from": "2024-01-01",
+            "occurred_to": "2025-01-01",
+        },
     ]
 
 
@@ -619,6 +632,8 @@ def _no_cell_recomputable(client, params, rows, dims, analyst, totals_key=None) 
         margins.append(("unit_code", {**params, "level": 0}))  # the districts' country
     for dim, margin in margins:
         response = client.get("/stats", params=margin, headers=auth(totals_key))
+        if response.status_code == 400 and totals_key is None:
+            continue  # outside the public lattice (a total over several periods)
         assert response.status_code == 200, response.text
         for r in response.json()["rows"]:
             others = tuple(r.get(d) for d in dims if d != dim)
@@ -707,7 +722,7 @@ def test_rankings_show_no_contribution_of_a_sensitive_indicator(client, keys, wo
             if set((i["source"].get("incidents") or {}).get("categories") or ()) & SENSITIVE
         }
         assert sensitive
-        params = {"index": code, "period": "2024", "runs": 50}
+        params = {"index": code, "period": "2024"}
         response = client.get("/rankings", params=params, headers=headers)
         if response.status_code == 422 and "is constant" in response.json()["detail"]:
             continue  # no result for this index with the other modules' data
@@ -816,22 +831,154 @@ def _differences(client, key, days: list[date]) -> list[int]:
 
 
 @pytest.mark.parametrize("role", ROLES_BELOW_ANALYST)
-def test_two_public_windows_give_away_one_incident_only_by_chance(client, keys, thefts, role):
-    # Each difference isolates one theft. Published counts are perturbed (cell key
-    # method), so the attack recovers "1" only when the three noises cancel out: about
-    # 1 time in 5 (NOISE); an attacker cannot tell which times those are.
-    differences = _differences(client, _key(keys, role), thefts)
-    assert len(differences) == 50
-    exact = differences.count(1)
-    assert exact < len(differences) / 2, f"{exact} of {len(differences)}: {differences}"
-    assert len(set(differences)) >= 3 and all(-5 <= d <= 7 for d in differences)
-    # Public windows are whole local days, so no window isolates an incident's time.
-    params = {"category": "theft", "occurred_to": "2024-03-05T10:30:00-06:00"}
-    response = client.get("/stats", params=params, headers=auth(_key(keys, role)))
-    assert response.status_code == 422 and "whole days" in response.json()["detail"]
+def test_the_differencing_windows_get_no_public_answer(client, keys, thefts, role):
+    """The attack above needs windows that end on any day: a public table covers whole
+    periods only, so every one of its windows is refused, saying what may be asked."""
+    key = _key(keys, role)
+    base = {"category": "theft", "unit": "BZ-CY", "period": "year", "by": "period"}
+    for day in thefts[THRESHOLD : THRESHOLD + 5]:
+        for bounds in (
+            {"occurred_from": "2024-01-01", "occurred_to": day.isoformat()},
+            {"occurred_from": (day + timedelta(days=1)).isoformat(), "occurred_to": "2025-01-01"},
+        ):
+            response = client.get("/stats", params={**base, **bounds}, headers=auth(key))
+            assert response.status_code == 400, (bounds, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            detail = response.json()["detail"]
+            assert "must be the first day of a year" in detail
+            assert "Without an analyst key, /stats answers these tables" in detail
+    # An instant inside a day is no better.
+    params = {**base, "occurred_to": "2024-03-05T10:30:00-06:00"}
+    assert client.get("/stats", params=params, headers=auth(key)).status_code == 400
+    # The whole periods themselves answer.
+    year = {"occurred_from": "2024-01-01", "occurred_to": "2025-01-01"}
+    whole = client.get("/stats", params={**base, **year}, headers=auth(key))
+    assert whole.status_code == 200 and [r["period"] for r in whole.json()["rows"]] == ["2024"]
 
 
 def test_the_differencing_attack_works_on_exact_counts(client, keys, thefts):
     """The analyst sees exact counts: there the same attack finds every theft, so the
     public test above would see a leak if public counts were exact."""
     assert _differences(client, keys["analyst"], thefts) == [1] * 50
+
+
+# --- the attacks of issue 13, replayed by a public caller ------------------------------------
+
+# "Is there a sexual-violence incident against a 4-year-old girl in Toledo on 5 January?"
+ROW_PRESENCE = {
+    "unit": "BZ-TOL",
+    "by": "category",
+    "occurred_from": "2024-01-05",
+    "occurred_to": "2024-01-06",
+    "victim_sex": "female",
+    "age_min": 4,
+    "age_max": 4,
+}
+
+
+def _row_keys(body: dict) -> list[tuple]:
+    columns = ("category", "category_group", "period", "victim_sex", "age_group")
+    return [tuple(r.get(c) for c in columns) for r in body["rows"]]
+
+
+@pytest.mark.parametrize("role", ROLES_BELOW_ANALYST)
+def test_the_row_presence_attack_gets_no_answer(client, keys, world, role):
+    key = _key(keys, role)
+    response = client.get("/stats", params=ROW_PRESENCE, headers=auth(key))
+    assert response.status_code == 400, response.text
+    # Each step of the bisection is outside the lattice too: a day, a year of age, a source.
+    month = {"unit": "BZ-TOL", "by": "category", "period": "2024-01"}
+    for step in ({"occurred_from": "2024-01-05"}, {"age_min": 4, "age_max": 4}, {"source": SOURCE}):
+        assert client.get("/stats", params={**month, **step}, headers=auth(key)).status_code == 400
+    # Inside the lattice a table's rows follow from the request alone: a district with one
+    # incident in the seed and one with dozens list the same rows, every category and
+    # every declared age group (and unknown ages).
+    by = {"by": ["category", "age_group"], "period": "2024-01", "victim_sex": "female"}
+    shapes = [
+        _row_keys(client.get("/stats", params={**by, "unit": u}, headers=auth(key)).json())
+        for u in ("BZ-TOL", "BZ-CY")
+    ]
+    assert shapes[0] == shapes[1]
+    assert {k[0] for k in shapes[0]} == set(GROUPS)
+    assert {k[4] for k in shapes[0]} == {"0-14", "15-29", "30-44", "45-64", "65+", "unknown"}
+
+
+# The averaging attack: "homicide plus a set of other categories" minus "the same set".
+OPEN_CATEGORIES = ("theft", "burglary", "robbery", "assault", "shooting", "road_traffic_death")
+
+
+@pytest.fixture(scope="module")
+def busy_year(base_data, db_url):
+    """2,000 synthetic incidents in 2023 (their own source): enough released cells to see
+    the noise's spread."""
+    districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson").rename(
+        columns={"iso_3166_2": "code", "district": "name"}
+    )
+    frame = generate_incidents(districts, n=2_000, years=1, end_year=2023, seed=13)
+    frame = frame.assign(source=NOISE_SOURCE).astype(object).where(frame.notna(), "")
+    frame = frame.astype(str).replace({"nan": "", "<NA>": "", "None": ""})
+    report = call_service(
+        base_data,
+        lambda e: import_frame(
+            e, base_data, frame, ReadOptions(), actor="tests", filename="n.csv", fmt="csv"
+        ),
+    )
+    assert report.inserted == 2_000
+    yield
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM incident WHERE source = %s", (NOISE_SOURCE,))
+
+
+NOISE_SOURCE = "privacy-noise"
+
+
+@pytest.mark.parametrize("role", ROLES_BELOW_ANALYST)
+def test_the_averaging_attack_cannot_beat_the_noise(client, keys, world, busy_year, role):
+    key = _key(keys, role)
+    sets = [
+        list(s)
+        for n in range(1, len(OPEN_CATEGORIES) + 1)
+        for s in itertools.combinations(OPEN_CATEGORIES, n)
+    ][:48]
+    base = {"unit": "BZ-CY", "period": "2024"}
+    for others in sets:
+        with_homicide = {**base, "category": ",".join(["homicide", *others])}
+        response = client.get("/stats", params=with_homicide, headers=auth(key))
+        assert response.status_code == 400, (others, response.text)
+        assert "several categories" in response.json()["detail"]
+    # One cell however the table is written: one published value, so there is nothing to
+    # average (the noise is drawn once per record set and data version).
+    cell = ("BZ-CY", "theft", "2024")
+    spellings = [
+        {"unit": "BZ-CY", "category": "theft", "period": "2024"},
+        {"level": 1, "category": "theft", "period": "2024"},
+        {"level": 1, "by": "category", "period": "2024"},
+        {"unit": ["BZ-OW", "BZ-CY"], "by": ["category", "category_group"], "period": "2024"},
+        {"unit": "BZ-CY", "category": "THEFT", "period": "year", "by": "period",
+         "occurred_from": "2024-01-01", "occurred_to": "2025-01-01"},
+        {"unit": "BZ-CY", "by": "category", "group": "period", "occurred_from": "2023-01-01"},
+    ]  # fmt: skip
+    values = []
+    for params in spellings:
+        body = client.get("/stats", params=params, headers=auth(key)).json()
+        rows = [
+            r
+            for r in body["rows"]
+            if (r["unit_code"], r.get("category", "theft"), r.get("period", "2024")) == cell
+        ]
+        assert len(rows) == 1, (params, body)
+        values.append(rows[0]["count"])
+    # (A table may withhold the cell to protect another one of its lines: null there.)
+    shown = set(values) - {None}
+    assert len(shown) == 1 and values.count(None) <= 2, values
+    # Across the released cells the published counts keep the noise's spread around the
+    # truth: the attacker's best estimate of a cell is its one published count.
+    table = {"level": 1, "by": ["category", "period"], "period": "quarter"}
+    table |= {"occurred_from": "2023-01-01", "occurred_to": "2024-01-01"}
+    public = client.get("/stats", params=table, headers=auth(key)).json()["rows"]
+    truth = client.get("/stats", params=table, headers=auth(keys["analyst"])).json()["rows"]
+    errors = [
+        p["count"] - t["count"] for p, t in zip(public, truth, strict=True) if not p["suppressed"]
+    ]
+    assert len(errors) >= 20, errors
+    assert len(set(errors)) >= 3 and sum(e != 0 for e in errors) >= 0.3 * len(errors), errors
