@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import date
 
 import geopandas as gpd
 import pytest
@@ -156,3 +157,73 @@ def test_the_map_page_and_its_static_files(client):
                  "/static/js/map.js", "/static/js/api.js", "/static/css/pages.css"):  # fmt: skip
         assert client.get(path).status_code == 200, path
     assert "/map" not in client.get("/openapi.json").json()["paths"]
+
+
+# --- the public lattice (app.services.lattice) ----------------------------------------------
+
+OUTSIDE_THE_LATTICE = [
+    ({"period": "2024", "source": SOURCE}, "source filters"),
+    ({"period": "2024", "category": "theft,burglary"}, "several categories"),
+    ({"period": "2024", "victim_sex": "female,male"}, "several victim sexes"),
+    ({"period": "2024", "age_min": 4, "age_max": 4}, "one declared age group"),
+    ({"period": "2024", "age_min": 15}, "one declared age group"),
+    ({"period": "2024", "by": "age_group", "age_groups": "0-17,18+"}, "declared ones"),
+    ({"by": "category"}, "whole periods"),
+    ({"occurred_from": "2024-01-01", "occurred_to": "2025-01-01"}, "whole periods"),
+    ({"by": "period", "period": "month", "occurred_from": "2024-01-05"}, "first day of a month"),
+    ({"by": "period", "period": "quarter", "occurred_to": "2024-02-01"}, "first day of a quarter"),
+    ({"period": "2024-03", "occurred_from": "2024-03-05"}, "first day of a month"),
+    ({"period": "2019"}, "outside the published window"),
+]
+
+
+@pytest.mark.parametrize(("params", "reason"), OUTSIDE_THE_LATTICE)
+def test_public_queries_outside_the_lattice_are_refused(client, keys, public_data, params, reason):
+    for key in (None, keys["viewer"]):
+        response = client.get("/stats", params=params, headers=auth(key))
+        assert response.status_code == 400, (params, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert reason in body["detail"], body["detail"]
+        # The refusal says what may be asked instead, and the published window.
+        assert "Without an analyst key, /stats answers these tables" in body["detail"]
+        assert body["published_from"] == "2021-01-01"
+    if reason != "outside the published window":
+        analyst = client.get("/stats", params=params, headers=auth(keys["analyst"]))
+        assert analyst.status_code == 200, (params, analyst.text)
+
+
+def test_declared_age_groups_are_public(client, public_data):
+    for params in ({"age_min": 15, "age_max": 29}, {"age_max": 14}, {"age_min": 65}):
+        response = client.get("/stats", params={"period": "2024", "by": "age_group", **params})
+        assert response.status_code == 200, (params, response.text)
+        groups = {r["age_group"] for r in response.json()["rows"]}
+        assert len(groups) == 1 and "unknown" not in groups, (params, groups)
+
+
+def test_the_published_window_not_the_data_bounds_public_periods(keys, public_data):
+    """Open bounds run over the published window's whole periods, wherever the first and
+    last incidents are; the analyst's open bounds still follow the data."""
+    window = {"published_from": date(2023, 4, 1), "published_to": date(2024, 7, 15)}
+    settings = public_data.model_copy(
+        update={"privacy": public_data.privacy.model_copy(update=window)}
+    )
+
+    def periods(client, key=None, **params):
+        response = client.get("/stats", params={"level": 0, **params}, headers=auth(key))
+        assert response.status_code == 200, response.text
+        return [r["period"] for r in response.json()["rows"]]
+
+    with TestClient(create_app(settings)) as c:
+        months = periods(c, by="period", period="month")
+        assert months[0] == "2023-04" and months[-1] == "2024-06" and len(months) == 15
+        assert periods(c, by="period", period="quarter") == [
+            "2023-Q2", "2023-Q3", "2023-Q4", "2024-Q1", "2024-Q2"
+        ]  # fmt: skip
+        clipped = periods(c, by="period", period="month", occurred_from="2024-05-01")
+        assert clipped == ["2024-05", "2024-06"]
+        # No whole year lies inside the window.
+        refused = c.get("/stats", params={"by": "period", "period": "year"})
+        assert refused.status_code == 400 and "outside" in refused.json()["detail"]
+        # The analyst is not bound by the published window.
+        assert "2024-07" in periods(c, keys["analyst"], by="period", period="month")
