@@ -204,7 +204,7 @@ def build_plan(base: str, analyst: dict[str, str], url: str, seed: int) -> Plan:
     z12 = sorted({tile_of(lon, lat, 12) for lon, lat in points[:200]})
     z13 = sorted({tile_of(lon, lat, 13) for lon, lat in points[:200]})
     public_items = ["/collections/units-1/items?limit=6",
-                    "/collections/units-1/items?limit=2&offset=2"]  # fmt: skip
+                    "/collections/units-1/items?limit=2"]  # fmt: skip
     for layer in hotspots[-1:]:
         public_items += [
             f"/collections/{layer}/items?limit=200&bbox={bbox_text(tile_bounds(*t))}"
@@ -215,10 +215,11 @@ def build_plan(base: str, analyst: dict[str, str], url: str, seed: int) -> Plan:
         for t in z13[:40]
     ]
     stats = [
-        "/stats?level=1&by=category&period=year",
+        # Tables of the public lattice (app.services.lattice): every caller may ask them.
+        "/stats?level=1&by=category&by=period&period=year",
         "/stats?level=1&by=victim_sex&by=age_group&period=2024",
-        "/stats?level=1&by=category_group&period=quarter",
-        "/stats?unit=BZ-BZ&by=category&period=month",
+        "/stats?level=1&by=category_group&by=period&period=quarter",
+        "/stats?unit=BZ-BZ&by=category&by=period&period=month",
     ]
     rankings = [f"/rankings?index={index}&period={period}"]
     return Plan(
