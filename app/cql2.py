@@ -190,8 +190,10 @@ def to_condition(
     node: ast.Node, fields: dict[str, ColumnElement[Any]], crs: OutputCrs
 ) -> ColumnElement[bool]:
     """The filter as a SQL condition on ``fields`` (property name → column expression),
-    its geometry literals read in ``crs``."""
-    if unknown := sorted(_attributes(node) - fields.keys()):
+    its geometry literals read in ``crs``. ``fields`` are the properties this caller may
+    filter on (``app.access.queryable_fields``), never more: the caller checks the names
+    first (``app.filters``) so that its answer is the same for every refused name."""
+    if unknown := sorted(properties(node) - fields.keys()):
         raise InvalidFilter(
             f"unknown property {', '.join(unknown)}; the collection's queryables list the "
             f"properties a filter may use: {', '.join(sorted(fields))}"
@@ -205,7 +207,7 @@ def to_condition(
         raise InvalidFilter(f"unsupported filter: {exc}") from None
 
 
-def _attributes(node: Any) -> set[str]:
+def properties(node: Any) -> set[str]:
     """Names of every property the filter refers to."""
     if isinstance(node, ast.Attribute):
         return {node.name}
@@ -213,7 +215,7 @@ def _attributes(node: Any) -> set[str]:
     if isinstance(node, ast.Node):
         for value in vars(node).values():
             for item in value if isinstance(value, list) else [value]:
-                found |= _attributes(item)
+                found |= properties(item)
     return found
 
 

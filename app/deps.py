@@ -1,16 +1,18 @@
-"""FastAPI dependencies: settings, a connection in a transaction, the caller and its role."""
+"""FastAPI dependencies: settings, the layer catalog, a connection in a transaction, the
+caller and its role."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import security
 from app.errors import Forbidden, Unauthorized
+from app.services.catalog import Catalog
 from app.settings import Settings
 from app.sql import keys as keys_sql
 
@@ -31,9 +33,16 @@ async def get_reader(request: Request) -> AsyncEngine:
     return request.app.state.reader
 
 
+async def get_catalog(request: Request) -> Catalog:
+    return request.app.state.catalog
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 ReaderDep = Annotated[AsyncEngine, Depends(get_reader)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+# A layer id in a path (collections, tiles, styles): letters, digits, '_' and '-'.
+CollectionId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]+$", description="e.g. units-1")]
 
 _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer obs_…`")
 

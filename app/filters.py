@@ -1,6 +1,10 @@
 """The filters every layer request accepts, features and tiles alike: ``bbox`` (with
-``bbox-crs``), ``datetime``, equality on any queryable property, and CQL2 ``filter``
-(with ``filter-lang`` and ``filter-crs``), parsed into bound SQL conditions."""
+``bbox-crs``), ``datetime``, equality on a queryable property, and CQL2 ``filter``
+(with ``filter-lang`` and ``filter-crs``), parsed into bound SQL conditions.
+
+Properties are those the caller may filter on (``app.access.queryable_fields``): a
+filter on any other name, a field withheld from this caller or no field at all, is the
+same 400 (:func:`not_queryable`), so the answer does not tell whether the field exists."""
 
 from __future__ import annotations
 
@@ -13,14 +17,17 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from app import cql2
+from app.access import queryable_fields, visible_fields
 from app.crs import parse_crs
 from app.errors import InvalidParameter, NotFound
-from app.layers import Layer
+from app.layers import Field, Layer
+from app.security import Principal
 from app.settings import Settings
 from app.sql import features as sql
 
-# Parameters of the requests themselves; any other one that names a queryable property
-# is an equality filter on it (OGC API Features Part 1, "parameters for filtering").
+# Parameters of the requests themselves; any other one must name a property the caller
+# may filter on, and is an equality filter on it (OGC API Features Part 1, "parameters
+# for filtering"); an unknown one is a 400 (/req/core/query-param-unknown).
 RESERVED = frozenset(
     {"limit", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs"}
     | {"after", "f"}
@@ -154,33 +161,58 @@ def request_bbox(
     return bbox, bbox_crs.srid
 
 
+def not_queryable(layer: Layer, name: str, allowed: tuple[Field, ...]) -> InvalidQuery:
+    """The one answer to a filter on a name the caller may not use. It depends on the
+    caller's queryables only, never on whether ``name`` is a field of the layer."""
+    names = ", ".join(f.name for f in allowed) or "no property"
+    return InvalidQuery(
+        f"`{name}` is not a queryable property of {layer.id}; you may filter on: {names}"
+    )
+
+
+def check_parameters(q: Mapping[str, str], layer: Layer, allowed: tuple[Field, ...]) -> None:
+    """Every parameter is a reserved one or names a property the caller may filter on."""
+    names = {f.name for f in allowed}
+    for name in sorted(q.keys() - RESERVED):  # sorted: the same request, the same answer
+        if name not in names:
+            raise not_queryable(layer, name, allowed)
+
+
 def layer_conditions(
-    q: Mapping[str, str], layer: Layer, settings: Settings, *, nearest_first: bool = False
+    q: Mapping[str, str],
+    layer: Layer,
+    settings: Settings,
+    who: Principal,
+    *,
+    nearest_first: bool = False,
 ) -> list[ColumnElement[bool]]:
-    """The filters of a request's query parameters, as conditions on the layer.
-    ``nearest_first``: for a page read nearest the bbox's centre first
-    (``app.sql.features.bbox_condition``)."""
+    """The filters of a request's query parameters, as conditions on the layer, on the
+    properties ``who`` may filter on. ``nearest_first``: for a page read nearest the
+    bbox's centre first (``app.sql.features.bbox_condition``)."""
     check_text(q)
+    allowed = queryable_fields(layer, who)
+    check_parameters(q, layer, allowed)
     projected = settings.territory.projected_crs
     conditions = []
     if (box := request_bbox(q, settings)) is not None:
         conditions.append(sql.bbox_condition(layer, *box, nearest_first=nearest_first))
     if (interval := parse_datetime(q.get("datetime"))) is not None:
-        if layer.datetime_field is None:
+        # A time the caller does not see is no time to filter on either.
+        if layer.datetime_field not in visible_fields(layer, who):
             raise InvalidQuery(f"{layer.id} has no time; datetime does not apply to it")
         conditions.append(sql.datetime_condition(layer, *interval))
-    queryable = {f.name for f in layer.queryables}
-    for name in q.keys() - RESERVED:
-        if name in queryable:
+    for f in allowed:
+        if (value := q.get(f.name)) is not None:
             # A comma-separated list is any of its values (category=homicide,shooting).
-            values = [typed(layer, name, v) for v in q[name].split(",")]
-            expr = layer.field(name).expr
-            conditions.append(expr == values[0] if len(values) == 1 else expr.in_(values))
+            values = [typed(layer, f.name, v) for v in value.split(",")]
+            conditions.append(f.expr == values[0] if len(values) == 1 else f.expr.in_(values))
     if (text := q.get("filter")) is not None:
         filter_crs = parse_crs(q.get("filter-crs"), projected, "filter-crs")
+        node = cql2.parse(text, q.get("filter-lang"))
         # The stored geometry itself (not one transformed to filter-crs): the literals are
         # transformed instead, so the spatial index still serves the filter.
-        fields = {"geometry": layer.geom, **{f.name: f.expr for f in layer.queryables}}
-        node = cql2.parse(text, q.get("filter-lang"))
+        fields = {"geometry": layer.geom, **{f.name: f.expr for f in allowed}}
+        if unknown := sorted(cql2.properties(node) - fields.keys()):
+            raise not_queryable(layer, unknown[0], allowed)
         conditions.append(cql2.to_condition(node, fields, filter_crs))
     return conditions

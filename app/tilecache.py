@@ -7,8 +7,10 @@ FastAPI's routing and dependencies run (they cost ~1 ms of CPU a request, more t
 cached tile and as much as a sparse uncached one): a cached tile straight away, a
 missing one encoded in PostGIS and cached, whenever everything about it is already
 known (the caller's key, the layer catalog of the current data version, a valid tile).
-Anything else (an unknown key, a stale catalog, a tile out of range, a malformed filter)
-goes the normal way (``app.routers.tiles``), which says why or fills the cache.
+Anything else (an unknown key, a stale catalog, a tile out of range, a malformed filter
+or one on a field the caller may not filter on) goes the normal way
+(``app.routers.tiles``), which says why or fills the cache. Who may read a layer, see a
+field or filter on it is ``app.access``'s to say, here as on the routes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import security
+from app.access import known_principal, may_read, queryable_fields, visible_fields
 from app.errors import ProblemError
+from app.filters import RESERVED
 from app.layers import Layer
+from app.security import PUBLIC, Principal
 from app.services.tiles import check_tile, render_tile
 
 MVT = "application/vnd.mapbox-vector-tile"
@@ -71,6 +75,10 @@ class TileCache:
         self.hits = self.misses = 0
         self._tiles: OrderedDict[Hashable, Tile] = OrderedDict()
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether a tile is held, without counting a hit or a miss (for tests)."""
+        return key in self._tiles
+
     def get(self, key: Hashable) -> Tile | None:
         tile = self._tiles.get(key)
         if tile is None:
@@ -99,19 +107,22 @@ def tile_key(
     visible: Iterable[str],
     version: int,
 ) -> Hashable:
+    """``visible`` is in the key: a tile is only ever served again to callers who see
+    the same fields, and so may use the same filters (``app.access``)."""
     return (layer.id, zxy, tuple(sorted(query.multi_items())), tuple(visible), version)
 
 
 async def cached_tile(
-    state, layer: Layer, visible: list[str], query: QueryParams, zxy: tuple[int, int, int]
+    state, layer: Layer, who: Principal, query: QueryParams, zxy: tuple[int, int, int]
 ) -> Tile:
     """The tile from the worker's cache, or encoded in PostGIS and cached. ``state`` is
     the app's; the caller has checked access and z/x/y."""
     catalog = state.catalog
+    visible = visible_fields(layer, who)
     key = tile_key(layer, zxy, query, visible, catalog.version.value)
     if (tile := state.tile_cache.get(key)) is None:
         data = await render_tile(
-            state.reader, catalog.statements, state.settings, layer, visible, query, zxy
+            state.reader, catalog.statements, state.settings, layer, who, visible, query, zxy
         )
         tile = make_tile(data)
         state.tile_cache.put(key, tile)
@@ -123,10 +134,11 @@ def tile_reply(
 ) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body for a tile: 304 for a matching ETag, gzip only for a
     client that accepts it (and then with ``Content-Encoding``)."""
+    # Public tiles may sit in shared caches; tiles behind a key only in the client's.
+    scope = "public" if may_read(layer, PUBLIC) else "private"
     reply = {
         "ETag": tile.etag,
-        # Public tiles may sit in shared caches; tiles behind a key only in the client's.
-        "Cache-Control": f"{'public' if layer.role is None else 'private'}, max-age={max_age_s}",
+        "Cache-Control": f"{scope}, max-age={max_age_s}",
         "Vary": "Accept-Encoding, Authorization",
     }
     if tile.etag in headers.get("if-none-match", ""):
@@ -144,6 +156,16 @@ _OGC = re.compile(r"/collections/([A-Za-z0-9_-]+)/tiles/WebMercatorQuad/(\d+)/(\
 
 # The routes' bound on z (app.routers.tiles): beyond it they answer 422, not a tile.
 MAX_Z = 30
+
+
+def _filters_allowed(layer: Layer, who: Principal, query: QueryParams) -> bool:
+    """Whether every parameter is reserved or names a field ``who`` may filter on: a
+    cheap first look (a set of names) so that no tile, cached or not, answers a filter
+    on a withheld field. A CQL2 ``filter``'s properties are checked where it is parsed
+    (``app.filters``), before any tile is encoded; a cached tile was encoded for the
+    same filter text and the same visible fields (its key), so it passed that check."""
+    names = query.keys() - RESERVED
+    return not names or names <= {f.name for f in queryable_fields(layer, who)}
 
 
 class CachedTiles:
@@ -188,12 +210,14 @@ class CachedTiles:
         if layer is None:
             return None
         headers = Headers(scope=scope)
-        who = self._principal(state, headers.get("authorization"))
-        if who is None or not (layer.role is None or who.has(layer.role)):
+        who = known_principal(state.key_cache, headers.get("authorization"))
+        if who is None or not may_read(layer, who):
             return None  # unknown key or no access: the normal path says why
-        visible = [f.name for f in layer.fields if f.role is None or who.has(f.role)]
-        zxy = (int(z), int(x), int(y))
         query = QueryParams(scope["query_string"])
+        if not _filters_allowed(layer, who, query):
+            return None  # the normal path answers the 400, never a tile
+        visible = visible_fields(layer, who)
+        zxy = (int(z), int(x), int(y))
         key = tile_key(layer, zxy, query, visible, state.catalog.version.value)
         tile = state.tile_cache.get(key)
         if tile is None:
@@ -201,7 +225,7 @@ class CachedTiles:
                 return None
             try:
                 check_tile(layer, *zxy, state.settings.tiles.max_zoom)
-                tile = await cached_tile(state, layer, visible, query, zxy)
+                tile = await cached_tile(state, layer, who, query, zxy)
             except ProblemError:
                 return None  # out of range, a malformed filter: the normal path says so
         return tile_reply(tile, layer, headers, state.settings.tiles.max_age_s)
@@ -216,10 +240,3 @@ class CachedTiles:
             raise exc
         response = await handler(Request(scope, receive), exc)
         await response(scope, receive, send)
-
-    @staticmethod
-    def _principal(state, authorization: str | None) -> security.Principal | None:
-        if authorization is None:
-            return security.PUBLIC
-        key = security.key_from_header(authorization)
-        return None if key is None else state.key_cache.get(security.hash_key(key))

@@ -9,20 +9,20 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 
+from app.access import queryable_fields, readable_layer, readable_layers, visible_fields
 from app.crs import CRS84, OutputCrs, parse_crs, supported_uris
 from app.db import driver_connection, driver_statement
-from app.deps import PrincipalDep, ReaderDep, SettingsDep
-from app.errors import Forbidden, NotFound, Unauthorized
+from app.deps import CatalogDep, CollectionId, PrincipalDep, ReaderDep, SettingsDep
+from app.errors import NotFound
 from app.filters import feature_id as _feature_id
 from app.filters import layer_conditions, nearest_cursor, request_bbox
 from app.layers import Layer
 from app.links import absolute, same_query
-from app.security import Principal
 from app.services.catalog import Catalog
 from app.sql import features as sql
 
@@ -53,44 +53,6 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
 ]
-_COLLECTION_ID = r"^[A-Za-z0-9_-]+$"
-
-
-async def get_catalog(request: Request) -> Catalog:
-    return request.app.state.catalog
-
-
-CatalogDep = Annotated[Catalog, Depends(get_catalog)]
-
-
-def visible_fields(layer: Layer, who: Principal) -> list[str]:
-    return [f.name for f in layer.fields if f.role is None or who.has(f.role)]
-
-
-def check_access(layer: Layer, who: Principal) -> None:
-    if layer.role is None or who.has(layer.role):
-        return
-    if who.role is None:
-        raise Unauthorized(
-            f"The {layer.id} collection needs an API key with the {layer.role} role."
-        )
-    raise Forbidden(f"Your key has the {who.role} role; {layer.id} needs {layer.role} or higher.")
-
-
-async def readable_layers(catalog: Catalog, who: Principal) -> list[Layer]:
-    return [
-        layer
-        for layer in (await catalog.layers()).values()
-        if layer.role is None or who.has(layer.role)
-    ]
-
-
-async def readable_layer(catalog: Catalog, layer_id: str, who: Principal) -> Layer:
-    layer = await catalog.layer(layer_id)
-    check_access(layer, who)
-    return layer
-
-
 # --- landing, conformance, collections ------------------------------------------------------
 
 
@@ -203,9 +165,6 @@ async def collections(
     }
 
 
-CollectionId = Annotated[str, Path(pattern=_COLLECTION_ID, description="e.g. units-1")]
-
-
 @router.get("/collections/{collection_id}", summary="One collection")
 async def collection(
     request: Request,
@@ -223,6 +182,8 @@ async def queryables(
     request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
 ) -> Response:
     layer = await readable_layer(catalog, collection_id, who)
+    # Only what this caller may filter on: a withheld field is not listed, and a filter
+    # on it is refused (app.filters) exactly as one on a field that does not exist.
     # The geometry both ways: Part 3's ``format`` and a ``$ref`` to the GeoJSON schema,
     # the only form QGIS takes as the geometry its spatial filters may name
     # (QgsOapifQueryablesRequest::processReply); without it QGIS filters map extents
@@ -234,7 +195,7 @@ async def queryables(
             "x-ogc-role": "primary-geometry",
         }
     }
-    for f in layer.queryables:
+    for f in queryable_fields(layer, who):
         schema: dict[str, Any] = (
             {"type": "string", "format": "date-time"} if f.type == "date-time" else {"type": f.type}
         )
@@ -301,7 +262,7 @@ async def items(
     elif after is not None:
         cursor = _feature_id(layer, after, cursor=True)
     nearest = centre is not None and edge is None
-    conditions = layer_conditions(request.query_params, layer, settings, nearest_first=nearest)
+    conditions = layer_conditions(request.query_params, layer, settings, who, nearest_first=nearest)
     filters = _filters_key(request)
     first = False
     if nearest:

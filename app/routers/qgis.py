@@ -8,13 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.deps import EngineDep, PrincipalDep, SettingsDep
+from app.access import may_read, readable_layers
+from app.deps import CatalogDep, EngineDep, PrincipalDep, SettingsDep
 from app.layers import Layer
 from app.links import base_url
 from app.qgis import ProjectLayer, project_archive, project_document
-from app.routers.features import CatalogDep, readable_layers
 from app.routers.styles import styled_layers, territory_extent
-from app.security import Principal
+from app.security import PUBLIC, Principal
 from app.services.styles import symbologies
 from app.symbology import Symbology
 
@@ -56,7 +56,7 @@ def project_layers(
     carry the caller's key; public ones never do."""
 
     def headers(layer: Layer) -> dict[str, str]:
-        return key_headers if layer.role is not None else {}
+        return {} if may_read(layer, PUBLIC) else key_headers
 
     styled = dict(zip((layer.id for layer in layers), symbols, strict=True))
     units = [layer for layer in layers if layer.style == "units"]

@@ -13,13 +13,14 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from app.deps import EngineDep, PrincipalDep, SettingsDep
+from app.access import may_read, readable_layer
+from app.deps import CatalogDep, CollectionId, EngineDep, PrincipalDep, SettingsDep
 from app.layers import Layer
 from app.links import absolute, base_url
 from app.maplibre import MEDIA_TYPE as MAPLIBRE
 from app.maplibre import default_style
 from app.qml import qml_document
-from app.routers.features import CatalogDep, CollectionId, readable_layer
+from app.security import PUBLIC
 from app.services.catalog import Catalog
 from app.services.styles import symbologies
 from app.settings import Settings
@@ -73,7 +74,7 @@ async def maplibre_style(
         {
             layer.id: layer
             for layer in (await catalog.layers()).values()
-            if layer.role is None or layer.style == "incidents"
+            if may_read(layer, PUBLIC) or layer.style == "incidents"
         }
     )
     style = default_style(

@@ -13,14 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
-from app.deps import PrincipalDep, ReaderDep, SettingsDep
+from app.access import readable_layer, visible_fields
+from app.deps import CatalogDep, CollectionId, PrincipalDep, SettingsDep
+from app.filters import layer_conditions
 from app.links import absolute
-from app.routers.features import (
-    CatalogDep,
-    CollectionId,
-    readable_layer,
-    visible_fields,
-)
 from app.services.tiles import check_tile
 from app.tilecache import MVT, cached_tile, tile_reply
 
@@ -39,8 +35,7 @@ async def _tile(request: Request, layer_id: str, z: int, x: int, y: int, who) ->
     state = request.app.state
     layer = await readable_layer(state.catalog, layer_id, who)
     check_tile(layer, z, x, y, state.settings.tiles.max_zoom)
-    visible = visible_fields(layer, who)
-    tile = await cached_tile(state, layer, visible, request.query_params, (z, x, y))
+    tile = await cached_tile(state, layer, who, request.query_params, (z, x, y))
     status, headers, body = tile_reply(tile, layer, request.headers, state.settings.tiles.max_age_s)
     return Response(body, status_code=status, headers=headers)
 
@@ -89,18 +84,18 @@ async def tilejson(
     request: Request,
     layer_id: CollectionId,
     settings: SettingsDep,
-    reader: ReaderDep,
     catalog: CatalogDep,
     who: PrincipalDep,
 ) -> dict[str, Any]:
-    """Query parameters (filters) are carried into the tile URL template."""
+    """Query parameters (filters) are carried into the tile URL template, once checked
+    as the tiles will check them: a template whose every tile is a 400 helps nobody."""
     layer = await readable_layer(catalog, layer_id, who)
+    layer_conditions(request.query_params, layer, settings, who)
     extent = await catalog.extent(layer)
     bounds = list(extent[:4]) if extent else [-180, -85.0511, 180, 85.0511]
+    visible = visible_fields(layer, who)
     fields = {
-        f.name: f.description or f.type
-        for f in layer.fields
-        if f.in_tiles and f.name in visible_fields(layer, who)
+        f.name: f.description or f.type for f in layer.fields if f.in_tiles and f.name in visible
     }
     if layer.style == "incidents":
         fields = {

@@ -14,6 +14,7 @@ from app.db import DriverStatement, driver_connection, driver_statement
 from app.errors import NotFound
 from app.filters import layer_conditions
 from app.layers import Layer
+from app.security import Principal
 from app.settings import Settings
 from app.sql import tiles as sql
 
@@ -29,11 +30,17 @@ def check_tile(layer: Layer, z: int, x: int, y: int, max_zoom: int) -> None:
 
 
 def tile_statement(
-    layer: Layer, visible: list[str], query: QueryParams, settings: Settings, *, clustered: bool
+    layer: Layer,
+    who: Principal,
+    visible: list[str],
+    query: QueryParams,
+    settings: Settings,
+    *,
+    clustered: bool,
 ) -> Select:
-    """The tile query of a layer with the request's filters (as for features); only z, x
-    and y are left to bind."""
-    conditions = layer_conditions(query, layer, settings)
+    """The tile query of a layer with the request's filters (as for features, on the
+    fields ``who`` may filter on); only z, x and y are left to bind."""
+    conditions = layer_conditions(query, layer, settings, who)
     if clustered:
         return sql.tile_mvt(layer, sql.tile_clusters(layer, conditions))
     return sql.tile_mvt(layer, sql.tile_features(layer, visible, conditions))
@@ -44,6 +51,7 @@ async def render_tile(
     statements: TTLCache,
     settings: Settings,
     layer: Layer,
+    who: Principal,
     visible: list[str],
     query: QueryParams,
     zxy: tuple[int, int, int],
@@ -52,12 +60,15 @@ async def render_tile(
 
     Building and compiling a statement costs more than running an empty tile (~1.7 ms of
     SQLAlchemy), so ``statements`` keeps them compiled per layer and filters; the tile
-    goes through psycopg itself, in binary (a bytea as text is hex, twice its size)."""
+    goes through psycopg itself, in binary (a bytea as text is hex, twice its size).
+    ``visible`` (``app.access.visible_fields`` of ``who``) is in the key: it decides the
+    fields a filter may use too, so a statement is only reused for callers allowed its
+    filters."""
     z, x, y = zxy
     clustered = layer.tiles.cluster_below is not None and z < layer.tiles.cluster_below
     key = (layer.id, tuple(visible), tuple(sorted(query.multi_items())), clustered)
     if (statement := statements.get(key)) is None:
-        select = tile_statement(layer, visible, query, settings, clustered=clustered)
+        select = tile_statement(layer, who, visible, query, settings, clustered=clustered)
         statement = driver_statement(select, engine.dialect, z=z, x=x, y=y)
         statements.set(key, statement)
     return await _run(engine, statement, {"z": z, "x": x, "y": y})

@@ -608,6 +608,7 @@ def test_driver_statements_run_with_json_index_values(db, base_data):
     from app.crs import parse_crs
     from app.db import driver_statement
     from app.layers import IndexColumn, units_layer
+    from app.security import PUBLIC
     from app.services.tiles import tile_statement
     from app.sql.features import select_items
 
@@ -620,7 +621,7 @@ def test_driver_statements_run_with_json_index_values(db, base_data):
     assert features and all("vi_1_score" in f["properties"] for f in features)
     belize = [f for f in features if f["properties"]["code"] == "BZ-BZ"]
     assert [f["properties"]["vi_1_score"] for f in belize] in ([], [0.5])
-    tile = tile_statement(layer, visible, QueryParams(""), base_data, clustered=False)
+    tile = tile_statement(layer, PUBLIC, visible, QueryParams(""), base_data, clustered=False)
     statement = driver_statement(tile, pg.dialect(), z=5, x=7, y=14)
     assert db.execute(statement.sql, statement.params).fetchone()[0] is not None
 
