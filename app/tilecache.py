@@ -130,12 +130,15 @@ async def cached_tile(
 
 
 def tile_reply(
-    tile: Tile, layer: Layer, headers: Headers, max_age_s: int
+    tile: Tile, layer: Layer, who: Principal, headers: Headers, max_age_s: int
 ) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body for a tile: 304 for a matching ETag, gzip only for a
     client that accepts it (and then with ``Content-Encoding``)."""
-    # Public tiles may sit in shared caches; tiles behind a key only in the client's.
-    scope = "public" if may_read(layer, PUBLIC) else "private"
+    # Tiles the public would get may sit in shared caches; a tile with fields the public
+    # may not see (an analyst's tile of a public layer) only in the client's, whatever a
+    # shared cache makes of Vary.
+    shared = may_read(layer, PUBLIC) and visible_fields(layer, who) == visible_fields(layer, PUBLIC)
+    scope = "public" if shared else "private"
     reply = {
         "ETag": tile.etag,
         "Cache-Control": f"{scope}, max-age={max_age_s}",
@@ -228,7 +231,7 @@ class CachedTiles:
                 tile = await cached_tile(state, layer, who, query, zxy)
             except ProblemError:
                 return None  # out of range, a malformed filter: the normal path says so
-        return tile_reply(tile, layer, headers, state.settings.tiles.max_age_s)
+        return tile_reply(tile, layer, who, headers, state.settings.tiles.max_age_s)
 
     @staticmethod
     async def _error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:

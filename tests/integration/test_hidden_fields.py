@@ -301,6 +301,18 @@ def test_analysts_still_filter_tiles_on_count(client, keys, layer_id, cells):
         assert features and {f["properties"]["count"] for f in features} == {1}
 
 
+def test_an_analysts_tile_of_a_public_layer_stays_out_of_shared_caches(client, keys, layer_id):
+    """It holds the counts the public never gets: Cache-Control private, both paths (the
+    route, then the cached fast path); the public's own tile may be shared."""
+    url = _tile_urls(layer_id, 4)[0]
+    for _ in range(2):
+        analyst = client.get(url, headers=auth(keys["analyst"]))
+        assert analyst.status_code == 200
+        assert analyst.headers["cache-control"].startswith("private"), analyst.headers
+        public = client.get(url)
+        assert public.headers["cache-control"].startswith("public"), public.headers
+
+
 def test_tilejson_refuses_a_hidden_filter(client, keys, layer_id):
     url = f"/tiles/{layer_id}.json"
     hidden = _refused(client.get(url, params={"count": "1"}), url)
