@@ -1,9 +1,13 @@
 """The planners' view of a composite index: one row per unit in rank order with score,
 class, Monte Carlo rank band, rank change and top contributing indicators. JSON, CSV and
 XLSX, public: ranks and scores are published aggregates (the per-unit raw indicator values
-stay behind ``/indexes/{code}/results``, analyst only; below analyst the contributions of
-indicators counted from sensitive categories are withheld). A browser asking for HTML gets the
-planners' page instead (``app.routers.pages``)."""
+stay behind ``/indexes/{code}/results``, analyst only). Below analyst, an index with an
+indicator counted from sensitive categories shows no contribution value at all, only the
+names of the largest released contributors (:func:`app.services.indexes.compute_ranking`),
+and the rank band is the published one (``runs`` and ``seed`` fixed): bands over chosen
+seeds would be ranks under known alternative weights, each a linear inequality on the
+withheld indicators. A browser asking for HTML gets the planners' page instead
+(``app.routers.pages``)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.cache import app_cache
 from app.deps import ConnDep, PrincipalDep, SettingsDep
+from app.errors import InvalidParameter
 from app.routers.indexes import XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import Ranking
 from app.security import Principal
@@ -41,13 +46,31 @@ async def get_ranking(
     period: Annotated[str, Query(description="one period of the index's kind, e.g. 2024")],
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
     runs: Annotated[
-        int, Query(ge=1, le=service.MAX_RUNS, description="Monte Carlo runs for the rank band")
+        int,
+        Query(
+            ge=1,
+            le=service.MAX_RUNS,
+            description="Monte Carlo runs for the rank band (analyst role; others get "
+            f"{service.RANKING_RUNS})",
+        ),
     ] = service.RANKING_RUNS,
     seed: Annotated[
-        int, Query(ge=0, description="fixed by default so the bands are stable")
+        int,
+        Query(
+            ge=0,
+            description="fixed by default so the bands are stable (analyst role; others get "
+            f"{service.RANKING_SEED})",
+        ),
     ] = service.RANKING_SEED,
     format: Literal["json", "csv", "xlsx"] = "json",
 ) -> Response:
+    if not who.has("analyst") and (runs, seed) != (service.RANKING_RUNS, service.RANKING_SEED):
+        # A band over one run of a chosen seed is the rank under weights anyone can redraw:
+        # enough seeds would pin indicators whose contributions are withheld.
+        raise InvalidParameter(
+            f"without an analyst key the rank band is the published one: runs="
+            f"{service.RANKING_RUNS} and seed={service.RANKING_SEED} (leave them out)"
+        )
     # Deterministic for its parameters (the seed is fixed) until the data changes: kept
     # per worker and data version, since the Monte Carlo band costs about half a second.
     cache = app_cache(request.app.state, "rankings", maxsize=64)

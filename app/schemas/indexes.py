@@ -92,7 +92,11 @@ class Contributor(BaseModel):
 
     code: str
     name: str
-    contribution: float
+    contribution: float | None = Field(
+        description="score points; null below the analyst role when the index has an "
+        "indicator counted from sensitive categories: any value shown, with the score and "
+        "the non-negativity of contributions, would bound the withheld ones"
+    )
 
 
 class RankingRow(BaseModel):
@@ -110,7 +114,10 @@ class RankingRow(BaseModel):
     rank_change: int | None = Field(
         description="previous rank - rank: positive = moved up towards rank 1 (higher priority)"
     )
-    top_indicators: list[Contributor] = Field(description="the 3 largest contributions")
+    top_indicators: list[Contributor] = Field(
+        description="the 3 largest contributions, largest first; below the analyst role, "
+        "when an indicator is withheld, only released indicators, named without values"
+    )
 
 
 class Ranking(BaseModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -453,34 +454,50 @@ async def compute_ranking(
     :func:`compute_sensitivity` (seeded, so the same request gives the same bands) and
     each unit's largest contributing indicators.
 
-    ``who`` computes the index; ``reader`` is who gets the page. Below the analyst role the
-    contributions of indicators counted from sensitive categories are withheld
-    (:func:`_withheld_indicators`), and fewer than all the other contributions are listed,
-    so that none of the withheld ones is the score minus what is shown.
+    ``who`` computes the index; ``reader`` is who gets the page. Below the analyst role, when
+    any indicator is counted from sensitive categories (:func:`_withheld_indicators`), no
+    contribution value is shown at all: the contributions add up to the score and none is
+    negative, so any listed value would bound the withheld ones (the score minus the listed
+    ones, or an exact 0 when they add up to the score). ``top_indicators`` then names the
+    released indicators in order of contribution, without values, and the notes on the
+    withheld indicators (imputed values, outlier treatment, why the previous period is not
+    computable) are left out (:func:`_public_notes`).
     """
-    results = await compute_results(conn, settings, who, code, period_text, version)
-    bands = await compute_sensitivity(
-        conn, settings, who, code, period_text, runs=runs, seed=seed, version=results.version
-    )
-    record = await get_definition(conn, results.code, results.version)
+    record = await get_definition(conn, code, version)
     definition = IndexDefinition.model_validate(record.definition)
     names = {i.code: i.name or i.code for i in definition.indicators}
     withheld: set[str] = set()
     if not reader.has("analyst"):
         sensitive = set((await conn.execute(stats_sql.select_sensitive_categories())).scalars())
         withheld = _withheld_indicators(definition, sensitive)
-    shown = len(names) - len(withheld)
-    top_n = TOP_CONTRIBUTORS if not withheld else min(TOP_CONTRIBUTORS, max(shown - 1, 0))
+    try:
+        results = await compute_results(conn, settings, who, code, period_text, record.version)
+        bands = await compute_sensitivity(
+            conn, settings, who, code, period_text, runs=runs, seed=seed, version=record.version
+        )
+    except indexes.IndexDataError as exc:
+        if withheld:  # whichever indicator it names: the same words for every one
+            raise indexes.IndexDataError(_public_error(str(exc))) from None
+        raise
     notes = list(results.notes)
     if withheld:
-        notes.append(_withheld_note(withheld, top_n))
+        notes = [*_public_notes(notes, withheld), _withheld_note(withheld, len(names))]
     band = {r.unit_code: r for r in bands.rows}
     rows = []
     for r in results.rows:
-        top = sorted(
-            ((c, v) for c, v in r.contributions.items() if v is not None and c not in withheld),
-            key=lambda item: -item[1],
-        )[:top_n]
+        if withheld:
+            top = [
+                Contributor(code=c, name=names.get(c, c), contribution=None)
+                for c in _released_order(r, results.weights, withheld, definition.aggregation)
+            ]
+        else:
+            top = [
+                Contributor(code=c, name=names.get(c, c), contribution=v)
+                for c, v in sorted(
+                    ((c, v) for c, v in r.contributions.items() if v is not None),
+                    key=lambda item: -item[1],
+                )
+            ]
         b = band.get(r.unit_code)
         rows.append(
             RankingRow(
@@ -494,9 +511,7 @@ async def compute_ranking(
                 rank_q95=b.rank_q95 if b else None,
                 previous_rank=r.previous_rank,
                 rank_change=r.rank_change,
-                top_indicators=[
-                    Contributor(code=c, name=names.get(c, c), contribution=v) for c, v in top
-                ],
+                top_indicators=top[:TOP_CONTRIBUTORS],
             )
         )
     return Ranking(
@@ -526,13 +541,81 @@ def _withheld_indicators(definition: IndexDefinition, sensitive: set[str]) -> se
     }
 
 
-def _withheld_note(withheld: set[str], top_n: int) -> str:
+def _released_order(
+    row: IndexResultRow, weights: dict[str, float], withheld: set[str], aggregation: str
+) -> list[str]:
+    """The released indicators of one unit, largest contribution first, ordered by a key
+    computed from the released indicators alone (weight x normalised value; its logarithm
+    under geometric aggregation), so that the order says nothing about the withheld ones.
+
+    (Under geometric and Copeland aggregation the points are the unit's score times a share
+    whose denominator sums over every indicator, withheld ones included: same order, but the
+    fallback to the weights when that denominator is 0 would depend on them.)
+    """
+    key: dict[str, float] = {}
+    for code in row.normalised:
+        x, v = row.normalised.get(code), weights.get(code)
+        if code in withheld or x is None or v is None:
+            continue
+        if aggregation == "geometric":
+            if x <= 0:
+                continue
+            x = math.log(x)
+        key[code] = v * x
+    return sorted(key, key=lambda c: -key[c])  # stable: ties keep the definition's order
+
+
+def _names_any(text: str, codes: set[str]) -> bool:
+    """Whether a note or message names one of these indicator codes."""
+    return any(re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text) for c in codes)
+
+
+# The note of _Builder._denominator: about the census, not the incidents.
+_CENSUS_NOTE = re.compile(r"[\w-]+: no \w+ population of age group ")
+
+
+def _public_notes(notes: list[str], withheld: set[str]) -> list[str]:
+    """The notes a public ranking keeps: none that is computed from a withheld indicator's
+    values (an imputed value, which units were winsorised and the skew and kurtosis). Why
+    the previous period's index is not computable is left out whichever indicator it names.
+    Notes on the census denominator of an indicator depend on the population only and
+    stay."""
+    out = []
+    for note in notes:
+        if note.startswith("No rank change:"):
+            out.append(note.split("(", 1)[0].rstrip() + ".")
+        elif not _names_any(note, withheld) or _CENSUS_NOTE.match(note):
+            out.append(note)
+    return out
+
+
+def _public_error(message: str) -> str:
+    """An index error as a public caller reads it when the index has withheld indicators:
+    which indicator is constant or missing is not said (the same words for every one)."""
+    what = "an indicator of the index is constant" if "is constant" in message else None
     return (
-        f"Public view: the contributions of {len(withheld)} indicator(s) counted from "
-        f"sensitive categories ({', '.join(sorted(withheld))}) are withheld, and at most "
-        f"{top_n} of the others are listed, so that no withheld contribution is the score "
-        "minus the listed ones. Scores, ranks and bands use every indicator. A key with "
-        "the analyst role sees every contribution."
+        f"the index cannot be computed for this period: {what or 'its data are incomplete'} "
+        "(a key with the analyst role sees which indicator)"
+    )
+
+
+def _withheld_note(withheld: set[str], total: int) -> str:
+    listed = (
+        "Every indicator of this index is counted from sensitive categories, so no "
+        "contributing indicator is listed."
+        if len(withheld) >= total
+        else "The largest contributing indicators among the others are named, largest first, "
+        "without their values (contribution: null)."
+    )
+    return (
+        f"Public view: {len(withheld)} of the index's {total} indicators are counted from "
+        f"sensitive categories or from a share of all incidents ({', '.join(sorted(withheld))}), "
+        "and their contributions are withheld. Contributions add up to the score and none is "
+        "negative, so any contribution shown would bound the withheld ones (the score minus "
+        "those shown); none is shown. "
+        f"{listed} Scores, ranks and rank bands use every indicator; notes computed from "
+        "withheld indicators are left out. A key with the analyst role sees every "
+        "contribution."
     )
 
 

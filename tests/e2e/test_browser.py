@@ -9,8 +9,10 @@ Screenshots at 1280x800 and at a phone width go to tests/output/ (gitignored).
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import geopandas as gpd
 import httpx
@@ -31,6 +33,9 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 INDEX = "territorial-violence"
 DEMO_INCIDENTS = 60_000
+# The declared age groups of public /stats tables (privacy.age_groups): (age_min, age_max).
+AGE_GROUPS = {("0", "14"), (None, "14"), ("15", "29"), ("30", "44"), ("45", "64"), ("65", None)}
+ONE_PERIOD = re.compile(r"\d{4}(-Q[1-4]|-\d{2})?")
 # Headless Chromium without a GPU draws WebGL with SwiftShader (software).
 ARGS = [
     "--no-sandbox",
@@ -170,6 +175,65 @@ def _screenshot(page: Page, name: str) -> None:
     page.screenshot(path=OUTPUT / f"{name}.png", full_page=True)
 
 
+def _off_lattice(url: str) -> str | None:
+    """Why a /stats request is not a public lattice table (app/services/lattice.py), or
+    None: one whole period or whole periods by=period, at most one category and one sex,
+    an age range only as one declared group, no source and no other age groups."""
+    query = parse_qs(urlsplit(url).query)
+    one = {k: v[0] for k, v in query.items()}
+    if "source" in query or "age_groups" in query:
+        return "source or age_groups"
+    for name in ("category", "victim_sex"):
+        if len(",".join(query.get(name, [])).split(",")) > 1:
+            return f"several {name}"
+    if (one.get("age_min"), one.get("age_max")) not in AGE_GROUPS | {(None, None)}:
+        return "an age range that is not a declared group"
+    period = one.get("period", "year")
+    by = ",".join(query.get("by", [])).split(",")
+    if not ONE_PERIOD.fullmatch(period) and "period" not in by:
+        return "not one period and not by=period"
+    for name in ("occurred_from", "occurred_to"):
+        if name in one and not re.fullmatch(r"\d{4}-\d{2}-01", one[name]):
+            return f"{name} not on a period's first day"
+    return None
+
+
+def _watch_stats(page: Page) -> list[tuple[str, int]]:
+    """Every /stats request the page makes, with its status, as it is answered."""
+    seen: list[tuple[str, int]] = []
+    page.on(
+        "response",
+        lambda r: seen.append((r.url, r.status)) if urlsplit(r.url).path == "/stats" else None,
+    )
+    return seen
+
+
+def _panel_ready(page: Page, text: str) -> None:
+    """Wait until the district panel is drawn (not "Loading…") and shows ``text``."""
+    page.wait_for_function(
+        """(text) => {
+            const body = document.getElementById('panel-body');
+            return body.querySelector('dl') && body.innerText.includes(text);
+        }""",
+        arg=text,
+    )
+
+
+def _set(page: Page, values: dict[str, str]) -> None:
+    """Set filter inputs at once, then announce one change (as a person's last edit)."""
+    page.evaluate(
+        """(values) => {
+            let last;
+            for (const [id, v] of Object.entries(values)) {
+                last = document.getElementById(id);
+                last.value = v;
+            }
+            last.dispatchEvent(new Event('change'));
+        }""",
+        values,
+    )
+
+
 def _click_district(page: Page, code: str) -> None:
     """Click the map inside a district (its representative point, on the mainland)."""
     districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson")
@@ -221,9 +285,17 @@ def test_clicking_belize_district_shows_the_api_rank_band_and_indicators(browser
     panel = page.inner_text("#panel")
     for contributor in row["top_indicators"]:
         assert contributor["name"] in panel
+    # The TVI has indicators counted from sensitive categories: in public its contributors
+    # are named without values (with the score, any value would bound the withheld ones).
+    assert row["top_indicators"] and all(c["contribution"] is None for c in row["top_indicators"])
+    assert "null" not in panel and "points" not in panel
+    assert page.locator("[data-note=contributions]").is_visible()
     assert "Counts by category" in panel and "Counts by victim's sex" in panel
-    # Without a key the sensitive categories are withheld.
+    # Without a key the sensitive categories are withheld; counts by sex need one category.
     assert "withheld" in panel
+    assert page.locator("[data-note=sex]").is_visible()
+    # The slider spans the index's period: the counts are of that one period.
+    assert f"Incidents, {_ranking(server)['period']}" in panel
     assert page.inner_text("[data-field=population]").startswith("1")  # 100,000s
     _screenshot(page, "map-desktop-panel")
     # The panel is reachable without a mouse too.
@@ -232,6 +304,44 @@ def test_clicking_belize_district_shows_the_api_rank_band_and_indicators(browser
     page.wait_for_selector("#panel-body dl")
     assert "Cayo" in page.inner_text("#panel-title")
     assert page.evaluate("() => document.activeElement.id") == "panel"
+    assert console.errors == []
+    page.close()
+
+
+def test_without_a_key_the_panel_asks_only_public_lattice_tables(browser, server):
+    """/stats without an analyst key answers one whole month, quarter or year, one category
+    and one sex at most, and an age range only as a declared group: the panel asks for
+    nothing else, and says what it shows instead of a free filter."""
+    page, console = _open_map(browser, server)
+    stats = _watch_stats(page)
+    page.select_option("#district", "BZ-BZ")
+    _panel_ready(page, "Choose a category")
+    # One category: counts by victim's sex (the demo has robberies of both sexes).
+    page.select_option("#category", "robbery")
+    _panel_ready(page, "Female")
+    assert page.locator("#panel-body table").count() == 2
+    assert not page.locator("[data-note=sex]").count()
+    # An age range that is no declared group: counts for every age, and a note says so.
+    _set(page, {"age-min": "20", "age-max": "25"})
+    _panel_ready(page, "not one of the declared age groups")
+    # A declared group is asked for as it is.
+    _set(page, {"age-min": "15", "age-max": "29"})
+    _panel_ready(page, "Victims aged 15-29")
+    assert any("age_min=15" in u and "age_max=29" in u for u, _ in stats)
+    # Months that are not one period: the last whole quarter inside them, said in the caption.
+    last = page.evaluate("() => Number(document.getElementById('to').value)")
+    _set(page, {"from": str(last - 10)})
+    _panel_ready(page, "the last whole quarter")
+    quarter = page.inner_text("#panel-body table caption")
+    assert re.search(r"Q4 \d{4}, the last whole quarter of", quarter), quarter
+    _set(page, {"from": str(last - 2)})
+    _panel_ready(page, "Incidents, Q4")
+    _set(page, {"from": str(last), "to": str(last)})
+    _panel_ready(page, "Incidents, December")
+    assert stats, "the panel asked for no counts"
+    off = [(u, why) for u, _ in stats if (why := _off_lattice(u))]
+    assert not off, off
+    assert all(status == 200 for _, status in stats), [s for s in stats if s[1] != 200]
     assert console.errors == []
     page.close()
 
@@ -256,6 +366,10 @@ def test_an_analyst_key_shows_incidents(browser, server, demo):
     assert after["dark"] > before["dark"], (before, after)
     assert "accepted" in page.inner_text("#key-status")
     _screenshot(page, "map-desktop-incidents")
+    # With the key the panel lists contributions with their values (points).
+    page.select_option("#district", "BZ-BZ")
+    _panel_ready(page, "points")
+    assert not page.locator("[data-note=contributions]").count()
     assert console.errors == []
     page.close()
 
@@ -314,6 +428,13 @@ def test_rankings_page_rows_in_api_order_and_downloads(browser, server):
     first = page.locator("#table tbody tr").first.inner_text()
     assert api["rows"][0]["unit_name"] in first and f"{api['rows'][0]['score']:.1f}" in first
     assert page.locator("#chart svg rect").count() == 6
+    # The TVI has withheld indicators: contributors named without values, and the note why.
+    top = api["rows"][0]["top_indicators"]
+    assert top and all(c["contribution"] is None for c in top)
+    cell = page.locator("#table tbody tr").first.locator("td").last.inner_text()
+    assert cell == "; ".join(c["name"] for c in top)
+    assert page.locator("#contributions-note").is_visible()
+    assert "without values" in page.inner_text("#table thead")
     assert "indicators" in page.inner_text("#about")
     assert "[object" not in page.inner_text("#about")
     _screenshot(page, "rankings-desktop")
@@ -327,6 +448,8 @@ def test_rankings_page_rows_in_api_order_and_downloads(browser, server):
     assert list(table["rank_q05"]) == [r["rank_q05"] for r in api["rows"]]
     with page.expect_download() as info:
         page.click("#xlsx")
+    assert table["top1_contribution"].isna().all()
+    assert list(table["top1_indicator"]) == [r["top_indicators"][0]["name"] for r in api["rows"]]
     sheet = pd.read_excel(io.BytesIO(Path(info.value.path()).read_bytes()))
     assert list(sheet["unit_code"]) == [r["unit_code"] for r in api["rows"]]
 

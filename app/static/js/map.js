@@ -3,12 +3,22 @@
 // run of choice, and, with an analyst key, incidents (vector tiles, clustered at low zoom)
 // and density hot areas. It reads only public interfaces, so it doubles as a reference
 // client for other web maps.
+//
+// Without an analyst key, /stats answers only a fixed lattice of tables (app/services/
+// lattice.py): one whole month, quarter or year, at most one category and one victim's
+// sex, and an age range only when it is one declared age group. The district panel asks
+// for nothing else then (latticeParams); with an analyst key it keeps the free filters.
 import { ServiceError, categoryName, clearError, element, getJSON, number, rankChange, sequential, showError, url } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const mapError = $("map-error");
 const state = {
+  // Set by useKey only for a key that may read incidents: the analyst role or above (a
+  // viewer key is refused there), so a key here means free /stats queries.
   key: null,
+  // The declared age groups of public tables; replaced by the service's own
+  // (parameters.age_groups of a /stats answer) once one arrives.
+  ageGroups: parseAgeGroups("0-14,15-29,30-44,45-64,65+"),
   indexes: [],
   ranking: null,
   runs: [],
@@ -113,6 +123,7 @@ function incidentTiles() {
   return query ? `${template}?${query}` : template;
 }
 
+// Free /stats parameters: any month range and age range (an analyst key's).
 function statsParams(extra) {
   const f = filters();
   return {
@@ -123,6 +134,68 @@ function statsParams(extra) {
     age_max: f.ageMax,
     occurred_from: f.range?.fromDay,
     occurred_to: f.range?.toDay,
+    ...extra,
+  };
+}
+
+function parseAgeGroups(groups) {
+  return groups.map
+    ? groups.map((g) => parseAgeGroups(g)[0])
+    : groups.split(",").map((text) => {
+        const label = text.trim();
+        const [first, last] = label.endsWith("+") ? [label.slice(0, -1), null] : label.split("-");
+        return { label, first: Number(first), last: last === null || last === undefined ? null : Number(last) };
+      });
+}
+
+// The one declared age group the age filter names (null: no age filter), or undefined when
+// it names none, e.g. 20-25: public tables then count every age (the panel says so).
+function ageGroup(f) {
+  if (f.ageMin === "" && f.ageMax === "") return null;
+  const first = f.ageMin === "" ? 0 : Number(f.ageMin);
+  const last = f.ageMax === "" ? null : Number(f.ageMax);
+  return state.ageGroups.find((g) => g.first === first && g.last === last);
+}
+
+function periodLabel(value) {
+  if (/^\d{4}$/.test(value)) return value;
+  if (/-Q\d$/.test(value)) return `${value.slice(5)} ${value.slice(0, 4)}`;
+  const [year, month] = value.split("-").map(Number);
+  return new Date(Date.UTC(year, month - 1, 1)).toLocaleString("en", { month: "long", year: "numeric", timeZone: "UTC" });
+}
+
+// The one period of a public table for the selected months (slider positions, inclusive):
+// the month, quarter or year they cover exactly; else the last whole year inside them,
+// else the last whole quarter, else the last month.
+function latticePeriod() {
+  const first = Number($("from").value);
+  const last = Number($("to").value);
+  const at = (i) => state.months[i];
+  const month = (d) => d.getUTCMonth();
+  const year = (d) => d.getUTCFullYear();
+  const quarter = (d) => Math.floor(month(d) / 3) + 1;
+  const pad = (m) => String(m + 1).padStart(2, "0");
+  if (!at(first) || !at(last)) return null;
+  if (first === last) return { value: `${year(at(first))}-${pad(month(at(first)))}`, exact: true };
+  if (last - first === 2 && month(at(first)) % 3 === 0) return { value: `${year(at(first))}-Q${quarter(at(first))}`, exact: true };
+  if (last - first === 11 && month(at(first)) === 0) return { value: String(year(at(first))), exact: true };
+  for (let i = last - 11; i >= first; i--) if (month(at(i)) === 0) return { value: String(year(at(i))), exact: false };
+  for (let i = last - 2; i >= first; i--) if (month(at(i)) % 3 === 0) return { value: `${year(at(i))}-Q${quarter(at(i))}`, exact: false };
+  return { value: `${year(at(last))}-${pad(month(at(last)))}`, exact: false };
+}
+
+// Public /stats parameters: a cell of the lattice (one period, at most one category and
+// one sex, an age range only if it is one declared group).
+function latticeParams(extra) {
+  const f = filters();
+  const group = ageGroup(f);
+  return {
+    level: 1,
+    period: latticePeriod()?.value,
+    category: f.category,
+    victim_sex: f.sex,
+    age_min: group ? group.first : "",
+    age_max: group && group.last !== null ? group.last : "",
     ...extra,
   };
 }
@@ -241,7 +314,8 @@ function rangeLabels() {
 async function refresh() {
   clearError(mapError);
   const code = $("index").value;
-  const ranking = await getJSON("rankings", { index: code, period: $("period").value });
+  // With an analyst key the ranking lists every contribution with its value.
+  const ranking = await getJSON("rankings", { index: code, period: $("period").value }, state.key);
   state.ranking = ranking;
   const map = state.map;
   const k = Number(state.indexes.find((i) => i.code === code).definition.classes?.k ?? 3);
@@ -273,7 +347,9 @@ async function refreshFilters() {
 }
 
 async function loadCategories() {
-  const table = await getJSON("stats", { level: 0, by: "category" });
+  // A lattice table (one whole period), which every caller may ask for.
+  const table = await getJSON("stats", { level: 0, by: "category", period: latticePeriod()?.value });
+  if (table.parameters?.age_groups?.length) state.ageGroups = parseAgeGroups(table.parameters.age_groups);
   const codes = [...new Set(table.rows.map((r) => r.category))];
   for (const code of codes) $("category").append(element("option", { value: code, text: categoryName(code) }));
 }
@@ -299,13 +375,14 @@ async function useKey() {
     throw error;
   }
   state.key = key;
+  state.stats = null; // the district counts are asked again, with the free filters
   clearError(mapError);
   $("key-status").textContent = "Key accepted: incidents shown.";
   $("show-incidents").disabled = false;
   $("show-kde").disabled = false;
   $("show-incidents").checked = true;
   showIncidents();
-  if (state.selected) await openPanel(state.selected);
+  await refresh();
 }
 
 function showIncidents() {
@@ -377,6 +454,21 @@ function legendHotspots() {
 
 async function districtStats() {
   if (state.stats) return state.stats;
+  state.stats = state.key ? await analystStats() : await publicStats();
+  return state.stats;
+}
+
+// Without an analyst key: one lattice table by category and, for one chosen category, one
+// by victim's sex (a count over several categories is not a public table).
+async function publicStats() {
+  const byCategory = await getJSON("stats", latticeParams({ by: "category" }));
+  const category = $("category").value;
+  const sensitive = new Set(byCategory.parameters.sensitive_categories);
+  const bySex = category && !sensitive.has(category) ? await getJSON("stats", latticeParams({ by: "victim_sex" })) : null;
+  return { byCategory, bySex, excluded: category && sensitive.has(category) ? [category] : [], period: latticePeriod(), age: ageGroup(filters()) };
+}
+
+async function analystStats() {
   const byCategory = await getJSON("stats", statsParams({ by: "category" }), state.key);
   // Totals by sex over the categories the caller may see: without an analyst key the
   // sensitive ones are withheld, and so is any total that includes them.
@@ -386,8 +478,7 @@ async function districtStats() {
   const bySex = open.length
     ? await getJSON("stats", statsParams({ by: "victim_sex", category: open.join(",") }), state.key)
     : { rows: [] };
-  state.stats = { byCategory, bySex, excluded: scope.filter((c) => sensitive.has(c)) };
-  return state.stats;
+  return { byCategory, bySex, excluded: scope.filter((c) => sensitive.has(c)), period: null, age: null };
 }
 
 function count(row) {
@@ -409,7 +500,7 @@ async function openPanel(code) {
   body.replaceChildren(element("p", { class: "note", text: "Loading…" }));
   const stats = await districtStats();
   const categories = stats.byCategory.rows.filter((r) => r.unit_code === code);
-  const sexes = stats.bySex.rows.filter((r) => r.unit_code === code);
+  const sexes = (stats.bySex?.rows || []).filter((r) => r.unit_code === code);
   const population = categories.find((r) => r.population !== null);
   const r = row || {};
   const facts = element("dl", {});
@@ -420,9 +511,20 @@ async function openPanel(code) {
   fact("Rank band (5–95 %)", `${number(r.rank_q05, 0)}–${number(r.rank_q95, 0)}`, "band");
   fact("Class", `${r.class ?? "–"}`, "class");
   fact("Change", rankChange(r.rank_change), "change");
-  const top = element("ol", {}, ...(r.top_indicators || []).map((c) => element("li", { text: `${c.name}: ${number(c.contribution)} points` })));
+  // Without an analyst key an index with indicators counted from sensitive categories
+  // lists its other indicators by name only (contribution null): with the score, any
+  // value shown would bound the withheld ones.
+  const contributors = r.top_indicators || [];
+  const top = element("ol", {}, ...contributors.map((c) => element("li", { text: c.contribution === null ? c.name : `${c.name}: ${number(c.contribution)} points` })));
+  const unvalued = contributors.some((c) => c.contribution === null) || (!contributors.length && state.ranking.notes.some((n) => n.startsWith("Public view:")));
   const f = filters();
-  const when = f.range ? `${monthLabel(Number($("from").value))} – ${monthLabel(Number($("to").value))}` : "";
+  const months = f.range ? `${monthLabel(Number($("from").value))} – ${monthLabel(Number($("to").value))}` : "";
+  const period = stats.period;
+  const when = !period
+    ? months
+    : period.exact
+      ? periodLabel(period.value)
+      : `${periodLabel(period.value)}, the last whole ${period.value.length === 4 ? "year" : period.value.includes("Q") ? "quarter" : "month"} of ${months} (without an analyst key, counts are for one whole month, quarter or year)`;
   const catTable = element(
     "table",
     {},
@@ -433,22 +535,45 @@ async function openPanel(code) {
   const sexTable = element(
     "table",
     {},
+    element("caption", { class: "note", text: `Incidents, ${when}` }),
     element("thead", {}, element("tr", {}, element("th", { scope: "col", text: "Victim's sex" }), element("th", { scope: "col", class: "num", text: "Count" }))),
     element("tbody", {}, ...sexes.map((c) => element("tr", {}, element("th", { scope: "row", text: categoryName(c.victim_sex) }), element("td", { class: "num", text: count(c) })))),
   );
+  let sexPart;
+  if (stats.bySex === null && !stats.excluded.length) {
+    sexPart = element("p", { class: "note", "data-note": "sex", text: "Choose a category to see counts by victim's sex (without an analyst key a count by sex covers one category)." });
+  } else if (sexes.length) {
+    sexPart = sexTable;
+  } else {
+    sexPart = element("p", { class: "note", text: stats.period ? "Withheld: the category is sensitive." : "Withheld: every selected category is sensitive." });
+  }
   const parts = [
     facts,
     element("h3", { text: "Largest contributions to the score" }),
-    top,
-    element("h3", { text: "Counts by category" }),
-    catTable,
-    element("h3", { text: "Counts by victim's sex" }),
-    sexes.length ? sexTable : element("p", { class: "note", text: "Withheld: every selected category is sensitive." }),
+    contributors.length ? top : element("p", { class: "note", text: "–" }),
   ];
-  if (stats.excluded.length) {
+  if (unvalued) {
+    parts.push(
+      element("p", {
+        class: "note",
+        "data-note": "contributions",
+        text: contributors.length
+          ? "Largest first, without values: this index has indicators counted from sensitive categories, whose contributions are withheld without an analyst key, and any value shown here would bound them (contributions add up to the score)."
+          : "Every indicator of this index is counted from sensitive categories: their contributions are withheld without an analyst key.",
+      }),
+    );
+  }
+  parts.push(element("h3", { text: "Counts by category" }), catTable, element("h3", { text: "Counts by victim's sex" }), sexPart);
+  if (stats.age === undefined) {
+    const groups = state.ageGroups.map((g) => g.label).join(", ");
+    parts.push(element("p", { class: "note", "data-note": "age", text: `The age filter is not one of the declared age groups (${groups}): without an analyst key the counts are for every age.` }));
+  } else if (stats.age) {
+    parts.push(element("p", { class: "note", text: `Victims aged ${stats.age.label}.` }));
+  }
+  if (stats.excluded.length && !stats.period) {
     parts.push(element("p", { class: "note", text: `Without an analyst key, sensitive categories (${stats.excluded.map(categoryName).join(", ")}) are withheld and left out of the totals by sex.` }));
   }
-  if (categories.some((c) => c.suppressed)) {
+  if ([...categories, ...sexes].some((c) => c.suppressed)) {
     parts.push(element("p", { class: "note", text: "“withheld”: fewer than 5 incidents, a sensitive category, or a figure that would let one be recomputed." }));
   }
   body.replaceChildren(...parts);

@@ -77,10 +77,23 @@ async function load() {
   rows = ranking.rows;
   document.getElementById("caption").textContent =
     `${ranking.title || ranking.index}, ${ranking.period} (version ${ranking.version}); change since ${ranking.previous_period}; bands over ${ranking.runs} runs.`;
+  notes(ranking);
   sort = { key: "rank", ascending: true };
   render();
   chart(ranking);
   document.body.dataset.state = "ready";
+}
+
+// The public-view note (what the contributions column shows, and why) beside the table;
+// every note of the ranking in the list below it.
+function notes(ranking) {
+  const publicView = ranking.notes.find((n) => n.startsWith("Public view:"));
+  const box = document.getElementById("contributions-note");
+  box.textContent = publicView || "";
+  box.hidden = !publicView;
+  document.getElementById("contributions-heading").textContent = publicView ? "Largest contributions (without values)" : "Largest contributions";
+  document.getElementById("notes").replaceChildren(...ranking.notes.map((n) => element("li", { text: n })));
+  document.getElementById("notes-box").hidden = !ranking.notes.length;
 }
 
 function value(row, key) {
@@ -111,7 +124,9 @@ function render() {
     ...sorted.map((r) => {
       const tr = element("tr", { "data-unit": r.unit_code });
       const swatch = element("span", { class: "swatch", style: `background:${colours[(r.class || 1) - 1]}`, "aria-hidden": "true" });
-      const top = r.top_indicators.map((c) => `${c.name}: ${number(c.contribution)}`).join("; ");
+      // Without an analyst key, an index with indicators counted from sensitive categories
+      // names its other largest contributors without values (contribution null).
+      const top = r.top_indicators.map((c) => (c.contribution === null ? c.name : `${c.name}: ${number(c.contribution)}`)).join("; ");
       tr.append(
         element("td", { class: "num", text: r.rank ?? "–" }),
         element("th", { scope: "row", text: r.unit_name }),
