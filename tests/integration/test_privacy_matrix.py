@@ -712,28 +712,45 @@ def test_hotspot_run_on_sensitive_categories_is_not_public(client, keys, world, 
 
 
 @pytest.mark.parametrize("role", ROLES_BELOW_ANALYST)
-def test_rankings_show_no_contribution_of_a_sensitive_indicator(client, keys, world, role):
+def test_rankings_show_no_contribution_beside_a_withheld_indicator(client, keys, world, role):
+    """Contributions add up to the score and none is negative: beside a withheld indicator
+    any listed value would bound it. So an index with one shows no value at all, in any
+    format, and no note names a withheld indicator (but the census note)."""
     headers = auth(_key(keys, role))
+    checked = 0
     for code in ("territorial-violence", "violence-against-women"):
         definition = client.get(f"/indexes/{code}", headers=headers).json()["definition"]
-        sensitive = {
+        withheld = {
             i["code"]
             for i in definition["indicators"]
-            if set((i["source"].get("incidents") or {}).get("categories") or ()) & SENSITIVE
+            if (source := i["source"].get("incidents") or {}).get("measure") == "share"
+            or set(source.get("categories") or ()) & SENSITIVE
         }
-        assert sensitive
+        assert withheld
         params = {"index": code, "period": "2024"}
         response = client.get("/rankings", params=params, headers=headers)
         if response.status_code == 422 and "is constant" in response.json()["detail"]:
             continue  # no result for this index with the other modules' data
+        assert response.status_code == 200, response.text
+        checked += 1
         ranking = response.json()
         shown = [
             (r["unit_code"], t["code"], t["contribution"])
             for r in ranking["rows"]
             for t in r["top_indicators"]
-            if t["code"] in sensitive and t.get("contribution") is not None
+            if t["contribution"] is not None or t["code"] in withheld
         ]
         assert not shown, f"GET /rankings {params}: {shown[:6]}"
+        for note in ranking["notes"]:
+            if note.startswith("Public view:") or (": no " in note and "population" in note):
+                continue
+            assert not any(re.search(rf"\b{c}\b", note) for c in withheld), note
+        for fmt in ("csv", "xlsx"):
+            export = client.get("/rankings", params={**params, "format": fmt}, headers=headers)
+            rows = _csv_rows(export.text) if fmt == "csv" else _xlsx_rows(export.content)
+            cells = [(k, v) for row in rows for k, v in row.items() if k.endswith("_contribution")]
+            assert cells and all(v in ("", None) for _, v in cells), (fmt, cells[:6])
+    assert checked, "no index ranking could be checked"
 
 
 # --- the checks see a leak where there is one -------------------------------------------------
