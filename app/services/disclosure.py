@@ -91,7 +91,6 @@ def suppress(
         _primary(c is None or c < threshold, r, by, scope, vocabulary, sensitive)
         for c, r in zip(counts, rows, strict=True)
     ]
-    primary = sum(withheld)
     # category_group follows from category: it is not a dimension of its own then.
     dims = ["unit_code", *(b for b in by if not (b == "category_group" and "category" in by))]
     _complementary(rows, dims, withheld)
@@ -108,7 +107,7 @@ def suppress(
     if true_counts is not None:
         notes.append(_perturbation_note(threshold))
     if any(withheld):
-        notes.append(_note(primary, sum(withheld) - primary, sensitive & scope, threshold))
+        notes.append(_note(sum(withheld), sensitive & scope, threshold))
     return table.model_copy(update={"rows": released, "notes": notes})
 
 
@@ -155,14 +154,16 @@ def _complementary(rows: Sequence[StatsRow], dims: Sequence[str], withheld: list
                 changed = True
 
 
-def _note(primary: int, secondary: int, sensitive: set[str], threshold: int) -> str:
+def _note(withheld: int, sensitive: set[str], threshold: int) -> str:
+    # One number, the withheld rows' own: how many were withheld for a small count and how
+    # many to protect another would change when a hidden cell crosses the threshold.
     named = f" ({', '.join(sorted(sensitive))})" if sensitive else ""
     return (
-        f"Public view: {primary} cell(s) withheld because their count is below {threshold} "
-        f"or they count a sensitive category{named}, and {secondary} more so that no "
-        "withheld count can be recomputed from a total (count and rates null, suppressed: "
-        "true). Empirical Bayes rates of a breakdown with any withheld unit are withheld "
-        "too. A key with the analyst role sees every value."
+        f"Public view: {withheld} cell(s) withheld (count and rates null, suppressed: true): "
+        f"counts below {threshold}, cells that count a sensitive category{named}, and cells "
+        "withheld so that no withheld count can be recomputed from a total. Empirical Bayes "
+        "rates of a breakdown with any withheld unit are withheld too. A key with the "
+        "analyst role sees every value."
     )
 
 

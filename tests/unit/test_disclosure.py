@@ -5,6 +5,7 @@ cell-key perturbation of counts."""
 from __future__ import annotations
 
 import itertools
+import re
 
 from app.schemas.stats import StatsFilters, StatsParameters, StatsRow, StatsTable
 from app.services.disclosure import KEY_RANGE, NOISE, THRESHOLD, perturb, suppress
@@ -148,3 +149,22 @@ def test_suppression_is_decided_on_the_true_counts():
     assert [r.suppressed for r in public.rows] == [True, True, False]
     assert public.rows[0].count is None and public.rows[2].count == 30
     assert any("perturbed" in n for n in public.notes)
+
+
+def test_the_note_tells_no_more_than_the_withheld_rows():
+    """Whether a withheld cell is small or withheld to protect another is not said: a
+    hidden cell crossing the threshold (4 to 5, still withheld as a complement) leaves the
+    note as it was."""
+    base = {("A", "theft"): 50, ("B", "theft"): 40, ("C", "theft"): 60,
+            ("A", "robbery"): 3, ("C", "robbery"): 30,
+            ("A", "homicide"): 2, ("B", "homicide"): 2, ("C", "homicide"): 20}  # fmt: skip
+    notes = []
+    for b_robbery in (4, 5):  # small, then withheld as the robbery line's complement
+        counts = {**base, ("B", "robbery"): b_robbery}
+        public = suppress(_table(counts, ["category"]), VOCABULARY, SENSITIVE)
+        hidden = {(r.unit_code, r.category) for r in public.rows if r.suppressed}
+        assert hidden == {(u, c) for u in "AB" for c in ("robbery", "homicide")}
+        notes.append(public.notes)
+    assert notes[0] == notes[1]
+    numbers = set(re.findall(r"\d+", " ".join(notes[0])))
+    assert numbers <= {"4", str(THRESHOLD)}, notes[0]
