@@ -74,7 +74,8 @@ def restrict(query: StatsQuery, settings: Settings, *, age_groups_given: bool) -
 
     def refuse(what: str) -> NotPublic:
         window = {"published_from": str(start.date()), "published_to": str(end.date())}
-        return NotPublic(f"{what}. {describe(settings, start, end)}", **window)
+        detail = f"Outside the public tables: {what}. {describe(settings, start, end)}"
+        return NotPublic(detail, **window)
 
     if f.sources:
         raise refuse("source filters need an analyst key")
