@@ -55,6 +55,8 @@ _GRAMMAR_FIXES = {
     '            | "NOT"i "(" predicate ")"                                       -> not_\n': (
         '            | "NOT"i condition_1                                             -> not_\n'
     ),
+    # A property name may be one letter: hot spot layers have z, p and i.
+    "attribute: /[a-zA-Z][a-zA-Z_:0-9.]+/": "attribute: /[a-zA-Z][a-zA-Z_:0-9.]*/",
 }
 
 

@@ -136,6 +136,7 @@ HIDDEN_FILTERS = [
     ("p", {"p": "0.01"}),
     ("quadrant", {"quadrant": "1"}),
     ("z", {"filter": '"z" > 2'}),
+    ("z", {"filter": "z > 2"}),  # one-letter names unquoted parse too (app.cql2)
     ("z", {"filter": '"z" > 2', "filter-lang": "cql2-text"}),
     ("z", {"filter": '{"op": ">", "args": [{"property": "z"}, 2]}', "filter-lang": "cql2-json"}),
     ("count", {"filter": "count=1"}),
@@ -231,6 +232,7 @@ def test_analysts_still_filter_on_count_and_z(client, keys, layer_id, cells):
     expected = sorted(f["id"] for f in cells if (f["properties"]["z"] or -math.inf) > threshold)
     for params in (
         {"filter": f'"z" > {threshold!r}'},
+        {"filter": f"z > {threshold!r}"},
         {"filter": f'{{"op": ">", "args": [{{"property": "z"}}, {threshold!r}]}}'},
     ):
         page = client.get(url, params={**params, "limit": 10_000}, headers=headers)
