@@ -82,12 +82,17 @@ async def _number_matched(
     request: Request, conn, filters: sql.IncidentFilter, *, first_page: bool
 ) -> int:
     """Count on the first page; later pages of the same walk reuse that count (a full
-    count costs ~10x the page itself on a million rows), so a walk pays for one count."""
+    count costs ~10x the page itself on a million rows), so a walk pays for one count
+    as long as no write happens: the count is kept per data version (``app.versions``),
+    so a page after a write counts again and agrees with the first page and the OGC
+    route. The version is read before counting: a write committed during the count
+    bumps it after, and the next page counts again instead of keeping a stale number."""
     cache = request.app.state.count_cache
-    matched = None if first_page else cache.get(filters)
+    key = (request.app.state.data_version.value, filters)
+    matched = None if first_page else cache.get(key)
     if matched is None:
         matched = (await conn.execute(sql.count_matching(filters))).scalar_one()
-        cache.set(filters, matched)
+        cache.set(key, matched)
     return matched
 
 

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import psycopg
 import shapely
 from sqlalchemy import TextClause
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.errors import InvalidParameter
+from app.errors import InvalidParameter, ServiceUnavailable
 from app.schemas.units import BoundaryReport, OutsideTerritoryUnit, RepairedUnit
 from app.sql import audit as audit_sql
 from app.sql import territory as territory_sql
@@ -69,7 +71,10 @@ async def import_boundaries(
     left without a parent are linked to the new units. With ``replace``, units of
     ``level`` absent from the file are deleted (with their population and indicator
     rows). Everything, including the incidents' unit reassignment (nearest unit within
-    ``tolerance_m`` for points just outside) and one audit row, is one transaction.
+    ``tolerance_m`` for points just outside) and one audit row, is one transaction, which
+    holds the units lock exclusively (``app.sql.units``): it starts once the incident
+    writes in progress (imports, API edits) have committed, and writes that come after it
+    wait for its commit, so every incident ends up in the new units.
     Reassigning every incident can outlast the service's usual statement timeout, so
     this transaction gets ``statement_timeout_ms`` (10 minutes by default) instead.
 
@@ -91,6 +96,9 @@ async def import_boundaries(
     )
     async with engine.begin() as conn:
         await conn.execute(sql.set_local_statement_timeout(statement_timeout_ms))
+        # Alone: incident writes in progress finish first, later ones wait for the commit
+        # (app.sql.units, the units lock), so none keeps units of the replaced boundaries.
+        await _lock_units(conn, statement_timeout_ms)
         if level > 0:
             parents = await _units_frame(conn, sql.select_units_wkb(level - 1))
             units = await asyncio.to_thread(assign_parents, units, parents)
@@ -154,6 +162,21 @@ async def import_boundaries(
             )
         )
     return report
+
+
+async def _lock_units(conn: AsyncConnection, statement_timeout_ms: int) -> None:
+    """Take the units lock exclusively; 503 when writes held it past the timeout."""
+    try:
+        await conn.execute(sql.lock_units_exclusive())
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, psycopg.errors.QueryCanceled):
+            raise
+        raise ServiceUnavailable(
+            "Incident writes (imports or API edits) were still in progress after "
+            f"{statement_timeout_ms / 1000:g} s; a boundary upload waits for them, since it "
+            "reassigns every incident. Nothing was loaded; send the file again once the "
+            "imports are done."
+        ) from exc
 
 
 async def _check_territory(

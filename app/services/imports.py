@@ -44,6 +44,7 @@ from app.services.incident_rows import (
 from app.settings import Settings
 from app.sql import audit as audit_sql
 from app.sql import imports as sql
+from app.sql import units as units_sql
 from app.sql.territory import select_territory
 
 # Progress callback: (stage, done, total).
@@ -285,6 +286,7 @@ async def _write_chunks(
     validated in a thread: Python and PostgreSQL then work on the two cores at once."""
     for setting in sql.IMPORT_SESSION:
         await conn.execute(setting)
+    await conn.execute(units_sql.lock_units_shared())  # no boundary upload meanwhile (issue 14)
     await conn.execute(sql.CREATE_STAGING)
     counts = dict.fromkeys(("received", "inserted", "updated", "unchanged", "rejected"), 0)
     progress("write", 0, total or 0)

@@ -1,4 +1,7 @@
-"""Single-incident writes: validated by the same rules as the bulk import, audited."""
+"""Single-incident writes: validated by the same rules as the bulk import, audited.
+
+Writes that compute an incident's units (create, move, restore) first take the units lock
+shared (``app.sql.units``), so they never interleave with a boundary upload."""
 
 from __future__ import annotations
 
@@ -6,15 +9,18 @@ from typing import Any
 
 import orjson
 import pandas as pd
+import psycopg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import Conflict, InvalidParameter, NotFound
+from app.errors import Conflict, InvalidParameter, NotFound, ServiceUnavailable
 from app.schemas.incidents import IncidentCreate, IncidentUpdate
 from app.services.imports import load_territory, load_vocabulary
 from app.services.incident_rows import ReadOptions, validate_incidents
 from app.settings import Settings
 from app.sql import audit as audit_sql
 from app.sql import incidents as sql
+from app.sql import units as units_sql
 
 
 async def _validated_values(conn: AsyncConnection, settings: Settings, record: dict) -> dict:
@@ -62,6 +68,7 @@ def _flatten(body: dict) -> dict:
 async def create_incident(
     conn: AsyncConnection, settings: Settings, body: IncidentCreate, actor: str
 ) -> int:
+    await _lock_units(conn, settings)
     record = _flatten(body.model_dump(mode="json"))
     values = await _validated_values(conn, settings, record)
     new_id = (await conn.execute(sql.insert_incident(values))).scalar()
@@ -79,8 +86,10 @@ async def create_incident(
 async def update_incident(
     conn: AsyncConnection, settings: Settings, incident_id: int, body: IncidentUpdate, actor: str
 ) -> None:
-    before = await _snapshot(conn, incident_id)
     changes = _flatten(body.model_dump(mode="json", exclude_unset=True))
+    if "longitude" in changes:  # a move: its units are computed again
+        await _lock_units(conn, settings)
+    before = await _snapshot(conn, incident_id)
     merged = {**before, **changes}
     values = await _validated_values(conn, settings, merged)
     await conn.execute(sql.update_incident(incident_id, values))
@@ -106,6 +115,7 @@ async def restore_incident(
 ) -> None:
     """Bring back a soft-deleted incident. Its units are computed again: boundaries may
     have been replaced while it was deleted."""
+    await _lock_units(conn, settings)
     row = (await conn.execute(sql.select_deleted_record(incident_id))).mappings().first()
     if row is None:
         raise NotFound(f"no deleted incident {incident_id}")
@@ -118,6 +128,24 @@ async def restore_incident(
             actor, "restore", "incident", incident_id, before=before, after=after
         )
     )
+
+
+async def _lock_units(conn: AsyncConnection, settings: Settings) -> None:
+    """Take the units lock shared, before computing units and before locking the row: a
+    boundary upload in progress commits first, and the statements after this one see its
+    boundaries (READ COMMITTED). The wait is bounded by the request's statement timeout;
+    past it, a 503 that says why."""
+    try:
+        await conn.execute(units_sql.lock_units_shared())
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, psycopg.errors.QueryCanceled):
+            raise
+        raise ServiceUnavailable(
+            "A boundary upload is reassigning every incident to its new units; incident "
+            "writes wait for it, and this one waited "
+            f"{settings.database.statement_timeout_ms / 1000:g} s. Nothing was changed; "
+            "send it again in a minute."
+        ) from exc
 
 
 async def _assign_units(conn: AsyncConnection, settings: Settings, incident_id: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import Select, TextClause, func, select, text
 
 
 def units_containing(point: str) -> str:
@@ -70,6 +70,52 @@ def assign_incident_units(where: str = "TRUE") -> list[TextClause]:
               AND cardinality(i.unit_ids) < (SELECT count(DISTINCT level) FROM admin_unit)"""
         ),
     ]
+
+
+# --- The units lock: boundary uploads and incident writes never interleave ------------------
+#
+# An incident's units are computed from the boundaries its statement sees. A boundary
+# upload replaces units and reassigns every incident in one transaction; a write that
+# ran meanwhile computed its units against the boundaries being replaced, in a row the
+# reassignment's snapshot never sees, and kept the old district for good (issue 14).
+#
+# So both sides take one transaction-level advisory lock (two int4 keys: the namespace
+# below, then 0; released at commit or rollback): every transaction that computes
+# incidents' units (API create, move, restore; each import batch's upsert transaction)
+# takes it SHARED, so writes still run together; a boundary upload takes it EXCLUSIVE, so
+# it runs alone: it waits for the writes in progress, and the writes that come after it
+# wait until it has committed.
+#
+# Snapshots (READ COMMITTED, the service's level): each statement takes its own snapshot,
+# so a writer's statements after the lock see the boundaries of the upload it waited for,
+# and the upload's reassignment sees every row of the writes it waited for. The lock must
+# be a statement of its own, before the statement that computes units (under REPEATABLE
+# READ it would have to be the transaction's first statement).
+#
+# Deadlocks: each side takes the lock before it holds any row lock, and holds no other
+# lock the other side waits for while it waits: an import also holds its batch's
+# session-level lock (``app.sql.imports.BATCH_LOCK_NAMESPACE``, another namespace) which
+# only its own session ever takes; ``app.sql.indexes.lock_code`` locks are single-bigint
+# keys (another key space) that neither side takes. A writer queued behind a waiting
+# upload holds nothing yet.
+#
+# Not covered: plain-SQL writes to ``incident`` (psql, scripts) do not take the lock; they
+# should not run during a boundary upload (or should take lock_units_shared() first).
+UNITS_LOCK_NAMESPACE = 7_302
+
+
+def lock_units_shared() -> Select:
+    """Wait for any boundary upload to commit, then keep uploads out until this
+    transaction ends. Taken by every transaction that assigns units to incidents, before
+    it computes them and before it locks any incident row."""
+    return select(func.pg_advisory_xact_lock_shared(UNITS_LOCK_NAMESPACE, 0))
+
+
+def lock_units_exclusive() -> Select:
+    """Wait for the incident writes in progress to commit, then keep every incident write
+    out until this transaction ends. A boundary upload's first statement (after its
+    statement timeout), before it touches any unit or incident."""
+    return select(func.pg_advisory_xact_lock(UNITS_LOCK_NAMESPACE, 0))
 
 
 # --- Boundary import -------------------------------------------------------------------------
