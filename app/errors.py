@@ -95,10 +95,28 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+# The transaction was rolled back because it collided with a concurrent one (a deadlock, or
+# a serialization failure): nothing of it was stored, and running it again succeeds. psycopg
+# files both under OperationalError, like a lost connection; they are not that.
+CONFLICT_DETAIL = (
+    "This write collided with a concurrent write to the same records (a deadlock) and was "
+    "cancelled; nothing of it was stored. Send it again."
+)
+
+
+def transaction_conflict(exc: BaseException) -> bool:
+    """Whether an error, or one it was raised from, is a deadlock (SQLSTATE 40P01) or a
+    serialization failure (40001): the database is fine, the transaction lost a race."""
+    return _caused_by(exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether an error, or one it was raised from, means the database cannot be reached
     (stopped, restarting, connection lost, or every pooled connection busy past the
-    pool timeout) rather than a fault in a query."""
+    pool timeout) rather than a fault in a query. A deadlock is not that
+    (``transaction_conflict``), though psycopg files it as an OperationalError too."""
+    if transaction_conflict(exc):
+        return False
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -122,7 +140,9 @@ def unavailable(exc: BaseException | None = None) -> JSONResponse:
     return problem(503, "Service unavailable", detail)
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+def _caused_by(
+    exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -131,8 +151,31 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
             return True
         if isinstance(current, BaseExceptionGroup):
             return any(_caused_by(e, kind) for e in current.exceptions)
-        current = current.__cause__ or current.__context__
+        # SQLAlchemy's wrapper carries the driver's error as ``orig`` (and as its cause
+        # when raised; not when built with ``DBAPIError.instance``).
+        orig = current.orig if isinstance(current, DBAPIError) else None
+        current = orig or current.__cause__ or current.__context__
     return False
+
+
+def safe_reason(exc: BaseException) -> str:
+    """Why something failed, in words that may be stored where a caller reads them (an
+    import batch's error): a ProblemError's own message; for a database error never its
+    SQL text, parameters or backend process ids, only a short reason, with a log id
+    under which the full error is logged when the reason alone does not say enough."""
+    if isinstance(exc, ProblemError):
+        return exc.detail
+    if transaction_conflict(exc):
+        return "deadlock with a concurrent write to the same records; run it again"
+    if database_unavailable(exc):
+        return "the database connection was lost; nothing was stored; run it again"
+    if not isinstance(exc, Exception):  # cancelled, interrupted
+        return f"stopped before it finished ({exc.__class__.__name__}); run it again"
+    log_id = uuid.uuid4().hex[:12]
+    log.error("error %s", log_id, exc_info=exc)
+    if _caused_by(exc, (DBAPIError, psycopg.Error)):
+        return f"database error (log id {log_id})"
+    return f"internal error (log id {log_id})"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -162,6 +205,9 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(error_type, _pure)
 
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        if transaction_conflict(exc):  # an OperationalError, but the database is fine
+            log.warning("transaction conflict on %s %s", request.method, request.url.path)
+            return problem(409, "Conflict", CONFLICT_DETAIL, instance=request.url.path)
         log.warning("database unavailable: %s", exc.__class__.__name__)
         return unavailable(exc)
 
@@ -171,7 +217,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if database_unavailable(exc):  # e.g. a connection closed under a running query
+        if database_unavailable(exc) or transaction_conflict(exc):
+            # e.g. a connection closed under a running query; or a deadlock
             return await _database_down(request, exc)
         if isinstance(exc.orig, psycopg.errors.NumericValueOutOfRange):
             # A bound integer beyond PostgreSQL's bigint (ids, levels, years from the
@@ -186,7 +233,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if database_unavailable(exc):  # wrapped on its way out, e.g. by a task group
+        # wrapped on its way out, e.g. by a task group
+        if database_unavailable(exc) or transaction_conflict(exc):
             return await _database_down(request, exc)
         return _internal(request, exc)
 

@@ -147,9 +147,12 @@ import_batch = Table(
     Column("updated", Integer, nullable=False, server_default="0"),
     Column("unchanged", Integer, nullable=False, server_default="0"),
     Column("rejected", Integer, nullable=False, server_default="0"),
+    # A short reason a caller may read: never SQL text nor backend process ids.
     Column("error", Text),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
+    # What the import noticed without rejecting a row, e.g. headers renamed (migration 0009).
+    Column("warnings", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     CheckConstraint("status IN ('running', 'completed', 'failed')", name="status_known"),
 )
 
@@ -190,6 +193,9 @@ incident = Table(
     Column("import_batch_id", Integer),
     *_timestamps(),
     Column("deleted_at", DateTime(timezone=True)),
+    # Every batch that inserted or changed it, oldest first (import_batch_id is the last);
+    # what each changed is in the audit log (migration 0009).
+    Column("import_batch_ids", ARRAY(Integer), nullable=False, server_default=text("'{}'")),
     UniqueConstraint("source", "source_id"),
     CheckConstraint("victim_sex IN ('female', 'male', 'unknown')", name="victim_sex_known"),
     CheckConstraint("victim_age BETWEEN 0 AND 120", name="victim_age_range"),

@@ -28,6 +28,10 @@ class ImportBatchPublic(BaseModel):
     updated: int
     unchanged: int
     rejected: int
+    # What the import noticed without rejecting a row (e.g. headers renamed to keep
+    # every column).
+    warnings: list[str] = []
+    # Why a failed batch failed, in words a caller may read (never SQL or process ids).
     error: str | None
     started_at: datetime
     finished_at: datetime | None

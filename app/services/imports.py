@@ -6,6 +6,18 @@ reasons, counts recorded) or not at all: if anything fails midway, the transacti
 back, the batch is marked failed, and re-running the same file completes it. Rows are
 keyed on (source, source_id), so re-importing a file inserts nothing new.
 
+Every incident a batch inserts or changes gets its own audit entry (action ``import``),
+written by the upsert statement itself: the batch, the key, and the fields before and
+after (only the changed ones for an update); the incident keeps every batch that wrote
+it in ``import_batch_ids``. A row whose incident was soft-deleted is rejected, never
+written: restore the incident first (``deleted_reason``).
+
+Concurrent batches lock the rows they change in key order, so two batches sharing keys
+wait for each other instead of deadlocking; a deadlock that still happens (keys shared
+across chunks of large files, in opposite orders) rolls the batch back, and it is written
+again from the file, up to ``ATTEMPTS`` times, before it fails saying so. A failed batch's
+error never holds SQL or backend process ids (``app.errors.safe_reason``).
+
 A batch whose process is killed (or whose database session is cut) cannot mark itself
 failed. The session writing a batch holds an advisory lock on it; a batch still
 'running' without that lock was interrupted, and is marked failed, with the reason,
@@ -17,8 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +44,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import copy_csv, frame_to_csv
-from app.errors import InvalidParameter
+from app.errors import Conflict, InvalidParameter, safe_reason, transaction_conflict
 from app.models import category
 from app.services.incident_rows import (
     ReadOptions,
@@ -51,6 +66,13 @@ from app.sql.territory import select_territory
 Progress = Callable[[str, int, int], None]
 # Rows validated, copied and upserted at a time (the whole batch is still one transaction).
 CHUNK_ROWS = 100_000
+# How many times a batch is written in all when its transaction loses a deadlock.
+ATTEMPTS = 3
+# Upsert passes over one chunk: a pass leaves the rows another transaction inserted,
+# changed or deleted while it ran, and the next one (a new snapshot) settles them.
+PASSES = 5
+
+log = logging.getLogger("observatory")
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,7 @@ class ImportReport:
     updated: int
     unchanged: int
     rejected: int
+    warnings: tuple[str, ...] = ()
 
 
 def _quiet(stage: str, done: int, total: int) -> None:
@@ -108,11 +131,14 @@ async def import_incidents(
     """Import one incident file as one batch; return its counts."""
     filename = filename or path.name
     fmt = detect_format(filename, options.format)
-    frames = read_incident_chunks(path, options, filename, chunk_rows=CHUNK_ROWS)
+
+    def read() -> Iterator[pd.DataFrame]:
+        return read_incident_chunks(path, options, filename, chunk_rows=CHUNK_ROWS)
+
     total = count_data_rows(path) if fmt == "csv" else None
     return await import_frames(
-        engine, settings, frames, options, actor=actor, filename=filename, fmt=fmt,
-        total=total, progress=progress,
+        engine, settings, read(), options, actor=actor, filename=filename, fmt=fmt,
+        total=total, progress=progress, reread=read,
     )  # fmt: skip
 
 
@@ -128,10 +154,13 @@ async def import_frame(
     progress: Progress = _quiet,
 ) -> ImportReport:
     """Import a frame of strings with canonical columns as one batch."""
-    frames = (frame.iloc[i : i + CHUNK_ROWS] for i in range(0, max(len(frame), 1), CHUNK_ROWS))
+
+    def read() -> Iterator[pd.DataFrame]:
+        return (frame.iloc[i : i + CHUNK_ROWS] for i in range(0, max(len(frame), 1), CHUNK_ROWS))
+
     return await import_frames(
-        engine, settings, frames, options, actor=actor, filename=filename, fmt=fmt,
-        total=len(frame), progress=progress,
+        engine, settings, read(), options, actor=actor, filename=filename, fmt=fmt,
+        total=len(frame), progress=progress, reread=read,
     )  # fmt: skip
 
 
@@ -146,14 +175,20 @@ async def import_frames(
     fmt: str,
     total: int | None = None,
     progress: Progress = _quiet,
+    reread: Callable[[], Iterator[pd.DataFrame]] | None = None,
 ) -> ImportReport:
     """Import chunks of canonical columns (what ``read_incident_chunks`` yields) as one
-    batch, in one transaction; on failure the batch is marked failed and re-raised."""
+    batch, in one transaction; on failure the batch is marked failed and re-raised.
+
+    ``reread`` gives the same chunks again from the start: a batch whose transaction lost
+    a deadlock (rolled back whole) is then written again, ``ATTEMPTS`` times in all;
+    without it, or after the last attempt, it fails with a 409 saying so."""
     first = await asyncio.to_thread(next, frames, pd.DataFrame())
     if "source" not in first and not options.source:
         raise InvalidParameter(
             "the file has no 'source' column: name the reporting agency with the source option"
         )
+    warnings = list(first.attrs.get("warnings", ()))
     # One connection for the whole batch: it holds the batch's advisory lock from the
     # moment the batch exists until it is done, so a batch left 'running' by a killed
     # process is recognised as interrupted (``interrupt_stale_batches``).
@@ -163,23 +198,72 @@ async def import_frames(
             vocabulary = await load_vocabulary(conn)
             territory = await load_territory(conn, settings)
             batch_id = (
-                await conn.execute(sql.insert_batch(filename, fmt, options.as_dict(), actor))
+                await conn.execute(
+                    sql.insert_batch(filename, fmt, options.as_dict(), actor, warnings)
+                )
             ).scalar_one()
             await conn.execute(sql.lock_batch(batch_id))
         try:
-            chunks = _Chunks(
-                itertools.chain([first], frames), options, vocabulary, territory,
-                settings.territory.timezone,
-            )  # fmt: skip
-            counts = await _write_batch(
-                conn, chunks, batch_id, settings, actor, filename, total, progress
-            )
+            source = itertools.chain([first], frames)
+            for attempt in itertools.count(1):
+                chunks = _Chunks(
+                    source, options, vocabulary, territory, settings.territory.timezone
+                )
+                try:
+                    counts = await _write_batch(
+                        conn, chunks, batch_id, settings, actor, filename, total, progress
+                    )
+                    break
+                except Exception as exc:
+                    if not transaction_conflict(exc):
+                        raise
+                    if reread is None or attempt >= ATTEMPTS:
+                        raise Conflict(_deadlock_reason(attempt)) from exc
+                    log.warning(
+                        "import batch %s lost a deadlock (attempt %s of %s); writing it again",
+                        batch_id, attempt, ATTEMPTS,
+                    )  # fmt: skip
+                    await asyncio.sleep(random.uniform(0.05, 0.25) * attempt)
+                    source = reread()
         except BaseException as exc:
             await _mark_failed(engine, batch_id, exc)
             await _release(conn, batch_id)
             raise
         await _release(conn, batch_id)
-    return ImportReport(batch_id=batch_id, status="completed", **counts)
+    return ImportReport(batch_id=batch_id, status="completed", warnings=tuple(warnings), **counts)
+
+
+def _deadlock_reason(attempts: int) -> str:
+    tried = f" ({attempts} attempts)" if attempts > 1 else ""
+    return (
+        f"deadlock with another import writing the same incidents{tried}; nothing of this "
+        "batch was stored; run it again"
+    )
+
+
+def deleted_reason(incident_id: int, source: str, source_id: str, deleted_at: datetime) -> str:
+    """Why a write to a soft-deleted incident is refused, in the words every door uses: an
+    import rejects the row, ``POST /incidents`` answers 409, ``PATCH`` 404. A re-import
+    never resurrects nor silently changes a deleted incident; restoring it is explicit."""
+    day = deleted_at.astimezone(UTC).date().isoformat()
+    return (
+        f"incident {incident_id} ({source}, {source_id}) was deleted on {day}: "
+        f"restore it first with POST /incidents/{incident_id}/restore"
+    )
+
+
+async def deleted_incident_reason(
+    conn: AsyncConnection,
+    *,
+    incident_id: int | None = None,
+    source: str | None = None,
+    source_id: str | None = None,
+) -> str | None:
+    """``deleted_reason`` for a soft-deleted incident given by id or by key; None when
+    there is no such deleted incident."""
+    stmt = sql.select_deleted_incident(incident_id, source, source_id)
+    row = (await conn.execute(stmt)).first()
+    return None if row is None else deleted_reason(*row)
 
 
 async def _write_batch(
@@ -194,7 +278,11 @@ async def _write_batch(
 ) -> dict[str, int]:
     """The batch's one transaction: every chunk, the counts, the audit entry."""
     async with conn.begin():
-        params = {"batch_id": batch_id, "tolerance_m": settings.territory.tolerance_m}
+        params = {
+            "batch_id": batch_id,
+            "tolerance_m": settings.territory.tolerance_m,
+            "actor": actor,
+        }
         counts = await _write_chunks(conn, chunks, params, total, progress)
         await conn.execute(sql.finish_batch(batch_id, **counts))
         after = {"filename": filename, **counts}
@@ -235,12 +323,14 @@ class _Chunks:
     seen: dict[str, int] = field(default_factory=dict)
     next_row: int = 1
 
-    def prepare(self) -> tuple[bytes, Validated] | None:
+    def prepare(self) -> tuple[bytes, Validated, pd.DataFrame, int] | None:
         """Read and validate the next chunk, and format its valid rows as COPY CSV (runs in
-        a thread); None when the file is done."""
+        a thread); None when the file is done. Also returns the chunk as read and the file
+        row number of its first row (for rows rejected later, in the database)."""
         part = next(self.frames, None)
         if part is None:
             return None
+        first_row = self.next_row
         checked = validate_incidents(
             part,
             options=self.options,
@@ -251,7 +341,7 @@ class _Chunks:
         )
         checked = self._drop_repeats(checked, part)
         self.next_row += len(part)
-        return _copy_csv(checked.valid), checked
+        return _copy_csv(checked.valid), checked, part, first_row
 
     def _drop_repeats(self, checked: Validated, part: pd.DataFrame) -> Validated:
         valid = checked.valid
@@ -291,21 +381,69 @@ async def _write_chunks(
     counts = dict.fromkeys(("received", "inserted", "updated", "unchanged", "rejected"), 0)
     progress("write", 0, total or 0)
     pending = asyncio.create_task(asyncio.to_thread(chunks.prepare))
-    while (prepared := await pending) is not None:
-        pending = asyncio.create_task(asyncio.to_thread(chunks.prepare))
-        data, checked = prepared
-        await copy_csv(conn, sql.COPY_STAGING, data)
-        row = (await conn.execute(sql.upsert_from_staging(), params)).one()
-        await conn.execute(sql.TRUNCATE_STAGING)
-        await _store_rejections(conn, checked.rejected, params["batch_id"])
-        counts["received"] += checked.received
-        counts["inserted"] += row.inserted
-        counts["updated"] += row.updated
-        counts["unchanged"] += len(checked.valid) - row.inserted - row.updated
-        counts["rejected"] += len(checked.rejected)
-        done = counts["received"]
-        progress("write", done, max(total or 0, done))
+    try:
+        while (prepared := await pending) is not None:
+            pending = asyncio.create_task(asyncio.to_thread(chunks.prepare))
+            data, checked, part, first_row = prepared
+            await copy_csv(conn, sql.COPY_STAGING, data)
+            inserted, updated, deleted = await _upsert_staged(conn, params, part, first_row)
+            await conn.execute(sql.TRUNCATE_STAGING)
+            rejected = checked.rejected
+            if len(deleted):
+                rejected = pd.concat([rejected, deleted], ignore_index=True)
+            await _store_rejections(conn, rejected, params["batch_id"])
+            counts["received"] += checked.received
+            counts["inserted"] += inserted
+            counts["updated"] += updated
+            counts["unchanged"] += len(checked.valid) - len(deleted) - inserted - updated
+            counts["rejected"] += len(rejected)
+            done = counts["received"]
+            progress("write", done, max(total or 0, done))
+    except Exception:
+        # The batch may be written again from the start (a lost deadlock): let the chunk
+        # being read ahead finish first, so two readers never share the file.
+        with contextlib.suppress(Exception):
+            await pending
+        raise
     return counts
+
+
+async def _upsert_staged(
+    conn: AsyncConnection, params: dict, part: pd.DataFrame, first_row: int
+) -> tuple[int, int, pd.DataFrame]:
+    """Write the staged chunk; return (inserted, updated, rejected rows of deleted
+    incidents). Each pass locks the rows it will change in key order, takes the rows of
+    soft-deleted incidents out (rejected, with the reason), and upserts the rest with an
+    audit entry per incident inserted or changed; rows another transaction wrote while
+    the pass ran are left to the next pass."""
+    inserted = updated = 0
+    deleted: list = []
+    for _ in range(PASSES):
+        found = (await conn.execute(sql.lock_rows_to_change())).all()
+        if found:
+            rows = [r.row_number for r in found]
+            await conn.execute(sql.DELETE_STAGED_ROWS, {"row_numbers": rows})
+            deleted += found
+        result = (await conn.execute(sql.upsert_from_staging(), params)).one()
+        inserted += result.inserted
+        updated += result.updated
+        if result.inserted + result.updated + result.unchanged == result.staged:
+            break
+    else:
+        raise Conflict(
+            "other writes kept changing the incidents of this batch while it was written; "
+            "nothing of it was stored; run it again"
+        )
+    rejected = pd.DataFrame(
+        {
+            "row_number": [r.row_number for r in deleted],
+            "source_id": [r.source_id for r in deleted],
+            "reason": [deleted_reason(r.id, r.source, r.source_id, r.deleted_at) for r in deleted],
+            "raw": [part.iloc[r.row_number - first_row].to_dict() for r in deleted],
+        },
+        columns=["row_number", "source_id", "reason", "raw"],
+    )
+    return inserted, updated, rejected
 
 
 def _copy_csv(valid: pd.DataFrame) -> bytes:
@@ -336,7 +474,8 @@ async def _store_rejections(conn: AsyncConnection, rejected: pd.DataFrame, batch
 async def _mark_failed(engine: AsyncEngine, batch_id: int, exc: BaseException) -> None:
     try:
         async with engine.begin() as conn:
-            await conn.execute(sql.fail_batch(batch_id, f"{exc.__class__.__name__}: {exc}"[:2000]))
+            # Readable by editors: a short reason, never SQL text or backend process ids.
+            await conn.execute(sql.fail_batch(batch_id, safe_reason(exc)[:2000]))
     except Exception:  # the database may be gone: the batch is then found interrupted later
         pass
 

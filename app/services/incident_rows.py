@@ -133,8 +133,10 @@ def read_incident_chunks(
         raise InvalidParameter(
             f"unknown target column(s) {', '.join(unknown)}; map onto: {', '.join(CANONICAL)}"
         )
+    header: list[str] | None = None
     with _read_errors(fmt, options):
         if fmt == "csv":
+            header = _csv_header(path, options)
             frames: Iterator[pd.DataFrame] = pd.read_csv(
                 path,
                 dtype=str,
@@ -153,7 +155,7 @@ def read_incident_chunks(
             frame = next(frames, None)
         if frame is None:
             return
-        yield _canonical(frame, options, crs)
+        yield _canonical(frame, options, crs, header)
 
 
 def count_data_rows(path: Path) -> int:
@@ -191,16 +193,66 @@ def _slices(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
         yield part
 
 
-def _canonical(frame: pd.DataFrame, options: ReadOptions, crs: str) -> pd.DataFrame:
+def _csv_header(path: Path, options: ReadOptions) -> list[str]:
+    """The CSV's header cells as written (pandas renames repeated ones, ``note.1``, and
+    would hide that ``note`` and ``note `` collide once trimmed)."""
+    first = pd.read_csv(
+        path,
+        header=None,
+        nrows=1,
+        dtype=str,
+        keep_default_na=False,
+        sep=options.delimiter,
+        encoding=options.encoding,
+        skipinitialspace=True,
+    )
+    return [str(c) for c in first.iloc[0]] if len(first) else []
+
+
+def unique_headers(names: list[str]) -> tuple[list[str], list[str]]:
+    """Column names trimmed, then made unique: a name already taken gets ``_2``, ``_3``…
+    (skipping names the file uses itself), so no column is lost, e.g. ``note, note ,
+    Note, note`` → ``note, note_2, Note, note_3`` (case is kept: ``Note`` is another
+    name). Returns the names and, for the report, each renamed header as
+    ``'note ' (column 8) → 'note_2'`` (columns counted from 1)."""
+    trimmed = [str(n).strip() or f"Unnamed: {i}" for i, n in enumerate(names)]
+    taken = set(trimmed)
+    seen: set[str] = set()
+    out, renamed = [], []
+    for i, (raw, name) in enumerate(zip(names, trimmed, strict=True), start=1):
+        if name in seen:
+            n = 2
+            while f"{name}_{n}" in seen or f"{name}_{n}" in taken:
+                n += 1
+            renamed.append(f"{str(raw)!r} (column {i}) → '{name}_{n}'")
+            name = f"{name}_{n}"
+        seen.add(name)
+        out.append(name)
+    return out, renamed
+
+
+def _canonical(
+    frame: pd.DataFrame, options: ReadOptions, crs: str, header: list[str] | None = None
+) -> pd.DataFrame:
+    """Canonical column names: the file's trimmed and made unique (``unique_headers``;
+    ``attrs["warnings"]`` names any renamed), then the options' mapping applied."""
     attrs = frame.attrs
-    frame = frame.rename(columns=lambda c: str(c).strip())
+    raw = header if header is not None and len(header) == len(frame.columns) else frame.columns
+    names, renamed = unique_headers(list(raw))
+    frame = frame.set_axis(names, axis=1)
+    warnings = list(attrs.get("warnings", ()))
+    if renamed:
+        warnings.append(
+            "headers renamed so that no column is lost (names are trimmed, then a repeated "
+            "name is numbered): " + ", ".join(renamed)
+        )
     missing = [f for f in options.columns.values() if f not in frame.columns]
     if missing:
         raise InvalidFile(
             f"column(s) {', '.join(missing)} not in the file; it has: {', '.join(frame.columns)}"
         )
     frame = frame.rename(columns={theirs: ours for ours, theirs in options.columns.items()})
-    frame.attrs = {**attrs, "crs": crs}
+    frame.attrs = {**attrs, "crs": crs, "warnings": warnings}
     return frame
 
 
