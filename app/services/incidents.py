@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import Conflict, InvalidParameter, NotFound, ServiceUnavailable
 from app.schemas.incidents import IncidentCreate, IncidentUpdate
-from app.services.imports import load_territory, load_vocabulary
+from app.services.imports import deleted_incident_reason, load_territory, load_vocabulary
 from app.services.incident_rows import ReadOptions, validate_incidents
 from app.settings import Settings
 from app.sql import audit as audit_sql
@@ -73,9 +73,13 @@ async def create_incident(
     values = await _validated_values(conn, settings, record)
     new_id = (await conn.execute(sql.insert_incident(values))).scalar()
     if new_id is None:
+        # A deleted record is not PATCHed back to life: the three doors (POST, PATCH, a
+        # re-import) say the same thing.
+        deleted = await deleted_incident_reason(conn, source=body.source, source_id=body.source_id)
         raise Conflict(
-            f"an incident from {body.source!r} with source_id {body.source_id!r} already exists; "
-            "PATCH it instead",
+            deleted
+            or f"an incident from {body.source!r} with source_id {body.source_id!r} already "
+            "exists; PATCH it instead",
         )
     await _assign_units(conn, settings, new_id)
     after = await _snapshot(conn, new_id)
@@ -156,7 +160,8 @@ async def _assign_units(conn: AsyncConnection, settings: Settings, incident_id: 
 async def _snapshot(conn: AsyncConnection, incident_id: int) -> dict:
     row = (await conn.execute(sql.select_record(incident_id))).mappings().first()
     if row is None:
-        raise NotFound(f"no incident {incident_id}")
+        deleted = await deleted_incident_reason(conn, incident_id=incident_id)
+        raise NotFound(deleted or f"no incident {incident_id}")
     return _jsonable(row)
 
 

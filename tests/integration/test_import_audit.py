@@ -240,11 +240,6 @@ def test_a_deleted_incident_in_a_later_chunk_is_rejected_with_its_own_row(
     assert "was deleted on 2024-07-01: restore it first with POST /incidents/" in reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the POST and PATCH messages live in app/services/incidents.py (issue 14, point 5): "
-    "remove this mark once they name the deletion as the import does",
-)
 def test_post_and_patch_of_a_deleted_incident_say_what_the_import_says(
     client, keys, settings, tmp_path, db
 ):
