@@ -70,6 +70,10 @@ def _guard(fn: Callable[[], T]) -> T:
             _fail("the database schema is out of date: run `observatory migrate`")
         raise
     except OperationalError as exc:
+        from app.errors import transaction_conflict
+
+        if transaction_conflict(exc):  # psycopg files deadlocks as operational errors too
+            _fail("another session wrote the same rows at the same time (deadlock): run it again")
         _fail(
             f"the database is not reachable ({exc.orig.__class__.__name__}): start it with "
             "`observatory db start`, or check OBSERVATORY_DATABASE_URL"
