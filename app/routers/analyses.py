@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
-import pandas as pd
 from fastapi import APIRouter, Query, Request, Response
 
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
 from app.errors import NotFound, ProblemError
+from app.exports import CSV, csv_text, download
 from app.schemas.analyses import (
     AnalysisRunList,
     AnalysisRunPublic,
@@ -159,14 +158,9 @@ async def get_analysis(
     if run.status == "failed":
         raise AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
     if format == "csv":
-        rows = (await conn.execute(sql.select_cells_table(run_id))).mappings().all()
-        buffer = io.StringIO()
-        pd.DataFrame.from_records([dict(r) for r in rows]).to_csv(buffer, index=False)
-        return Response(
-            buffer.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="analysis-{run_id}.csv"'},
-        )
+        result = await conn.execute(sql.select_cells_table(run_id))
+        table = csv_text(list(result.keys()), result.all())
+        return download(table, CSV, f"analysis-{run_id}.csv")
     features = (await conn.execute(sql.select_cells_geojson(run_id))).scalar_one()
     body = (
         f'{{"type":"FeatureCollection","run":{run.model_dump_json()},'

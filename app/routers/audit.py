@@ -1,9 +1,8 @@
-"""The audit log (admin): who changed what and when, filtered and paged, JSON or CSV."""
+"""The audit log (admin): who changed what and when, filtered and paged, JSON or CSV
+(written by :mod:`app.exports`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -12,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.deps import Admin, ReaderDep, SettingsDep
 from app.errors import InvalidParameter
+from app.exports import CSV, csv_text
 from app.params import split_list
 from app.schemas.audit import AuditEntry, AuditPage
 from app.sql import audit as sql
@@ -76,7 +76,7 @@ async def audit_log(
         next_url = str(request.url.include_query_params(before=entries[-1].id, limit=page_size))
     if format == "csv":
         headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else None
-        return Response(_csv(entries), media_type="text/csv; charset=utf-8", headers=headers)
+        return Response(_csv(entries), media_type=CSV, headers=headers)
     links = [{"rel": "self", "type": "application/json", "href": str(request.url)}]
     if next_url:
         links.append({"rel": "next", "type": "application/json", "href": next_url})
@@ -86,15 +86,12 @@ async def audit_log(
 
 def _csv(entries: list[AuditEntry]) -> str:
     """One row per entry; before and after as JSON text."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for e in entries:
-        writer.writerow(
-            [e.id, e.at.isoformat(), e.actor, e.action, e.entity, e.entity_id or "",
-             _json(e.before), _json(e.after)]
-        )  # fmt: skip
-    return out.getvalue()
+    rows = [
+        [e.id, e.at.isoformat(), e.actor, e.action, e.entity, e.entity_id,
+         _json(e.before), _json(e.after)]
+        for e in entries
+    ]  # fmt: skip
+    return csv_text(CSV_COLUMNS, rows)
 
 
 def _json(value: object) -> str:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from app.deps import ConnDep, Editor, EngineDep, SettingsDep
 from app.errors import InvalidParameter, NotFound
+from app.exports import CSV, download
 from app.schemas.imports import ImportBatchDetail, ImportBatchList, ImportBatchPublic
 from app.services.imports import import_incidents, interrupt_stale_batches, rejections_csv
 from app.services.incident_rows import FORMATS, ReadOptions
@@ -120,12 +121,7 @@ async def get_import_rejections(batch_id: int, conn: ConnDep, _: Editor) -> Resp
     if (await conn.execute(sql.select_batch(batch_id))).first() is None:
         raise NotFound(f"no import batch {batch_id}")
     rows = (await conn.execute(sql.select_rejections(batch_id))).all()
-    body = rejections_csv(rows) if rows else "row_number,source_id,reason\n"
-    return Response(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="import-{batch_id}-rejected.csv"'},
-    )
+    return download(rejections_csv(rows), CSV, f"import-{batch_id}-rejected.csv")
 
 
 async def _detail(request: Request, conn, batch_id: int) -> ImportBatchDetail:

@@ -1,21 +1,18 @@
 """Composite indexes: versioned definitions (admins post; anyone reads them, as the public
 description of what a published ranking means), the periods they can cover, results per
 unit with rank and rank change (analysts: they carry raw indicator values), and Monte Carlo
-rank uncertainty. Results as JSON, GeoJSON (unit geometry), CSV and XLSX; the tabular
-helpers here serve /rankings too."""
+rank uncertainty. Results as JSON, GeoJSON (unit geometry), CSV and XLSX (written by
+:mod:`app.exports`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from openpyxl import Workbook
 
 from app.deps import Admin, Analyst, ConnDep, SettingsDep
+from app.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import (
     IndexDefinitionList,
     IndexDefinitionRecord,
@@ -28,7 +25,6 @@ from app.services import indexes as service
 router = APIRouter(prefix="/indexes", tags=["indexes"])
 
 GEOJSON = "application/geo+json"
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # The definition's settings listed on the "about" sheet of a results workbook.
 _METHOD_KEYS = ("unit_level", "period", "imputation", "treatment", "normalisation",
                 "aggregation", "classes")  # fmt: skip
@@ -114,12 +110,19 @@ async def get_results(
         return Response(results.model_dump_json(by_alias=True), media_type="application/json")
     columns, rows = _table(results)
     if format == "csv":
-        return download(csv_text(columns, rows), "text/csv; charset=utf-8", f"{stem}.csv")
+        return download(csv_text(columns, rows), CSV, f"{stem}.csv")
     if format == "xlsx":
         record = await service.get_definition(conn, results.code, results.version)
         parameters = {key: record.definition.get(key) for key in _METHOD_KEYS}
         parameters["weights"] = results.weights
-        about = about_rows(results.code, results.version, results.period, parameters, results.notes)
+        about = about_rows(
+            results.code,
+            results.version,
+            results.period,
+            parameters,
+            results.notes,
+            title=results.title,
+        )
         return download(xlsx_bytes(columns, rows, about), XLSX, f"{stem}.xlsx")
     geometries = await service.unit_geometries(conn, [r.unit_code for r in results.rows])
     features = [
@@ -178,51 +181,3 @@ def _table(results: IndexResults) -> tuple[list[str], list[list[Any]]]:
                        r.contributions.get(i)]  # fmt: skip
         rows.append(values)
     return columns, rows
-
-
-def download(content: str | bytes, media_type: str, filename: str) -> Response:
-    return Response(
-        content,
-        media_type=media_type,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
-
-
-def csv_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for values in rows:
-        writer.writerow(["" if v is None else v for v in values])
-    return out.getvalue()
-
-
-def about_rows(
-    code: str, version: int, period: str, parameters: dict[str, Any], notes: Sequence[str]
-) -> list[list[Any]]:
-    """The "about" sheet: what the rows came from (non-scalar parameters as JSON text)."""
-    about: list[list[Any]] = [["index", code], ["version", version], ["period", period]]
-    for key, value in parameters.items():
-        scalar = value is None or isinstance(value, str | int | float)
-        about.append([f"parameter: {key}", value if scalar else json.dumps(value)])
-    about += [["note", note] for note in notes]
-    return about
-
-
-def xlsx_bytes(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], about: Sequence[Sequence[Any]]
-) -> bytes:
-    """A workbook with the rows on its first sheet and ``about`` on a sheet "about"."""
-    book = Workbook()
-    sheet = book.active
-    sheet.title = "rows"
-    sheet.append(list(columns))
-    for values in rows:
-        sheet.append(list(values))
-    info = book.create_sheet("about")
-    info.append(["item", "value"])
-    for line in about:
-        info.append(list(line))
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()

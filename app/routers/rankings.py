@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.cache import app_cache
 from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.errors import InvalidParameter
-from app.routers.indexes import XLSX, about_rows, csv_text, download, xlsx_bytes
+from app.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import Ranking
 from app.security import Principal
 from app.services import indexes as service
@@ -101,13 +101,14 @@ async def get_ranking(
     columns, rows = _table(ranking)
     stem = f"ranking-{ranking.index}-v{ranking.version}-{ranking.period}"
     if format == "csv":
-        return download(csv_text(columns, rows), "text/csv; charset=utf-8", f"{stem}.csv")
+        return download(csv_text(columns, rows), CSV, f"{stem}.csv")
     about = about_rows(
         ranking.index,
         ranking.version,
         ranking.period,
         {"runs": ranking.runs, "seed": ranking.seed},
         ranking.notes,
+        title=ranking.title,
     )
     return download(xlsx_bytes(columns, rows, about), XLSX, f"{stem}.xlsx")
 

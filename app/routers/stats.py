@@ -1,11 +1,10 @@
 """Disaggregated statistics: counts and rates per 100,000 by unit and category, period,
-victim sex and age group, with Empirical Bayes rates. JSON and CSV. Public, with small
+victim sex and age group, with Empirical Bayes rates. JSON and CSV (written by
+:mod:`app.exports`). Public, with small
 counts and sensitive categories withheld below the analyst role (``release``)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
@@ -15,6 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.cache import app_cache
 from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.errors import InvalidParameter
+from app.exports import CSV, csv_text
 from app.params import split_list
 from app.schemas.stats import (
     BREAKDOWN_COLUMNS,
@@ -151,7 +151,7 @@ async def get_stats(
     if format == "csv":
         answer = (
             _csv(table),
-            "text/csv; charset=utf-8",
+            CSV,
             {"Content-Disposition": 'attachment; filename="stats.csv"'},
         )
     else:
@@ -172,20 +172,13 @@ def _json(table: StatsTable) -> str:
 
 
 def _csv(table: StatsTable) -> str:
-    out = io.StringIO()
+    """The requested columns only; null as an empty cell, booleans as true/false."""
     columns = _columns(table)
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
+    rows = []
     for row in table.rows:
         values = row.model_dump(include=set(columns))
-        writer.writerow({k: _cell(v) for k, v in values.items()})
-    return out.getvalue()
-
-
-def _cell(value: object) -> object:
-    if value is None:
-        return ""
-    return str(value).lower() if isinstance(value, bool) else value
+        rows.append([values.get(c) for c in columns])
+    return csv_text(columns, rows)
 
 
 def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import copy_csv, frame_to_csv
 from app.errors import Conflict, InvalidParameter, safe_reason, transaction_conflict
+from app.exports import csv_text
 from app.models import category
 from app.services.incident_rows import (
     ReadOptions,
@@ -481,11 +482,14 @@ async def _mark_failed(engine: AsyncEngine, batch_id: int, exc: BaseException) -
 
 
 def rejections_csv(rows: list) -> str:
-    """The rejected rows as CSV: row number, source id, reason, then the original columns."""
+    """The rejected rows as CSV: row number, source id, reason, then the original columns
+    in order of first appearance (empty where a row lacks one), written by
+    :func:`app.exports.csv_text` so that no value or header runs as a formula."""
     records = []
     for r in rows:
         raw = r.raw if isinstance(r.raw, dict) else orjson.loads(r.raw)
         records.append(
             {"row_number": r.row_number, "source_id": r.source_id, "reason": r.reason, **raw}
         )
-    return pd.DataFrame.from_records(records).to_csv(index=False)
+    columns = list(dict.fromkeys(["row_number", "source_id", "reason", *itertools.chain(*records)]))
+    return csv_text(columns, ([record.get(c) for c in columns] for record in records))
