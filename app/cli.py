@@ -556,15 +556,17 @@ def index_compute(
     for note in results.notes:
         console.print(f"[dim]note: {note}[/dim]")
     if output is not None:
-        import pandas as pd
-
         records = [
             {"rank": r.rank, "unit_code": r.unit_code, "unit_name": r.unit_name,
              "score": r.score, "class": r.map_class, "rank_change": r.rank_change,
              **{f"contribution_{k}": v for k, v in r.contributions.items()}}
             for r in results.rows
         ]  # fmt: skip
-        pd.DataFrame.from_records(records).to_csv(output, index=False)
+        from app.exports import csv_text  # formula-leading text neutralised, as every export
+
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        lines = ([r.get(c) for c in columns] for r in records)
+        output.write_text(csv_text(columns, lines), encoding="utf-8", newline="")
         console.print(f"written to {output}")
 
 

@@ -4,12 +4,10 @@ GeoTIFF or as hot-area polygons, and PAI / RRI of hot spot methods stored as run
 from __future__ import annotations
 
 import asyncio
-import io
 from datetime import datetime
 from typing import Annotated, Literal
 
 import orjson
-import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
@@ -17,6 +15,7 @@ from starlette.background import BackgroundTask
 
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
 from app.errors import InvalidParameter, NotFound
+from app.exports import csv_text
 from app.params import split_list
 from app.routers.analyses import AnalysisFailed, launch_run
 from app.schemas.analyses import AnalysisFilters
@@ -142,12 +141,10 @@ def _evaluation_response(
 ) -> Response:
     headers = {"Location": run.links[0]["href"]} if location else {}
     if format == "csv":
-        table = pd.DataFrame([r.model_dump() for r in run.rows], columns=list(ROW_COLUMNS))
-        buffer = io.StringIO()
-        table.to_csv(buffer, index=False)
+        lines = ([getattr(r, c) for c in ROW_COLUMNS] for r in run.rows)
         headers["Content-Disposition"] = f'attachment; filename="evaluation-{run.id}.csv"'
         return Response(
-            buffer.getvalue(),
+            csv_text(ROW_COLUMNS, lines),
             status_code=status_code,
             media_type="text/csv; charset=utf-8",
             headers=headers,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import spatial
 from app.db import copy_csv, frame_to_csv
 from app.errors import InvalidParameter
+from app.exports import csv_text
 from app.schemas.analyses import (
     AdminUnits,
     AnalysisFilters,
@@ -442,7 +443,9 @@ async def write_result(engine: AsyncEngine, run_id: int, path: Path) -> dict:
         run = (await conn.execute(sql.select_run(run_id))).mappings().one()
         if path.suffix.lower() == ".csv":
             rows = (await conn.execute(sql.select_cells_table(run_id))).mappings().all()
-            pd.DataFrame.from_records([dict(r) for r in rows]).to_csv(path, index=False)
+            columns = list(rows[0].keys()) if rows else []
+            text = csv_text(columns, ([r[c] for c in columns] for r in rows))
+            path.write_text(text, encoding="utf-8", newline="")
         else:
             features = (await conn.execute(sql.select_cells_geojson(run_id))).scalar_one()
             path.write_text(f'{{"type":"FeatureCollection","features":{features}}}')
