@@ -19,6 +19,7 @@ from sqlalchemy import ClauseElement, Dialect, event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from app.errors import ServiceUnavailable
 from app.settings import Settings
 
 POOL_TIMEOUT_S = 5
@@ -177,3 +178,14 @@ async def copy_csv(conn: AsyncConnection, statement: str, data: bytes) -> None:
     raw = (await conn.get_raw_connection()).driver_connection
     async with raw.cursor() as cur, cur.copy(statement) as copy:
         await copy.write(data)
+
+
+async def wait_for_lock(conn: AsyncConnection, statement: ClauseElement, busy: str) -> None:
+    """Run a lock ``statement``; a statement timeout while waiting for the lock is a 503
+    saying ``busy`` (why the wait was long and what to do), not a database fault."""
+    try:
+        await conn.execute(statement)
+    except exc.DBAPIError as error:
+        if not isinstance(error.orig, psycopg.errors.QueryCanceled):
+            raise
+        raise ServiceUnavailable(busy) from error

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-import psycopg
 import shapely
 from sqlalchemy import TextClause
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.errors import InvalidParameter, ServiceUnavailable
+from app.db import wait_for_lock
+from app.errors import InvalidParameter
 from app.schemas.units import BoundaryReport, OutsideTerritoryUnit, RepairedUnit
 from app.sql import audit as audit_sql
 from app.sql import territory as territory_sql
@@ -166,17 +165,14 @@ async def import_boundaries(
 
 async def _lock_units(conn: AsyncConnection, statement_timeout_ms: int) -> None:
     """Take the units lock exclusively; 503 when writes held it past the timeout."""
-    try:
-        await conn.execute(sql.lock_units_exclusive())
-    except DBAPIError as exc:
-        if not isinstance(exc.orig, psycopg.errors.QueryCanceled):
-            raise
-        raise ServiceUnavailable(
-            "Incident writes (imports or API edits) were still in progress after "
-            f"{statement_timeout_ms / 1000:g} s; a boundary upload waits for them, since it "
-            "reassigns every incident. Nothing was loaded; send the file again once the "
-            "imports are done."
-        ) from exc
+    await wait_for_lock(
+        conn,
+        sql.lock_units_exclusive(),
+        "Incident writes (imports or API edits) were still in progress after "
+        f"{statement_timeout_ms / 1000:g} s; a boundary upload waits for them, since it "
+        "reassigns every incident. Nothing was loaded; send the file again once the "
+        "imports are done.",
+    )
 
 
 async def _check_territory(

@@ -9,11 +9,10 @@ from typing import Any
 
 import orjson
 import pandas as pd
-import psycopg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import Conflict, InvalidParameter, NotFound, ServiceUnavailable
+from app.db import wait_for_lock
+from app.errors import Conflict, InvalidParameter, NotFound
 from app.schemas.incidents import IncidentCreate, IncidentUpdate
 from app.services.imports import deleted_incident_reason, load_territory, load_vocabulary
 from app.services.incident_rows import ReadOptions, validate_incidents
@@ -139,17 +138,14 @@ async def _lock_units(conn: AsyncConnection, settings: Settings) -> None:
     boundary upload in progress commits first, and the statements after this one see its
     boundaries (READ COMMITTED). The wait is bounded by the request's statement timeout;
     past it, a 503 that says why."""
-    try:
-        await conn.execute(units_sql.lock_units_shared())
-    except DBAPIError as exc:
-        if not isinstance(exc.orig, psycopg.errors.QueryCanceled):
-            raise
-        raise ServiceUnavailable(
-            "A boundary upload is reassigning every incident to its new units; incident "
-            "writes wait for it, and this one waited "
-            f"{settings.database.statement_timeout_ms / 1000:g} s. Nothing was changed; "
-            "send it again in a minute."
-        ) from exc
+    await wait_for_lock(
+        conn,
+        units_sql.lock_units_shared(),
+        "A boundary upload is reassigning every incident to its new units; incident "
+        "writes wait for it, and this one waited "
+        f"{settings.database.statement_timeout_ms / 1000:g} s. Nothing was changed; "
+        "send it again in a minute.",
+    )
 
 
 async def _assign_units(conn: AsyncConnection, settings: Settings, incident_id: int) -> None:
