@@ -299,6 +299,27 @@ def _holding(db_url: str, source: str, source_id: str) -> psycopg.Connection:
     return holder
 
 
+def _post_while_held(client, editor, db, holder, files: dict[str, pd.DataFrame]) -> dict:
+    """Post the files at once from threads; ``holder`` (a session holding a row they
+    need) commits once every import waits for it, so all are mid-way together."""
+    responses: dict[str, object] = {}
+
+    def post(name: str, data: pd.DataFrame) -> None:
+        responses[name] = _post_csv(client, editor, name, data)
+
+    threads = [threading.Thread(target=post, args=item) for item in files.items()]
+    try:
+        for t in threads:
+            t.start()
+        _waiting(db, len(files))
+    finally:
+        holder.commit()
+        holder.close()
+    for t in threads:
+        t.join(timeout=120)
+    return responses
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_two_imports_sharing_keys_in_opposite_order_both_complete(
     client, keys, settings, db, db_url, round_
@@ -323,24 +344,8 @@ def test_two_imports_sharing_keys_in_opposite_order_both_complete(
     ascending = frame.assign(category="robbery")
     descending = frame.assign(category="burglary").iloc[::-1]
     holder = _holding(db_url, source, f"k{n // 2:04d}")
-    responses: dict[str, object] = {}
-
-    def post(name: str, data: pd.DataFrame) -> None:
-        responses[name] = _post_csv(client, editor, name, data)
-
-    threads = [
-        threading.Thread(target=post, args=("race-up.csv", ascending)),
-        threading.Thread(target=post, args=("race-down.csv", descending)),
-    ]
-    try:
-        for t in threads:
-            t.start()
-        _waiting(db, 2)
-    finally:
-        holder.commit()
-        holder.close()
-    for t in threads:
-        t.join(timeout=120)
+    files = {"race-up.csv": ascending, "race-down.csv": descending}
+    responses = _post_while_held(client, editor, db, holder, files)
     statuses = {name: r.status_code for name, r in responses.items()}
     assert statuses == {"race-up.csv": 201, "race-down.csv": 201}, {
         name: r.text for name, r in responses.items()
@@ -390,24 +395,8 @@ def test_keys_two_imports_insert_at_once_end_updated_with_their_true_before(
         "ST_SetSRID(ST_MakePoint(-88.1962, 17.5046), 4326))",
         [source, middle],
     )
-    responses: dict[str, object] = {}
-
-    def post(name: str, data: pd.DataFrame) -> None:
-        responses[name] = _post_csv(client, editor, name, data)
-
-    threads = [
-        threading.Thread(target=post, args=("new-up.csv", frame)),
-        threading.Thread(target=post, args=("new-down.csv", frame.assign(category="theft")[::-1])),
-    ]
-    try:
-        for t in threads:
-            t.start()
-        _waiting(db, 2)
-    finally:
-        holder.commit()
-        holder.close()
-    for t in threads:
-        t.join(timeout=120)
+    files = {"new-up.csv": frame, "new-down.csv": frame.assign(category="theft")[::-1]}
+    responses = _post_while_held(client, editor, db, holder, files)
     assert {r.status_code for r in responses.values()} == {201}, [
         r.text for r in responses.values()
     ]
