@@ -1,12 +1,12 @@
 """Who may read which layer, which of its fields a caller sees, and which fields a caller
 may filter on: the one place every door asks (features, tiles, styles, the QGIS project
-and the tile fast path in ``app.tilecache``).
+and the tile fast path in ``app.ogc.tilecache``).
 
 A caller filters only on what it sees. A filter on a field whose values are withheld
 would still select rows by those values, and the rows' presence gives the values away
 (walking ``count=1..k`` over a public hot spot layer rebuilt every cell's count). So the
 fields a caller may filter on are the queryable fields it sees, and nothing else: the
-rule is :func:`queryable_fields`, and ``app.filters`` refuses any other name.
+rule is :func:`queryable_fields`, and ``app.ogc.filters`` refuses any other name.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from app import security
-from app.errors import Forbidden, Unauthorized
-from app.layers import Field, Layer
+from app.core.errors import Forbidden, Unauthorized
+from app.ogc.layers import Field, Layer
 from app.security import Principal
 
 if TYPE_CHECKING:  # the catalog is only passed through; importing it here is a cycle risk
-    from app.cache import TTLCache
+    from app.core.cache import TTLCache
     from app.services.catalog import Catalog
 
 

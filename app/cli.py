@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings
 
 T = TypeVar("T")
 console = Console()
@@ -34,7 +34,7 @@ FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=T
 
 
 def _with_engine(fn: Callable[[Any], Awaitable[T]], settings: Settings | None = None) -> T:
-    from app.db import create_engine
+    from app.core.db import create_engine
 
     async def run() -> T:
         engine = create_engine(settings or get_settings())
@@ -55,14 +55,14 @@ def _guard(fn: Callable[[], T]) -> T:
     """Turn the service's expected errors into one clear line and exit code 1."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    from app.cluster import ClusterError
-    from app.errors import ProblemError
+    from app.core.errors import ProblemError
+    from app.core.settings import NoPrivateCluster
     from app.services.backup import BackupError
     from boundaries import BoundaryError
 
     try:
         return fn()
-    except (ProblemError, BoundaryError, ClusterError, BackupError) as exc:
+    except (ProblemError, BoundaryError, NoPrivateCluster, BackupError) as exc:
         _fail(getattr(exc, "detail", None) or str(exc))
         raise  # unreachable; keeps type checkers content
     except ProgrammingError as exc:
@@ -70,7 +70,7 @@ def _guard(fn: Callable[[], T]) -> T:
             _fail("the database schema is out of date: run `observatory migrate`")
         raise
     except OperationalError as exc:
-        from app.errors import transaction_conflict
+        from app.core.errors import transaction_conflict
 
         if transaction_conflict(exc):  # psycopg files deadlocks as operational errors too
             _fail("another session wrote the same rows at the same time (deadlock): run it again")
@@ -87,7 +87,7 @@ def _guard(fn: Callable[[], T]) -> T:
 @db_cli.command("start")
 def db_start() -> None:
     """Create (first time) and start the private cluster on 127.0.0.1."""
-    from app.cluster import Cluster
+    from app.core.cluster import Cluster
 
     settings = get_settings()
     if not settings.uses_private_cluster:
@@ -100,7 +100,7 @@ def db_start() -> None:
 @db_cli.command("stop")
 def db_stop() -> None:
     """Stop the private cluster."""
-    from app.cluster import Cluster
+    from app.core.cluster import Cluster
 
     cluster = Cluster(get_settings().database)
     cluster.stop()
@@ -110,7 +110,7 @@ def db_stop() -> None:
 @db_cli.command("status")
 def db_status() -> None:
     """Say whether the private cluster exists and runs."""
-    from app.cluster import Cluster
+    from app.core.cluster import Cluster
 
     settings = get_settings()
     if not settings.uses_private_cluster:
@@ -122,7 +122,7 @@ def db_status() -> None:
 @cli.command()
 def migrate() -> None:
     """Create or upgrade the schema (PostGIS extension, tables, indexes)."""
-    from app.migrate import upgrade
+    from app.core.migrate import upgrade
 
     upgrade(get_settings().sqlalchemy_url)
     console.print("database schema is up to date")
@@ -562,7 +562,7 @@ def index_compute(
              **{f"contribution_{k}": v for k, v in r.contributions.items()}}
             for r in results.rows
         ]  # fmt: skip
-        from app.exports import csv_text  # formula-leading text neutralised, as every export
+        from app.files.exports import csv_text  # formula-leading text neutralised, as every export
 
         columns = list(dict.fromkeys(k for r in records for k in r))
         lines = ([r.get(c) for c in columns] for r in records)
@@ -579,7 +579,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="random seed of the synthetic incidents")] = 42,
 ) -> None:
     """Load the Belize demo: real districts and census, SYNTHETIC incidents."""
-    from app.services.demo import load_demo
+    from app.demo.load import load_demo
 
     settings = get_settings()
     with _progress() as progress:

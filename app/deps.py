@@ -11,9 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import security
-from app.errors import Forbidden, Unauthorized
+from app.core.errors import Forbidden, Unauthorized
+from app.core.settings import Settings
 from app.services.catalog import Catalog
-from app.settings import Settings
 from app.sql import keys as keys_sql
 
 
@@ -66,7 +66,7 @@ async def get_principal(
     if prefix is None:
         raise Unauthorized("Malformed API key.")
     # Valid keys are remembered for a minute (tiles and pages come by the hundred);
-    # a revocation anywhere clears this cache through NOTIFY (app.versions).
+    # a revocation anywhere clears this cache through NOTIFY (app.core.versions).
     cache = request.app.state.key_cache
     cache_key = security.hash_key(key)
     if (principal := cache.get(cache_key)) is not None:

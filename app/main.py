@@ -12,12 +12,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from app.cache import TTLCache
-from app.errors import install_error_handlers
-from app.limits import BodyLimit
-from app.metrics import RequestMetrics
-from app.openapi import openapi_30
-from app.ratelimit import RATE_LIMIT_HEADERS, RateLimit
+from app.core.errors import install_error_handlers
+from app.core.limits import BodyLimit
+from app.core.metrics import RequestMetrics
+from app.core.ratelimit import RATE_LIMIT_HEADERS, RateLimit
+from app.core.settings import Settings, get_settings
+from app.core.versions import DATA_CHANNEL, KEYS_CHANNEL, BumpOnWrite, listen
+from app.ogc.openapi import openapi_30
+from app.ogc.tilecache import CachedTiles
 from app.routers import (
     analyses,
     audit,
@@ -39,9 +41,7 @@ from app.routers import (
     units,
 )
 from app.services.catalog import Catalog
-from app.settings import Settings, get_settings
-from app.tilecache import CachedTiles, TileCache
-from app.versions import DATA_CHANNEL, KEYS_CHANNEL, BumpOnWrite, DataVersion, listen
+from app.state import AppState, ObservatoryApp
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -63,55 +63,48 @@ async def _warm_up(done: asyncio.Event) -> None:
     done.set()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ObservatoryApp:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from app.db import create_engine
+        from app.core.db import create_engine
 
-        app.state.engine = create_engine(settings)
-        app.state.reader = app.state.engine.execution_options(isolation_level="AUTOCOMMIT")
-        app.state.catalog = Catalog(app.state.reader, settings, version)
+        state.engine = create_engine(settings)
+        state.reader = state.engine.execution_options(isolation_level="AUTOCOMMIT")
+        state.catalog = Catalog(state.reader, settings, state.data_version)
         changes = asyncio.create_task(
             listen(
                 settings.libpq_url,
-                {DATA_CHANNEL: version.bump, KEYS_CHANNEL: app.state.key_cache.clear},
+                {DATA_CHANNEL: state.data_version.bump, KEYS_CHANNEL: state.key_cache.clear},
             )
         )
-        app.state.jobs = set()
-        app.state.warm = asyncio.Event()
         if settings.analysis.warm_up:
-            warming = asyncio.create_task(_warm_up(app.state.warm))
+            warming = asyncio.create_task(_warm_up(state.warm))
         else:
-            app.state.warm.set()
+            state.warm.set()
         try:
             yield
         finally:
-            background = [changes, *app.state.jobs]
+            background = [changes, *state.jobs]
             for task in (*background, *([warming] if settings.analysis.warm_up else [])):
                 task.cancel()
-            await app.state.engine.dispose()
+            await state.engine.dispose()
 
-    app = FastAPI(
+    app = ObservatoryApp(
         title="Crime Observatory API",
         summary="Georeferenced incidents, hot spots and territorial violence indexes on PostGIS.",
         version="0.1.0",
         generate_unique_id_function=_operation_id,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.count_cache = TTLCache(maxsize=1024, ttl_s=300)
-    app.state.key_cache = TTLCache(maxsize=1024, ttl_s=60)
-    app.state.tile_cache = TileCache(settings.tiles.cache_mb * 2**20)
-    # Bumped by every change to published data; tile and count caches key on it.
-    version = app.state.data_version = DataVersion()
+    state = app.state = AppState(settings)
     # Innermost of the three: cached tiles still get CORS headers and bump nothing.
     app.add_middleware(CachedTiles)
     if settings.api.rate_limit_per_minute is not None:
         # Outside the tile fast path, so cached tiles count; inside CORS, so browsers
         # can read a 429. Not installed at all while off (the default).
-        app.add_middleware(RateLimit, api=settings.api, key_cache=app.state.key_cache)
+        app.add_middleware(RateLimit, api=settings.api, key_cache=state.key_cache)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.api.cors_origins,
@@ -119,9 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type"],
         expose_headers=["ETag", "Location", "Content-Crs", "Retry-After", *RATE_LIMIT_HEADERS],
     )
-    app.add_middleware(BumpOnWrite, version=version)
+    app.add_middleware(BumpOnWrite, version=state.data_version)
     app.add_middleware(BodyLimit, api=settings.api)  # 413 before any route reads a body
-    app.add_middleware(RequestMetrics, state=app.state)  # outermost: counts cached tiles too
+    app.add_middleware(RequestMetrics, state=state)  # outermost: counts cached tiles too
     install_error_handlers(app)
     for module in (
         pages,  # first: its /rankings route takes only browsers asking for HTML
@@ -148,11 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/api", tags=["ogc"], summary="The API definition (OpenAPI 3.0)")
     async def api_definition() -> Response:
-        if not hasattr(app.state, "openapi_30"):
-            app.state.openapi_30 = orjson.dumps(openapi_30(app, settings))
-        return Response(
-            app.state.openapi_30, media_type="application/vnd.oai.openapi+json;version=3.0"
-        )
+        if state.openapi_30 is None:
+            state.openapi_30 = orjson.dumps(openapi_30(app, settings))
+        return Response(state.openapi_30, media_type="application/vnd.oai.openapi+json;version=3.0")
 
     logging.basicConfig(level=logging.INFO)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.errors import InvalidParameter
+from app.core.errors import InvalidParameter
 
 
 def split_list(values: list[str] | None) -> tuple[str, ...]:

@@ -26,8 +26,8 @@ from sqlalchemy import ClauseElement, TextClause, bindparam
 from sqlalchemy.dialects import postgresql
 
 from app import security
-from app.cluster import Cluster
-from app.settings import DatabaseSettings, Settings
+from app.core.cluster import Cluster
+from app.core.settings import DatabaseSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ def literal_sql(stmt: ClauseElement, **params: Any) -> str:
 
 
 def session_url(settings: Settings) -> str:
-    """The libpq URL with the session options the app's engine sets (app/db.py)."""
+    """The libpq URL with the session options the app's engine sets (app/core/db.py)."""
     timeout = settings.database.statement_timeout_ms
     return psycopg.conninfo.make_conninfo(
         settings.libpq_url,

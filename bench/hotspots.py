@@ -4,7 +4,7 @@ Run ``.venv/bin/python -m bench.hotspots [--incidents 60000] [--resolutions 8 9]
 [--permutations 999]``.
 
 Everything happens on a throw-away PostgreSQL 15 + PostGIS cluster (temporary directory,
-free port on 127.0.0.1) loaded with the Belize demo (``app.services.demo.load_demo``: the
+free port on 127.0.0.1) loaded with the Belize demo (``app.demo.load.load_demo``: the
 real country and district boundaries, census populations and ``--incidents`` seeded
 synthetic incidents). The cluster, the uvicorn processes and the temporary directories
 (numba cache included) are removed at the end, also on error, Ctrl-C or SIGTERM. Nothing
@@ -104,10 +104,10 @@ import shapely
 from rich.table import Table
 
 import spatial
-from app.db import create_engine
-from app.migrate import upgrade
-from app.services.demo import load_demo
-from app.settings import DatabaseSettings, Settings
+from app.core.db import create_engine
+from app.core.migrate import upgrade
+from app.core.settings import DatabaseSettings, Settings
+from app.demo.load import load_demo
 from app.sql import analyses as analyses_sql
 from app.sql.incidents import IncidentFilter
 from bench._common import (

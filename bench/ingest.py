@@ -68,14 +68,14 @@ import psycopg
 import shapely
 from rich.table import Table
 
-from app.db import create_engine
-from app.migrate import upgrade
+from app.core.db import create_engine
+from app.core.migrate import upgrade
+from app.core.settings import DATA_DIR, DatabaseSettings, Settings
+from app.demo.incidents import generate_incidents
 from app.services.boundaries import import_boundaries
 from app.services.categories import load_categories
-from app.services.demo_incidents import generate_incidents
 from app.services.imports import ImportReport, import_incidents
 from app.services.incident_rows import ReadOptions
-from app.settings import DATA_DIR, DatabaseSettings, Settings
 from app.sql import incidents as incidents_sql
 from app.sql.units import assign_incident_units
 from bench._common import (

@@ -4,7 +4,7 @@ Run ``.venv/bin/python -m bench.load [--clients 64] [--duration 60] [--workers 2
 
 On a throw-away PostgreSQL 15 + PostGIS cluster (temporary data directory, free port on
 127.0.0.1, destroyed at the end, also on error, Ctrl-C or SIGTERM, together with the
-server) loaded with the Belize demo (``app.services.demo.load_demo``: real boundaries and
+server) loaded with the Belize demo (``app.demo.load.load_demo``: real boundaries and
 populations, the default composite index, ``--incidents`` seeded synthetic incidents and
 the demo's public hot spot run), the service runs under uvicorn with ``--workers``
 processes (the Dockerfile runs 2), the analysis warm-up off. Nothing is downloaded and
@@ -69,10 +69,10 @@ import httpx
 import psycopg
 from rich.table import Table
 
-from app.db import create_engine
-from app.migrate import upgrade
-from app.services.demo import load_demo
-from app.settings import DatabaseSettings, Settings
+from app.core.db import create_engine
+from app.core.migrate import upgrade
+from app.core.settings import DatabaseSettings, Settings
+from app.demo.load import load_demo
 from bench._common import (
     console,
     create_analyst_key,

@@ -1,5 +1,5 @@
-"""What the request metrics (``app.metrics.RequestMetrics``) cost on the fastest path: a
-cached tile, answered by ``app.tilecache.CachedTiles`` before routing.
+"""What the request metrics (``app.core.metrics.RequestMetrics``) cost on the fastest path: a
+cached tile, answered by ``app.ogc.tilecache.CachedTiles`` before routing.
 
 Run ``.venv/bin/python -m bench.metrics_overhead [--requests 20000] [--rounds 5]``.
 
@@ -34,10 +34,10 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from app.core.metrics import RequestMetrics
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 from app.main import create_app
-from app.metrics import RequestMetrics
-from app.migrate import upgrade
-from app.settings import Settings
 from bench._common import ROOT, free_port, step, throwaway_cluster
 
 TILE = "/tiles/units-1/6/16/28.mvt"

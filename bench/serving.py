@@ -104,9 +104,9 @@ import psycopg
 import shapely
 from rich.table import Table
 
-from app.migrate import upgrade
-from app.services.demo_incidents import generate_incidents
-from app.settings import DatabaseSettings, Settings
+from app.core.migrate import upgrade
+from app.core.settings import DatabaseSettings, Settings
+from app.demo.incidents import generate_incidents
 from app.sql.units import assign_incident_units
 from bench._common import (
     ROOT,
@@ -133,7 +133,7 @@ PAGE_SIZE = 1_000
 ZOOMS = (10, 14)
 BBOX_ZOOM = 12
 
-# What our incidents layer publishes (app/layers.py): read from it when it is there, so
+# What our incidents layer publishes (app/ogc/layers.py): read from it when it is there, so
 # the floor and tipg build the same tiles and pages as the service; these are fallbacks.
 TILE_PROPERTIES = (
     "source", "source_id", "category", "occurred_at", "reported_at", "location_precision",
@@ -156,13 +156,13 @@ TARGETS = {
 
 
 def our_layer() -> dict[str, Any]:
-    """The incidents layer's tile options and properties, from app.layers if present."""
+    """The incidents layer's tile options and properties, from app.ogc.layers if present."""
     try:
-        from app.layers import incidents_layer
+        from app.ogc.layers import incidents_layer
 
         layer = incidents_layer()
         return {
-            "source": "app.layers",
+            "source": "app.ogc.layers",
             "tile_properties": [f.name for f in layer.fields if f.in_tiles],
             "item_properties": [f.name for f in layer.fields],
             "max_features": layer.tiles.max_features,

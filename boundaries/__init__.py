@@ -2,7 +2,7 @@
 compare with the territory.
 
 No database, no HTTP: GeoDataFrames in, GeoDataFrames out. The functions are re-exported
-lazily, so that importing :class:`BoundaryError` (as ``app.errors`` does) stays cheap.
+lazily, so that importing :class:`BoundaryError` (as ``app.core.errors`` does) stays cheap.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from app.core.settings import get_settings
 from app.models import metadata
-from app.settings import get_settings
 
 
 def _include_object(obj, name, type_, reflected, compare_to):

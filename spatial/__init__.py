@@ -2,7 +2,7 @@
 
 No database, no HTTP, no settings: arrays and GeoDataFrames in, frozen dataclasses or new
 frames out, and inputs are never modified. The public names are re-exported lazily, so
-importing :class:`AnalysisError` (as ``app.errors`` does) stays cheap and does not import
+importing :class:`AnalysisError` (as ``app.core.errors`` does) stays cheap and does not import
 esda, libpysal or numba.
 
 Conventions (DESIGN.md §5): Gi* follows ArcGIS Pro (binary weights with the unit itself

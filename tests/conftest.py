@@ -17,10 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import security
-from app.cluster import Cluster
+from app.core.cluster import Cluster
+from app.core.migrate import upgrade
+from app.core.settings import DATA_DIR, DatabaseSettings, Settings
 from app.main import create_app
-from app.migrate import upgrade
-from app.settings import DATA_DIR, DatabaseSettings, Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BELIZE = DATA_DIR / "belize"
@@ -84,7 +84,7 @@ def run(coro):
 
 
 async def _with_engine(settings: Settings, fn):
-    from app.db import create_engine
+    from app.core.db import create_engine
 
     engine = create_engine(settings)
     try:

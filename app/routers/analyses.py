@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
+from app.core.errors import NotFound
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
-from app.errors import NotFound, ProblemError
-from app.exports import CSV, csv_text, download
+from app.files.exports import CSV, csv_text, download
 from app.schemas.analyses import (
     AnalysisRunList,
     AnalysisRunPublic,
@@ -25,10 +23,6 @@ from app.sql import analyses as sql
 router = APIRouter(prefix="/analyses", tags=["analyses"])
 
 GEOJSON = "application/geo+json"
-
-
-class AnalysisFailed(ProblemError):
-    status, title = 422, "Analysis failed"
 
 
 def _links(request: Request, run_id: int) -> list[dict[str, str]]:
@@ -47,32 +41,13 @@ async def _run_public(request: Request, conn, run_id: int) -> AnalysisRunPublic:
     return AnalysisRunPublic(**row, links=_links(request, run_id))
 
 
-async def launch_run(
-    request: Request,
-    engine,
-    settings,
-    actor: str,
-    kind: str,
-    method: str,
-    parameters: dict,
-    work: Callable[[int, jobs.JobProgress], Awaitable[dict]],
-) -> tuple[int, bool]:
-    """Store a run, start its job, and wait briefly; return its id and whether it ended."""
-    async with engine.begin() as conn:
-        run_id = (await conn.execute(sql.insert_run(kind, method, parameters, actor))).scalar_one()
-    job = jobs.run_job(engine, run_id, lambda progress: work(run_id, progress))
-    task = jobs.start(request.app.state.jobs, job)
-    done, _ = await asyncio.wait({task}, timeout=settings.analysis.wait_s)
-    return run_id, bool(done)
-
-
 async def start_run(request: Request, engine, settings, *args) -> Response:
     """``launch_run``, answered with the run: 201 when done, 202 while it goes on."""
-    run_id, done = await launch_run(request, engine, settings, *args)
+    run_id, done = await jobs.launch_run(request.app.state.jobs, engine, settings, *args)
     async with engine.connect() as conn:
         run = await _run_public(request, conn, run_id)
     if run.status == "failed":
-        raise AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
+        raise jobs.AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
     return Response(
         run.model_dump_json(),
         status_code=201 if done else 202,
@@ -156,7 +131,7 @@ async def get_analysis(
     if run.status == "running":
         return Response(run.model_dump_json(), status_code=202, media_type="application/json")
     if run.status == "failed":
-        raise AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
+        raise jobs.AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
     if format == "csv":
         result = await conn.execute(sql.select_cells_table(run_id))
         table = csv_text(list(result.keys()), result.all())

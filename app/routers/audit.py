@@ -1,5 +1,5 @@
 """The audit log (admin): who changed what and when, filtered and paged, JSON or CSV
-(written by :mod:`app.exports`)."""
+(written by :mod:`app.files.exports`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
+from app.core.errors import InvalidParameter
 from app.deps import Admin, ReaderDep, SettingsDep
-from app.errors import InvalidParameter
-from app.exports import CSV, csv_text
+from app.files.exports import CSV, csv_text
 from app.params import split_list
 from app.schemas.audit import AuditEntry, AuditPage
 from app.sql import audit as sql

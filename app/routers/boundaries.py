@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from app.deps import Admin, EngineDep, SettingsDep
+from app.files.uploads import saved_upload
 from app.schemas.units import BoundaryReport
 from app.services.boundaries import import_boundaries
-from app.uploads import saved_upload
 from boundaries.read import SUPPORTED_SUFFIXES
 
 router = APIRouter(prefix="/boundaries", tags=["boundaries"])

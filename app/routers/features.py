@@ -1,5 +1,5 @@
 """OGC API Features (Part 1 core + GeoJSON + OpenAPI 3.0, Part 2 CRS, Part 3 CQL2 filters)
-over the layers declared in ``app.layers``, so that QGIS and GDAL connect with a URL."""
+over the layers declared in ``app.ogc.layers``, so that QGIS and GDAL connect with a URL."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 
 from app.access import queryable_fields, readable_layer, readable_layers, visible_fields
-from app.crs import CRS84, OutputCrs, parse_crs, supported_uris
-from app.db import driver_connection, driver_statement
+from app.core.db import driver_connection, driver_statement
+from app.core.errors import NotFound
 from app.deps import CatalogDep, CollectionId, PrincipalDep, ReaderDep, SettingsDep
-from app.errors import NotFound
-from app.filters import feature_id as _feature_id
-from app.filters import layer_conditions, nearest_cursor, request_bbox
-from app.layers import Layer
-from app.links import absolute, same_query
+from app.ogc.crs import CRS84, OutputCrs, parse_crs, supported_uris
+from app.ogc.filters import feature_id as _feature_id
+from app.ogc.filters import layer_conditions, nearest_cursor, request_bbox
+from app.ogc.layers import Layer
+from app.ogc.links import absolute, same_query
 from app.services.catalog import Catalog
 from app.sql import features as sql
 
@@ -183,7 +183,7 @@ async def queryables(
 ) -> Response:
     layer = await readable_layer(catalog, collection_id, who)
     # Only what this caller may filter on: a withheld field is not listed, and a filter
-    # on it is refused (app.filters) exactly as one on a field that does not exist.
+    # on it is refused (app.ogc.filters) exactly as one on a field that does not exist.
     # The geometry both ways: Part 3's ``format`` and a ``$ref`` to the GeoJSON schema,
     # the only form QGIS takes as the geometry its spatial filters may name
     # (QgsOapifQueryablesRequest::processReply); without it QGIS filters map extents

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 
+from app.core.errors import ServiceUnavailable
 from app.deps import EngineDep
-from app.errors import ServiceUnavailable
 
 router = APIRouter(tags=["health"])
 

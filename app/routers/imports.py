@@ -7,14 +7,14 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
+from app.core.errors import InvalidParameter, NotFound
 from app.deps import ConnDep, Editor, EngineDep, SettingsDep
-from app.errors import InvalidParameter, NotFound
-from app.exports import CSV, download
+from app.files.exports import CSV, download
+from app.files.uploads import saved_upload
 from app.schemas.imports import ImportBatchDetail, ImportBatchList, ImportBatchPublic
 from app.services.imports import import_incidents, interrupt_stale_batches, rejections_csv
 from app.services.incident_rows import FORMATS, ReadOptions
 from app.sql import imports as sql
-from app.uploads import saved_upload
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 

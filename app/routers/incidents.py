@@ -8,8 +8,8 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
+from app.core.errors import InvalidParameter, NotFound
 from app.deps import Analyst, ConnDep, Editor, SettingsDep
-from app.errors import InvalidParameter, NotFound
 from app.params import parse_bbox, split_list
 from app.schemas.incidents import IncidentCreate, IncidentUpdate
 from app.services import incidents as service
@@ -83,7 +83,7 @@ async def _number_matched(
 ) -> int:
     """Count on the first page; later pages of the same walk reuse that count (a full
     count costs ~10x the page itself on a million rows), so a walk pays for one count
-    as long as no write happens: the count is kept per data version (``app.versions``),
+    as long as no write happens: the count is kept per data version (``app.core.versions``),
     so a page after a write counts again and agrees with the first page and the OGC
     route. The version is read before counting: a write committed during the count
     bumps it after, and the next page counts again instead of keeping a stale number."""

@@ -2,7 +2,7 @@
 description of what a published ranking means), the periods they can cover, results per
 unit with rank and rank change (analysts: they carry raw indicator values), and Monte Carlo
 rank uncertainty. Results as JSON, GeoJSON (unit geometry), CSV and XLSX (written by
-:mod:`app.exports`)."""
+:mod:`app.files.exports`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from app.deps import Admin, Analyst, ConnDep, SettingsDep
-from app.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
+from app.files.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import (
     IndexDefinitionList,
     IndexDefinitionRecord,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.metrics import CONTENT_TYPE_LATEST
+from app.core.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["health"])
 

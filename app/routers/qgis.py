@@ -10,13 +10,12 @@ from fastapi import APIRouter, Query, Request, Response
 
 from app.access import may_read, readable_layers
 from app.deps import CatalogDep, EngineDep, PrincipalDep, SettingsDep
-from app.layers import Layer
-from app.links import base_url
-from app.qgis import ProjectLayer, project_archive, project_document
-from app.routers.styles import styled_layers, territory_extent
+from app.ogc.layers import Layer
+from app.ogc.links import base_url
 from app.security import PUBLIC, Principal
-from app.services.styles import symbologies
-from app.symbology import Symbology
+from app.services.styles import styled_layers, symbologies, territory_extent
+from app.styles.qgis import ProjectLayer, project_archive, project_document
+from app.styles.symbology import Symbology
 
 router = APIRouter(tags=["qgis"])
 

@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.cache import app_cache
+from app.core.cache import app_cache
+from app.core.errors import InvalidParameter
 from app.deps import ConnDep, PrincipalDep, SettingsDep
-from app.errors import InvalidParameter
-from app.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
+from app.files.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import Ranking
 from app.security import Principal
 from app.services import indexes as service

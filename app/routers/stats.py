@@ -1,6 +1,6 @@
 """Disaggregated statistics: counts and rates per 100,000 by unit and category, period,
 victim sex and age group, with Empirical Bayes rates. JSON and CSV (written by
-:mod:`app.exports`). Public, with small
+:mod:`app.files.exports`). Public, with small
 counts and sensitive categories withheld below the analyst role (``release``)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.cache import app_cache
+from app.core.cache import app_cache
+from app.core.errors import InvalidParameter
 from app.deps import ConnDep, PrincipalDep, SettingsDep
-from app.errors import InvalidParameter
-from app.exports import CSV, csv_text
+from app.files.exports import CSV, csv_text
 from app.params import split_list
 from app.schemas.stats import (
     BREAKDOWN_COLUMNS,

@@ -1,7 +1,7 @@
 """Styles of the layers: a MapLibre style of everything, and per layer a QGIS QML and an
 OGC SLD, listed for each collection as OGC API Styles does.
 
-The same symbology (``app.symbology``) feeds every format: Gi* hot spots in ArcGIS's
+The same symbology (``app.styles.symbology``) feeds every format: Gi* hot spots in ArcGIS's
 hot/cold ramp by ``bin``, Local Moran by ``label``, emerging hot spots by ``category``,
 admin units by the map class of their first composite index, incidents as points.
 """
@@ -15,17 +15,14 @@ from fastapi import APIRouter, Request, Response
 
 from app.access import may_read, readable_layer
 from app.deps import CatalogDep, CollectionId, EngineDep, PrincipalDep, SettingsDep
-from app.layers import Layer
-from app.links import absolute, base_url
-from app.maplibre import MEDIA_TYPE as MAPLIBRE
-from app.maplibre import default_style
-from app.qml import qml_document
+from app.ogc.links import absolute, base_url
 from app.security import PUBLIC
-from app.services.catalog import Catalog
-from app.services.styles import symbologies
-from app.settings import Settings
-from app.sld import MEDIA_TYPE as SLD
-from app.sld import sld_document
+from app.services.styles import styled_layers, symbologies, territory_extent
+from app.styles.maplibre import MEDIA_TYPE as MAPLIBRE
+from app.styles.maplibre import default_style
+from app.styles.qml import qml_document
+from app.styles.sld import MEDIA_TYPE as SLD
+from app.styles.sld import sld_document
 
 router = APIRouter(tags=["styles"])
 
@@ -34,29 +31,6 @@ QML = "text/xml"
 
 def _inline(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'inline; filename="{name}"'}
-
-
-async def territory_extent(
-    catalog: Catalog, settings: Settings
-) -> tuple[float, float, float, float] | None:
-    """(west, south, east, north) of the loaded boundaries (the lowest level), else the
-    configured territory box."""
-    units = [layer for layer in (await catalog.layers()).values() if layer.style == "units"]
-    extent = await catalog.extent(units[0]) if units else None
-    if extent is not None:
-        return tuple(extent[:4])
-    return settings.territory.bbox
-
-
-def styled_layers(layers: dict[str, Layer]) -> list[Layer]:
-    """Units, then hot spot runs oldest first (the newest drawn on top), then incidents."""
-    units = [layer for layer in layers.values() if layer.style == "units"]
-    runs = sorted(
-        (layer for layer in layers.values() if layer.style == "hotspots"),
-        key=lambda layer: int(layer.id.rsplit("-", 1)[-1]),
-    )
-    points = [layer for layer in layers.values() if layer.style == "incidents"]
-    return [*units, *runs, *points]
 
 
 @router.get(

@@ -13,13 +13,13 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
+from app.core.errors import InvalidParameter, NotFound
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
-from app.errors import InvalidParameter, NotFound
-from app.exports import csv_text
+from app.files.exports import csv_text
 from app.params import split_list
-from app.routers.analyses import AnalysisFailed, launch_run
 from app.schemas.analyses import AnalysisFilters
 from app.schemas.surfaces import EvaluationPublic, EvaluationRequest, KdeQuery
+from app.services import jobs
 from app.services import surfaces as service
 from app.services.evaluation import ROW_COLUMNS, run_evaluation
 from app.services.hotspots import check_grid_size
@@ -178,14 +178,14 @@ async def create_evaluation(
     await check_grid_size(engine, settings, body)  # 422 before anything is stored
     parameters = body.model_dump(mode="json", by_alias=True)
     method = "+".join(body.methods)
-    run_id, done = await launch_run(
-        request, engine, settings, who.actor, "evaluation", method, parameters,
+    run_id, done = await jobs.launch_run(
+        request.app.state.jobs, engine, settings, who.actor, "evaluation", method, parameters,
         lambda run_id, progress: run_evaluation(engine, settings, body, run_id, progress),
     )  # fmt: skip
     async with engine.connect() as conn:
         run = await _evaluation(request, conn, run_id)
     if run.status == "failed":
-        raise AnalysisFailed(run.message or "the evaluation failed", run_id=run_id)
+        raise jobs.AnalysisFailed(run.message or "the evaluation failed", run_id=run_id)
     if not done:
         return _evaluation_response(run, "json", status_code=202, location=True)
     return _evaluation_response(run, format, status_code=201, location=True)
@@ -208,5 +208,5 @@ async def get_evaluation(
     if run.status == "running":
         return _evaluation_response(run, "json", status_code=202)
     if run.status == "failed":
-        raise AnalysisFailed(run.message or "the evaluation failed", run_id=run_id)
+        raise jobs.AnalysisFailed(run.message or "the evaluation failed", run_id=run_id)
     return _evaluation_response(run, format)

@@ -3,7 +3,7 @@ Tiles form (``/collections/{id}/tiles/WebMercatorQuad/{z}/{y}/{x}``) and TileJSO
 
 Filters are query parameters, as for features (``category=homicide``,
 ``datetime=2024-01-01T00:00:00Z/..``, ``filter=<CQL2>``), so a QGIS XYZ template or a
-MapLibre source URL can bake them in. Tiles are cached in process (``app.tilecache``)
+MapLibre source URL can bake them in. Tiles are cached in process (``app.ogc.tilecache``)
 and answer ``If-None-Match`` with ``304 Not Modified``.
 """
 
@@ -15,10 +15,10 @@ from fastapi import APIRouter, Path, Request, Response
 
 from app.access import readable_layer, visible_fields
 from app.deps import CatalogDep, CollectionId, PrincipalDep, SettingsDep
-from app.filters import layer_conditions
-from app.links import absolute
+from app.ogc.filters import layer_conditions
+from app.ogc.links import absolute
+from app.ogc.tilecache import MVT, cached_tile, tile_reply
 from app.services.tiles import check_tile
-from app.tilecache import MVT, cached_tile, tile_reply
 
 router = APIRouter(tags=["tiles"])
 
@@ -30,7 +30,7 @@ Column = Annotated[int, Path(ge=0)]
 
 
 async def _tile(request: Request, layer_id: str, z: int, x: int, y: int, who) -> Response:
-    """Most tiles never get here: ``app.tilecache.CachedTiles`` answers them first. This
+    """Most tiles never get here: ``app.ogc.tilecache.CachedTiles`` answers them first. This
     path serves the rest (a key or a catalog not yet cached) and answers the errors."""
     state = request.app.state
     layer = await readable_layer(state.catalog, layer_id, who)

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
+from app.core.errors import NotFound
 from app.deps import ConnDep
-from app.errors import NotFound
 from app.schemas.units import UnitCollection, UnitFeature
 from app.sql import units as sql
 

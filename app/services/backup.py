@@ -25,9 +25,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from app.cluster import PG_BIN
-from app.settings import Settings
-from app.versions import DATA_CHANNEL, KEYS_CHANNEL
+from app.core.cluster import PG_BIN
+from app.core.settings import Settings
+from app.core.versions import DATA_CHANNEL, KEYS_CHANNEL
 
 log = logging.getLogger("observatory")
 

@@ -15,8 +15,8 @@ import shapely
 from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import wait_for_lock
-from app.errors import InvalidParameter
+from app.core.db import wait_for_lock
+from app.core.errors import InvalidParameter
 from app.schemas.units import BoundaryReport, OutsideTerritoryUnit, RepairedUnit
 from app.sql import audit as audit_sql
 from app.sql import territory as territory_sql

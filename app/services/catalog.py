@@ -1,4 +1,4 @@
-"""The layer catalog of a worker: built from the declarations in ``app.layers`` against
+"""The layer catalog of a worker: built from the declarations in ``app.ogc.layers`` against
 the database, with the latest composite index values, and rebuilt only when the data
 version moves (a new run, new boundaries, new incidents)."""
 
@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.cache import TTLCache
-from app.errors import NotFound, ProblemError
-from app.layers import IndexColumn, Layer, build_catalog
+from app.core.cache import TTLCache
+from app.core.errors import NotFound, ProblemError
+from app.core.settings import Settings
+from app.core.versions import DataVersion
+from app.ogc.layers import IndexColumn, Layer, build_catalog
 from app.security import Principal
 from app.services import indexes as index_service
-from app.settings import Settings
 from app.sql.features import select_extent
-from app.versions import DataVersion
 
 log = logging.getLogger("observatory")
 

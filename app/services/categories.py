@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.errors import InvalidFile
+from app.core.errors import InvalidFile
 from app.sql import categories as sql
 
 REQUIRED = ("code", "name", "category_group", "sensitive")

@@ -12,7 +12,8 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import spatial
-from app.errors import InvalidParameter
+from app.core.errors import InvalidParameter
+from app.core.settings import Settings
 from app.schemas.analyses import EmergingRequest
 from app.services.hotspots import (
     MIN_UNITS,
@@ -24,7 +25,6 @@ from app.services.hotspots import (
     store_cells,
 )
 from app.services.jobs import JobProgress
-from app.settings import Settings
 from app.sql import analyses as sql
 
 # pandas period frequencies of the time steps (weeks start on Monday, as date_trunc).

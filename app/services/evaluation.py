@@ -18,13 +18,13 @@ from pyproj import Transformer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import spatial
-from app.errors import InvalidParameter
+from app.core.errors import InvalidParameter
+from app.core.settings import Settings
 from app.schemas.analyses import AnalysisFilters, H3Units, HotspotRequest
 from app.schemas.surfaces import EvaluationRequest, Period
 from app.services.hotspots import Cells, build_weights, store_cells
 from app.services.jobs import JobProgress
 from app.services.surfaces import ProjectedPoints, load_points
-from app.settings import Settings
 from app.sql import analyses as sql
 from spatial import AnalysisError
 

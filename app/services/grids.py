@@ -22,7 +22,7 @@ import shapely
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import spatial
-from app.db import copy_csv, frame_to_csv
+from app.core.db import copy_csv, frame_to_csv
 from app.schemas.analyses import GridUnits, H3Units
 from app.sql import analyses as sql
 from spatial.grids import h3_cell_ids, h3_polygons

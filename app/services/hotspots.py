@@ -17,9 +17,10 @@ from pyproj import Transformer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import spatial
-from app.db import copy_csv, frame_to_csv
-from app.errors import InvalidParameter
-from app.exports import csv_text
+from app.core.db import copy_csv, frame_to_csv
+from app.core.errors import InvalidParameter
+from app.core.settings import Settings
+from app.files.exports import csv_text
 from app.schemas.analyses import (
     AdminUnits,
     AnalysisFilters,
@@ -32,7 +33,6 @@ from app.schemas.analyses import (
 from app.schemas.surfaces import EvaluationRequest
 from app.services.grids import Grid, cached_grid, store_grid, stored_grid_id
 from app.services.jobs import JobProgress
-from app.settings import Settings
 from app.sql import analyses as sql
 from app.sql.incidents import IncidentFilter, select_unit_id
 

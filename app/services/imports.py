@@ -16,7 +16,7 @@ Concurrent batches lock the rows they change in key order, so two batches sharin
 wait for each other instead of deadlocking; a deadlock that still happens (keys shared
 across chunks of large files, in opposite orders) rolls the batch back, and it is written
 again from the file, up to ``ATTEMPTS`` times, before it fails saying so. A failed batch's
-error never holds SQL or backend process ids (``app.errors.safe_reason``).
+error never holds SQL or backend process ids (``app.core.errors.safe_reason``).
 
 A batch whose process is killed (or whose database session is cut) cannot mark itself
 failed. The session writing a batch holds an advisory lock on it; a batch still
@@ -43,9 +43,10 @@ import shapely
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import copy_csv, frame_to_csv
-from app.errors import Conflict, InvalidParameter, safe_reason, transaction_conflict
-from app.exports import csv_text
+from app.core.db import copy_csv, frame_to_csv
+from app.core.errors import Conflict, InvalidParameter, safe_reason, transaction_conflict
+from app.core.settings import Settings
+from app.files.exports import csv_text
 from app.models import category
 from app.services.incident_rows import (
     ReadOptions,
@@ -57,7 +58,6 @@ from app.services.incident_rows import (
     read_incident_chunks,
     validate_incidents,
 )
-from app.settings import Settings
 from app.sql import audit as audit_sql
 from app.sql import imports as sql
 from app.sql import units as units_sql
@@ -484,7 +484,7 @@ async def _mark_failed(engine: AsyncEngine, batch_id: int, exc: BaseException) -
 def rejections_csv(rows: list) -> str:
     """The rejected rows as CSV: row number, source id, reason, then the original columns
     in order of first appearance (empty where a row lacks one), written by
-    :func:`app.exports.csv_text` so that no value or header runs as a formula."""
+    :func:`app.files.exports.csv_text` so that no value or header runs as a formula."""
     records = []
     for r in rows:
         raw = r.raw if isinstance(r.raw, dict) else orjson.loads(r.raw)

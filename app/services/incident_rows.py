@@ -19,7 +19,7 @@ import pyogrio
 import shapely
 from pyproj import CRS, Transformer
 
-from app.errors import InvalidFile, InvalidParameter
+from app.core.errors import InvalidFile, InvalidParameter
 from app.models import INCIDENT_FIELDS
 from app.sql.imports import STAGING_COLUMNS
 

@@ -11,12 +11,12 @@ import orjson
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import wait_for_lock
-from app.errors import Conflict, InvalidParameter, NotFound
+from app.core.db import wait_for_lock
+from app.core.errors import Conflict, InvalidParameter, NotFound
+from app.core.settings import Settings
 from app.schemas.incidents import IncidentCreate, IncidentUpdate
 from app.services.imports import deleted_incident_reason, load_territory, load_vocabulary
 from app.services.incident_rows import ReadOptions, validate_incidents
-from app.settings import Settings
 from app.sql import audit as audit_sql
 from app.sql import incidents as sql
 from app.sql import units as units_sql

@@ -23,7 +23,8 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import indexes
-from app.errors import InvalidParameter, NotFound
+from app.core.errors import InvalidParameter, NotFound
+from app.core.settings import DATA_DIR, Settings
 from app.schemas.indexes import (
     Contributor,
     IndexDefinitionRecord,
@@ -36,7 +37,6 @@ from app.schemas.indexes import (
 )
 from app.security import Principal
 from app.services import stats
-from app.settings import DATA_DIR, Settings
 from app.sql import indexes as sql
 from app.sql import stats as stats_sql
 from app.sql.incidents import IncidentFilter

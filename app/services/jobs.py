@@ -14,11 +14,17 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.errors import InvalidParameter, ProblemError
+from app.core.errors import InvalidParameter, ProblemError
+from app.core.settings import Settings
 from app.sql import analyses as sql
 from spatial import AnalysisError
 
 log = logging.getLogger("observatory")
+
+
+class AnalysisFailed(ProblemError):
+    status, title = 422, "Analysis failed"
+
 
 # Progress callback of a job: (fraction done 0..1, what it is doing).
 JobProgress = Callable[[float, str], Awaitable[None]]
@@ -81,3 +87,22 @@ async def run_here(
     if run["status"] == "failed":
         raise InvalidParameter(run["message"])
     return run_id
+
+
+async def launch_run(
+    tasks: set[asyncio.Task],
+    engine: AsyncEngine,
+    settings: Settings,
+    actor: str,
+    kind: str,
+    method: str,
+    parameters: dict,
+    work: Callable[[int, JobProgress], Awaitable[dict]],
+) -> tuple[int, bool]:
+    """Store a run, start its job, and wait briefly; return its id and whether it ended."""
+    async with engine.begin() as conn:
+        run_id = (await conn.execute(sql.insert_run(kind, method, parameters, actor))).scalar_one()
+    job = run_job(engine, run_id, lambda progress: work(run_id, progress))
+    task = start(tasks, job)
+    done, _ = await asyncio.wait({task}, timeout=settings.analysis.wait_s)
+    return run_id, bool(done)

@@ -7,9 +7,9 @@ import json
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import security
-from app.errors import InvalidParameter, NotFound
+from app.core.errors import InvalidParameter, NotFound
+from app.core.settings import Settings
 from app.models import ROLES
-from app.settings import Settings
 from app.sql import audit as audit_sql
 from app.sql import keys as sql
 

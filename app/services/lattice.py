@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from app.errors import InvalidParameter
+from app.core.errors import InvalidParameter
+from app.core.settings import Settings
 from app.services.stats import StatsQuery, parse_age_groups
-from app.settings import Settings
 
 __all__ = ["NotPublic", "cells_per_incident", "published_window", "restrict"]
 

@@ -24,7 +24,8 @@ import pandas as pd
 import shapely
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import InvalidParameter
+from app.core.errors import InvalidParameter
+from app.core.settings import Settings
 from app.schemas.stats import (
     BREAKDOWN_COLUMNS,
     StatsFilters,
@@ -34,7 +35,6 @@ from app.schemas.stats import (
 )
 from app.security import Principal
 from app.services import disclosure
-from app.settings import Settings
 from app.sql import stats as sql
 from app.sql.incidents import IncidentFilter
 from spatial import rates

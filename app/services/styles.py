@@ -8,9 +8,11 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import indexes
-from app.layers import Layer
+from app.core.settings import Settings
+from app.ogc.layers import Layer
 from app.services import indexes as index_service
-from app.symbology import Symbology, class_field, symbology
+from app.services.catalog import Catalog
+from app.styles.symbology import Symbology, class_field, symbology
 
 log = logging.getLogger("observatory")
 
@@ -41,3 +43,26 @@ async def symbologies(engine: AsyncEngine, layers: list[Layer]) -> list[Symbolog
         k = classes.get(field.removesuffix("_class")) if field else None
         out.append(symbology(layer, k))
     return out
+
+
+async def territory_extent(
+    catalog: Catalog, settings: Settings
+) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) of the loaded boundaries (the lowest level), else the
+    configured territory box."""
+    units = [layer for layer in (await catalog.layers()).values() if layer.style == "units"]
+    extent = await catalog.extent(units[0]) if units else None
+    if extent is not None:
+        return tuple(extent[:4])
+    return settings.territory.bbox
+
+
+def styled_layers(layers: dict[str, Layer]) -> list[Layer]:
+    """Units, then hot spot runs oldest first (the newest drawn on top), then incidents."""
+    units = [layer for layer in layers.values() if layer.style == "units"]
+    runs = sorted(
+        (layer for layer in layers.values() if layer.style == "hotspots"),
+        key=lambda layer: int(layer.id.rsplit("-", 1)[-1]),
+    )
+    points = [layer for layer in layers.values() if layer.style == "incidents"]
+    return [*units, *runs, *points]

@@ -16,11 +16,11 @@ import shapely
 from pyproj import Transformer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.errors import InvalidParameter
+from app.core.errors import InvalidParameter
+from app.core.settings import Settings
 from app.schemas.analyses import AnalysisFilters
 from app.schemas.surfaces import KdeQuery
 from app.services.hotspots import incident_filter
-from app.settings import Settings
 from app.sql import analyses as sql
 from spatial import AnalysisError
 from spatial.kde import (

@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.errors import InvalidFile
-from app.settings import DATA_DIR
+from app.core.errors import InvalidFile
+from app.core.settings import DATA_DIR
 from app.sql import tables as sql
 from app.sql.audit import insert_audit
 

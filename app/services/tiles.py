@@ -1,5 +1,5 @@
 """Vector tiles: checked, then encoded in PostGIS (``app.sql.tiles``) with the request's
-filters. Caching is ``app.tilecache``'s concern."""
+filters. Caching is ``app.ogc.tilecache``'s concern."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import QueryParams
 
-from app.cache import TTLCache
-from app.db import DriverStatement, driver_connection, driver_statement
-from app.errors import NotFound
-from app.filters import layer_conditions
-from app.layers import Layer
+from app.core.cache import TTLCache
+from app.core.db import DriverStatement, driver_connection, driver_statement
+from app.core.errors import NotFound
+from app.core.settings import Settings
+from app.ogc.filters import layer_conditions
+from app.ogc.layers import Layer
 from app.security import Principal
-from app.settings import Settings
 from app.sql import tiles as sql
 
 

@@ -26,8 +26,8 @@ from sqlalchemy import (
     tuple_,
 )
 
-from app.crs import OutputCrs
-from app.layers import Layer
+from app.ogc.crs import OutputCrs
+from app.ogc.layers import Layer
 
 
 def output_geometry(layer: Layer, out: OutputCrs) -> ColumnElement[Any]:

@@ -5,7 +5,7 @@ spatial index on ``geom`` is used, clips and encodes ``ST_AsMVTGeom`` on the 385
 geometry, and caps the features per tile. Points below a layer's ``cluster_below`` zoom
 are aggregated into one point per cell of a 64 x 64 grid over the tile, with their count,
 so no tile carries hundreds of thousands of points. Tiles are planned with their real
-bounds (``plan_cache_mode = force_custom_plan`` on every connection, ``app/db.py``): a
+bounds (``plan_cache_mode = force_custom_plan`` on every connection, ``app/core/db.py``): a
 generic plan made a capped z6 tile ten times slower (DESIGN.md section 7).
 
 Points are placed on the tile's pixel grid from their longitude and latitude with the Web
@@ -35,7 +35,7 @@ from sqlalchemy import (
     select,
 )
 
-from app.layers import Layer
+from app.ogc.layers import Layer
 
 # Web Mercator: the world is a square of this many metres a side.
 WORLD_M = 40_075_016.685578488

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from app.migrate import upgrade
-from app.settings import Settings
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 from tests.conftest import BELIZE, call_service
 from tests.e2e.service import running_service
 
@@ -49,7 +49,7 @@ ARGS = [
 def demo(base_data: Settings) -> tuple[Settings, str]:
     """The demo in its own database (other tests count incidents in the shared one), and
     an analyst key for it."""
-    from app.services.demo import load_demo
+    from app.demo.load import load_demo
     from app.services.keys import create_key
 
     name = "observatory_browser"

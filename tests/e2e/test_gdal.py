@@ -19,7 +19,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.e2e.service import running_service
 from tests.integration.helpers import import_csv
 

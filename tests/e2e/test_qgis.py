@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.e2e.service import running_service
 from tests.integration.publishing import completed_gi_run
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from app.core.settings import Settings
 from app.services.imports import ImportReport, import_incidents
 from app.services.incident_rows import ReadOptions
-from app.settings import Settings
 from tests.conftest import call_service
 
 # Town centres inside Belize, for rows that must be valid.

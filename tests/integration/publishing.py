@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.conftest import auth
 from tests.integration.helpers import import_csv, write_incident_csv
 

@@ -150,7 +150,7 @@ def test_keys_are_stored_hashed(keys, db):
 def test_health_and_ready(client, settings):
     from alembic.script import ScriptDirectory
 
-    from app.migrate import alembic_config
+    from app.core.migrate import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config(settings.sqlalchemy_url)).get_current_head()
     assert client.get("/health").json() == {"status": "ok"}

@@ -12,8 +12,8 @@ import h3
 import pytest
 from fastapi.testclient import TestClient
 
+from app.demo.incidents import generate_incidents
 from app.main import create_app
-from app.services.demo_incidents import generate_incidents
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from tests.conftest import BELIZE, auth, call_service
@@ -390,7 +390,7 @@ def test_migration_0006_moves_existing_cells_into_grids_and_back(settings, db):
     import psycopg
     from alembic import command
 
-    from app.migrate import alembic_config
+    from app.core.migrate import alembic_config
 
     name = "migration_0006_test"
     db.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -608,7 +608,7 @@ def test_neighbour_estimates_within_the_limit_pass():
 
 def test_the_grid_check_serves_evaluation_requests_too(base_data):
     # Evaluation runs (app.routers.surfaces) have units and an area but no weights.
-    from app.errors import InvalidParameter
+    from app.core.errors import InvalidParameter
     from app.schemas.surfaces import EvaluationRequest
     from app.services.hotspots import check_grid_size
 

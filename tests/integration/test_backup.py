@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from app.cluster import Cluster
-from app.migrate import upgrade
-from app.settings import Settings
+from app.core.cluster import Cluster
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 from tests.conftest import call_service
 
 
@@ -48,7 +48,7 @@ def _recreate(cluster: Cluster, name: str) -> None:
 def source(cluster: Cluster) -> Iterator[Settings]:
     """A migrated database with the demo (boundaries, population, index definitions,
     incidents, a hot spot run), keys, audit entries and a soft-deleted incident."""
-    from app.services.demo import load_demo
+    from app.demo.load import load_demo
     from app.services.keys import create_key
 
     _recreate(cluster, "backup_source")

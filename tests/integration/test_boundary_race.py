@@ -40,9 +40,9 @@ import psycopg
 import pytest
 import shapely
 
-from app.cluster import Cluster
+from app.core.cluster import Cluster
+from app.core.settings import Settings
 from app.services.boundaries import import_boundaries
-from app.settings import Settings
 from tests.conftest import BELIZE, auth, call_service, new_cluster
 from tests.integration.helpers import import_csv, write_points_csv
 from tests.integration.test_faults import create_key, migrated_with_districts, uvicorn_process

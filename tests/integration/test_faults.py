@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 from app import security
-from app.cluster import Cluster
-from app.settings import Settings
+from app.core.cluster import Cluster
+from app.core.settings import Settings
 from tests.conftest import BELIZE, _free_port, auth, call_service, migrated_settings, new_cluster
 from tests.integration.helpers import import_csv, write_incident_csv
 

@@ -23,9 +23,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pyproj import Transformer
 
-from app.layers import incidents_layer
+from app.core.settings import ApiSettings, Settings
 from app.main import create_app
-from app.settings import ApiSettings, Settings
+from app.ogc.layers import incidents_layer
 from tests.conftest import auth
 from tests.integration.helpers import CATEGORIES, TOWNS, import_csv
 
@@ -572,8 +572,8 @@ def test_a_filtered_page_is_the_same_read_either_way(db, incidents):
     key) give the same page, after a cursor too; the service picks the cheaper one."""
     from sqlalchemy.dialects.postgresql import psycopg as pg
 
-    from app.crs import parse_crs
-    from app.db import driver_statement
+    from app.core.db import driver_statement
+    from app.ogc.crs import parse_crs
     from app.sql.features import bbox_condition, filters_first, select_items
 
     layer = incidents_layer()
@@ -599,15 +599,15 @@ def test_a_filtered_page_is_the_same_read_either_way(db, incidents):
 
 
 def test_driver_statements_run_with_json_index_values(db, base_data):
-    """Pages and tiles run on psycopg itself (``app.db.driver_statement``): a units layer's
+    """Pages and tiles run on psycopg itself (``app.core.db.driver_statement``): a units layer's
     index values, one JSON parameter, reach PostgreSQL as JSON (a plain dict cannot be
     adapted: the bug the privacy matrix found)."""
     from sqlalchemy.dialects.postgresql import psycopg as pg
     from starlette.datastructures import QueryParams
 
-    from app.crs import parse_crs
-    from app.db import driver_statement
-    from app.layers import IndexColumn, units_layer
+    from app.core.db import driver_statement
+    from app.ogc.crs import parse_crs
+    from app.ogc.layers import IndexColumn, units_layer
     from app.security import PUBLIC
     from app.services.tiles import tile_statement
     from app.sql.features import select_items

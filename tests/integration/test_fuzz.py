@@ -35,12 +35,12 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.schemas import BaseSchema
 
 from app import security
-from app.cluster import Cluster
+from app.core.cluster import Cluster
+from app.core.migrate import upgrade
+from app.core.settings import Settings
 from app.main import create_app
-from app.migrate import upgrade
 from app.services.boundaries import import_boundaries
 from app.services.categories import load_categories
-from app.settings import Settings
 from tests.conftest import BELIZE, auth, call_service
 from tests.integration.helpers import import_csv, write_incident_csv
 from tests.integration.test_malformed import fingerprint

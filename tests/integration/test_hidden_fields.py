@@ -25,9 +25,9 @@ import pytest
 from starlette.datastructures import QueryParams
 
 from app.access import visible_fields
-from app.layers import incidents_layer
+from app.ogc.layers import incidents_layer
+from app.ogc.tilecache import tile_key
 from app.security import PUBLIC, Principal
-from app.tilecache import tile_key
 from tests.conftest import auth
 from tests.integration.helpers import import_csv
 
@@ -136,7 +136,7 @@ HIDDEN_FILTERS = [
     ("p", {"p": "0.01"}),
     ("quadrant", {"quadrant": "1"}),
     ("z", {"filter": '"z" > 2'}),
-    ("z", {"filter": "z > 2"}),  # one-letter names unquoted parse too (app.cql2)
+    ("z", {"filter": "z > 2"}),  # one-letter names unquoted parse too (app.ogc.cql2)
     ("z", {"filter": '"z" > 2', "filter-lang": "cql2-text"}),
     ("z", {"filter": '{"op": ">", "args": [{"property": "z"}, 2]}', "filter-lang": "cql2-json"}),
     ("count", {"filter": "count=1"}),

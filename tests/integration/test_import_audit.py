@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import DBAPIError
 
-from app.errors import ProblemError, database_unavailable, install_error_handlers
+from app.core.errors import ProblemError, database_unavailable, install_error_handlers
 from tests.conftest import auth, call_service
 from tests.integration.helpers import import_csv, write_incident_csv
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from openpyxl import load_workbook
 
-from app.services.demo_incidents import generate_incidents
+from app.demo.incidents import generate_incidents
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from app.services.indexes import DEFAULTS_DIR, load_default_definitions

@@ -20,8 +20,8 @@ import pytest
 import shapely
 from fastapi.testclient import TestClient
 
+from app.core.settings import ApiSettings
 from app.main import create_app
-from app.settings import ApiSettings
 from tests.conftest import auth
 
 PROBLEM = "application/problem+json"

@@ -31,7 +31,7 @@ import psycopg
 import pytest
 from starlette.routing import Mount
 
-from app.services.demo_incidents import generate_incidents
+from app.demo.incidents import generate_incidents
 from app.services.disclosure import NOISE, THRESHOLD
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions

@@ -25,7 +25,7 @@ import geopandas as gpd
 import pytest
 from openpyxl import load_workbook
 
-from app.services.demo_incidents import generate_incidents
+from app.demo.incidents import generate_incidents
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from app.services.indexes import RANKING_RUNS, RANKING_SEED, load_default_definitions

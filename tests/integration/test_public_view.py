@@ -12,8 +12,8 @@ import geopandas as gpd
 import pytest
 from fastapi.testclient import TestClient
 
+from app.demo.incidents import generate_incidents
 from app.main import create_app
-from app.services.demo_incidents import generate_incidents
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from app.services.tables import load_demo_population

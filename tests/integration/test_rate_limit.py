@@ -19,9 +19,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from app.core.ratelimit import TokenBuckets, client_address
+from app.core.settings import Settings
 from app.main import create_app
-from app.ratelimit import TokenBuckets, client_address
-from app.settings import Settings
 from tests.conftest import _free_port, auth
 
 PROBLEM = "application/problem+json"

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.demo.incidents import generate_incidents
 from app.schemas.stats import StatsTable
-from app.services.demo_incidents import generate_incidents
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from app.services.tables import import_population, load_demo_population

@@ -16,7 +16,7 @@ import rasterio
 import shapely
 from pyproj import Transformer
 
-from app.services.demo_incidents import generate_incidents
+from app.demo.incidents import generate_incidents
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from tests.conftest import BELIZE, auth, call_service

@@ -7,14 +7,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.errors import InvalidFile
+from app.core.errors import InvalidFile
+from app.core.settings import Settings
 from app.services.tables import (
     TableReport,
     import_indicators,
     import_population,
     load_demo_population,
 )
-from app.settings import Settings
 from tests.conftest import call_service
 
 # Years no other test or demo loader uses, so counts here are ours alone.

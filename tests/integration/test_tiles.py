@@ -287,7 +287,7 @@ def test_tilejson_describes_the_layer_and_keeps_the_filters(client, keys, points
 
 def test_cached_tiles_keep_cors_and_the_access_rules(client, keys, points):
     """The second request of a tile is answered from the cache before routing
-    (app.tilecache.CachedTiles): CORS headers, ETag and the role rules still hold."""
+    (app.ogc.tilecache.CachedTiles): CORS headers, ETag and the role rules still hold."""
     z, x, y = tile_of(*CENTRE, 14)
     url = f"/tiles/incidents/{z}/{x}/{y}.mvt?source={SOURCE}"
     headers = {**auth(keys["analyst"]), "Origin": "https://dashboard.example"}

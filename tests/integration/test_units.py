@@ -18,9 +18,9 @@ import shapely
 from shapely.geometry import Polygon, box
 from sqlalchemy import text
 
+from app.core.settings import ApiSettings
 from app.main import create_app
 from app.schemas.units import BoundaryReport, UnitCollection, UnitFeature
-from app.settings import ApiSettings
 from app.sql import units as units_sql
 from tests.conftest import BELIZE, auth, call_service
 

@@ -33,8 +33,8 @@ import httpx
 import psycopg
 import pytest
 
-from app.cluster import Cluster
-from app.settings import Settings
+from app.core.cluster import Cluster
+from app.core.settings import Settings
 from tests.conftest import auth, new_cluster
 from tests.integration.helpers import write_incident_csv
 from tests.integration.test_faults import (

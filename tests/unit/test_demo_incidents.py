@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import shapely
 
-from app.services.demo_incidents import CATEGORIES, COLUMNS, SOURCE, generate_incidents
-from app.settings import DATA_DIR
+from app.core.settings import DATA_DIR
+from app.demo.incidents import CATEGORIES, COLUMNS, SOURCE, generate_incidents
 
 DISTRICTS = DATA_DIR / "belize" / "boundaries" / "belize_adm1_districts.geojson"
 BELIZE_CITY = (-88.19, 17.50)

@@ -1,4 +1,4 @@
-"""The export writer (app.exports): formula-leading text neutralised in CSV and XLSX,
+"""The export writer (app.files.exports): formula-leading text neutralised in CSV and XLSX,
 header cells included, numbers kept as numbers, text cells stored as text."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from openpyxl import load_workbook
 
-from app.exports import about_rows, csv_text, safe_text, xlsx_bytes
+from app.files.exports import about_rows, csv_text, safe_text, xlsx_bytes
 
 HOSTILE = [
     '=HYPERLINK("http://x","y")',

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
+from app.core.settings import PrivacySettings, Settings
 from app.services.lattice import cells_per_incident, published_window
-from app.settings import PrivacySettings, Settings
 
 
 def _settings(**privacy) -> Settings:

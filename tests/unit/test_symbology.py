@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.layers import IndexColumn, hotspot_layer, incidents_layer, units_layer
-from app.qml import qml_document, vector_tile_renderer_element
-from app.sld import sld_document
-from app.symbology import GI_BINS, sequential, symbology
+from app.ogc.layers import IndexColumn, hotspot_layer, incidents_layer, units_layer
+from app.styles.qml import qml_document, vector_tile_renderer_element
+from app.styles.sld import sld_document
+from app.styles.symbology import GI_BINS, sequential, symbology
 
 
 def _run(method: str, kind: str = "hotspots"):

@@ -10,7 +10,7 @@ import pytest
 import shapely
 from pyproj import Geod
 
-from app.settings import DATA_DIR
+from app.core.settings import DATA_DIR
 from boundaries import BoundaryError
 from boundaries.territory import OUTSIDE_SHARE, OutsideUnit, outside_territory
 

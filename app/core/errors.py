@@ -78,7 +78,8 @@ PURE_ERROR_STATUS: dict[type[Exception], int] = {
 
 
 # How long a client should wait before retrying while the database is away: the pool
-# reconnects on the next request after it is back (app.db checks each checkout), so a few seconds.
+# reconnects on the next request after it is back (app.core.db checks each checkout), so a
+# few seconds.
 RETRY_AFTER_S = 5
 
 

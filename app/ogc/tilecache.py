@@ -1,7 +1,7 @@
 """The tile cache of a worker, and its fast path.
 
 Tiles are kept by layer, z/x/y, filters, the fields the caller may see and the data
-version (``app.versions``): a write anywhere makes every worker build fresh tiles, while
+version (``app.core.versions``): a write anywhere makes every worker build fresh tiles, while
 repeated tiles never reach the database. :class:`CachedTiles` answers tiles before
 FastAPI's routing and dependencies run (they cost ~1 ms of CPU a request, more than a
 cached tile and as much as a sparse uncached one): a cached tile straight away, a
@@ -27,9 +27,9 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.access import known_principal, may_read, queryable_fields, visible_fields
-from app.errors import ProblemError
-from app.filters import RESERVED
-from app.layers import Layer
+from app.core.errors import ProblemError
+from app.ogc.filters import RESERVED
+from app.ogc.layers import Layer
 from app.security import PUBLIC, Principal
 from app.services.tiles import check_tile, render_tile
 
@@ -165,7 +165,7 @@ def _filters_allowed(layer: Layer, who: Principal, query: QueryParams) -> bool:
     """Whether every parameter is reserved or names a field ``who`` may filter on: a
     cheap first look (a set of names) so that no tile, cached or not, answers a filter
     on a withheld field. A CQL2 ``filter``'s properties are checked where it is parsed
-    (``app.filters``), before any tile is encoded; a cached tile was encoded for the
+    (``app.ogc.filters``), before any tile is encoded; a cached tile was encoded for the
     same filter text and the same visible fields (its key), so it passed that check."""
     names = query.keys() - RESERVED
     return not names or names <= {f.name for f in queryable_fields(layer, who)}
@@ -235,7 +235,7 @@ class CachedTiles:
 
     @staticmethod
     async def _error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-        """Answer with the app's handler for the error (``app.errors``: a database that
+        """Answer with the app's handler for the error (``app.core.errors``: a database that
         is down is a 503), as the tile routes' errors are answered."""
         handlers = scope["app"].exception_handlers
         handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)

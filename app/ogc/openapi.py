@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 _ITEMS_PATH = "/collections/{collection_id}/items"
 
@@ -47,7 +47,7 @@ def _downgrade(node: Any) -> Any:
 
 
 def openapi_30(app: FastAPI, settings: Settings) -> dict[str, Any]:
-    document = _downgrade(copy.deepcopy(app.openapi()))
+    document = _downgrade(copy.deepcopy(app.ogc.openapi()))
     document["openapi"] = "3.0.3"
     limit = {
         "name": "limit",

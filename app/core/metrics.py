@@ -37,7 +37,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import database_unavailable, unavailable
+from app.core.errors import database_unavailable, unavailable
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "RequestMetrics"]
 
@@ -52,7 +52,7 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 )  # fmt: skip
 
-# Cached tiles are answered before routing (app.tilecache.CachedTiles), so they carry no
+# Cached tiles are answered before routing (app.ogc.tilecache.CachedTiles), so they carry no
 # route: they get the templates of the tile routes they stand for.
 XYZ_TILE = "/tiles/{layer_id}/{z}/{x}/{y}.mvt"
 OGC_TILE = "/collections/{collection_id}/tiles/WebMercatorQuad/{z}/{y}/{x}"
@@ -210,7 +210,7 @@ def route_template(scope: Scope) -> str:
         if template is not None:
             return template
         return getattr(route, "path", UNMATCHED) + "/{path}"  # a mount (/static)
-    # No route ran: a tile from the cache (app.tilecache.CachedTiles answers only known
+    # No route ran: a tile from the cache (app.ogc.tilecache.CachedTiles answers only known
     # layers and well-formed z/x/y), else an unknown path. String tests, not the regular
     # expressions: this runs on every cached tile.
     path = scope["path"]
@@ -232,7 +232,7 @@ class RequestMetrics:
     second body chunk or its end. The items of ``/collections/{id}/items`` write their
     opening bytes before they read the database; had the status line left with them, an
     outage could only cut the body short. Held back, a stream that fails at its first
-    read still answers a clean 503 problem (``app.errors``). Responses with a length,
+    read still answers a clean 503 problem (``app.core.errors``). Responses with a length,
     nearly all, pass straight through.
 
     Both duties share one wrapper of ``send``: a second middleware layer measured ~2 µs

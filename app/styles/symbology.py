@@ -1,8 +1,9 @@
 """How each kind of layer is drawn, once, for every style format the service writes.
 
 A :class:`Symbology` says which property colours a layer and with which colour and label
-per value; the QGIS (``app.qml``), SLD (``app.sld``) and MapLibre (``app.maplibre``)
-writers only translate it, so a hot spot is the same red in QGIS, GeoServer and a web map.
+per value; the QGIS (``app.styles.qml``), SLD (``app.styles.sld``) and MapLibre
+(``app.styles.maplibre``) writers only translate it, so a hot spot is the same red in
+QGIS, GeoServer and a web map.
 
 Ramps
 -----
@@ -22,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from app.layers import Layer
+from app.ogc.layers import Layer
 
 ValueType = Literal["long", "string"]
 
@@ -145,7 +146,7 @@ def class_field(layer: Layer) -> str | None:
 
 
 def hotspot_method(layer: Layer) -> str:
-    """The statistic of a hot spot run layer (its second keyword, see ``app.layers``)."""
+    """The statistic of a hot spot run layer (its second keyword, see ``app.ogc.layers``)."""
     methods = ("gi_star", "optimized_gi_star", "local_moran", "space_time_gi_star")
     return next((k for k in layer.keywords if k in methods), "gi_star")
 

@@ -5,7 +5,7 @@ other body (JSON for incidents, indexes, analyses …) only ``api.max_body_kb``.
 declared ``Content-Length`` is refused before anything is read, and the bytes actually
 received are counted too, so a chunked body (no length) or a lying length cannot get
 past the limit. This sits in front of the routes because Starlette parses a multipart
-form, spooling the whole file, before the handler (and ``app.uploads``) sees it.
+form, spooling the whole file, before the handler (and ``app.files.uploads``) sees it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import problem
-from app.settings import ApiSettings
+from app.core.errors import problem
+from app.core.settings import ApiSettings
 
 __all__ = ["UPLOAD_PATHS", "BodyLimit"]
 

@@ -8,7 +8,7 @@ from functools import cache
 
 from pyproj import CRS
 
-from app.errors import InvalidParameter
+from app.core.errors import InvalidParameter
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 _EPSG = "http://www.opengis.net/def/crs/EPSG/0/"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from app.symbology import Category, Symbology
+from app.styles.symbology import Category, Symbology
 
 SLD = "http://www.opengis.net/sld"
 OGC = "http://www.opengis.net/ogc"

@@ -24,6 +24,10 @@ from pydantic_settings import (
 DATA_DIR = Path(str(files("app") / "data"))
 
 
+class NoPrivateCluster(RuntimeError):
+    """No database URL is set and the private cluster has not been created yet."""
+
+
 class DatabaseSettings(BaseModel):
     """The private cluster the CLI manages (ignored when ``database_url`` is set)."""
 
@@ -34,6 +38,27 @@ class DatabaseSettings(BaseModel):
     user: str = "observatory"
     pool_size: int = 10
     statement_timeout_ms: int = 60_000
+
+    @property
+    def password_file(self) -> Path:
+        """The generated password, kept beside the data directory (mode 600)."""
+        data_dir = self.data_dir.resolve()
+        return data_dir.parent / f"{data_dir.name}.password"
+
+    @property
+    def password(self) -> str:
+        """The private cluster's password (``app.core.cluster`` generates it)."""
+        if not self.password_file.exists():
+            raise NoPrivateCluster(
+                f"no private cluster at {self.data_dir.resolve()}: run `observatory db start` "
+                "or set OBSERVATORY_DATABASE_URL"
+            )
+        return self.password_file.read_text().strip()
+
+    @property
+    def private_url(self) -> str:
+        """``postgresql://`` URL of the private cluster."""
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.name}"
 
 
 class TerritorySettings(BaseModel):
@@ -62,7 +87,7 @@ class ApiSettings(BaseModel):
     max_body_kb: int = Field(default=1024, ge=1)
     cors_origins: list[str] = ["*"]
     # Requests a minute per API key (anonymous callers: per client address), per worker
-    # process; None turns rate limiting off (app.ratelimit).
+    # process; None turns rate limiting off (app.core.ratelimit).
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
     # Requests a caller may make at once after a quiet spell; None: one minute's worth.
     rate_limit_burst: int | None = Field(default=None, ge=1)
@@ -159,9 +184,7 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             url = self.database_url.get_secret_value()
         else:
-            from app.cluster import Cluster
-
-            url = Cluster(self.database).url
+            url = self.database.private_url
         for prefix in ("postgresql+psycopg://", "postgres://"):
             if url.startswith(prefix):
                 return "postgresql://" + url[len(prefix) :]

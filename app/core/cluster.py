@@ -15,17 +15,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from app.settings import DatabaseSettings
+from app.core.settings import DatabaseSettings, NoPrivateCluster
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 POSTGIS_CONTROL = Path("/usr/share/postgresql/15/extension/postgis.control")
 POSTGIS_PACKAGE = "postgresql-15-postgis-3"
 
 
-class ClusterError(RuntimeError):
+class ClusterError(NoPrivateCluster):
     """The private cluster cannot be created or started; the message says what to do."""
 
 
@@ -43,7 +41,7 @@ class Cluster:
 
     @property
     def password_file(self) -> Path:
-        return self.data_dir.parent / f"{self.data_dir.name}.password"
+        return self.settings.password_file
 
     @property
     def log_file(self) -> Path:
@@ -51,17 +49,11 @@ class Cluster:
 
     @property
     def password(self) -> str:
-        if not self.password_file.exists():
-            raise ClusterError(
-                f"no private cluster at {self.data_dir}: run `observatory db start` "
-                "or set OBSERVATORY_DATABASE_URL"
-            )
-        return self.password_file.read_text().strip()
+        return self.settings.password
 
     @property
     def url(self) -> str:
-        s = self.settings
-        return f"postgresql://{s.user}:{self.password}@{s.host}:{s.port}/{s.name}"
+        return self.settings.private_url
 
     # -- state ---------------------------------------------------------------
 

@@ -40,9 +40,9 @@ from urllib.parse import quote
 
 from pyproj import CRS
 
-from app.layers import Layer
-from app.qml import DOCTYPE, QGIS_VERSION, renderer_element, vector_tile_renderer_element
-from app.symbology import Symbology
+from app.ogc.layers import Layer
+from app.styles.qml import DOCTYPE, QGIS_VERSION, renderer_element, vector_tile_renderer_element
+from app.styles.symbology import Symbology
 
 # QGIS's internal srs_id of the two CRSs we write (its srs.db).
 _CRS = {

@@ -19,8 +19,8 @@ from sqlalchemy import ClauseElement, Dialect, event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
-from app.errors import ServiceUnavailable
-from app.settings import Settings
+from app.core.errors import ServiceUnavailable
+from app.core.settings import Settings
 
 POOL_TIMEOUT_S = 5
 CONNECT_TIMEOUT_S = 2
@@ -39,7 +39,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # the next request. Not SQLAlchemy's ``pool_pre_ping``: its SELECT 1 is a round
         # trip on every checkout, as long as a sparse tile's whole query.
         # A request waits at most this long for a free connection, then gets a 503
-        # (app.errors) instead of hanging behind a saturated pool.
+        # (app.core.errors) instead of hanging behind a saturated pool.
         pool_timeout=POOL_TIMEOUT_S,
         # The most recently used connection first: a sequential client keeps meeting the
         # same warm backend, and the connections a burst opened age out unused (LIFO got
@@ -96,7 +96,7 @@ def _check_alive(
     socket, or a connection idle for more than ``PING_IDLE_S`` (a peer gone without a
     word, e.g. a host that rebooted), gets a real ping; a failed ping invalidates the
     pool, exactly as a failed pre-ping (SQLAlchemy then checks out a fresh connection,
-    once; a database that is down answers 503, ``app.errors``)."""
+    once; a database that is down answers 503, ``app.core.errors``)."""
     checked_in = record.info.get("checked_in")
     if checked_in is None:
         return  # fresh from connect()
@@ -149,7 +149,7 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[psycopg.AsyncC
     """A pooled connection's psycopg connection, for the hot paths that SQLAlchemy's
     execution layer would slow down (~0.3 ms a query, and no binary results or chunked
     streaming). Its errors leave wrapped as SQLAlchemy's (``DBAPIError`` subclasses), as
-    ``app.errors`` expects; after a disconnect the connection is invalidated."""
+    ``app.core.errors`` expects; after a disconnect the connection is invalidated."""
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         try:

@@ -35,8 +35,8 @@ from pygeofilter.parsers.cql2_json import parse as parse_json
 from pygeofilter.parsers.cql2_text.parser import CQLTransformer
 from sqlalchemy import ColumnElement, Integer, bindparam, func
 
-from app.crs import OutputCrs
-from app.errors import ProblemError
+from app.core.errors import ProblemError
+from app.ogc.crs import OutputCrs
 
 LANGUAGES = ("cql2-text", "cql2-json")
 
@@ -194,7 +194,7 @@ def to_condition(
     """The filter as a SQL condition on ``fields`` (property name → column expression),
     its geometry literals read in ``crs``. ``fields`` are the properties this caller may
     filter on (``app.access.queryable_fields``), never more: the caller checks the names
-    first (``app.filters``) so that its answer is the same for every refused name."""
+    first (``app.ogc.filters``) so that its answer is the same for every refused name."""
     if unknown := sorted(properties(node) - fields.keys()):
         raise InvalidFilter(
             f"unknown property {', '.join(unknown)}; the collection's queryables list the "

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from app.layers import Layer
-from app.symbology import Symbology
+from app.ogc.layers import Layer
+from app.styles.symbology import Symbology
 
 MEDIA_TYPE = "application/vnd.mapbox.style+json"
 

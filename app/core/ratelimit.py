@@ -8,7 +8,7 @@ that finds none is refused. Every response while the limiter is on carries
 ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset`` (the IETF
 httpapi draft's header fields, as most clients and gateways read them).
 
-Where it sits: a pure ASGI middleware *outside* :class:`app.tilecache.CachedTiles`, so
+Where it sits: a pure ASGI middleware *outside* :class:`app.ogc.tilecache.CachedTiles`, so
 cached tiles count like any other request (a client flooding cached tiles still takes a
 worker's time), and inside CORS, so a browser can read the 429. It runs before routing,
 so it cannot wait for a key to be checked against the database: a key counts as a key
@@ -37,8 +37,8 @@ from collections.abc import Callable, Hashable, Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import security
-from app.errors import problem
-from app.settings import ApiSettings
+from app.core.errors import problem
+from app.core.settings import ApiSettings
 
 __all__ = ["EXEMPT_PATHS", "RATE_LIMIT_HEADERS", "RateLimit", "TokenBuckets", "client_address"]
 

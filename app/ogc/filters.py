@@ -16,13 +16,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement
 
-from app import cql2
 from app.access import queryable_fields, visible_fields
-from app.crs import parse_crs
-from app.errors import InvalidParameter, NotFound
-from app.layers import Field, Layer
+from app.core.errors import InvalidParameter, NotFound
+from app.core.settings import Settings
+from app.ogc import cql2
+from app.ogc.crs import parse_crs
+from app.ogc.layers import Field, Layer
 from app.security import Principal
-from app.settings import Settings
 from app.sql import features as sql
 
 # Parameters of the requests themselves; any other one must name a property the caller

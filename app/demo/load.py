@@ -12,15 +12,15 @@ import geopandas as gpd
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.settings import DATA_DIR, Settings
+from app.demo.incidents import generate_incidents
 from app.models import analysis_run, incident
 from app.services.boundaries import import_boundaries
 from app.services.categories import load_categories
-from app.services.demo_incidents import generate_incidents
 from app.services.imports import ImportReport, Progress, _quiet, import_frame
 from app.services.incident_rows import ReadOptions
 from app.services.indexes import load_default_definitions
 from app.services.tables import load_demo_population
-from app.settings import DATA_DIR, Settings
 
 BOUNDARIES = DATA_DIR / "belize" / "boundaries"
 COUNTRY = BOUNDARIES / "belize_adm0_naturalearth_10m.geojson"

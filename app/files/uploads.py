@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import UploadFile
 
-from app.errors import InvalidFile, PayloadTooLarge
+from app.core.errors import InvalidFile, PayloadTooLarge
 
 CHUNK = 1 << 20
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from app.symbology import Category, Symbology
+from app.styles.symbology import Category, Symbology
 
 # The release the files say they were written by: the oldest one checked with a real QGIS
 # (scripts/verify_qgis.py; Debian 12's and Ubuntu 22.04's QGIS). Newer releases read them

@@ -33,7 +33,7 @@ class TTLCache:
 
 def app_cache(state: Any, name: str, maxsize: int = 256, ttl_s: float = 600) -> TTLCache:
     """The app's cache called ``name`` (made on first use), for results a router keeps per
-    worker and data version (``app.versions``)."""
+    worker and data version (``app.core.versions``)."""
     if (cache := getattr(state, name, None)) is None:
         cache = TTLCache(maxsize=maxsize, ttl_s=ttl_s)
         setattr(state, name, cache)
