@@ -47,7 +47,7 @@ def _downgrade(node: Any) -> Any:
 
 
 def openapi_30(app: FastAPI, settings: Settings) -> dict[str, Any]:
-    document = _downgrade(copy.deepcopy(app.ogc.openapi()))
+    document = _downgrade(copy.deepcopy(app.openapi()))
     document["openapi"] = "3.0.3"
     limit = {
         "name": "limit",
