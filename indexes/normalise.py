@@ -83,43 +83,56 @@ def normalise_column(
     if np.isnan(x).any():
         raise IndexDataError(f"indicator {code!r} has missing values: impute first")
     y = direction * x
-    if method == "minmax":
-        span = y.max() - y.min()
-        if span == 0:
-            raise _constant(code, method)
-        return (y - y.min()) / span * (high - low) + low
-    if method == "zscore":
-        sd = y.std(ddof=1)
-        if sd == 0:
-            raise _constant(code, method)
-        return (y - y.mean()) / sd
+    if method in ("minmax", "zscore"):
+        return _scaled(y, method, low, high, code)
     if method == "rank":
         return rankdata(y, method="min").astype(float)
     if method == "percentile":
         return 100.0 * (rankdata(y, method="min") - 1.0) / (y.size - 1)
     if method == "goalposts":
-        if goalposts is None:
-            raise ValueError(f"goalposts normalisation of {code!r} needs (low, high)")
-        g_low, g_high = goalposts
-        share = (
-            (x - g_low) / (g_high - g_low) if direction == 1 else (g_high - x) / (g_high - g_low)
-        )
-        return 100.0 * np.clip(share, 0.0, 1.0)
+        return _goalposts(x, direction, goalposts, code)
     if method == "distance_to_best":
-        if direction == 1:
-            best = x.max()
-            if best <= 0 or x.min() < 0:
-                raise IndexDataError(
-                    f"distance_to_best needs non-negative values and a positive maximum ({code!r})"
-                )
-            return 100.0 * x / best
-        if x.min() <= 0:
-            raise IndexDataError(
-                f"distance_to_best with direction -1 needs positive values ({code!r}): the best "
-                "(smallest) value is the numerator of min(x) / x"
-            )
-        return 100.0 * x.min() / x
+        return _distance_to_best(x, direction, code)
     raise ValueError(f"unknown normalisation {method!r}")
+
+
+def _scaled(y: np.ndarray, method: str, low: float, high: float, code: str) -> np.ndarray:
+    """Min-max onto ``[low, high]``, or z-scores (sd with n - 1); a constant raises."""
+    if method == "minmax":
+        span = y.max() - y.min()
+        if span == 0:
+            raise _constant(code, method)
+        return (y - y.min()) / span * (high - low) + low
+    sd = y.std(ddof=1)
+    if sd == 0:
+        raise _constant(code, method)
+    return (y - y.mean()) / sd
+
+
+def _goalposts(
+    x: np.ndarray, direction: int, goalposts: tuple[float, float] | None, code: str
+) -> np.ndarray:
+    if goalposts is None:
+        raise ValueError(f"goalposts normalisation of {code!r} needs (low, high)")
+    g_low, g_high = goalposts
+    share = (x - g_low) / (g_high - g_low) if direction == 1 else (g_high - x) / (g_high - g_low)
+    return 100.0 * np.clip(share, 0.0, 1.0)
+
+
+def _distance_to_best(x: np.ndarray, direction: int, code: str) -> np.ndarray:
+    if direction == 1:
+        best = x.max()
+        if best <= 0 or x.min() < 0:
+            raise IndexDataError(
+                f"distance_to_best needs non-negative values and a positive maximum ({code!r})"
+            )
+        return 100.0 * x / best
+    if x.min() <= 0:
+        raise IndexDataError(
+            f"distance_to_best with direction -1 needs positive values ({code!r}): the best "
+            "(smallest) value is the numerator of min(x) / x"
+        )
+    return 100.0 * x.min() / x
 
 
 def normalise(

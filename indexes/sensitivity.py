@@ -188,22 +188,7 @@ def sensitivity(
     noise = spec.weight_noise if weight_noise is None else float(weight_noise)
     if not 0 <= noise < 1:
         raise ValueError(f"weight_noise must be in [0, 1), got {noise}")
-    nominal_norm, nominal_agg = definition.normalisation.method, definition.aggregation
-    norms = list(
-        normalisations
-        or spec.normalisations
-        or _default(nominal_norm, ["minmax", "zscore", "percentile"])
-    )
-    aggs = list(
-        aggregations or spec.aggregations or _default(nominal_agg, ["arithmetic", "geometric"])
-    )
-    for name, chosen, allowed in (
-        ("normalisation", norms, NORMALISATIONS),
-        ("aggregation", aggs, AGGREGATIONS),
-    ):
-        unknown = [c for c in chosen if c not in allowed]
-        if unknown:
-            raise ValueError(f"unknown {name} alternatives {unknown} ({', '.join(allowed)})")
+    norms, aggs = _alternatives(definition, normalisations, aggregations)
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
 
@@ -233,36 +218,10 @@ def sensitivity(
                 scores = runner.scores(norm, agg, within[rows], dims[rows])
                 ranks[rows] = _rank_columns(scores, dtype)
 
-    median = np.empty(n)
-    q05 = np.empty(n)
-    q95 = np.empty(n)
-    block = max(1, 2_000_000 // runs)
-    for start in range(0, n, block):
-        cols = slice(start, min(n, start + block))
-        part = ranks[:, cols].astype(np.float64)
-        median[cols] = np.median(part, axis=0)
-        q05[cols], q95[cols] = np.quantile(part, [0.05, 0.95], axis=0)
-
-    # One assumption at a time against the nominal ranks (mean absolute rank change).
-    base_within = np.broadcast_to(runner.within, (1, runner.within.size))
-    base_dims = np.broadcast_to(runner.dim_weights, (1, runner.dim_weights.size))
-    total = 0.0
-    for start in range(0, runs, chunk):
-        rows = slice(start, min(runs, start + chunk))
-        scores = runner.scores(nominal_norm, nominal_agg, within[rows], dims[rows])
-        shifted = _rank_columns(scores, np.int64) - nominal_rank[None, :]
-        total += float(np.abs(shifted).sum())
-    shift = {"weights": total / (runs * n)}
+    median, q05, q95 = _rank_quantiles(ranks)
+    shift = {"weights": _weights_shift(runner, definition, within, dims, nominal_rank, chunk)}
     for name, alternatives in (("normalisation", norms), ("aggregation", aggs)):
-        moves = []
-        for alternative in alternatives:
-            norm = alternative if name == "normalisation" else nominal_norm
-            agg = alternative if name == "aggregation" else nominal_agg
-            if (norm, agg) == (nominal_norm, nominal_agg):
-                continue
-            scores = runner.scores(norm, agg, base_within, base_dims)
-            moves.append(float(np.abs(_rank_columns(scores, np.int64)[0] - nominal_rank).mean()))
-        shift[name] = float(np.mean(moves)) if moves else 0.0
+        shift[name] = _method_shift(runner, definition, name, alternatives, nominal_rank)
     assumption_shift = pd.Series(shift, name="mean_abs_rank_shift")[list(ASSUMPTIONS)]
     most = str(assumption_shift.idxmax()) if assumption_shift.max() > 0 else None
 
@@ -290,3 +249,88 @@ def sensitivity(
         "chunk": chunk,
     }
     return SensitivityResult(table, assumption_shift, most, runs, seed, parameters)
+
+
+def _alternatives(
+    definition: Any, normalisations: Sequence[str] | None, aggregations: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The normalisations and aggregations to sample: given, else the definition's, else
+    the nominal method plus the usual alternatives. Unknown names raise ValueError."""
+    spec = definition.sensitivity
+    norms = list(
+        normalisations
+        or spec.normalisations
+        or _default(definition.normalisation.method, ["minmax", "zscore", "percentile"])
+    )
+    aggs = list(
+        aggregations
+        or spec.aggregations
+        or _default(definition.aggregation, ["arithmetic", "geometric"])
+    )
+    for name, chosen, allowed in (
+        ("normalisation", norms, NORMALISATIONS),
+        ("aggregation", aggs, AGGREGATIONS),
+    ):
+        unknown = [c for c in chosen if c not in allowed]
+        if unknown:
+            raise ValueError(f"unknown {name} alternatives {unknown} ({', '.join(allowed)})")
+    return norms, aggs
+
+
+def _rank_quantiles(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median, 5 % and 95 % quantiles of each column of (runs, n) ranks, a block of
+    columns at a time (bounded memory)."""
+    runs, n = ranks.shape
+    median = np.empty(n)
+    q05 = np.empty(n)
+    q95 = np.empty(n)
+    block = max(1, 2_000_000 // runs)
+    for start in range(0, n, block):
+        cols = slice(start, min(n, start + block))
+        part = ranks[:, cols].astype(np.float64)
+        median[cols] = np.median(part, axis=0)
+        q05[cols], q95[cols] = np.quantile(part, [0.05, 0.95], axis=0)
+    return median, q05, q95
+
+
+def _weights_shift(
+    runner: _Runner,
+    definition: Any,
+    within: np.ndarray,
+    dims: np.ndarray,
+    nominal_rank: np.ndarray,
+    chunk: int,
+) -> float:
+    """Mean absolute rank change over the perturbed weight sets, methods nominal."""
+    runs, n = within.shape[0], nominal_rank.size
+    norm, agg = definition.normalisation.method, definition.aggregation
+    total = 0.0
+    for start in range(0, runs, chunk):
+        rows = slice(start, min(runs, start + chunk))
+        scores = runner.scores(norm, agg, within[rows], dims[rows])
+        shifted = _rank_columns(scores, np.int64) - nominal_rank[None, :]
+        total += float(np.abs(shifted).sum())
+    return total / (runs * n)
+
+
+def _method_shift(
+    runner: _Runner,
+    definition: Any,
+    name: str,
+    alternatives: Sequence[str],
+    nominal_rank: np.ndarray,
+) -> float:
+    """Mean absolute rank change over each non-nominal normalisation (or aggregation),
+    everything else nominal; 0 when there is no alternative."""
+    nominal = (definition.normalisation.method, definition.aggregation)
+    base_within = np.broadcast_to(runner.within, (1, runner.within.size))
+    base_dims = np.broadcast_to(runner.dim_weights, (1, runner.dim_weights.size))
+    moves = []
+    for alternative in alternatives:
+        norm = alternative if name == "normalisation" else nominal[0]
+        agg = alternative if name == "aggregation" else nominal[1]
+        if (norm, agg) == nominal:
+            continue
+        scores = runner.scores(norm, agg, base_within, base_dims)
+        moves.append(float(np.abs(_rank_columns(scores, np.int64)[0] - nominal_rank).mean()))
+    return float(np.mean(moves)) if moves else 0.0

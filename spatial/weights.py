@@ -19,7 +19,15 @@ import h3
 import h3.api.basic_int as h3_int
 import numpy as np
 from libpysal.graph import Graph
-from libpysal.weights import KNN, DistanceBand, Queen, Rook, W, min_threshold_distance
+from libpysal.weights import (
+    KNN,
+    DistanceBand,
+    Queen,
+    Rook,
+    W,
+    fuzzy_contiguity,
+    min_threshold_distance,
+)
 from scipy import sparse as sp
 from scipy.sparse.csgraph import connected_components
 
@@ -188,18 +196,25 @@ def contiguity(
     *,
     rook: bool = False,
     ids: Sequence[Hashable] | str | None = None,
+    snap: float = 0.0,
 ) -> SpatialWeights:
     """Queen (shared vertex) or rook (shared edge) contiguity between polygons.
 
     Parameters
     ----------
     gdf : geopandas.GeoDataFrame
-        (Multi)Polygon units; not modified. Any CRS (contiguity is topological).
+        (Multi)Polygon units; not modified. Any CRS (contiguity is topological) when
+        ``snap`` is 0; a projected CRS otherwise.
     rook : bool, default False
         Rook contiguity (a shared edge) instead of queen (a shared vertex).
     ids : sequence, str or None
         The unit ids, one per row; or the name of a column holding them; or None for the
         frame's index.
+    snap : float, default 0
+        Queen contiguity with a tolerance: polygons closer than ``snap`` (in the units of
+        the CRS, metres for most projected ones) are neighbours. For boundary files whose
+        neighbours do not share vertices exactly (Belize's districts do not). Recorded as
+        ``parameters["snap"]``.
 
     Returns
     -------
@@ -208,10 +223,12 @@ def contiguity(
 
     Notes
     -----
-    Uses libpysal's vertex-set algorithm (``Queen``/``Rook.from_iterable``), the same as
-    GeoDa and spdep ``poly2nb`` (with ``snap = 0``): polygons are neighbours only when
-    they share a vertex (queen) or an edge (rook) exactly, so slivers and gaps in a
-    boundary file create islands rather than false neighbours.
+    With ``snap = 0``, uses libpysal's vertex-set algorithm (``Queen``/``Rook.from_iterable``),
+    the same as GeoDa and spdep ``poly2nb`` (with ``snap = 0``): polygons are neighbours only
+    when they share a vertex (queen) or an edge (rook) exactly, so slivers and gaps in a
+    boundary file create islands rather than false neighbours. With ``snap > 0``, libpysal's
+    ``fuzzy_contiguity`` (each polygon buffered by ``snap``, then any intersection links),
+    as spdep ``poly2nb(snap = ...)`` does for gaps narrower than the snap.
 
     References
     ----------
@@ -230,10 +247,30 @@ def contiguity(
     geoms = list(gdf.geometry.array)
     if any(g is None or g.is_empty for g in geoms):
         raise AnalysisError("contiguity needs a non-empty geometry for every unit")
+    if snap:
+        return _snapped(gdf, ids, snap, rook=rook)
     builder = Rook if rook else Queen
     positional = builder.from_iterable(geoms, silence_warnings=True)
     neighbours = [sorted(positional.neighbors[i]) for i in range(len(geoms))]
     return from_neighbours(neighbours, ids, kind="rook" if rook else "queen")
+
+
+def _snapped(
+    gdf: gpd.GeoDataFrame, ids: list[Hashable], snap: float, *, rook: bool
+) -> SpatialWeights:
+    """Queen contiguity with a tolerance of ``snap`` CRS units (``fuzzy_contiguity``)."""
+    if rook:
+        raise AnalysisError("a snap tolerance applies to queen contiguity only")
+    if not (np.isfinite(snap) and snap > 0):
+        raise AnalysisError(f"snap must be a positive distance (got {snap})")
+    if gdf.crs is not None and gdf.crs.is_geographic:
+        raise AnalysisError("a snap tolerance needs a projected CRS (a distance in degrees)")
+    # fuzzy_contiguity adds a column to the frame it is given and keys neighbours by its
+    # index: give it a positional copy.
+    frame = gpd.GeoDataFrame(geometry=list(gdf.geometry.array), crs=gdf.crs)
+    linked = fuzzy_contiguity(frame, buffering=True, buffer=snap, drop=False, silence_warnings=True)
+    neighbours = [sorted(linked.neighbors[i]) for i in range(len(frame))]
+    return from_neighbours(neighbours, ids, kind="queen", parameters={"snap": float(snap)})
 
 
 def h3_neighbours(cell_ids: Sequence[str]) -> SpatialWeights:

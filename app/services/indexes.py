@@ -3,7 +3,8 @@ engine (:mod:`indexes`) needs, built from incidents, populations and external in
 
 Incident indicators reuse the statistics service: counts come from
 :func:`app.services.stats.compute_stats` and rates from :mod:`spatial.rates` with the
-population of the matching sex and age group (the latest year at or before the period).
+population of the matching sex and age group (the latest year at or before the period,
+:mod:`app.services.denominators`); periods are those of :mod:`app.services.periods`.
 Measures: ``count``; ``rate`` per 100,000; ``eb_rate`` (global Empirical Bayes); ``share``
 of all the unit's incidents of the period; ``change`` = count minus the previous period's.
 """
@@ -15,7 +16,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,8 @@ from app.schemas.indexes import (
 )
 from app.security import Principal
 from app.services import stats
+from app.services.denominators import Populations, Unit, age_group_of, read_populations, read_units
+from app.services.periods import Period, one_period, period_containing, previous_period
 from app.sql import indexes as sql
 from app.sql import stats as stats_sql
 from app.sql.incidents import IncidentFilter
@@ -50,7 +52,6 @@ RANKING_SEED = 1  # fixed so that the planners' page is stable from one request 
 # Longest list of periods a selector offers (10 years of months).
 MAX_PERIODS = 120
 TOP_CONTRIBUTORS = 3
-_FREQ = {"year": "Y", "quarter": "Q", "month": "M"}
 
 __all__ = [
     "DEFAULTS_DIR",
@@ -143,30 +144,6 @@ async def load_default_definitions(engine: AsyncEngine, *, actor: str) -> list[s
 # --- the raw indicator table ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Period:
-    label: str
-    start: datetime
-    end: datetime
-    year: int
-
-
-def _period(text: str, granularity: str, tz: str) -> _Period:
-    found, label, start, end = stats.parse_period(text, tz)
-    if label is None or start is None or end is None:
-        raise InvalidParameter(f"period must be one {granularity}, e.g. 2024 (got {text!r})")
-    if found != granularity:
-        raise InvalidParameter(
-            f"this index is defined per {granularity}; period {text!r} is a {found}"
-        )
-    return _Period(label, start, end, start.year)
-
-
-def _previous(period: _Period, granularity: str, tz: str) -> _Period:
-    before = pd.Period(period.start.replace(tzinfo=None), freq=_FREQ[granularity]) - 1
-    return _period(stats._label(before.start_time, granularity), granularity, tz)
-
-
 @dataclass
 class _Builder:
     """Builds raw tables for one definition, caching counts across periods."""
@@ -175,23 +152,23 @@ class _Builder:
     settings: Settings
     who: Principal
     definition: IndexDefinition
-    units: list[Any] = field(default_factory=list)
-    populations: dict = field(default_factory=dict)
+    units: list[Unit] = field(default_factory=list)
+    populations: Populations = field(default_factory=lambda: Populations({}))
     counts: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     async def setup(self) -> None:
         level = self.definition.unit_level
-        self.units = (await self.conn.execute(stats_sql.select_units(level=level))).all()
+        self.units = await read_units(self.conn, level=level)
         if len(self.units) < 2:
             raise InvalidParameter(f"an index needs at least 2 units at level {level}")
-        self.populations = await stats._populations(self.conn, [u.id for u in self.units])
+        self.populations = await read_populations(self.conn, [u.id for u in self.units])
 
     @property
     def codes(self) -> list[str]:
         return [u.code for u in self.units]
 
-    async def _count(self, period: _Period, source: IncidentSource | None) -> np.ndarray:
+    async def _count(self, period: Period, source: IncidentSource | None) -> np.ndarray:
         key = (period.label, source.model_dump_json() if source else None)
         if key not in self.counts:
             f = IncidentFilter(
@@ -216,14 +193,13 @@ class _Builder:
 
     def _denominator(self, source: IncidentSource, year: int, code: str) -> np.ndarray:
         sex = source.victim_sex or "total"
-        f = IncidentFilter(age_min=source.age_min, age_max=source.age_max)
-        age = stats._population_age(None, f, False)
+        age = age_group_of(source.age_min, source.age_max)
 
         def pick(age_group: str) -> list[float]:
             out = []
             for u in self.units:
-                chosen = stats._choose(self.populations.get((u.id, sex, age_group), ()), year)
-                out.append(chosen[1] if chosen else math.nan)
+                chosen = self.populations.pick(u.id, sex, age_group, year)
+                out.append(chosen.value if chosen else math.nan)
             return out
 
         values = pick(age)
@@ -237,7 +213,7 @@ class _Builder:
                 self.notes.append(note)
         return np.array(values, dtype=float)
 
-    async def raw(self, period: _Period) -> pd.DataFrame:
+    async def raw(self, period: Period) -> pd.DataFrame:
         columns: dict[str, np.ndarray] = {}
         external = [i for i in self.definition.indicators if i.source.external]
         if external:
@@ -263,7 +239,7 @@ class _Builder:
             if source.measure == "count":
                 columns[i.code] = e
             elif source.measure == "change":
-                previous = _previous(period, self.definition.period, self._tz)
+                previous = previous_period(period, self._tz)
                 columns[i.code] = e - await self._count(previous, source)
             elif source.measure == "share":
                 total = await self._count(period, None)
@@ -291,12 +267,12 @@ async def _prepare(
     code: str,
     version: int | None,
     period_text: str,
-) -> tuple[IndexDefinitionRecord, IndexDefinition, _Builder, _Period]:
+) -> tuple[IndexDefinitionRecord, IndexDefinition, _Builder, Period]:
     record = await get_definition(conn, code, version)
     definition = indexes.load_definition(record.definition)
     builder = _Builder(conn, settings, who, definition)
     await builder.setup()
-    period = _period(period_text, definition.period, settings.territory.timezone)
+    period = one_period(period_text, definition.period, settings.territory.timezone)
     return record, definition, builder, period
 
 
@@ -341,7 +317,7 @@ async def compute_results(
         conn, settings, who, code, version, period_text
     )
     result = indexes.compute_index(await builder.raw(period), definition)
-    previous = _previous(period, definition.period, settings.territory.timezone)
+    previous = previous_period(period, settings.territory.timezone)
     previous_rank: pd.Series | None = None
     try:
         previous_rank = indexes.compute_index(await builder.raw(previous), definition).rank
@@ -636,7 +612,7 @@ async def latest_scores(
         return None
     builder = _Builder(conn, settings, who, definition)
     await builder.setup()
-    period = _period(period_text, definition.period, settings.territory.timezone)
+    period = one_period(period_text, definition.period, settings.territory.timezone)
     result = indexes.compute_index(await builder.raw(period), definition)
     values = {
         unit: (
@@ -655,9 +631,9 @@ async def latest_period(conn: AsyncConnection, settings: Settings, granularity: 
     if last is None:
         return None
     tz = settings.territory.timezone
-    period = _period(stats._label(pd.Timestamp(last).tz_convert(tz), granularity), granularity, tz)
+    period = period_containing(last, granularity, tz)
     if period.end > pd.Timestamp.now(tz=tz):
-        period = _previous(period, granularity, tz)
+        period = previous_period(period, tz)
     return period.label
 
 
@@ -671,9 +647,9 @@ async def available_periods(
     if latest is None or first is None:
         return []
     tz = settings.territory.timezone
-    period = _period(latest, granularity, tz)
+    period = one_period(latest, granularity, tz)
     periods = [period.label]
     while period.start > pd.Timestamp(first).tz_convert(tz) and len(periods) < MAX_PERIODS:
-        period = _previous(period, granularity, tz)
+        period = previous_period(period, tz)
         periods.append(period.label)
     return periods[::-1]

@@ -165,3 +165,29 @@ def test_ids_must_match() -> None:
         knn([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], k=1, ids=["a", "a", "b"])
     with pytest.raises(AnalysisError):
         distance_band([0.0, 1.0], [0.0, np.nan])
+
+
+def test_snapped_contiguity_links_polygons_across_a_gap_narrower_than_the_snap() -> None:
+    # Three 100 m squares in a row, 5 m apart (boundary files that do not share vertices),
+    # and a fourth 50 m beyond the third.
+    squares = [shapely.box(x, 0, x + 100, 100) for x in (0, 105, 210, 360)]
+    gdf = gpd.GeoDataFrame({"code": ["A", "B", "C", "D"]}, geometry=squares, crs=32616)
+    snapshot = gdf.copy()
+    exact = contiguity(gdf, ids="code")
+    assert exact.islands == ["A", "B", "C", "D"]
+    snapped = contiguity(gdf, ids="code", snap=10.0)
+    assert _neighbour_sets(snapped) == {"A": {"B"}, "B": {"A", "C"}, "C": {"B"}, "D": set()}
+    assert (snapped.kind, snapped.parameters, snapped.islands) == ("queen", {"snap": 10.0}, ["D"])
+    assert snapped.components == 2
+    assert gdf.equals(snapshot) and list(gdf.columns) == ["code", "geometry"]
+    # A 2 m snap does not bridge 5 m; 30 m (each side buffered) bridges the 50 m gap.
+    assert contiguity(gdf, ids="code", snap=2.0).islands == ["A", "B", "C", "D"]
+    assert contiguity(gdf, ids="code", snap=30.0).islands == []
+
+
+def test_snapped_contiguity_refuses_degrees_and_rook() -> None:
+    gdf = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1), shapely.box(1, 0, 2, 1)], crs=4326)
+    with pytest.raises(AnalysisError, match="projected CRS"):
+        contiguity(gdf, snap=10.0)
+    with pytest.raises(AnalysisError, match="queen contiguity only"):
+        contiguity(gdf.to_crs(32616), rook=True, snap=10.0)
