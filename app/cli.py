@@ -63,8 +63,12 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except (ProblemError, BoundaryError, NoPrivateCluster, BackupError) as exc:
-        _fail(getattr(exc, "detail", None) or str(exc))
-        raise  # unreachable; keeps type checkers content
+        console.print(f"[red]error:[/red] {getattr(exc, 'detail', None) or str(exc)}")
+        # Files checked whole list every bad row (categories, population, indicators).
+        for row in getattr(exc, "extra", {}).get("rows", []):
+            code = f" ({row['code']})" if row.get("code") else ""
+            console.print(f"  row {row['row']}{code}: {row['reason']}")
+        raise typer.Exit(1) from None
     except ProgrammingError as exc:
         if exc.orig.__class__.__name__ == "UndefinedTable":
             _fail("the database schema is out of date: run `observatory migrate`")
@@ -180,25 +184,31 @@ def import_incidents_cmd(
     delimiter: str = ",",
     encoding: str = "utf-8",
     layer: Annotated[str | None, typer.Option(help="GeoPackage layer")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="COLUMN=VALUE for every row without one, e.g. category=shooting; repeatable",
+        ),
+    ] = None,
 ) -> None:
     """Import incidents from CSV, GeoJSON or GeoPackage: idempotent, lossless, one batch."""
     from app.services.imports import import_incidents
     from app.services.incident_rows import ReadOptions
 
-    columns = {}
-    for item in map or []:
-        ours, sep, theirs = item.partition("=")
-        if not sep:
-            _fail(f"--map needs OURS=THEIRS (got {item!r})")
-        columns[ours.strip()] = theirs.strip()
-    options = ReadOptions(
-        source=source,
-        format=format,
-        columns=columns,
-        crs=crs,
-        layer=layer,
-        delimiter=delimiter,
-        encoding=encoding,
+    columns = _pairs(map, "--map", "OURS=THEIRS")
+    constants = _pairs(set_, "--set", "COLUMN=VALUE")
+    options = _guard(
+        lambda: ReadOptions(
+            source=source,
+            format=format,
+            columns=columns,
+            crs=crs,
+            layer=layer,
+            delimiter=delimiter,
+            encoding=encoding,
+            constants=constants,
+        )
     )
     settings = get_settings()
     with _progress() as progress:
@@ -214,6 +224,17 @@ def import_incidents_cmd(
         console.print(
             f"{report.rejected} rejected rows: GET /imports/{report.batch_id}/rejections.csv"
         )
+
+
+def _pairs(items: list[str] | None, option: str, form: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a mapping (names and values trimmed)."""
+    pairs = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"{option} needs {form} (got {item!r})")
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 @import_cli.command("population")
@@ -237,12 +258,20 @@ def import_indicators_cmd(file: FileArg) -> None:
 
 
 @import_cli.command("categories")
-def import_categories_cmd(file: FileArg) -> None:
-    """Category vocabulary: CSV code, name, category_group, sensitive, description."""
+def import_categories_cmd(
+    file: FileArg,
+    replace: Annotated[
+        bool, typer.Option(help="delete the stored categories the file lacks (if unused)")
+    ] = False,
+) -> None:
+    """Category vocabulary: CSV code, name, category_group, sensitive, description.
+    Upserts by code (POST /categories does the same); a change is a new, audited version."""
     from app.services.categories import load_categories
 
-    count = _guard(lambda: _with_engine(lambda e: load_categories(e, file)))
-    console.print(f"{count} categories loaded")
+    report = _guard(
+        lambda: _with_engine(lambda e: load_categories(e, file, actor=CLI_ACTOR, replace=replace))
+    )
+    _print_report(report)
 
 
 # -- keys --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from app.core.settings import ApiSettings
 __all__ = ["UPLOAD_PATHS", "BodyLimit"]
 
 #: Routes that take file uploads (multipart/form-data) and get the upload limit.
-UPLOAD_PATHS = ("/boundaries", "/imports")
+UPLOAD_PATHS = ("/boundaries", "/imports", "/population", "/indicators")
 # Form fields and multipart boundaries around the file itself.
 MULTIPART_OVERHEAD = 1 << 20
 

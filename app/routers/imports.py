@@ -50,6 +50,25 @@ def _columns(columns: str | None) -> dict[str, str]:
     return mapping
 
 
+def _constants(constants: str | None) -> dict[str, str]:
+    """The constants form field: a JSON object of our column names to one value each
+    (text or a number, e.g. {"category": "shooting", "victims_count": 1})."""
+    if not constants:
+        return {}
+    try:
+        mapping = orjson.loads(constants)
+    except orjson.JSONDecodeError:
+        mapping = None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in mapping.values()
+    ):
+        raise InvalidParameter(
+            "constants must be a JSON object of our column names to one value each, e.g. "
+            '{"category": "shooting"}'
+        )
+    return {k: v if isinstance(v, str) else str(v) for k, v in mapping.items()}
+
+
 @router.post("", status_code=201, response_model=ImportBatchDetail, summary="Import incidents")
 async def create_import(
     request: Request,
@@ -62,14 +81,24 @@ async def create_import(
     format: Annotated[str | None, Form(description="csv, geojson or gpkg")] = None,
     crs: Annotated[str | None, Form(description="CRS of the coordinates, e.g. EPSG:32616")] = None,
     columns: Annotated[str | None, Form(description='JSON: {"category": "tipo", …}')] = None,
+    constants: Annotated[
+        str | None,
+        Form(
+            description="JSON: one value for a column where the file has none, e.g. "
+            '{"category": "shooting"} (the file\'s own values win)'
+        ),
+    ] = None,
     delimiter: Annotated[str, Form(max_length=1)] = ",",
     encoding: Annotated[str, Form()] = "utf-8",
     layer: Annotated[str | None, Form(description="GeoPackage layer")] = None,
 ) -> Response:
+    """Import one incident file as one batch: valid rows upserted on (source, source_id),
+    every rejected row kept with its reasons."""
     options = ReadOptions(
         source=source,
         format=format,
         columns=_columns(columns),
+        constants=_constants(constants),
         crs=crs,
         layer=layer,
         delimiter=delimiter,

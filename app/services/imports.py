@@ -96,8 +96,8 @@ async def load_vocabulary(conn: AsyncConnection) -> Vocabulary:
     rows = (await conn.execute(select(category.c.code, category.c.name))).all()
     if not rows:
         raise InvalidParameter(
-            "no category vocabulary is loaded: run `observatory import categories FILE` "
-            "(or `observatory demo`) first"
+            "no category vocabulary is loaded: save one first (POST /categories, or "
+            "`observatory import categories FILE`, or `observatory demo`)"
         )
     return Vocabulary(
         codes=frozenset(r.code for r in rows), aliases={r.name.lower(): r.code for r in rows}
@@ -185,9 +185,10 @@ async def import_frames(
     a deadlock (rolled back whole) is then written again, ``ATTEMPTS`` times in all;
     without it, or after the last attempt, it fails with a 409 saying so."""
     first = await asyncio.to_thread(next, frames, pd.DataFrame())
-    if "source" not in first and not options.source:
+    if "source" not in first and "source" not in options.filled:
         raise InvalidParameter(
-            "the file has no 'source' column: name the reporting agency with the source option"
+            "the file has no 'source' column: name the reporting agency with the source "
+            "option (or the constant source)"
         )
     warnings = list(first.attrs.get("warnings", ()))
     # One connection for the whole batch: it holds the batch's advisory lock from the

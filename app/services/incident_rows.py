@@ -7,6 +7,7 @@ its reasons, joined by "; ", so an analyst can fix the file in one pass.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,8 +63,10 @@ class ReadOptions:
 
     ``columns`` maps a canonical name (``category``, ``occurred_at``, ``longitude``,
     ``wkt``…) to the file's own column name. ``crs`` is the CRS of the coordinates
-    (default: the file's own CRS, else EPSG:4326). ``source`` names the agency when
-    the file has no ``source`` column.
+    (default: the file's own CRS, else EPSG:4326). ``constants`` gives a canonical
+    column one value for every row where the file has none (no such column, or an
+    empty cell): ``{"category": "shooting"}`` for a file of shootings. ``source``
+    is the constant of the ``source`` column (the agency), kept as its own option.
     """
 
     source: str | None = None
@@ -73,9 +76,56 @@ class ReadOptions:
     layer: str | None = None
     delimiter: str = ","
     encoding: str = "utf-8"
+    constants: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_constants(self.constants)
+        given = self.constants.get("source")
+        if self.source and given is not None and given != self.source:
+            raise InvalidParameter(
+                f"source {self.source!r} and the constant source {given!r} differ: give one"
+            )
+
+    @property
+    def filled(self) -> dict[str, str]:
+        """Every column's constant, the source option included."""
+        return {**self.constants, **({"source": self.source} if self.source else {})}
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")}
+
+
+def check_constants(constants: dict[str, str]) -> None:
+    """Refuse constants that name no canonical column (nearest name suggested: a typo
+    would otherwise pass silently), that are not text, or that set ``source_id`` (each
+    row's own key)."""
+    for name, value in constants.items():
+        if name == "source_id":
+            raise InvalidParameter("source_id is each row's own key: it cannot be a constant")
+        if name not in CANONICAL:
+            near = difflib.get_close_matches(str(name), CANONICAL, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise InvalidParameter(
+                f"constant for unknown column {name!r}{hint} Constants set our columns: "
+                f"{', '.join(c for c in CANONICAL if c != 'source_id')}"
+            )
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidParameter(f"the constant for {name} must be non-empty text")
+
+
+def with_constants(frame: pd.DataFrame, constants: dict[str, str]) -> pd.DataFrame:
+    """The frame with each constant filling its column where the file gives no value
+    (the column is absent, or the cell empty); values in the file win."""
+    if not constants:
+        return frame
+    out = frame.copy()  # keeps attrs (crs, non-point rows)
+    for name, value in constants.items():
+        if name in out:
+            column = out[name].astype(str)
+            out[name] = column.where(column.str.strip() != "", value)
+        else:
+            out[name] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -252,6 +302,13 @@ def _canonical(
             f"column(s) {', '.join(missing)} not in the file; it has: {', '.join(frame.columns)}"
         )
     frame = frame.rename(columns={theirs: ours for ours, theirs in options.columns.items()})
+    own = [c for c in options.filled if c in frame.columns]
+    if own:
+        warnings.append(
+            "the file has its own column(s) "
+            + ", ".join(f"{c} (constant {options.filled[c]!r})" for c in own)
+            + ": the constant fills only their empty cells"
+        )
     frame.attrs = {**attrs, "crs": crs, "warnings": warnings}
     return frame
 
@@ -294,6 +351,8 @@ def validate_incidents(
     n = len(frame)
     now = now or pd.Timestamp.now(tz="UTC")
     reasons = _Reasons(n)
+    as_read = frame  # a rejected row is reported as the file has it
+    frame = with_constants(frame, options.filled)
 
     def col(name: str) -> pd.Series:
         if name in frame:
@@ -302,8 +361,6 @@ def validate_incidents(
 
     # Who reported it, and its id in their system: the key of idempotent re-imports.
     source = col("source")
-    if options.source:
-        source = source.where(source != "", options.source)
     reasons.add(source == "", "missing source (name the agency)")
     source_id = col("source_id")
     reasons.add(source_id == "", "missing source_id")
@@ -377,7 +434,7 @@ def validate_incidents(
         index=frame.index,
     )[list(VALID_COLUMNS)]
     bad = np.flatnonzero(rejected_mask)
-    originals = frame.iloc[bad]
+    originals = as_read.iloc[bad]
     rejected = pd.DataFrame(
         {
             "row_number": bad + first_row,

@@ -305,3 +305,94 @@ def test_chunks_keep_file_row_numbers_and_catch_repeats_across_chunks(
         2: "unknown category 'nope'",
         7: "duplicate of row 1 (same source and source_id)",
     }
+
+
+def test_constants_fill_columns_the_file_lacks(client, keys, db):
+    """A file of shootings without category or source columns: the constants give every
+    row both; a row with its own category keeps it, and the batch says so."""
+    content = (
+        b"source_id,occurred_at,longitude,latitude,category\n"
+        b"k1,2024-03-01 10:00,-88.1962,17.5046,\n"
+        b"k2,2024-03-02 11:00,-88.1970,17.5050,\n"
+        b"k3,2024-03-03 12:00,-88.1980,17.5060,robbery\n"
+    )
+    response = client.post(
+        "/imports",
+        files={"file": ("shootings.csv", content)},
+        data={"constants": '{"category": "shooting", "source": "constants-test"}'},
+        headers=auth(keys["editor"]),
+    )
+    assert response.status_code == 201, response.text
+    report = response.json()
+    assert (report["inserted"], report["rejected"]) == (3, 0)
+    assert report["options"]["constants"] == {"category": "shooting", "source": "constants-test"}
+    assert any("category (constant 'shooting')" in w for w in report["warnings"])
+    rows = db.execute(
+        "SELECT source_id, category FROM incident WHERE source = 'constants-test' ORDER BY 1"
+    ).fetchall()
+    assert rows == [("k1", "shooting"), ("k2", "shooting"), ("k3", "robbery")]
+
+
+def test_constants_in_rejected_rows_and_bad_constants(client, keys):
+    """A constant is validated like a file value (an unknown category rejects every row
+    it fills; the rejected row is reported as the file has it); a misspelt column name, a
+    constant source_id and a source given twice are refused before anything is read."""
+    content = b"source_id,occurred_at,longitude,latitude\nz1,2024-03-01 10:00,-88.1962,17.5046\n"
+    editor = auth(keys["editor"])
+    response = client.post(
+        "/imports",
+        files={"file": ("z.csv", content)},
+        data={"constants": '{"category": "jaywalking", "source": "constants-bad"}'},
+        headers=editor,
+    )
+    assert response.status_code == 201, response.text
+    (rejection,) = response.json()["rejections"]
+    assert rejection["reason"] == "unknown category 'jaywalking'"
+    assert "category" not in rejection["raw"]
+    for constants, fragment in (
+        ('{"catgory": "shooting"}', "did you mean 'category'?"),
+        ('{"source_id": "x"}', "source_id is each row's own key"),
+        ('{"category": ""}', "must be non-empty text"),
+        ('{"category": true}', "constants must be a JSON object"),
+        ('["category"]', "constants must be a JSON object"),
+    ):
+        refused = client.post(
+            "/imports",
+            files={"file": ("z.csv", content)},
+            data={"constants": constants, "source": "constants-bad"},
+            headers=editor,
+        )
+        assert refused.status_code == 422, (constants, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert fragment in refused.json()["detail"], (constants, refused.json())
+    twice = client.post(
+        "/imports",
+        files={"file": ("z.csv", content)},
+        data={"constants": '{"source": "a"}', "source": "b"},
+        headers=editor,
+    )
+    assert twice.status_code == 422 and "differ" in twice.json()["detail"]
+
+
+def test_cli_set_gives_constants(base_data, settings, tmp_path, db):
+    path = tmp_path / "thefts.csv"
+    path.write_text(
+        "source_id,occurred_at,longitude,latitude\n"
+        "c1,2024-05-01 10:00,-88.1962,17.5046\n"
+        "c2,2024-05-01 11:00,-88.1963,17.5047\n"
+    )
+    command = [sys.executable, "-m", "app.cli", "import", "incidents", str(path)]
+    sets = ["--set", "category=theft", "--set", "source=cli-constants"]
+    done = subprocess.run([*command, *sets], env=_cli_env(settings), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = db.execute(
+        "SELECT source_id, category FROM incident WHERE source = 'cli-constants' ORDER BY 1"
+    ).fetchall()
+    assert rows == [("c1", "theft"), ("c2", "theft")]
+    typo = subprocess.run(
+        [*command, "--set", "categroy=theft", "--source", "cli-constants"],
+        env=_cli_env(settings),
+        capture_output=True,
+        text=True,
+    )
+    assert typo.returncode == 1 and "did you mean 'category'?" in typo.stdout

@@ -368,6 +368,7 @@ def _battery(client, keys, world, probe: Probe, seed: int) -> list[Request]:
         add("/units", {"level": 1, "simplify": 0.001})
         for code in ("BZ", *sorted(world["districts"])):
             add(f"/units/{code}")
+        add("/categories")
         add("/indexes")
         for code in INDEXES:
             add(f"/indexes/{code}")

@@ -98,6 +98,7 @@ ROUTES = {
     "/map": "public",
     "/units": "public",
     "/units/{code}": "public",
+    "/categories": "public",
     "/stats": "public",
     "/indexes": "public",
     "/indexes/{code}": "public",
@@ -456,6 +457,7 @@ def _public_requests(client, key, world) -> list[tuple[str, dict, dict, dict]]:
     add(("/units", {"level": 0}, {}, {}))
     add(("/units/BZ-CY", {}, {}, {}))
     add(("/units/BZ-OW", {}, {}, {}))
+    add(("/categories", {}, {}, {}))
     # Index definitions select incidents by victim_sex: a filter, not a victim's value.
     definition = {"aggregate_sex": True}
     add(("/indexes", {}, {}, definition))
