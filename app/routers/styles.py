@@ -8,14 +8,13 @@ admin units by the map class of their first composite index, incidents as points
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Request, Response
 
 from app.access import may_read, readable_layer
 from app.deps import CatalogDep, CollectionId, EngineDep, PrincipalDep, SettingsDep
 from app.ogc.links import absolute, base_url
+from app.schemas.ogc import Link, Style, Styles
 from app.security import PUBLIC
 from app.services.styles import styled_layers, symbologies, territory_extent
 from app.styles.maplibre import MEDIA_TYPE as MAPLIBRE
@@ -41,9 +40,11 @@ def _inline(name: str) -> dict[str, str]:
 async def maplibre_style(
     request: Request, settings: SettingsDep, engine: EngineDep, catalog: CatalogDep
 ) -> Response:
-    """Public layers and incidents: incident tiles answer 401 without an analyst key
-    (send it with MapLibre's ``transformRequest``); the other layers draw regardless.
-    Hot spot runs behind a key (they count sensitive categories) are left out."""
+    """The MapLibre GL style of the public layers and the incidents.
+
+    Incident tiles answer 401 without an analyst key (send it with MapLibre's
+    ``transformRequest``); the other layers draw regardless. Hot spot runs behind a key
+    (they count sensitive categories) are left out."""
     layers = styled_layers(
         {
             layer.id: layer
@@ -70,6 +71,7 @@ async def maplibre_style(
 async def qml_style(
     layer_id: CollectionId, engine: EngineDep, catalog: CatalogDep, who: PrincipalDep
 ) -> Response:
+    """The QGIS style (QML) of a layer, from the same symbology as its MapLibre style."""
     layer = await readable_layer(catalog, layer_id, who)
     (sym,) = await symbologies(engine, [layer])
     return Response(qml_document(sym), media_type=QML, headers=_inline(f"{layer.id}.qml"))
@@ -84,47 +86,50 @@ async def qml_style(
 async def sld_style(
     layer_id: CollectionId, engine: EngineDep, catalog: CatalogDep, who: PrincipalDep
 ) -> Response:
+    """The OGC SLD 1.0 style of a layer, from the same symbology as its MapLibre style."""
     layer = await readable_layer(catalog, layer_id, who)
     (sym,) = await symbologies(engine, [layer])
     body = sld_document(layer.id, layer.title, sym)
     return Response(body, media_type=SLD, headers=_inline(f"{layer.id}.sld"))
 
 
-@router.get("/collections/{collection_id}/styles", summary="Styles of a collection")
+@router.get(
+    "/collections/{collection_id}/styles",
+    summary="Styles of a collection",
+    response_model_exclude_none=True,
+)
 async def collection_styles(
     request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
-) -> dict[str, Any]:
-    """OGC API Styles' list: one ``default`` style in three encodings."""
+) -> Styles:
+    """The styles of a collection (OGC API Styles): one ``default`` in three encodings."""
     layer = await readable_layer(catalog, collection_id, who)
-    link = lambda path, type_, title: {  # noqa: E731
-        "href": absolute(request, path),
-        "rel": "stylesheet",
-        "type": type_,
-        "title": title,
-    }
-    return {
-        "default": "default",
-        "styles": [
-            {
-                "id": "default",
-                "title": f"{layer.title}: default style",
-                "links": [
-                    link(f"/styles/{layer.id}.qml", QML, "QGIS style (QML)"),
-                    link(f"/styles/{layer.id}.sld", f"{SLD};version=1.0", "OGC SLD 1.0"),
-                    link("/styles/default.json", MAPLIBRE, "MapLibre style of every layer"),
+
+    def stylesheet(path: str, type_: str, title: str) -> Link:
+        return Link(href=absolute(request, path), rel="stylesheet", type=type_, title=title)
+
+    return Styles(
+        default="default",
+        styles=[
+            Style(
+                id="default",
+                title=f"{layer.title}: default style",
+                links=[
+                    stylesheet(f"/styles/{layer.id}.qml", QML, "QGIS style (QML)"),
+                    stylesheet(f"/styles/{layer.id}.sld", f"{SLD};version=1.0", "OGC SLD 1.0"),
+                    stylesheet("/styles/default.json", MAPLIBRE, "MapLibre style of every layer"),
                 ],
-            }
+            )
         ],
-        "links": [
-            {
-                "href": absolute(request, f"/collections/{layer.id}/styles"),
-                "rel": "self",
-                "type": "application/json",
-            },
-            {
-                "href": absolute(request, f"/collections/{layer.id}"),
-                "rel": "collection",
-                "type": "application/json",
-            },
+        links=[
+            Link(
+                href=absolute(request, f"/collections/{layer.id}/styles"),
+                rel="self",
+                type="application/json",
+            ),
+            Link(
+                href=absolute(request, f"/collections/{layer.id}"),
+                rel="collection",
+                type="application/json",
+            ),
         ],
-    }
+    )

@@ -9,7 +9,7 @@ and answer ``If-None-Match`` with ``304 Not Modified``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
@@ -18,6 +18,7 @@ from app.deps import CatalogDep, CollectionId, PrincipalDep, SettingsDep
 from app.ogc.filters import layer_conditions
 from app.ogc.links import absolute
 from app.ogc.tilecache import MVT, cached_tile, tile_reply
+from app.schemas.ogc import Link, TileJSON, TileSet, TileSets, VectorLayer
 from app.services.tiles import check_tile
 
 router = APIRouter(tags=["tiles"])
@@ -55,6 +56,7 @@ async def xyz_tile(
     y: Column,
     who: PrincipalDep,
 ) -> Response:
+    """One Mapbox vector tile of a layer at zoom ``z``, column ``x``, row ``y``."""
     return await _tile(request, layer_id, z, x, y, who)
 
 
@@ -72,6 +74,7 @@ async def ogc_tile(
     x: Column,
     who: PrincipalDep,
 ) -> Response:
+    """One Mapbox vector tile of a collection (the same tile as the XYZ form)."""
     return await _tile(request, collection_id, z, x, y, who)
 
 
@@ -80,20 +83,26 @@ def _tile_template(request: Request, layer_id: str) -> str:
     return absolute(request, f"/tiles/{layer_id}") + "/{z}/{x}/{y}.mvt" + query
 
 
-@router.get("/tiles/{layer_id}.json", summary="TileJSON 3.0 of a layer's vector tiles")
+@router.get(
+    "/tiles/{layer_id}.json",
+    summary="TileJSON 3.0 of a layer's vector tiles",
+    response_model_exclude_none=True,
+)
 async def tilejson(
     request: Request,
     layer_id: CollectionId,
     settings: SettingsDep,
     catalog: CatalogDep,
     who: PrincipalDep,
-) -> dict[str, Any]:
-    """Query parameters (filters) are carried into the tile URL template, once checked
+) -> TileJSON:
+    """TileJSON 3.0.0 of a layer: tile URL template, zooms, bounds and the fields.
+
+    Query parameters (filters) are carried into the tile URL template, once checked
     as the tiles will check them: a template whose every tile is a 400 helps nobody."""
     layer = await readable_layer(catalog, layer_id, who)
     layer_conditions(request.query_params, layer, settings, who)
     extent = await catalog.extent(layer)
-    bounds = list(extent[:4]) if extent else [-180, -85.0511, 180, 85.0511]
+    bounds = extent[:4] if extent else (-180, -85.0511, 180, 85.0511)
     visible = visible_fields(layer, who)
     fields = {
         f.name: f.description or f.type for f in layer.fields if f.in_tiles and f.name in visible
@@ -104,62 +113,60 @@ async def tilejson(
             **fields,
         }
     maxzoom = min(settings.tiles.max_zoom, layer.tiles.maxzoom)
-    return {
-        "tilejson": "3.0.0",
-        "name": layer.title,
-        "description": layer.description,
-        "version": "1.0.0",
-        "scheme": "xyz",
-        "tiles": [_tile_template(request, layer.id)],
-        "minzoom": layer.tiles.minzoom,
-        "maxzoom": maxzoom,
-        "bounds": bounds,
-        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, 7],
-        "attribution": "Crime Observatory",
-        "vector_layers": [
-            {
-                "id": layer.id,
-                "description": layer.title,
-                "minzoom": layer.tiles.minzoom,
-                "maxzoom": maxzoom,
-                "fields": fields,
-            }
+    return TileJSON(
+        name=layer.title,
+        description=layer.description,
+        tiles=[_tile_template(request, layer.id)],
+        minzoom=layer.tiles.minzoom,
+        maxzoom=maxzoom,
+        bounds=bounds,
+        center=((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, 7),
+        attribution="Crime Observatory",
+        vector_layers=[
+            VectorLayer(
+                id=layer.id,
+                description=layer.title,
+                minzoom=layer.tiles.minzoom,
+                maxzoom=maxzoom,
+                fields=fields,
+            )
         ],
-    }
+    )
 
 
-@router.get("/collections/{collection_id}/tiles", summary="Tilesets of a collection")
+@router.get(
+    "/collections/{collection_id}/tiles",
+    summary="Tilesets of a collection",
+    response_model_exclude_none=True,
+)
 async def tilesets(
     request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
-) -> dict[str, Any]:
+) -> TileSets:
+    """The tilesets of a collection: one vector tileset in WebMercatorQuad."""
     layer = await readable_layer(catalog, collection_id, who)
-    base = f"/collections/{layer.id}/tiles/{WEB_MERCATOR_QUAD}"
-    return {
-        "tilesets": [
-            {
-                "title": layer.title,
-                "dataType": "vector",
-                "crs": "http://www.opengis.net/def/crs/EPSG/0/3857",
-                "tileMatrixSetURI": _TMS_URI,
-                "links": [
-                    {
-                        "href": absolute(request, base),
-                        "rel": "self",
-                        "type": "application/json",
-                    },
-                    {
-                        "href": absolute(request, base) + "/{tileMatrix}/{tileRow}/{tileCol}",
-                        "rel": "item",
-                        "type": MVT,
-                        "templated": True,
-                    },
-                    {
-                        "href": absolute(request, f"/tiles/{layer.id}.json"),
-                        "rel": "describedby",
-                        "type": "application/json",
-                        "title": "TileJSON",
-                    },
+    base = absolute(request, f"/collections/{layer.id}/tiles/{WEB_MERCATOR_QUAD}")
+    return TileSets(
+        tilesets=[
+            TileSet(
+                title=layer.title,
+                data_type="vector",
+                crs="http://www.opengis.net/def/crs/EPSG/0/3857",
+                tile_matrix_set_uri=_TMS_URI,
+                links=[
+                    Link(href=base, rel="self", type="application/json"),
+                    Link(
+                        href=base + "/{tileMatrix}/{tileRow}/{tileCol}",
+                        rel="item",
+                        type=MVT,
+                        templated=True,
+                    ),
+                    Link(
+                        href=absolute(request, f"/tiles/{layer.id}.json"),
+                        rel="describedby",
+                        type="application/json",
+                        title="TileJSON",
+                    ),
                 ],
-            }
+            )
         ]
-    }
+    )
