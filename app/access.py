@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from app import security
 from app.core.errors import Forbidden, Unauthorized
-from app.ogc.layers import Field, Layer
+from app.ogc.layers import Field, Layer, Parameter
 from app.security import Principal
 
 if TYPE_CHECKING:  # the catalog is only passed through; importing it here is a cycle risk
@@ -41,6 +41,13 @@ def queryable_fields(layer: Layer, who: Principal) -> tuple[Field, ...]:
     """The fields ``who`` may filter (and would sort) on: queryable and visible. The
     queryables document, ``name=value`` filters and CQL2 all use this and nothing else."""
     return tuple(f for f in layer.queryables if may_see(f, who))
+
+
+def filter_parameters(layer: Layer, who: Principal) -> tuple[Parameter, ...]:
+    """The layer's named parameters (``occurred_from``, ``unit``, …) ``who`` may use:
+    those that read a field ``who`` sees, by the rule of :func:`queryable_fields`."""
+    seen = {f.name for f in layer.fields if may_see(f, who)}
+    return tuple(p for p in layer.parameters if p.field in seen)
 
 
 def check_access(layer: Layer, who: Principal) -> None:

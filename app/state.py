@@ -31,8 +31,6 @@ class AppState:
     settings: Settings
     # Bumped by every change to published data; tile and count caches key on it.
     data_version: DataVersion = field(default_factory=DataVersion)
-    # Totals of /incidents filters, per data version (an exact count is a full scan).
-    count_cache: TTLCache = field(default_factory=lambda: TTLCache(maxsize=1024, ttl_s=300))
     # Validated API keys of this worker (a revocation clears it through NOTIFY).
     key_cache: TTLCache = field(default_factory=lambda: TTLCache(maxsize=1024, ttl_s=60))
     tile_cache: TileCache = field(init=False)

@@ -36,9 +36,10 @@ What is measured, and why
    by uvicorn in a subprocess on a free loopback port; with an analyst API key, an httpx
    client follows ``next`` links over ``--pages`` pages of ``GET /incidents?limit=1000``
    at concurrency 1, unfiltered and filtered (``unit=BZ-CY&category=theft``). The floor
-   is the page statement the router runs (``app.sql.incidents.select_page``, compiled
-   with literal binds) executed with psycopg for the same pages; also shown is the
-   page statement plus ``count_matching`` (the router runs both for every page).
+   is the page statement the route runs (the incidents layer's ``select_items`` in id
+   order, ``app.ogc.items``, compiled with literal binds) executed with psycopg for the
+   same pages; also shown is the page statement plus the layer's ``count_items`` (the
+   route counts on the first page and keeps the count for the others).
    Before this phase the imported table gets ``VACUUM ANALYZE`` (as autovacuum would).
 
 The phases run in the order import → GeoJSON → floors, so that the pages are read from
@@ -67,16 +68,21 @@ import orjson
 import psycopg
 import shapely
 from rich.table import Table
+from starlette.datastructures import QueryParams
 
 from app.core.db import create_engine
 from app.core.migrate import upgrade
 from app.core.settings import DATA_DIR, DatabaseSettings, Settings
 from app.demo.incidents import generate_incidents
+from app.ogc.crs import parse_crs
+from app.ogc.filters import layer_conditions
+from app.security import Principal
 from app.services.boundaries import import_boundaries
 from app.services.categories import load_categories
 from app.services.imports import ImportReport, import_incidents
 from app.services.incident_rows import ReadOptions
-from app.sql import incidents as incidents_sql
+from app.services.incidents import LAYER
+from app.sql import features as features_sql
 from app.sql.units import assign_incident_units
 from bench._common import (
     console,
@@ -328,27 +334,35 @@ def crawl(client: httpx.Client, first: str, pages: int) -> tuple[float, int, int
 
 
 def page_statements(
-    conn: psycopg.Connection, filters: incidents_sql.IncidentFilter, pages: int
-) -> list[str]:
-    """The page statements the router would run for the first ``pages`` pages (this walk
-    also warms the cache, as the HTTP warm-up request does)."""
+    conn: psycopg.Connection, settings: Settings, query: dict[str, str], pages: int
+) -> tuple[list[str], str]:
+    """The page statements ``GET /incidents`` would run for the first ``pages`` pages of
+    ``query`` (this walk also warms the cache, as the HTTP warm-up request does), and
+    its count statement."""
+    analyst = Principal(role="analyst", name="bench")
+    conditions = layer_conditions(QueryParams(query), LAYER, settings, analyst)
+    visible = [f.name for f in LAYER.fields]
+    out = parse_crs(None, settings.territory.projected_crs)
     statements: list[str] = []
     after: int | None = None
     while len(statements) < pages:
-        sql = literal_sql(incidents_sql.select_page(filters, after=after, limit=PAGE_SIZE))
+        page = features_sql.select_items(
+            LAYER, conditions, out, visible, after=after, limit=PAGE_SIZE
+        )
+        sql = literal_sql(page)
         statements.append(sql)
-        _, has_more, last_id, _ = conn.execute(sql).fetchone()
-        if not has_more:
+        rows = conn.execute(sql).fetchall()
+        if len(rows) <= PAGE_SIZE:
             break
-        after = last_id
-    return statements
+        after = rows[PAGE_SIZE - 1][0]
+    return statements, literal_sql(features_sql.count_items(LAYER, conditions))
 
 
 def time_sql(conn: psycopg.Connection, statements: list[str], count_sql: str | None) -> float:
     t = time.perf_counter()
     for sql in statements:
-        features = conn.execute(sql).fetchone()[0]
-        assert features.startswith("[")
+        rows = conn.execute(sql).fetchall()
+        assert rows and rows[0][1].startswith('{"type":"Feature"')
         if count_sql is not None:
             conn.execute(count_sql).fetchone()
     return time.perf_counter() - t
@@ -357,17 +371,7 @@ def time_sql(conn: psycopg.Connection, statements: list[str], count_sql: str | N
 def run_pages(settings: Settings, pages: int, log_path: Path) -> list[PagesResult]:
     url = session_url(settings)
     key = create_analyst_key(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        cayo = conn.execute(
-            "SELECT id FROM admin_unit WHERE code = %s", [FILTERED_QUERY["unit"]]
-        ).fetchone()[0]
-    variants = {
-        "all": ({}, incidents_sql.IncidentFilter()),
-        "filtered": (
-            FILTERED_QUERY,
-            incidents_sql.IncidentFilter(categories=(FILTERED_QUERY["category"],), unit_id=cayo),
-        ),
-    }
+    variants: dict[str, dict[str, str]] = {"all": {}, "filtered": FILTERED_QUERY}
     results: list[PagesResult] = []
     with (
         serve_app(settings, log_path) as base,
@@ -376,13 +380,12 @@ def run_pages(settings: Settings, pages: int, log_path: Path) -> list[PagesResul
         ) as client,
         psycopg.connect(url, autocommit=True) as conn,
     ):
-        for variant, (query, filters) in variants.items():
+        for variant, query in variants.items():
             first = str(httpx.URL("/incidents", params={**query, "limit": PAGE_SIZE}))
             client.get(first).raise_for_status()  # warm-up: pool connections, caches
             http_s, done, features, size = crawl(client, first, pages)
 
-            statements = page_statements(conn, filters, done)
-            count_sql = literal_sql(incidents_sql.count_matching(filters))
+            statements, count_sql = page_statements(conn, settings, query, done)
             conn.execute(count_sql).fetchone()
             sql_page_s = time_sql(conn, statements, None)
             sql_page_count_s = time_sql(conn, statements, count_sql)

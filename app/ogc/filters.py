@@ -1,6 +1,13 @@
 """The filters every layer request accepts, features and tiles alike: ``bbox`` (with
-``bbox-crs``), ``datetime``, equality on a queryable property, and CQL2 ``filter``
-(with ``filter-lang`` and ``filter-crs``), parsed into bound SQL conditions.
+``bbox-crs``), ``datetime``, equality on a queryable property, the layer's named
+parameters (``occurred_from``, ``unit``, … of the incidents: ``app.ogc.layers.Parameter``)
+and CQL2 ``filter`` (with ``filter-lang`` and ``filter-crs``), parsed into bound SQL
+conditions. ``GET /incidents`` is a view of the incidents layer and reads its filters
+here too: one parser, one meaning, one answer to a malformed one (400).
+
+A date or time without a zone, wherever a filter takes one (``datetime``, a date-time
+property, a named parameter, a CQL2 ``TIMESTAMP`` or ``DATE``), is local time of the
+territory (``app.params.local_time``).
 
 Properties are those the caller may filter on (``app.access.queryable_fields``): a
 filter on any other name, a field withheld from this caller or no field at all, is the
@@ -10,18 +17,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
 from typing import Any
 
+from pygeofilter import ast, values
 from sqlalchemy import ColumnElement
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.access import queryable_fields, visible_fields
+from app.access import filter_parameters, queryable_fields, visible_fields
 from app.core.errors import InvalidParameter, NotFound
 from app.core.settings import Settings
 from app.ogc import cql2
 from app.ogc.crs import parse_crs
-from app.ogc.layers import Field, Layer
+from app.ogc.layers import Field, Layer, Parameter
+from app.params import local_time, parse_time
 from app.security import Principal
 from app.sql import features as sql
 
@@ -41,7 +51,8 @@ class InvalidQuery(InvalidParameter):
 
 
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
-    """Four numbers, or six (3D: the heights are ignored)."""
+    """Four numbers, or six (3D: the heights are ignored). The one bbox parser of every
+    door (items, tiles, ``/incidents``); a malformed box is a 400."""
     if text is None:
         return None
     try:
@@ -58,9 +69,11 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return numbers[0], numbers[1], numbers[2], numbers[3]
 
 
-def parse_datetime(text: str | None) -> tuple[datetime | None, datetime | None] | None:
+def parse_datetime(
+    text: str | None, timezone: str
+) -> tuple[datetime | None, datetime | None] | None:
     """An RFC 3339 instant, or an interval ``start/end`` with ``..`` (or nothing) for an
-    open end."""
+    open end. A date or time without a zone is local time of the territory."""
     if text is None:
         return None
 
@@ -72,14 +85,12 @@ def parse_datetime(text: str | None) -> tuple[datetime | None, datetime | None] 
         if re.fullmatch(r"0000-01-01(T00:00:00(\.0+)?)?(Z|[+-]00:00)?", value):
             return None
         try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_time(value, timezone)
         except ValueError:
             raise InvalidQuery(
-                f"datetime {value!r} is not RFC 3339 (e.g. 2024-01-01T00:00:00Z)"
+                f"datetime {value!r} is not RFC 3339 (e.g. 2024-01-01T00:00:00Z, or "
+                "2024-01-01 in local time)"
             ) from None
-        if moment.tzinfo is None:
-            raise InvalidQuery(f"datetime {value!r} needs a time zone (e.g. Z)")
-        return moment
 
     if "/" not in text:
         instant = one(text)
@@ -92,20 +103,82 @@ def parse_datetime(text: str | None) -> tuple[datetime | None, datetime | None] 
     return start, end
 
 
-def typed(layer: Layer, name: str, value: str) -> Any:
-    f = layer.field(name)
+def typed(name: str, type_: str, value: str, timezone: str) -> Any:
+    """A parameter's text as a value of its type (a date-time without a zone is local
+    time of the territory); a 400 that names the parameter otherwise."""
     try:
-        if f.type == "integer":
+        if type_ == "integer":
             return int(value)
-        if f.type == "number":
+        if type_ == "number":
             return float(value)
-        if f.type == "boolean":
+        if type_ == "boolean":
             return {"true": True, "false": False}[value.lower()]
-        if f.type == "date-time":
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if type_ == "date-time":
+            return parse_time(value, timezone)
     except (ValueError, KeyError):
-        raise InvalidQuery(f"{name} must be a {f.type} (got {value!r})") from None
+        article = "an" if type_[0] in "aeiou" else "a"
+        raise InvalidQuery(f"{name} must be {article} {type_} (got {value!r})") from None
     return value
+
+
+def _property_values(q: Mapping[str, str], f: Field, timezone: str) -> list[Any]:
+    """The values of a ``name=value`` filter: repeated (``category=a&category=b``) or
+    comma-separated (``category=a,b``), any of them matches."""
+    texts = q.getlist(f.name) if hasattr(q, "getlist") else [q[f.name]]
+    found = [v.strip() for text in texts for v in text.split(",")]
+    if f.lowercase:
+        found = [v.lower() for v in found]
+    if f.values and (bad := [v for v in found if v not in f.values]):
+        allowed = f"{', '.join(f.values[:-1])} or {f.values[-1]}"
+        raise InvalidQuery(f"{f.name} must be {allowed} (got {', '.join(bad)})")
+    return [typed(f.name, f.type, v, timezone) for v in found]
+
+
+def _parameter_values(
+    q: Mapping[str, str], parameters: Iterable[Parameter], timezone: str
+) -> dict[str, Any]:
+    """The named parameters given, typed and in range."""
+    given: dict[str, Any] = {}
+    for p in parameters:
+        if (text := q.get(p.name)) is None:
+            continue
+        value = typed(p.name, p.type, text.strip(), timezone)
+        low, high = p.minimum, p.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise InvalidQuery(f"{p.name} must be between {low} and {high} (got {value})")
+        given[p.name] = value
+    for p in parameters:
+        other = p.not_above
+        if p.name in given and other in given and given[p.name] > given[other]:
+            raise InvalidQuery(f"{p.name} must not exceed {other}")
+    return given
+
+
+async def check_lookups(
+    conn: AsyncConnection, q: Mapping[str, str], layer: Layer, who: Principal
+) -> None:
+    """A named parameter that must name a row (``unit``: a unit code) and names none is
+    a 400, where the conditions alone would match nothing without saying why. Items and
+    ``/incidents`` ask; a tile of an unknown unit is just empty."""
+    for p in filter_parameters(layer, who):
+        if p.lookup is None or (value := q.get(p.name)) is None:
+            continue
+        if (await conn.execute(p.lookup(value.strip()))).first() is None:
+            raise InvalidQuery(f"unknown {p.name} code {value.strip()!r}")
+
+
+def _local_literals(node: Any, timezone: str) -> Any:
+    """CQL2 ``TIMESTAMP`` and ``DATE`` literals without a zone as local time of the
+    territory (a date: its local midnight), depth first."""
+    if isinstance(node, datetime | date):
+        return local_time(node, timezone)
+    if isinstance(node, list):
+        return [_local_literals(v, timezone) for v in node]
+    if isinstance(node, ast.Node | values.Interval):
+        for name, value in vars(node).items():
+            if isinstance(value, datetime | date | list | ast.Node | values.Interval):
+                setattr(node, name, _local_literals(value, timezone))
+    return node
 
 
 def feature_id(layer: Layer, value: str, *, cursor: bool = False) -> Any:
@@ -158,24 +231,43 @@ def request_bbox(
     bbox_crs = parse_crs(q.get("bbox-crs"), settings.territory.projected_crs, "bbox-crs")
     if bbox_crs.lat_first:  # EPSG:4326 boxes are south, west, north, east
         bbox = (bbox[1], bbox[0], bbox[3], bbox[2])
+    west, south, east, north = bbox
+    if south > north:
+        raise InvalidQuery("bbox: its south (lower) edge must not be above its north edge")
+    if west > east:
+        raise InvalidQuery("bbox: a box crossing the antimeridian (west > east) is not supported")
     return bbox, bbox_crs.srid
 
 
-def not_queryable(layer: Layer, name: str, allowed: tuple[Field, ...]) -> InvalidQuery:
+def not_queryable(
+    layer: Layer,
+    name: str,
+    allowed: tuple[Field, ...],
+    *,
+    named: tuple[Parameter, ...] = (),
+) -> InvalidQuery:
     """The one answer to a filter on a name the caller may not use. It depends on the
-    caller's queryables only, never on whether ``name`` is a field of the layer."""
-    names = ", ".join(f.name for f in allowed) or "no property"
+    caller's queryables (and ``named``: the layer's named parameters it may use) only,
+    never on whether ``name`` is a field of the layer."""
+    usable = [f.name for f in allowed] + [p.name for p in named]
+    names = ", ".join(usable) or "no property"
     return InvalidQuery(
         f"`{name}` is not a queryable property of {layer.id}; you may filter on: {names}"
     )
 
 
-def check_parameters(q: Mapping[str, str], layer: Layer, allowed: tuple[Field, ...]) -> None:
-    """Every parameter is a reserved one or names a property the caller may filter on."""
-    names = {f.name for f in allowed}
+def check_parameters(
+    q: Mapping[str, str],
+    layer: Layer,
+    allowed: tuple[Field, ...],
+    named: tuple[Parameter, ...] = (),
+) -> None:
+    """Every parameter is a reserved one, names a property the caller may filter on, or
+    is one of the layer's named parameters the caller may use."""
+    names = {f.name for f in allowed} | {p.name for p in named}
     for name in sorted(q.keys() - RESERVED):  # sorted: the same request, the same answer
         if name not in names:
-            raise not_queryable(layer, name, allowed)
+            raise not_queryable(layer, name, allowed, named=named)
 
 
 def layer_conditions(
@@ -191,24 +283,27 @@ def layer_conditions(
     bbox's centre first (``app.sql.features.bbox_condition``)."""
     check_text(q)
     allowed = queryable_fields(layer, who)
-    check_parameters(q, layer, allowed)
+    parameters = filter_parameters(layer, who)
+    check_parameters(q, layer, allowed, parameters)
     projected = settings.territory.projected_crs
+    timezone = settings.territory.timezone
     conditions = []
     if (box := request_bbox(q, settings)) is not None:
         conditions.append(sql.bbox_condition(layer, *box, nearest_first=nearest_first))
-    if (interval := parse_datetime(q.get("datetime"))) is not None:
+    if (interval := parse_datetime(q.get("datetime"), timezone)) is not None:
         # A time the caller does not see is no time to filter on either.
         if layer.datetime_field not in visible_fields(layer, who):
             raise InvalidQuery(f"{layer.id} has no time; datetime does not apply to it")
         conditions.append(sql.datetime_condition(layer, *interval))
     for f in allowed:
-        if (value := q.get(f.name)) is not None:
-            # A comma-separated list is any of its values (category=homicide,shooting).
-            values = [typed(layer, f.name, v) for v in value.split(",")]
-            conditions.append(f.expr == values[0] if len(values) == 1 else f.expr.in_(values))
+        if q.get(f.name) is not None:
+            found = _property_values(q, f, timezone)
+            conditions.append(f.expr == found[0] if len(found) == 1 else f.expr.in_(found))
+    given = _parameter_values(q, parameters, timezone)
+    conditions += [p.condition(given[p.name]) for p in parameters if p.name in given]
     if (text := q.get("filter")) is not None:
         filter_crs = parse_crs(q.get("filter-crs"), projected, "filter-crs")
-        node = cql2.parse(text, q.get("filter-lang"))
+        node = _local_literals(cql2.parse(text, q.get("filter-lang")), timezone)
         # The stored geometry itself (not one transformed to filter-crs): the literals are
         # transformed instead, so the spatial index still serves the filter.
         fields = {"geometry": layer.geom, **{f.name: f.expr for f in allowed}}

@@ -13,6 +13,7 @@ completed hot spot run. :func:`build_catalog` expands them against the database.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,13 +22,16 @@ from sqlalchemy import (
     Float,
     FromClause,
     Integer,
+    Select,
     Text,
+    any_,
     column,
     func,
     literal,
+    literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, array
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models import admin_unit, analysis_cell, analysis_run, category, incident
@@ -52,6 +56,32 @@ class Field:
     in_tiles: bool = True
     # The least role that sees the value; below it the key is there with null.
     role: str | None = None
+    # Values are lowercase codes: a filter's value is lowercased (category=Homicide).
+    lowercase: bool = False
+    # A closed vocabulary: a filter on another value is a 400 that names these.
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A named filter of a layer beside ``name=value`` on a property: a bound on one
+    (``occurred_from``, ``age_min``) or the unit that holds a feature (``unit``). Every
+    door of the layer takes it (items, tiles, and ``/incidents`` for the incidents),
+    parsed once (``app.ogc.filters``); a caller who does not see ``field`` may not use it.
+    """
+
+    name: str
+    # The property whose values it reads.
+    field: str
+    type: JsonType
+    condition: Callable[[Any], ColumnElement[bool]]
+    description: str = ""
+    minimum: int | None = None
+    maximum: int | None = None
+    # The parameter this one may not exceed (age_min <= age_max).
+    not_above: str | None = None
+    # A value must name a row of this query (a unit code), else a 400 says so.
+    lookup: Callable[[Any], Select] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,8 @@ class Layer:
     role: str | None = None
     tiles: TileOptions = field(default_factory=TileOptions)
     keywords: tuple[str, ...] = ()
+    # Named filters beside the properties (``Parameter``).
+    parameters: tuple[Parameter, ...] = ()
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -102,20 +134,43 @@ class Layer:
 # --- incidents (analysts and above) ------------------------------------------------------
 
 
+def _unit_id(code: Any) -> Select:
+    return select(admin_unit.c.id).where(admin_unit.c.code == code)
+
+
+def _in_unit(code: Any) -> ColumnElement[bool]:
+    # The unit's id as a subquery: the statement stays one (cached per filters), and
+    # the GIN index on unit_ids still serves it (the subquery runs once, first).
+    return incident.c.unit_ids.contains(array([_unit_id(code).scalar_subquery()]))
+
+
+def _unit_codes() -> ColumnElement[Any]:
+    """The codes of the units that hold an incident, country first (a JSON array)."""
+    u = admin_unit.alias("holder")
+    codes = func.json_agg(aggregate_order_by(u.c.code, u.c.level))
+    return (
+        select(func.coalesce(codes, literal_column("'[]'::json")))
+        .where(u.c.id == any_(incident.c.unit_ids))
+        .scalar_subquery()
+    )
+
+
 def incidents_layer() -> Layer:
+    """The incidents: the one declaration behind ``/collections/incidents``, its tiles
+    and ``GET /incidents`` (a view of this layer: the same filters and features)."""
     c = incident.c
     # Tiles carry what a map shows on a click; the full record is one items request away
     # (a z14 tile over Belize City holds ~10,000 points).
     fields = (
         Field("source", c.source, in_tiles=False),
         Field("source_id", c.source_id, in_tiles=False),
-        Field("category", c.category),
+        Field("category", c.category, lowercase=True),
         Field("occurred_at", c.occurred_at, "date-time", "When it happened (UTC)."),
         Field(
             "reported_at", c.reported_at, "date-time", "When it was reported (UTC).", in_tiles=False
         ),
         Field("location_precision", c.location_precision, in_tiles=False),
-        Field("victim_sex", c.victim_sex),
+        Field("victim_sex", c.victim_sex, lowercase=True, values=("female", "male", "unknown")),
         Field("weapon", c.weapon),
         Field("perpetrator_relation", c.perpetrator_relation, in_tiles=False),
         Field("victim_age", c.victim_age, "integer", "Age of the victim in years."),
@@ -123,7 +178,38 @@ def incidents_layer() -> Layer:
         Field("attributes", c.attributes, "object", queryable=False, in_tiles=False),
         Field("created_at", c.created_at, "date-time", in_tiles=False),
         Field("updated_at", c.updated_at, "date-time", in_tiles=False),
+        Field(
+            "units",
+            _unit_codes(),
+            "array",
+            "Codes of the admin units that hold it, country first (the unit parameter).",
+            queryable=False,
+            in_tiles=False,
+        ),
     )
+    local = "; without a zone, local time of the territory (2024-01-01)"
+    parameters = (
+        Parameter(
+            "occurred_from", "occurred_at", "date-time", lambda v: c.occurred_at >= v,
+            f"occurred at or after (inclusive){local}",
+        ),
+        Parameter(
+            "occurred_to", "occurred_at", "date-time", lambda v: c.occurred_at < v,
+            f"occurred before (exclusive){local}",
+        ),
+        Parameter(
+            "age_min", "victim_age", "integer", lambda v: c.victim_age >= v,
+            "victim aged at least (years)", minimum=0, maximum=120, not_above="age_max",
+        ),
+        Parameter(
+            "age_max", "victim_age", "integer", lambda v: c.victim_age <= v,
+            "victim aged at most (years)", minimum=0, maximum=120,
+        ),
+        Parameter(
+            "unit", "units", "string", _in_unit,
+            "in this admin unit: a code of any level (BZ-CY)", lookup=_unit_id,
+        ),
+    )  # fmt: skip
     return Layer(
         id="incidents",
         title="Incidents",
@@ -141,6 +227,7 @@ def incidents_layer() -> Layer:
         role="analyst",
         tiles=TileOptions(minzoom=0, maxzoom=22, cluster_below=12, max_features=20_000),
         keywords=("incidents", "crime", "points"),
+        parameters=parameters,
     )
 
 

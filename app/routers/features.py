@@ -3,40 +3,20 @@ over the layers declared in ``app.ogc.layers``, so that QGIS and GDAL connect wi
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
-from psycopg.abc import Buffer
-from psycopg.adapt import Loader
+from fastapi.responses import StreamingResponse
 
 from app.access import queryable_fields, readable_layer, readable_layers, visible_fields
-from app.core.db import driver_connection, driver_statement
 from app.core.errors import NotFound
-from app.core.settings import Settings
 from app.deps import CatalogDep, CollectionId, PrincipalDep, ReaderDep, SettingsDep
-from app.ogc.crs import CRS84, OutputCrs, parse_crs, supported_uris
+from app.ogc.crs import CRS84, parse_crs, supported_uris
 from app.ogc.filters import feature_id as _feature_id
-from app.ogc.filters import layer_conditions, nearest_cursor, request_bbox
+from app.ogc.items import crs_header, items_page
 from app.ogc.layers import Layer
-from app.ogc.links import absolute, same_query
-from app.schemas.ogc import (
-    Collection,
-    Collections,
-    Conformance,
-    Extent,
-    Landing,
-    Link,
-    Queryable,
-    Queryables,
-    Spatial,
-    Temporal,
-)
-from app.services.catalog import Catalog
+from app.ogc.links import absolute
 from app.sql import features as sql
 
 router = APIRouter(tags=["ogc"])
@@ -69,18 +49,19 @@ CONFORMANCE = [
 # --- landing, conformance, collections ------------------------------------------------------
 
 
-@router.get("/", summary="Landing page (OGC API)", response_model_exclude_none=True)
-async def landing(request: Request, settings: SettingsDep) -> Landing:
-    """The landing page: links to the API definition, conformance and the collections."""
-
-    def link(path: str, rel: str, type_: str, title: str) -> Link:
-        return Link(href=absolute(request, path), rel=rel, type=type_, title=title)
-
-    return Landing(
-        title=f"Crime Observatory of {settings.territory.name}",
-        description="Georeferenced incidents, hot spots and territorial violence indexes "
+@router.get("/", summary="Landing page (OGC API)")
+async def landing(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    link = lambda path, rel, type_, title: {  # noqa: E731
+        "href": absolute(request, path),
+        "rel": rel,
+        "type": type_,
+        "title": title,
+    }
+    return {
+        "title": f"Crime Observatory of {settings.territory.name}",
+        "description": "Georeferenced incidents, hot spots and territorial violence indexes "
         "as OGC API Features collections, vector tiles, GeoJSON and tables.",
-        links=[
+        "links": [
             link("/", "self", JSON, "This document"),
             link("/api", "service-desc", OPENAPI_30, "The API definition (OpenAPI 3.0)"),
             link("/docs", "service-doc", "text/html", "The API documentation"),
@@ -89,126 +70,110 @@ async def landing(request: Request, settings: SettingsDep) -> Landing:
             link("/styles/default.json", "stylesheet", JSON, "MapLibre style of every layer"),
             link("/qgis/project.qgz", "alternate", "application/zip", "A QGIS project"),
         ],
-    )
-
-
-_CONFORMANCE = Conformance(conforms_to=CONFORMANCE)  # built once: it never changes
+    }
 
 
 @router.get("/conformance", summary="Conformance classes")
-async def conformance() -> Conformance:
-    """The conformance classes: OGC API Features Parts 1-3, CQL2 and OGC API Tiles."""
-    return _CONFORMANCE
+async def conformance() -> dict[str, list[str]]:
+    return {"conformsTo": CONFORMANCE}
 
 
 def collection_document(
-    request: Request, layer: Layer, settings: Settings, extent: tuple | None = None
-) -> Collection:
-    """The collection of a layer: its CRS, its links and (when it has rows) its extent."""
+    request: Request, layer: Layer, settings, extent: tuple | None = None
+) -> dict[str, Any]:
     base = f"/collections/{layer.id}"
-
-    def link(path: str, rel: str, type_: str, title: str) -> Link:
-        return Link(href=absolute(request, path), rel=rel, type=type_, title=title)
-
-    return Collection(
-        id=layer.id,
-        title=layer.title,
-        description=layer.description,
-        keywords=list(layer.keywords),
-        crs=supported_uris(settings.territory.projected_crs),
-        storage_crs=CRS84,
-        links=[
-            link(base, "self", JSON, layer.title),
-            link(f"{base}/items", "items", GEOJSON, "Features"),
-            link(
-                f"{base}/queryables",
-                "http://www.opengis.net/def/rel/ogc/1.0/queryables",
-                "application/schema+json",
-                "Queryable properties",
-            ),
-            link(
-                f"/tiles/{layer.id}.json",
-                "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
-                JSON,
-                "Vector tiles (TileJSON 3.0)",
-            ),
-            link(f"/styles/{layer.id}.qml", "describedby", "text/xml", "QGIS style (QML)"),
-            link(
-                f"/styles/{layer.id}.sld",
-                "describedby",
-                "application/vnd.ogc.sld+xml",
-                "OGC SLD style",
-            ),
-            link(
-                f"{base}/styles",
-                "http://www.opengis.net/def/rel/ogc/1.0/styles",
-                JSON,
-                "Styles of this collection",
-            ),
+    document: dict[str, Any] = {
+        "id": layer.id,
+        "title": layer.title,
+        "description": layer.description,
+        "keywords": list(layer.keywords),
+        "itemType": "feature",
+        "crs": supported_uris(settings.territory.projected_crs),
+        "storageCrs": CRS84,
+        "links": [
+            {"href": absolute(request, base), "rel": "self", "type": JSON, "title": layer.title},
+            {
+                "href": absolute(request, f"{base}/items"),
+                "rel": "items",
+                "type": GEOJSON,
+                "title": "Features",
+            },
+            {
+                "href": absolute(request, f"{base}/queryables"),
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                "type": "application/schema+json",
+                "title": "Queryable properties",
+            },
+            {
+                "href": absolute(request, f"/tiles/{layer.id}.json"),
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
+                "type": JSON,
+                "title": "Vector tiles (TileJSON 3.0)",
+            },
+            {
+                "href": absolute(request, f"/styles/{layer.id}.qml"),
+                "rel": "describedby",
+                "type": "text/xml",
+                "title": "QGIS style (QML)",
+            },
+            {
+                "href": absolute(request, f"/styles/{layer.id}.sld"),
+                "rel": "describedby",
+                "type": "application/vnd.ogc.sld+xml",
+                "title": "OGC SLD style",
+            },
+            {
+                "href": absolute(request, f"{base}/styles"),
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/styles",
+                "type": JSON,
+                "title": "Styles of this collection",
+            },
         ],
-        extent=None if extent is None else _extent(layer, extent),
-    )
+    }
+    if extent is not None:
+        spatial = {"bbox": [list(extent[:4])], "crs": CRS84}
+        document["extent"] = {"spatial": spatial}
+        if layer.datetime_field is not None and len(extent) == 6:
+            interval = [v.isoformat() if v is not None else None for v in extent[4:]]
+            document["extent"]["temporal"] = {
+                "interval": [interval],
+                "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian",
+            }
+    return document
 
 
-def _extent(layer: Layer, extent: tuple) -> Extent:
-    """(west, south, east, north[, first, last]) as an OGC extent (time as ISO 8601)."""
-    temporal = None
-    if layer.datetime_field is not None and len(extent) == 6:
-        interval = [v.isoformat() if v is not None else None for v in extent[4:]]
-        temporal = Temporal(
-            interval=[interval], trs="http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
-        )
-    return Extent(spatial=Spatial(bbox=[list(extent[:4])], crs=CRS84), temporal=temporal)
-
-
-@router.get(
-    "/collections", summary="The collections the caller may read", response_model_exclude_none=True
-)
+@router.get("/collections", summary="The collections the caller may read")
 async def collections(
     request: Request, settings: SettingsDep, catalog: CatalogDep, who: PrincipalDep
-) -> Collections:
-    """The collections this caller may read (layers behind a role are left out)."""
+) -> dict[str, Any]:
     layers = await readable_layers(catalog, who)
-    return Collections(
-        links=[Link(href=absolute(request, "/collections"), rel="self", type=JSON)],
-        collections=[
+    return {
+        "links": [
+            {"href": absolute(request, "/collections"), "rel": "self", "type": JSON},
+        ],
+        "collections": [
             collection_document(request, layer, settings, await catalog.extent(layer))
             for layer in layers
         ],
-    )
+    }
 
 
-@router.get(
-    "/collections/{collection_id}", summary="One collection", response_model_exclude_none=True
-)
+@router.get("/collections/{collection_id}", summary="One collection")
 async def collection(
     request: Request,
     collection_id: CollectionId,
     settings: SettingsDep,
     catalog: CatalogDep,
     who: PrincipalDep,
-) -> Collection:
-    """One collection: its CRS, links and extent (404 if unknown, 401/403 if not readable)."""
+) -> dict[str, Any]:
     layer = await readable_layer(catalog, collection_id, who)
     return collection_document(request, layer, settings, await catalog.extent(layer))
 
 
-class SchemaJSONResponse(JSONResponse):
-    """JSON typed ``application/schema+json`` (Part 3 queryables)."""
-
-    media_type = "application/schema+json"
-
-
-@router.get(
-    "/collections/{collection_id}/queryables",
-    summary="Properties a filter may use",
-    response_class=SchemaJSONResponse,
-    response_model_exclude_none=True,
-)
+@router.get("/collections/{collection_id}/queryables", summary="Properties a filter may use")
 async def queryables(
     request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
-) -> Queryables:
-    """The properties this caller may filter the collection on, as a JSON Schema."""
+) -> Response:
     layer = await readable_layer(catalog, collection_id, who)
     # Only what this caller may filter on: a withheld field is not listed, and a filter
     # on it is refused (app.ogc.filters) exactly as one on a field that does not exist.
@@ -216,33 +181,32 @@ async def queryables(
     # the only form QGIS takes as the geometry its spatial filters may name
     # (QgsOapifQueryablesRequest::processReply); without it QGIS filters map extents
     # on the client.
-    properties = {
-        "geometry": Queryable(
-            ref=f"https://geojson.org/schema/{layer.geometry_type}.json",
-            format=f"geometry-{layer.geometry_type.lower()}",
-            x_ogc_role="primary-geometry",
-        )
+    properties: dict[str, Any] = {
+        "geometry": {
+            "$ref": f"https://geojson.org/schema/{layer.geometry_type}.json",
+            "format": f"geometry-{layer.geometry_type.lower()}",
+            "x-ogc-role": "primary-geometry",
+        }
     }
     for f in queryable_fields(layer, who):
-        date_time = f.type == "date-time"
-        properties[f.name] = Queryable(
-            title=f.name,
-            type="string" if date_time else f.type,
-            format="date-time" if date_time else None,
-            description=f.description or None,
+        schema: dict[str, Any] = (
+            {"type": "string", "format": "date-time"} if f.type == "date-time" else {"type": f.type}
         )
-    return Queryables(
-        id=absolute(request, f"/collections/{layer.id}/queryables"),
-        title=layer.title,
-        properties=properties,
-    )
+        if f.description:
+            schema["description"] = f.description
+        properties[f.name] = {"title": f.name, **schema}
+    body = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": absolute(request, f"/collections/{layer.id}/queryables"),
+        "type": "object",
+        "title": layer.title,
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    return Response(orjson.dumps(body), media_type="application/schema+json")
 
 
 # --- items ---------------------------------------------------------------------------------
-
-
-def _filters_key(request: Request) -> tuple:
-    return tuple(sorted((k, v) for k, v in request.query_params.multi_items() if k != "after"))
 
 
 @router.get(
@@ -272,158 +236,8 @@ async def items(
     filter_crs: Annotated[str | None, Query(alias="filter-crs")] = None,
     after: Annotated[str | None, Query(description="cursor: the next link sets it")] = None,
 ) -> Response:
-    """A page of a collection's features (GeoJSON), filtered, with counts and a next link."""
-    state = request.app.state
-    settings, reader = state.settings, state.reader
     layer = await readable_layer(catalog, collection_id, who)
-    out = parse_crs(crs, settings.territory.projected_crs)
-    page_size = min(limit or settings.api.default_limit, settings.api.max_limit)
-    # The first page of a bbox of points holds the features nearest the box's centre
-    # (sql.select_nearest_items); the next pages hold the rest of the box in id order.
-    box = request_bbox(request.query_params, settings)
-    centre = sql.bbox_centre(*box) if box is not None and layer.geometry_type == "Point" else None
-    edge = cursor = None
-    if after is not None and centre is not None:
-        edge, cursor = nearest_cursor(layer, after)
-    elif after is not None:
-        cursor = _feature_id(layer, after, cursor=True)
-    nearest = centre is not None and edge is None
-    conditions = layer_conditions(request.query_params, layer, settings, who, nearest_first=nearest)
-    filters = _filters_key(request)
-    first = False
-    if nearest:
-        # Counted beside the page, on a connection of its own (it reads the whole box).
-        matched: int | asyncio.Task[int] = asyncio.create_task(
-            _count(catalog, reader, layer, filters, conditions)
-        )
-    else:
-        matched = await _count(catalog, reader, layer, filters, conditions)
-        first = bool(conditions) and sql.filters_first(
-            matched, await _count(catalog, reader, layer, (), []), page_size
-        )
-    visible = visible_fields(layer, who)
-    key = ("items", layer.id, catalog.version.value, filters, tuple(visible), out.uri, page_size)
-    key += (nearest, edge is not None, cursor is not None, first)
-    late = _late(edge, cursor)
-    if (statement := catalog.statements.get(key)) is None:
-        if nearest:
-            select = sql.select_nearest_items(
-                layer, conditions, out, visible, centre, limit=page_size
-            )
-        else:
-            if edge is not None:
-                conditions = [*conditions, sql.beyond_nearest(layer, centre)]
-            select = sql.select_items(
-                layer,
-                conditions,
-                out,
-                visible,
-                after=cursor,
-                limit=page_size,
-                filter_first=first,
-            )
-        statement = driver_statement(select, reader.dialect, **late)
-        catalog.statements.set(key, statement)
-    # The next link: after the first page of a box its last row, then also the last id.
-    prefix = "" if edge is None else cursor_text(list(edge)) + ":"
-    body = _feature_collection(
-        request, reader, statement.sql, {**statement.params, **late}, page_size, matched, prefix
-    )
-    return StreamingResponse(body, media_type=GEOJSON, headers=_crs_header(out))
-
-
-def _late(edge: tuple[float, Any] | None, cursor: Any) -> dict[str, Any]:
-    """The cursor's bound parameters: the first page's last row, the last id."""
-    late = {} if cursor is None else {"after": cursor}
-    if edge is not None:
-        late |= {"edge_distance": edge[0], "edge_id": edge[1]}
-    return late
-
-
-async def _count(catalog: Catalog, reader, layer: Layer, filters: tuple, conditions) -> int:
-    """numberMatched, counted once per layer, filters and data version (a walk through a
-    large collection pays for one count, not one per page)."""
-    key = (layer.id, catalog.version.value, filters)
-    if (matched := catalog.counts.get(key)) is None:
-        async with reader.connect() as conn:
-            matched = (await conn.execute(sql.count_items(layer, conditions))).scalar_one()
-        catalog.counts.set(key, matched)
-    return matched
-
-
-# Rows per chunk of a streamed page (libpq's chunked rows mode: one query, no cursor).
-STREAM_ROWS = 500
-
-
-class _Utf8(Loader):
-    """Text as the bytes PostgreSQL sent: the features go out as they came in, without
-    a decode and an encode in Python."""
-
-    def load(self, data: Buffer) -> bytes:
-        return bytes(data)
-
-
-async def _feature_collection(
-    request: Request,
-    reader,
-    statement: str,
-    params: dict,
-    page_size: int,
-    matched: int | asyncio.Task[int],
-    cursor_prefix: str = "",
-) -> AsyncIterator[bytes]:
-    """Stream a page: features as PostGIS wrote them, then the counts and links (only
-    known at the end). No page is ever held in memory as Python objects. Each row is its
-    cursor (an id, or a distance and an id), then its feature; ``cursor_prefix`` goes
-    before the last row's in the next link."""
-    try:
-        yield b'{"type":"FeatureCollection","features":['
-        returned, last, has_more = 0, None, False
-        chunk: list[bytes] = []
-        async with driver_connection(reader) as conn, conn.cursor() as cur:
-            cur.adapters.register_loader("text", _Utf8)
-            async for *position, feature in cur.stream(statement, params, size=STREAM_ROWS):
-                if returned == page_size:
-                    has_more = True  # the extra row: read to the end, no cancel needed
-                    continue
-                chunk.append(feature)
-                returned, last = returned + 1, position
-                if len(chunk) == STREAM_ROWS:
-                    yield (b"," if returned > len(chunk) else b"") + b",".join(chunk)
-                    chunk = []
-        if chunk:
-            yield (b"," if returned > len(chunk) else b"") + b",".join(chunk)
-        if isinstance(matched, asyncio.Task):
-            matched = await matched
-    finally:
-        if isinstance(matched, asyncio.Task) and not matched.done():
-            matched.cancel()  # the client left mid-page
-    path = request.url.path
-    links = [{"href": absolute(request, path, same_query(request)), "rel": "self", "type": GEOJSON}]
-    if has_more:
-        after = cursor_prefix + cursor_text(last)
-        params = same_query(request, after=after, limit=page_size)
-        links.append({"href": absolute(request, path, params), "rel": "next", "type": GEOJSON})
-    tail = {
-        "numberMatched": matched,
-        "numberReturned": returned,
-        "timeStamp": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "links": links,
-    }
-    yield b"]," + orjson.dumps(tail)[1:]
-
-
-def cursor_text(position: list[Any]) -> str:
-    """The ``after`` of a next link: the last id, or ``distance:id`` (the float's repr
-    reads back to the same float, so the next page starts exactly after this one)."""
-    *distance, fid = position
-    if isinstance(fid, bytes):  # a text id, loaded as bytes like the features
-        fid = fid.decode()
-    return ":".join([*map(repr, distance), str(fid)])
-
-
-def _crs_header(out: OutputCrs) -> dict[str, str]:
-    return {"Content-Crs": f"<{out.uri}>"}
+    return await items_page(request, catalog, layer, who, limit=limit, crs=crs, after=after)
 
 
 @router.get(
@@ -441,7 +255,6 @@ async def item(
     who: PrincipalDep,
     crs: Annotated[str | None, Query(description="output CRS URI (default CRS84)")] = None,
 ) -> Response:
-    """One feature of a collection (GeoJSON), with the properties this caller may see."""
     layer = await readable_layer(catalog, collection_id, who)
     out = parse_crs(crs, settings.territory.projected_crs)
     statement = sql.select_item(
@@ -457,4 +270,4 @@ async def item(
         {"href": absolute(request, base), "rel": "collection", "type": JSON},
     ]
     body = feature[:-1] + ',"links":' + orjson.dumps(links).decode() + "}"
-    return Response(body, media_type=GEOJSON, headers=_crs_header(out))
+    return Response(body, media_type=GEOJSON, headers=crs_header(out))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -15,7 +14,7 @@ from app.core.cache import app_cache
 from app.core.errors import InvalidParameter
 from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.files.exports import CSV, csv_text
-from app.params import split_list
+from app.params import local_time, split_list
 from app.schemas.stats import (
     BREAKDOWN_COLUMNS,
     UNIT_COLUMNS,
@@ -119,8 +118,8 @@ async def get_stats(
     if age_min is not None and age_max is not None and age_min > age_max:
         raise InvalidParameter("age_min must not exceed age_max")
     # Times without a zone are local, as in imported files.
-    tz = ZoneInfo(settings.territory.timezone)
-    occurred_from, occurred_to = (_local(m, tz) for m in (occurred_from, occurred_to))
+    tz = settings.territory.timezone
+    occurred_from, occurred_to = (local_time(m, tz) for m in (occurred_from, occurred_to))
     granularity, period_value, start, end = service.parse_period(
         period, settings.territory.timezone
     )
@@ -179,7 +178,3 @@ def _csv(table: StatsTable) -> str:
         values = row.model_dump(include=set(columns))
         rows.append([values.get(c) for c in columns])
     return csv_text(columns, rows)
-
-
-def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
-    return moment.replace(tzinfo=tz) if moment is not None and moment.tzinfo is None else moment

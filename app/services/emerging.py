@@ -41,7 +41,7 @@ async def check_cube_size(
     from the filters' period, or from the first to the last matching incident."""
     tz = settings.territory.timezone
     async with engine.connect() as conn:
-        filters = await incident_filter(conn, request.filters)
+        filters = await incident_filter(conn, request.filters, tz)
         seen = (await conn.execute(sql.select_time_range(filters, tz))).one()
     first = _local(request.filters.occurred_from, tz) or seen[0]
     last = _local(request.filters.occurred_to, tz, end=True) or seen[1]
@@ -96,7 +96,7 @@ async def run_emerging(
     await progress(0.05, "building the space-time cube")
     tz = settings.territory.timezone
     async with engine.connect() as conn:
-        filters = await incident_filter(conn, request.filters)
+        filters = await incident_filter(conn, request.filters, tz)
         area = await load_area(conn, request.area)
         rows = (await conn.execute(sql.select_points_by_step(filters, request.time_step, tz))).all()
     if not rows:

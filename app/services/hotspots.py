@@ -21,6 +21,7 @@ from app.core.db import copy_csv, frame_to_csv
 from app.core.errors import InvalidParameter
 from app.core.settings import Settings
 from app.files.exports import csv_text
+from app.params import local_time
 from app.schemas.analyses import (
     AdminUnits,
     AnalysisFilters,
@@ -67,15 +68,19 @@ class Cells:
         return self.grid.polygons()
 
 
-async def incident_filter(conn: AsyncConnection, filters: AnalysisFilters) -> IncidentFilter:
+async def incident_filter(
+    conn: AsyncConnection, filters: AnalysisFilters, timezone: str
+) -> IncidentFilter:
+    """The analysis filters as an ``IncidentFilter``: dates without a zone are local time
+    of the territory (``app.params.local_time``), as everywhere else."""
     unit_id = None
     if filters.unit is not None:
         unit_id = (await conn.execute(select_unit_id(filters.unit))).scalar()
         if unit_id is None:
             raise InvalidParameter(f"unknown unit code {filters.unit!r}")
     return IncidentFilter(
-        occurred_from=filters.occurred_from,
-        occurred_to=filters.occurred_to,
+        occurred_from=local_time(filters.occurred_from, timezone),
+        occurred_to=local_time(filters.occurred_to, timezone),
         categories=tuple(c.lower() for c in filters.categories),
         victim_sex=tuple(filters.victim_sex),
         age_min=filters.age_min,
@@ -89,7 +94,7 @@ async def load_cells(
     conn: AsyncConnection, settings: Settings, request: HotspotRequest
 ) -> tuple[Cells, int]:
     """The analysis units with their counts, and how many incidents were counted."""
-    filters = await incident_filter(conn, request.filters)
+    filters = await incident_filter(conn, request.filters, settings.territory.timezone)
     units = request.units
     if isinstance(units, AdminUnits):
         rows = (await conn.execute(sql.select_units(units.level, request.area))).all()

@@ -1,4 +1,5 @@
-"""Single-incident writes: validated by the same rules as the bulk import, audited.
+"""Single-incident writes, validated by the same rules as the bulk import and audited,
+and single-incident reads, encoded as the incidents layer encodes its features.
 
 Writes that compute an incident's units (create, move, restore) first take the units lock
 shared (``app.sql.units``), so they never interleave with a boundary upload."""
@@ -11,15 +12,34 @@ import orjson
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.access import visible_fields
 from app.core.db import wait_for_lock
 from app.core.errors import Conflict, InvalidParameter, NotFound
 from app.core.settings import Settings
+from app.ogc.crs import parse_crs
+from app.ogc.layers import incidents_layer
 from app.schemas.incidents import IncidentCreate, IncidentUpdate
+from app.security import Principal
 from app.services.imports import deleted_incident_reason, load_territory, load_vocabulary
 from app.services.incident_rows import ReadOptions, validate_incidents
 from app.sql import audit as audit_sql
+from app.sql import features as features_sql
 from app.sql import incidents as sql
 from app.sql import units as units_sql
+
+# The incidents layer, as the catalog declares it (``app.ogc.layers``): ``/incidents``
+# reads and encodes through it. Its declaration depends on no data, so it is built once
+# here rather than asked of the catalog, which is rebuilt after every write.
+LAYER = incidents_layer()
+_CRS84 = parse_crs(None, "")
+
+
+async def feature(conn: AsyncConnection, incident_id: int, who: Principal) -> str | None:
+    """One live incident as a GeoJSON Feature, encoded as the incidents layer encodes
+    its items (``app.sql.features.feature_json``: the fields ``who`` sees); None if
+    there is no such live incident."""
+    statement = features_sql.select_item(LAYER, incident_id, _CRS84, visible_fields(LAYER, who))
+    return (await conn.execute(statement)).scalar()
 
 
 async def _validated_values(conn: AsyncConnection, settings: Settings, record: dict) -> dict:

@@ -53,7 +53,7 @@ async def load_points(
     conn: AsyncConnection, settings: Settings, filters: AnalysisFilters, *, victims: bool
 ) -> ProjectedPoints:
     """The incidents the filters select, projected to ``territory.projected_crs``."""
-    selected = await incident_filter(conn, filters)
+    selected = await incident_filter(conn, filters, settings.territory.timezone)
     rows = (await conn.execute(sql.select_points(selected))).all()
     lon, lat, count = np.array(rows, dtype=float).reshape(-1, 3).T
     to_metres = Transformer.from_crs(4326, settings.territory.projected_crs, always_xy=True)

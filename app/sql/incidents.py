@@ -1,4 +1,7 @@
-"""SQL for incidents: filters, GeoJSON pages built in PostGIS, single-row reads and writes."""
+"""SQL for incidents: the filter of statistics and analyses, single-row reads and writes.
+
+Pages and features of incidents are the incidents layer's (``app.ogc.items``,
+``app.sql.features``)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from sqlalchemy import (
     Select,
     TextClause,
     func,
-    literal_column,
     select,
     update,
 )
@@ -21,28 +23,14 @@ from app.models import INCIDENT_FIELDS, admin_unit, incident
 from app.sql.units import assign_incident_units
 
 WRITABLE = ("source", "source_id", *INCIDENT_FIELDS)
-# Properties of an incident feature; every feature carries every key (null when empty).
-PROPERTIES = (*WRITABLE, "created_at", "updated_at")
-
-_FEATURE = f"""json_build_object(
-    'type', 'Feature',
-    'id', incident.id,
-    'geometry', ST_AsGeoJSON(incident.geom, 7)::json,
-    'properties', json_build_object(
-        'id', incident.id,
-        {", ".join(f"'{p}', incident.{p}" for p in PROPERTIES)},
-        'units', (SELECT coalesce(json_agg(u.code ORDER BY u.level), '[]'::json)
-                  FROM admin_unit u WHERE u.id = ANY(incident.unit_ids)),
-        'deleted_at', incident.deleted_at
-    )
-)"""
 
 
 @dataclass(frozen=True)
 class IncidentFilter:
-    """The filters every incident query accepts (REST, and later tiles and analyses)."""
+    """The incident filters of statistics and analyses (``/stats``, hot spots, KDE,
+    indexes). Its moments are aware: a caller reads one without a zone as local time
+    (``app.params.local_time``) before it comes here."""
 
-    bbox: tuple[float, float, float, float] | None = None
     occurred_from: datetime | None = None
     occurred_to: datetime | None = None
     categories: tuple[str, ...] = ()
@@ -54,11 +42,9 @@ class IncidentFilter:
 
 
 def conditions(f: IncidentFilter) -> list[ColumnElement[bool]]:
+    """The live incidents the filter selects, as SQL conditions."""
     c = incident.c
     where: list[ColumnElement[bool]] = [c.deleted_at.is_(None)]
-    if f.bbox is not None:
-        west, south, east, north = f.bbox
-        where.append(c.geom.op("&&")(func.ST_MakeEnvelope(west, south, east, north, 4326)))
     if f.occurred_from is not None:
         where.append(c.occurred_at >= f.occurred_from)
     if f.occurred_to is not None:
@@ -76,49 +62,6 @@ def conditions(f: IncidentFilter) -> list[ColumnElement[bool]]:
     if f.sources:
         where.append(c.source.in_(f.sources))
     return where
-
-
-def select_page(f: IncidentFilter, *, after: int | None, limit: int) -> Select:
-    """One page as a JSON array of GeoJSON features built in PostGIS.
-
-    Keyset paging on id (``after``) visits each incident exactly once. ``limit + 1`` rows
-    are read: the result is (features, has_more, last id of the page).
-    """
-    where = conditions(f)
-    if after is not None:
-        where.append(incident.c.id > after)
-    page = (
-        select(
-            incident.c.id,
-            literal_column(_FEATURE).label("feature"),
-            func.row_number().over(order_by=incident.c.id).label("rn"),
-        )
-        .where(*where)
-        .order_by(incident.c.id)
-        .limit(limit + 1)
-        .subquery("page")
-    )
-    in_page = f"page.rn <= {int(limit)}"
-    return select(
-        literal_column(
-            f"coalesce(json_agg(page.feature ORDER BY page.id) FILTER (WHERE {in_page}),"
-            " '[]'::json)::text"
-        ).label("features"),
-        (func.count() > limit).label("has_more"),
-        literal_column(f"max(page.id) FILTER (WHERE {in_page})").label("last_id"),
-        literal_column(f"count(*) FILTER (WHERE {in_page})").label("returned"),
-    ).select_from(page)
-
-
-def count_matching(f: IncidentFilter) -> Select:
-    return select(func.count()).select_from(incident).where(*conditions(f))
-
-
-def select_feature(incident_id: int, *, include_deleted: bool = False) -> Select:
-    stmt = select(literal_column(_FEATURE + "::text")).where(incident.c.id == incident_id)
-    if not include_deleted:
-        stmt = stmt.where(incident.c.deleted_at.is_(None))
-    return stmt
 
 
 def select_record(incident_id: int) -> Select:
