@@ -15,9 +15,11 @@ from fastapi import FastAPI
 from app.core.settings import Settings
 
 _ITEMS_PATH = "/collections/{collection_id}/items"
+_NULL = {"nullable": True}
 
 
 def _downgrade(node: Any) -> Any:
+    """The 3.0 form of a 3.1 schema node (``anyOf [X, null]`` is ``X`` with ``nullable``)."""
     if isinstance(node, list):
         return [_downgrade(v) for v in node]
     if not isinstance(node, dict):
@@ -25,13 +27,14 @@ def _downgrade(node: Any) -> Any:
     node = {k: _downgrade(v) for k, v in node.items()}
     for key in ("anyOf", "oneOf"):
         options = node.get(key)
-        if isinstance(options, list) and {"type": "null"} in options:
-            rest = [o for o in options if o != {"type": "null"}]
+        # The options are downgraded already: a ``{"type": "null"}`` is ``_NULL`` by now.
+        if isinstance(options, list) and _NULL in options:
+            rest = [o for o in options if o != _NULL]
             node.pop(key)
             node.update(rest[0] if len(rest) == 1 else {key: rest})
             node["nullable"] = True
     if node.get("type") == "null":
-        node = {"nullable": True}
+        node = dict(_NULL)
     if isinstance(node.get("examples"), list) and "in" not in node:
         examples = node.pop("examples")
         if examples:
