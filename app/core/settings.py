@@ -75,6 +75,9 @@ class TerritorySettings(BaseModel):
     # Used only while no boundaries are loaded: (west, south, east, north) in degrees.
     bbox: tuple[float, float, float, float] | None = (-89.3, 15.8, -87.4, 18.6)
     categories_file: Path = DATA_DIR / "categories.csv"
+    # Towns and villages the maps label (CSV: name, latitude, longitude, population; see
+    # app/settlements.py); None for none. Belize's is GeoNames' places of 500 people or more.
+    settlements_file: Path | None = DATA_DIR / "belize" / "settlements.csv"
 
 
 class ApiSettings(BaseModel):

@@ -2,12 +2,15 @@
 
 Nothing here describes real events. The generator draws plausible-looking incidents so that
 the demo, the tiles and the hot spot analyses have something realistic to show: points
-clustered around the towns, a category mix, victim profiles and a calendar that resemble
+clustered around the towns, a background spread where people live (around Belize's towns
+and villages of 500 people or more, in proportion to their population: no crime in the
+reserves and the forest), a category mix, victim profiles and a calendar that resemble
 published Belize patterns in broad strokes, and two *emerging* hot areas (Ladyville and
 Independence) whose incidence appears and grows only in the last two years, so that an
 emerging hot spot analysis has something to find.
 
-Pure: numpy, pandas and shapely only; no settings, database or HTTP.
+Pure: numpy, pandas and shapely only (and the shipped settlements CSV); no settings,
+database or HTTP.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import geopandas
 import numpy as np
 import pandas as pd
 import shapely
+from shapely.ops import nearest_points
+
+from app.settlements import read_settlements
 
 __all__ = ["COLUMNS", "SOURCE", "generate_incidents"]
 
@@ -58,23 +64,25 @@ class _Place:
 
 
 # Towns and villages with a rough crime share. Belize City dominates, as in police data.
+# Centres are the towns' GeoNames points (app/data/belize/settlements.csv), except Belize
+# City's Southside, a neighbourhood west of the centre.
 PLACES: tuple[_Place, ...] = (
-    _Place("Belize City", -88.190, 17.500, 0.340, 1.6),
+    _Place("Belize City", -88.1976, 17.4995, 0.340, 1.6),
     _Place("Belize City Southside", -88.203, 17.500, 0.040, 0.6),
-    _Place("Belmopan", -88.770, 17.250, 0.070, 1.4),
+    _Place("Belmopan", -88.7640, 17.2538, 0.070, 1.4),
     _Place("San Ignacio / Santa Elena", -89.070, 17.160, 0.075, 1.5),
-    _Place("Orange Walk Town", -88.560, 18.080, 0.075, 1.5),
-    _Place("Corozal Town", -88.390, 18.390, 0.045, 1.2),
-    _Place("Dangriga", -88.220, 16.970, 0.045, 1.1),
-    _Place("Punta Gorda", -88.810, 16.100, 0.028, 1.0),
-    _Place("Ladyville", -88.300, 17.550, 0.025, 1.2),
-    _Place("Hattieville", -88.390, 17.460, 0.012, 0.8),
-    _Place("Sand Hill", -88.370, 17.620, 0.008, 0.8),
-    _Place("Benque Viejo del Carmen", -89.140, 17.070, 0.016, 0.9),
-    _Place("Independence / Mango Creek", -88.420, 16.535, 0.014, 0.9),
-    _Place("San Antonio (Toledo)", -89.030, 16.250, 0.006, 0.8),
-    _Place("Sarteneja", -88.150, 18.350, 0.006, 0.8),
-    _Place("Spanish Lookout", -88.990, 17.230, 0.005, 1.5),
+    _Place("Orange Walk Town", -88.5633, 18.0812, 0.075, 1.5),
+    _Place("Corozal Town", -88.3885, 18.3938, 0.045, 1.2),
+    _Place("Dangriga", -88.2331, 16.9697, 0.045, 1.1),
+    _Place("Punta Gorda", -88.8097, 16.0984, 0.028, 1.0),
+    _Place("Ladyville", -88.2900, 17.5543, 0.025, 1.2),
+    _Place("Hattieville", -88.3936, 17.4478, 0.012, 0.8),
+    _Place("Sand Hill", -88.3683, 17.6404, 0.008, 0.8),
+    _Place("Benque Viejo del Carmen", -89.1392, 17.0750, 0.016, 0.9),
+    _Place("Independence / Mango Creek", -88.4188, 16.5344, 0.014, 0.9),
+    _Place("San Antonio (Toledo)", -89.0242, 16.2436, 0.006, 0.8),
+    _Place("Sarteneja", -88.1454, 18.3533, 0.006, 0.8),
+    _Place("Spanish Lookout", -89.0092, 17.2628, 0.005, 1.5),
 )
 _PLACE_INDEX = {p.name: i for i, p in enumerate(PLACES)}
 
@@ -194,10 +202,11 @@ PROFILE = {
     "suicide": ("flat", "flat"),
 }
 
-# Spatial mix per category: share on the highways and in the rural background, and a
-# multiplier on the Belize City Southside cluster (gun violence concentrates there).
+# Spatial mix per category: share on the highways and in the background (around every
+# settlement, by population), and a multiplier on the Belize City Southside cluster (gun
+# violence concentrates there).
 HIGHWAY_SHARE = {"road_traffic_death": 0.55}
-RURAL_SHARE = {
+BACKGROUND_SHARE = {
     "theft": 0.04,
     "burglary": 0.07,
     "domestic_violence": 0.10,
@@ -205,7 +214,14 @@ RURAL_SHARE = {
     "suicide": 0.15,
     "road_traffic_death": 0.10,
 }
-RURAL_DEFAULT = 0.05
+BACKGROUND_DEFAULT = 0.05
+# Spread of the background around a settlement: a few hundred metres around a village,
+# growing with the square root of the population (its footprint), at most 1.5 km.
+BACKGROUND_SIGMA_KM = 0.25  # at 1,000 people
+BACKGROUND_SIGMA_RANGE_KM = (0.2, 1.5)
+# A settlement whose point lies off the (coarse) district outlines is moved onto them when
+# it is this close (a peninsula, a border village), else left out (an offshore caye).
+SNAP_KM = 1.5
 SOUTHSIDE_BOOST = {"homicide": 6.0, "shooting": 7.0, "robbery": 2.0, "assault": 1.5}
 
 # Victims: P(female), P(sex unknown), P(age unknown), age = lo + Gamma(shape, scale).
@@ -291,7 +307,7 @@ REPORT_DELAY = {
 }
 
 PRECISION = ("exact", "street", "approximate")
-PRECISION_P = {"town": (0.60, 0.32, 0.08), "rural": (0.25, 0.25, 0.50)}
+PRECISION_P = {"town": (0.60, 0.32, 0.08), "background": (0.25, 0.25, 0.50)}
 
 MAX_REJECTION_ROUNDS = 60
 
@@ -303,6 +319,7 @@ def generate_incidents(
     years: int = 5,
     end_year: int = 2025,
     seed: int = 42,
+    settlements: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Draw ``n`` synthetic incidents (**not real data**) inside ``districts``.
 
@@ -319,6 +336,10 @@ def generate_incidents(
         Last calendar year of the window (its 31 December included).
     seed : int
         Seed of the random generator: the same seed and arguments give an identical frame.
+    settlements : pandas.DataFrame, optional
+        Towns and villages (``longitude``, ``latitude``, ``population``) around which the
+        background is drawn; default Belize's shipped list
+        (:func:`app.settlements.read_settlements`). Not modified.
 
     Returns
     -------
@@ -332,13 +353,15 @@ def generate_incidents(
 
     Notes
     -----
-    Points come from a mixture: Gaussian clusters around the towns and villages in
-    ``PLACES`` (Belize City holds about 40 %), a uniform rural background, the highways
-    for road deaths, and, in the last ``EMERGING_YEARS`` years, the growing clusters in
-    ``EMERGING``. A point outside the districts is redrawn from its own mixture component
-    (so the shares hold on a coarse coastline); after ``MAX_REJECTION_ROUNDS`` it is
-    drawn from the rural background instead. Dates follow a per-category annual trend,
-    a month-of-year season and day-of-week and hour-of-day profiles.
+    Points come from a mixture: Gaussian clusters around the towns in ``PLACES`` (Belize
+    City holds about 40 %), a background around every settlement (a settlement drawn in
+    proportion to its population, then a Gaussian of ``BACKGROUND_SIGMA_KM`` times the
+    square root of its population in thousands), the highways for road deaths, and, in
+    the last ``EMERGING_YEARS`` years, the growing clusters in ``EMERGING``. A point
+    outside the districts is redrawn from its own component (the same settlement), so the
+    shares hold on a coarse coastline; after ``MAX_REJECTION_ROUNDS`` it is put on its
+    cluster's or settlement's centre. Dates follow a per-category annual trend, a
+    month-of-year season and day-of-week and hour-of-day profiles.
     """
     if n < 0:
         raise ValueError("n must be non-negative")
@@ -352,6 +375,7 @@ def generate_incidents(
     rng = np.random.default_rng(seed)
     area = shapely.union_all(np.asarray(districts.geometry.values))
     shapely.prepare(area)
+    towns = _towns(read_settlements() if settlements is None else settlements, area)
 
     shares = np.array([CATEGORY_SHARE[c] for c in CATEGORIES])
     counts = rng.multinomial(n, shares / shares.sum())
@@ -363,10 +387,13 @@ def generate_incidents(
 
     emerging_start = pd.Timestamp(year=end_year - EMERGING_YEARS + 1, month=1, day=1)
     component = _components(rng, category, minutes, start, emerging_start, days[-1])
-    lon, lat, rural = _points(rng, component, area)
+    town = np.full(n, -1)
+    background = np.flatnonzero(component == _BACKGROUND)
+    town[background] = rng.choice(len(towns.weight), size=background.size, p=towns.weight)
+    lon, lat = _points(rng, component, town, towns, area)
 
     reported = _reported_minutes(rng, category, minutes)
-    frame = _attributes(rng, category, rural)
+    frame = _attributes(rng, category, component == _BACKGROUND)
 
     order = np.argsort(minutes, kind="stable")
     occurred_at = start + pd.to_timedelta(minutes[order], unit="min")
@@ -435,9 +462,9 @@ def _reported_minutes(
     return occurred + np.ceil(delay).astype(np.int64)
 
 
-# Mixture components: 0..len(PLACES)-1 places, then rural, highway, emerging areas.
-_RURAL = len(PLACES)
-_HIGHWAY = _RURAL + 1
+# Mixture components: 0..len(PLACES)-1 places, then background, highway, emerging areas.
+_BACKGROUND = len(PLACES)
+_HIGHWAY = _BACKGROUND + 1
 _EMERGING0 = _HIGHWAY + 1
 
 
@@ -456,8 +483,10 @@ def _components(
         places = base.copy()
         places[_PLACE_INDEX["Belize City Southside"]] *= SOUTHSIDE_BOOST.get(code, 1.0)
         highway = HIGHWAY_SHARE.get(code, 0.0)
-        rural = RURAL_SHARE.get(code, RURAL_DEFAULT)
-        p = np.concatenate([places / places.sum() * (1 - highway - rural), [rural, highway]])
+        background = BACKGROUND_SHARE.get(code, BACKGROUND_DEFAULT)
+        p = np.concatenate(
+            [places / places.sum() * (1 - highway - background), [background, highway]]
+        )
         component[rows] = rng.choice(len(p), size=rows.size, p=p)
 
     # Emerging areas: a growing share of the eligible incidents of the last years.
@@ -475,9 +504,48 @@ def _components(
     return component
 
 
+@dataclass(frozen=True)
+class _Towns:
+    """The settlements the background is drawn around (arrays, one entry each)."""
+
+    lon: np.ndarray
+    lat: np.ndarray
+    sigma_km: np.ndarray
+    weight: np.ndarray  # population shares, summing to 1
+
+
+def _towns(settlements: pd.DataFrame, area: shapely.Geometry) -> _Towns:
+    """The settlements on or near ``area``: a point just off the outline is moved onto it
+    (within ``SNAP_KM``), farther ones (offshore cayes) are left out."""
+    lon = np.array(settlements["longitude"], dtype=float)
+    lat = np.array(settlements["latitude"], dtype=float)
+    population = np.array(settlements["population"], dtype=float)
+    points = shapely.points(lon, lat)
+    outside = ~shapely.contains_xy(area, lon, lat)
+    if outside.any():
+        # ~10 m inside the outline, so a moved point is strictly inside it.
+        inner = area.buffer(-1e-4)
+        for i in np.flatnonzero(outside):
+            if area.distance(points[i]) * KM_PER_DEG_LAT > SNAP_KM:
+                population[i] = 0.0
+                continue
+            nearest = nearest_points(inner, points[i])[0]
+            lon[i], lat[i] = nearest.x, nearest.y
+    keep = population > 0
+    if not keep.any():
+        raise ValueError("no settlement with people lies on the districts")
+    low, high = BACKGROUND_SIGMA_RANGE_KM
+    sigma = np.clip(BACKGROUND_SIGMA_KM * np.sqrt(population[keep] / 1000), low, high)
+    return _Towns(lon[keep], lat[keep], sigma, population[keep] / population[keep].sum())
+
+
 def _points(
-    rng: np.random.Generator, component: np.ndarray, area: shapely.Geometry
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng: np.random.Generator,
+    component: np.ndarray,
+    town: np.ndarray,
+    towns: _Towns,
+    area: shapely.Geometry,
+) -> tuple[np.ndarray, np.ndarray]:
     """Rejection-sample a point per incident from its mixture component, inside ``area``."""
     n = len(component)
     lon = np.empty(n)
@@ -486,28 +554,41 @@ def _points(
     for _ in range(MAX_REJECTION_ROUNDS):
         if todo.size == 0:
             break
-        x, y = _draw(rng, component[todo], area)
+        x, y = _draw(rng, component[todo], town[todo], towns)
         inside = shapely.contains_xy(area, x, y)
         lon[todo[inside]] = x[inside]
         lat[todo[inside]] = y[inside]
         todo = todo[~inside]
-    if todo.size:  # components mostly outside the area: fall back to the background
-        component[todo] = _RURAL
-        while todo.size:
-            x, y = _uniform(rng, todo.size, area)
-            inside = shapely.contains_xy(area, x, y)
-            lon[todo[inside]] = x[inside]
-            lat[todo[inside]] = y[inside]
-            todo = todo[~inside]
-    return lon, lat, component == _RURAL
+    if todo.size:  # a component mostly off the outline: its centre (inside) instead
+        x, y = _centres(rng, component[todo], town[todo], towns)
+        lon[todo], lat[todo] = x, y
+    return lon, lat
+
+
+def _centres(
+    rng: np.random.Generator, component: np.ndarray, town: np.ndarray, towns: _Towns
+) -> tuple[np.ndarray, np.ndarray]:
+    """The centre of each point's cluster or settlement (a highway point: a settlement's,
+    drawn by population). Every centre lies inside the districts."""
+    clusters = (*PLACES, *EMERGING)
+    index = np.where(component >= _EMERGING0, component - _EMERGING0 + len(PLACES), component)
+    clustered = (component != _BACKGROUND) & (component != _HIGHWAY)
+    town = town.copy()
+    road = component == _HIGHWAY
+    town[road] = rng.choice(len(towns.weight), size=int(road.sum()), p=towns.weight)
+    x = towns.lon[np.maximum(town, 0)]
+    y = towns.lat[np.maximum(town, 0)]
+    x[clustered] = np.array([p.lon for p in clusters])[index[clustered]]
+    y[clustered] = np.array([p.lat for p in clusters])[index[clustered]]
+    return x, y
 
 
 def _draw(
-    rng: np.random.Generator, component: np.ndarray, area: shapely.Geometry
+    rng: np.random.Generator, component: np.ndarray, town: np.ndarray, towns: _Towns
 ) -> tuple[np.ndarray, np.ndarray]:
     clusters = (*PLACES, *EMERGING)
     index = np.where(component >= _EMERGING0, component - _EMERGING0 + len(PLACES), component)
-    clustered = (component != _RURAL) & (component != _HIGHWAY)
+    clustered = (component != _BACKGROUND) & (component != _HIGHWAY)
     centre_lon = np.array([p.lon for p in clusters])
     centre_lat = np.array([p.lat for p in clusters])
     sigma = np.array([p.sigma_km for p in clusters])
@@ -517,8 +598,9 @@ def _draw(
     k = index[clustered]
     x[clustered], y[clustered] = _jitter(rng, centre_lon[k], centre_lat[k], sigma[k])
 
-    rural = component == _RURAL
-    x[rural], y[rural] = _uniform(rng, int(rural.sum()), area)
+    background = component == _BACKGROUND
+    t = town[background]
+    x[background], y[background] = _jitter(rng, towns.lon[t], towns.lat[t], towns.sigma_km[t])
 
     road = component == _HIGHWAY
     if road.any():
@@ -538,13 +620,6 @@ def _jitter(
     )
 
 
-def _uniform(
-    rng: np.random.Generator, size: int, area: shapely.Geometry
-) -> tuple[np.ndarray, np.ndarray]:
-    west, south, east, north = area.bounds
-    return rng.uniform(west, east, size), rng.uniform(south, north, size)
-
-
 def _on_highways(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Points uniform along the highway polylines (by length in degrees, close enough)."""
     segments = np.array([(*a, *b) for line in HIGHWAYS for a, b in itertools.pairwise(line)])
@@ -556,7 +631,9 @@ def _on_highways(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     return x, y
 
 
-def _attributes(rng: np.random.Generator, category: np.ndarray, rural: np.ndarray) -> pd.DataFrame:
+def _attributes(
+    rng: np.random.Generator, category: np.ndarray, background: np.ndarray
+) -> pd.DataFrame:
     n = len(category)
     sex = np.empty(n, dtype=object)
     age = np.full(n, np.nan)
@@ -579,10 +656,11 @@ def _attributes(rng: np.random.Generator, category: np.ndarray, rural: np.ndarra
         weapon[rows] = _pick(rng, WEAPON[code], size)
         if code in RELATION:
             relation[rows] = _pick(rng, RELATION[code], size)
-    town_p, rural_p = PRECISION_P["town"], PRECISION_P["rural"]
+    # Background points (villages, outskirts) are located less precisely than town ones.
+    town_p, village_p = PRECISION_P["town"], PRECISION_P["background"]
     u = rng.random(n)
-    first = np.where(rural, rural_p[0], town_p[0])
-    second = first + np.where(rural, rural_p[1], town_p[1])
+    first = np.where(background, village_p[0], town_p[0])
+    second = first + np.where(background, village_p[1], town_p[1])
     precision = np.where(u < first, PRECISION[0], np.where(u < second, PRECISION[1], PRECISION[2]))
     return pd.DataFrame(
         {

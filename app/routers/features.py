@@ -3,20 +3,33 @@ over the layers declared in ``app.ogc.layers``, so that QGIS and GDAL connect wi
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.access import queryable_fields, readable_layer, readable_layers, visible_fields
 from app.core.errors import NotFound
+from app.core.settings import Settings
 from app.deps import CatalogDep, CollectionId, PrincipalDep, ReaderDep, SettingsDep
 from app.ogc.crs import CRS84, parse_crs, supported_uris
 from app.ogc.filters import feature_id as _feature_id
 from app.ogc.items import crs_header, items_page
 from app.ogc.layers import Layer
 from app.ogc.links import absolute
+from app.schemas.ogc import (
+    Collection,
+    Collections,
+    Conformance,
+    Extent,
+    Landing,
+    Link,
+    Queryable,
+    Queryables,
+    Spatial,
+    Temporal,
+)
 from app.sql import features as sql
 
 router = APIRouter(tags=["ogc"])
@@ -49,19 +62,18 @@ CONFORMANCE = [
 # --- landing, conformance, collections ------------------------------------------------------
 
 
-@router.get("/", summary="Landing page (OGC API)")
-async def landing(request: Request, settings: SettingsDep) -> dict[str, Any]:
-    link = lambda path, rel, type_, title: {  # noqa: E731
-        "href": absolute(request, path),
-        "rel": rel,
-        "type": type_,
-        "title": title,
-    }
-    return {
-        "title": f"Crime Observatory of {settings.territory.name}",
-        "description": "Georeferenced incidents, hot spots and territorial violence indexes "
+@router.get("/", summary="Landing page (OGC API)", response_model_exclude_none=True)
+async def landing(request: Request, settings: SettingsDep) -> Landing:
+    """The landing page: links to the API definition, conformance and the collections."""
+
+    def link(path: str, rel: str, type_: str, title: str) -> Link:
+        return Link(href=absolute(request, path), rel=rel, type=type_, title=title)
+
+    return Landing(
+        title=f"Crime Observatory of {settings.territory.name}",
+        description="Georeferenced incidents, hot spots and territorial violence indexes "
         "as OGC API Features collections, vector tiles, GeoJSON and tables.",
-        "links": [
+        links=[
             link("/", "self", JSON, "This document"),
             link("/api", "service-desc", OPENAPI_30, "The API definition (OpenAPI 3.0)"),
             link("/docs", "service-doc", "text/html", "The API documentation"),
@@ -70,110 +82,126 @@ async def landing(request: Request, settings: SettingsDep) -> dict[str, Any]:
             link("/styles/default.json", "stylesheet", JSON, "MapLibre style of every layer"),
             link("/qgis/project.qgz", "alternate", "application/zip", "A QGIS project"),
         ],
-    }
+    )
+
+
+_CONFORMANCE = Conformance(conforms_to=CONFORMANCE)  # built once: it never changes
 
 
 @router.get("/conformance", summary="Conformance classes")
-async def conformance() -> dict[str, list[str]]:
-    return {"conformsTo": CONFORMANCE}
+async def conformance() -> Conformance:
+    """The conformance classes: OGC API Features Parts 1-3, CQL2 and OGC API Tiles."""
+    return _CONFORMANCE
 
 
 def collection_document(
-    request: Request, layer: Layer, settings, extent: tuple | None = None
-) -> dict[str, Any]:
+    request: Request, layer: Layer, settings: Settings, extent: tuple | None = None
+) -> Collection:
+    """The collection of a layer: its CRS, its links and (when it has rows) its extent."""
     base = f"/collections/{layer.id}"
-    document: dict[str, Any] = {
-        "id": layer.id,
-        "title": layer.title,
-        "description": layer.description,
-        "keywords": list(layer.keywords),
-        "itemType": "feature",
-        "crs": supported_uris(settings.territory.projected_crs),
-        "storageCrs": CRS84,
-        "links": [
-            {"href": absolute(request, base), "rel": "self", "type": JSON, "title": layer.title},
-            {
-                "href": absolute(request, f"{base}/items"),
-                "rel": "items",
-                "type": GEOJSON,
-                "title": "Features",
-            },
-            {
-                "href": absolute(request, f"{base}/queryables"),
-                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
-                "type": "application/schema+json",
-                "title": "Queryable properties",
-            },
-            {
-                "href": absolute(request, f"/tiles/{layer.id}.json"),
-                "rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
-                "type": JSON,
-                "title": "Vector tiles (TileJSON 3.0)",
-            },
-            {
-                "href": absolute(request, f"/styles/{layer.id}.qml"),
-                "rel": "describedby",
-                "type": "text/xml",
-                "title": "QGIS style (QML)",
-            },
-            {
-                "href": absolute(request, f"/styles/{layer.id}.sld"),
-                "rel": "describedby",
-                "type": "application/vnd.ogc.sld+xml",
-                "title": "OGC SLD style",
-            },
-            {
-                "href": absolute(request, f"{base}/styles"),
-                "rel": "http://www.opengis.net/def/rel/ogc/1.0/styles",
-                "type": JSON,
-                "title": "Styles of this collection",
-            },
+
+    def link(path: str, rel: str, type_: str, title: str) -> Link:
+        return Link(href=absolute(request, path), rel=rel, type=type_, title=title)
+
+    return Collection(
+        id=layer.id,
+        title=layer.title,
+        description=layer.description,
+        keywords=list(layer.keywords),
+        crs=supported_uris(settings.territory.projected_crs),
+        storage_crs=CRS84,
+        links=[
+            link(base, "self", JSON, layer.title),
+            link(f"{base}/items", "items", GEOJSON, "Features"),
+            link(
+                f"{base}/queryables",
+                "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                "application/schema+json",
+                "Queryable properties",
+            ),
+            link(
+                f"/tiles/{layer.id}.json",
+                "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
+                JSON,
+                "Vector tiles (TileJSON 3.0)",
+            ),
+            link(f"/styles/{layer.id}.qml", "describedby", "text/xml", "QGIS style (QML)"),
+            link(
+                f"/styles/{layer.id}.sld",
+                "describedby",
+                "application/vnd.ogc.sld+xml",
+                "OGC SLD style",
+            ),
+            link(
+                f"{base}/styles",
+                "http://www.opengis.net/def/rel/ogc/1.0/styles",
+                JSON,
+                "Styles of this collection",
+            ),
         ],
-    }
-    if extent is not None:
-        spatial = {"bbox": [list(extent[:4])], "crs": CRS84}
-        document["extent"] = {"spatial": spatial}
-        if layer.datetime_field is not None and len(extent) == 6:
-            interval = [v.isoformat() if v is not None else None for v in extent[4:]]
-            document["extent"]["temporal"] = {
-                "interval": [interval],
-                "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian",
-            }
-    return document
+        extent=None if extent is None else _extent(layer, extent),
+    )
 
 
-@router.get("/collections", summary="The collections the caller may read")
+def _extent(layer: Layer, extent: tuple) -> Extent:
+    """(west, south, east, north[, first, last]) as an OGC extent (time as ISO 8601)."""
+    temporal = None
+    if layer.datetime_field is not None and len(extent) == 6:
+        interval = [v.isoformat() if v is not None else None for v in extent[4:]]
+        temporal = Temporal(
+            interval=[interval], trs="http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
+        )
+    return Extent(spatial=Spatial(bbox=[list(extent[:4])], crs=CRS84), temporal=temporal)
+
+
+@router.get(
+    "/collections", summary="The collections the caller may read", response_model_exclude_none=True
+)
 async def collections(
     request: Request, settings: SettingsDep, catalog: CatalogDep, who: PrincipalDep
-) -> dict[str, Any]:
+) -> Collections:
+    """The collections this caller may read (layers behind a role are left out)."""
     layers = await readable_layers(catalog, who)
-    return {
-        "links": [
-            {"href": absolute(request, "/collections"), "rel": "self", "type": JSON},
-        ],
-        "collections": [
+    return Collections(
+        links=[Link(href=absolute(request, "/collections"), rel="self", type=JSON)],
+        collections=[
             collection_document(request, layer, settings, await catalog.extent(layer))
             for layer in layers
         ],
-    }
+    )
 
 
-@router.get("/collections/{collection_id}", summary="One collection")
+@router.get(
+    "/collections/{collection_id}", summary="One collection", response_model_exclude_none=True
+)
 async def collection(
     request: Request,
     collection_id: CollectionId,
     settings: SettingsDep,
     catalog: CatalogDep,
     who: PrincipalDep,
-) -> dict[str, Any]:
+) -> Collection:
+    """One collection: its CRS, links and extent (404 if unknown, 401/403 if not readable)."""
     layer = await readable_layer(catalog, collection_id, who)
     return collection_document(request, layer, settings, await catalog.extent(layer))
 
 
-@router.get("/collections/{collection_id}/queryables", summary="Properties a filter may use")
+class SchemaJSONResponse(JSONResponse):
+    """JSON typed ``application/schema+json`` (Part 3 queryables)."""
+
+    media_type = "application/schema+json"
+
+
+@router.get(
+    "/collections/{collection_id}/queryables",
+    summary="Properties a filter may use",
+    response_class=SchemaJSONResponse,
+    response_model_exclude_none=True,
+)
 async def queryables(
     request: Request, collection_id: CollectionId, catalog: CatalogDep, who: PrincipalDep
-) -> Response:
+) -> Queryables:
+    """The properties this caller may filter the collection on, as a JSON Schema."""
     layer = await readable_layer(catalog, collection_id, who)
     # Only what this caller may filter on: a withheld field is not listed, and a filter
     # on it is refused (app.ogc.filters) exactly as one on a field that does not exist.
@@ -181,29 +209,26 @@ async def queryables(
     # the only form QGIS takes as the geometry its spatial filters may name
     # (QgsOapifQueryablesRequest::processReply); without it QGIS filters map extents
     # on the client.
-    properties: dict[str, Any] = {
-        "geometry": {
-            "$ref": f"https://geojson.org/schema/{layer.geometry_type}.json",
-            "format": f"geometry-{layer.geometry_type.lower()}",
-            "x-ogc-role": "primary-geometry",
-        }
+    properties = {
+        "geometry": Queryable(
+            ref=f"https://geojson.org/schema/{layer.geometry_type}.json",
+            format=f"geometry-{layer.geometry_type.lower()}",
+            x_ogc_role="primary-geometry",
+        )
     }
     for f in queryable_fields(layer, who):
-        schema: dict[str, Any] = (
-            {"type": "string", "format": "date-time"} if f.type == "date-time" else {"type": f.type}
+        date_time = f.type == "date-time"
+        properties[f.name] = Queryable(
+            title=f.name,
+            type="string" if date_time else f.type,
+            format="date-time" if date_time else None,
+            description=f.description or None,
         )
-        if f.description:
-            schema["description"] = f.description
-        properties[f.name] = {"title": f.name, **schema}
-    body = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": absolute(request, f"/collections/{layer.id}/queryables"),
-        "type": "object",
-        "title": layer.title,
-        "properties": properties,
-        "additionalProperties": False,
-    }
-    return Response(orjson.dumps(body), media_type="application/schema+json")
+    return Queryables(
+        id=absolute(request, f"/collections/{layer.id}/queryables"),
+        title=layer.title,
+        properties=properties,
+    )
 
 
 # --- items ---------------------------------------------------------------------------------
@@ -236,6 +261,7 @@ async def items(
     filter_crs: Annotated[str | None, Query(alias="filter-crs")] = None,
     after: Annotated[str | None, Query(description="cursor: the next link sets it")] = None,
 ) -> Response:
+    """A page of a collection's features (GeoJSON), filtered, with counts and a next link."""
     layer = await readable_layer(catalog, collection_id, who)
     return await items_page(request, catalog, layer, who, limit=limit, crs=crs, after=after)
 
@@ -255,6 +281,7 @@ async def item(
     who: PrincipalDep,
     crs: Annotated[str | None, Query(description="output CRS URI (default CRS84)")] = None,
 ) -> Response:
+    """One feature of a collection (GeoJSON), with the properties this caller may see."""
     layer = await readable_layer(catalog, collection_id, who)
     out = parse_crs(crs, settings.territory.projected_crs)
     statement = sql.select_item(

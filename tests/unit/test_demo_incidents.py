@@ -1,4 +1,5 @@
-"""The synthetic demo incidents: deterministic, inside Belize, plausibly shaped."""
+"""The synthetic demo incidents: deterministic, inside Belize, where people live, plausibly
+shaped."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pytest
 import shapely
 
 from app.core.settings import DATA_DIR
-from app.demo.incidents import CATEGORIES, COLUMNS, SOURCE, generate_incidents
+from app.demo.incidents import (
+    BACKGROUND_SHARE,
+    CATEGORIES,
+    COLUMNS,
+    EMERGING,
+    PLACES,
+    SOURCE,
+    generate_incidents,
+)
+from app.settlements import read_settlements
 
 DISTRICTS = DATA_DIR / "belize" / "boundaries" / "belize_adm1_districts.geojson"
 BELIZE_CITY = (-88.19, 17.50)
@@ -26,6 +36,22 @@ def districts() -> gpd.GeoDataFrame:
 @pytest.fixture(scope="module")
 def incidents(districts: gpd.GeoDataFrame) -> pd.DataFrame:
     return generate_incidents(districts, n=N, years=YEARS, end_year=END_YEAR, seed=42)
+
+
+@pytest.fixture(scope="module")
+def settlements() -> pd.DataFrame:
+    return read_settlements()
+
+
+def _km_to_nearest(frame: pd.DataFrame, settlements: pd.DataFrame) -> np.ndarray:
+    """Distance (km, equirectangular: < 0.1 % off at these sizes) from each incident to
+    its nearest settlement."""
+    lon = settlements["longitude"].to_numpy()
+    lat = settlements["latitude"].to_numpy()
+    out = np.full(len(frame), np.inf)
+    for x, y in zip(lon, lat, strict=True):
+        out = np.minimum(out, _km_from(frame, x, y))
+    return out
 
 
 def _km_from(frame: pd.DataFrame, lon: float, lat: float) -> np.ndarray:
@@ -124,6 +150,74 @@ def test_victims(incidents: pd.DataFrame) -> None:
 
 def test_clustered_around_belize_city(incidents: pd.DataFrame) -> None:
     assert (_km_from(incidents, *BELIZE_CITY) < 5).mean() > 0.30
+
+
+def test_incidents_are_where_people_live(
+    incidents: pd.DataFrame, settlements: pd.DataFrame
+) -> None:
+    """Issue 16 point 6: no crimes in the forest. Before, a uniform background put ~5 % of
+    the incidents anywhere in Belize (reserves and jungle included): 91.5 % were within 3 km
+    of one of the 138 settlements and 95.5 % within 5 km."""
+    km = _km_to_nearest(incidents, settlements)
+    shares = {d: float((km <= d).mean()) for d in (1, 2, 3, 5)}
+    print("share of demo incidents within d km of a settlement:", shares)
+    assert shares[3] > 0.95
+    assert shares[5] > 0.995
+    # Farther than 10 km from every town and village: only road deaths on the highways.
+    assert set(incidents["category"][km > 10]) <= {"road_traffic_death"}
+
+
+def test_background_in_proportion_to_population(
+    incidents: pd.DataFrame, settlements: pd.DataFrame
+) -> None:
+    """Around settlements that no town cluster reaches (10 km from every cluster centre),
+    incidents come only from the background: their counts follow the population."""
+    centres = [(p.lon, p.lat) for p in (*PLACES, *EMERGING)]
+    far = np.ones(len(settlements), dtype=bool)
+    for i, row in settlements.iterrows():
+        spot = pd.DataFrame({"longitude": [row["longitude"]], "latitude": [row["latitude"]]})
+        far[i] = all(_km_from(spot, x, y)[0] > 10 for x, y in centres)
+    isolated = settlements[far]
+    assert len(isolated) > 60
+    # Each incident counted at its nearest settlement, within 2 km.
+    lon = isolated["longitude"].to_numpy()
+    lat = isolated["latitude"].to_numpy()
+    distance = np.stack([_km_from(incidents, x, y) for x, y in zip(lon, lat, strict=True)])
+    nearest = distance.argmin(axis=0)
+    counted = np.bincount(nearest[distance.min(axis=0) <= 2], minlength=len(isolated))
+    population = isolated["population"].to_numpy()
+    # Expected: the background's share of each category, spread by population over every
+    # settlement on the districts (Caye Caulker, 4.8 km offshore, is left out).
+    per_category = incidents["category"].value_counts()
+    background = sum(per_category[c] * BACKGROUND_SHARE.get(c, 0.05) for c in per_category.index)
+    total = settlements["population"].sum() - 2729
+    expected = background * population / total
+    assert counted.sum() == pytest.approx(expected.sum(), rel=0.1)
+    # Villages (< 1,000 people), large villages and towns each get their population's share.
+    groups = np.digitize(population, [1_000, 3_000])
+    ratio = np.bincount(groups, counted) / np.bincount(groups, expected)
+    assert ratio == pytest.approx([1, 1, 1], rel=0.15), ratio
+    # San Pedro (Ambergris Caye, ~17,000 people) has no town cluster: all background.
+    san_pedro = int(np.flatnonzero(isolated["name"].to_numpy() == "San Pedro")[0])
+    assert counted[san_pedro] == pytest.approx(expected[san_pedro], rel=0.25)
+
+
+def test_background_around_given_settlements(districts: gpd.GeoDataFrame) -> None:
+    # Maya Center, an inland village of 731 people (GeoNames).
+    one = pd.DataFrame({"name": ["Maya Center"], "longitude": [-88.38235],
+                        "latitude": [16.79843], "population": [731]})  # fmt: skip
+    before = one.copy()
+    frame = generate_incidents(districts, n=4_000, seed=5, settlements=one)
+    pd.testing.assert_frame_equal(one, before)
+    # Outside the town clusters and highways, every point is within ~1 km of the village.
+    near_village = _km_from(frame, -88.38235, 16.79843) < 1.0
+    assert near_village.mean() > 0.03
+    km = _km_to_nearest(frame, pd.DataFrame({"longitude": [p.lon for p in PLACES],
+                                             "latitude": [p.lat for p in PLACES]}))  # fmt: skip
+    stray = (km > 8) & ~near_village & (frame["category"] != "road_traffic_death")
+    assert not stray.any(), frame[stray]
+    with pytest.raises(ValueError, match="no settlement"):
+        generate_incidents(districts, n=10, settlements=one.assign(longitude=-80.0))
 
 
 def test_emerging_hot_areas_grow_in_the_last_two_years(incidents: pd.DataFrame) -> None:
