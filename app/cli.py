@@ -385,6 +385,9 @@ def hotspots(
     cell_size: Annotated[float, typer.Option(help="grid cell side, metres")] = 1000,
     level: Annotated[int, typer.Option(help="admin level")] = 1,
     area: Annotated[str | None, typer.Option(help="unit code bounding the study area")] = None,
+    cover: Annotated[
+        str, typer.Option(help="study-area cells: center (+ cells with incidents) or intersects")
+    ] = "center",
     weights: Annotated[
         str | None, typer.Option(help="queen, rook, h3, knn or distance_band")
     ] = None,
@@ -425,6 +428,7 @@ def hotspots(
                 "method": method,
                 "units": unit_spec,
                 "area": area,
+                **({"cover": cover} if units != "admin" else {}),
                 "weights": {"type": weights, "k": k, "distance_m": distance},
                 "filters": {
                     "categories": category or [],
@@ -467,6 +471,9 @@ def emerging(
     resolution: Annotated[int, typer.Option(help="H3 resolution")] = 8,
     cell_size: Annotated[float, typer.Option(help="grid cell side, metres")] = 1000,
     area: Annotated[str | None, typer.Option(help="unit code bounding the study area")] = None,
+    cover: Annotated[
+        str, typer.Option(help="study-area cells: center (+ cells with incidents) or intersects")
+    ] = "center",
     step: Annotated[str, typer.Option(help="week, month, quarter or year")] = "month",
     time_lag: Annotated[int, typer.Option(help="neighbourhood time steps")] = 1,
     category: Annotated[list[str] | None, typer.Option(help="category code, repeatable")] = None,
@@ -491,6 +498,7 @@ def emerging(
             {
                 "units": unit_spec,
                 "area": area,
+                "cover": cover,
                 "time_step": step,
                 "time_lag": time_lag,
                 "fdr": fdr,

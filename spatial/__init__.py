@@ -28,6 +28,7 @@ _EXPORTS = {
     "points_to_h3": "spatial.grids",
     "points_to_grid": "spatial.grids",
     "count_by_cell": "spatial.grids",
+    "with_cells": "spatial.grids",
     "SpatialWeights": "spatial.weights",
     "contiguity": "spatial.weights",
     "h3_neighbours": "spatial.weights",
@@ -175,4 +176,5 @@ __all__ = [
     "square_grid",
     "two_sided_p",
     "warm_up",
+    "with_cells",
 ]

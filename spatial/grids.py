@@ -1,13 +1,19 @@
 """Analysis units: H3 hexagons and square grids over a study area, and binning points.
 
-Grids cover the whole study area, so cells without incidents take part in the statistics
-(their count is 0). Geometries are returned in EPSG:4326; square grids are laid out in a
-projected CRS so that their cells are squares of the requested size in metres.
+Grids cover the study area, so cells without incidents take part in the statistics (their
+count is 0). Which cells make the study area is the ``cover`` rule: ``"intersects"``, every
+cell that touches the area (every point of the area is in a cell), or ``"center"``, the
+cells whose centre lies in the area (H3's own rule, ``h3.polygon_to_cells``), to which a
+caller adds the cells that hold its incidents (:func:`with_cells`) so that points just
+outside a coarse outline are still counted. Geometries are returned in EPSG:4326; square
+grids are laid out in a projected CRS so that their cells are squares of the requested
+size in metres.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import geopandas as gpd
@@ -21,6 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from spatial import AnalysisError
 
 __all__ = [
+    "COVERS",
     "MAX_CELLS",
     "count_by_cell",
     "h3_cell_ids",
@@ -29,18 +36,29 @@ __all__ = [
     "points_to_grid",
     "points_to_h3",
     "square_grid",
+    "with_cells",
 ]
+
+#: The rules that choose a grid's cells over an area (see the module docstring).
+COVERS = ("center", "intersects")
 
 #: Refuse grids with more cells than this (the estimate is checked before any is built).
 MAX_CELLS = 2_000_000
 
 _WGS84 = "EPSG:4326"
+# The id of a square grid cell: its row and column in the grid's lattice.
+_LATTICE_ID = re.compile(r"r(-?\d+)c(-?\d+)")
 
 
 def h3_cells(
-    area: BaseGeometry, resolution: int, *, max_cells: int = MAX_CELLS
+    area: BaseGeometry,
+    resolution: int,
+    *,
+    cover: str = "intersects",
+    max_cells: int = MAX_CELLS,
 ) -> gpd.GeoDataFrame:
-    """Every H3 cell of ``resolution`` that intersects ``area``.
+    """The H3 cells of ``resolution`` over ``area``: those that intersect it, or those
+    whose centre lies in it.
 
     Parameters
     ----------
@@ -48,6 +66,12 @@ def h3_cells(
         The study area in EPSG:4326 (longitude, latitude).
     resolution : int
         H3 resolution, 0-15 (resolution 8: cells of about 0.74 km²; 9: about 0.11 km²).
+    cover : {"intersects", "center"}, default "intersects"
+        ``"intersects"``: every cell that overlaps the area, so every point of the area
+        falls in a returned cell. ``"center"``: the cells whose centre lies in the area,
+        exactly ``h3.polygon_to_cells`` (``h3shape_to_cells``); cells cut by the outline
+        with their centre outside are left out (add those holding points with
+        :func:`with_cells`).
     max_cells : int, optional
         Refuse (AnalysisError) when the area would need more cells than this.
 
@@ -56,33 +80,39 @@ def h3_cells(
     geopandas.GeoDataFrame
         Columns ``cell_id`` (str, H3 index) and ``geometry`` (Polygon, EPSG:4326), one row
         per cell, sorted by ``cell_id``, with a RangeIndex. ``attrs["h3_resolution"]`` is
-        the resolution.
+        the resolution, ``attrs["cover"]`` the rule.
 
     Notes
     -----
-    ``h3.h3shape_to_cells_experimental(..., contain="overlap")`` (h3 ≥ 4.1): cells that
-    overlap the area at all, so every point of the area falls in a returned cell. Without
-    that function, the cells whose centre lies in the area plus every cell touched by its
-    boundary (sampled finer than the cell edge) and their ring-1 neighbours that intersect
-    it.
+    ``"intersects"`` is ``h3.h3shape_to_cells_experimental(..., contain="overlap")`` (h3 ≥
+    4.1). Without that function, the cells whose centre lies in the area plus every cell
+    touched by its boundary (sampled finer than the cell edge) and their ring-1 neighbours
+    that intersect it.
 
     References
     ----------
     Uber Technologies (2024). H3: a hexagonal hierarchical geospatial indexing system,
     version 4. https://h3geo.org/docs/api/regions
     """
-    ids = h3_cell_ids(area, resolution, max_cells=max_cells)
+    ids = h3_cell_ids(area, resolution, cover=cover, max_cells=max_cells)
     gdf = gpd.GeoDataFrame({"cell_id": ids}, geometry=h3_polygons(ids), crs=_WGS84)
-    gdf.attrs["h3_resolution"] = int(resolution)
+    gdf.attrs.update(h3_resolution=int(resolution), cover=cover)
     return gdf
 
 
-def h3_cell_ids(area: BaseGeometry, resolution: int, *, max_cells: int = MAX_CELLS) -> list[str]:
+def h3_cell_ids(
+    area: BaseGeometry,
+    resolution: int,
+    *,
+    cover: str = "intersects",
+    max_cells: int = MAX_CELLS,
+) -> list[str]:
     """The ids of :func:`h3_cells`, sorted, without building their polygons.
 
     Parameters and refusals are those of :func:`h3_cells`; the polygons, when needed, come
     from :func:`h3_polygons` (they cost as much again as finding the cells).
     """
+    _check_cover(cover)
     area = _valid_area(area)
     if not isinstance(resolution, int | np.integer) or not 0 <= resolution <= 15:
         raise AnalysisError(f"H3 resolution must be an integer from 0 to 15; got {resolution!r}")
@@ -97,6 +127,8 @@ def h3_cell_ids(area: BaseGeometry, resolution: int, *, max_cells: int = MAX_CEL
             f"the limit is {max_cells:,}: choose a coarser resolution"
         )
     shape = h3.geo_to_h3shape(area)
+    if cover == "center":
+        return sorted(h3.h3shape_to_cells(shape, int(resolution)))
     if hasattr(h3, "h3shape_to_cells_experimental"):
         cells = set(h3.h3shape_to_cells_experimental(shape, int(resolution), contain="overlap"))
     else:  # pragma: no cover - h3 < 4.1
@@ -124,9 +156,10 @@ def square_grid(
     cell_size_m: float,
     crs: str,
     *,
+    cover: str = "intersects",
     max_cells: int = MAX_CELLS,
 ) -> gpd.GeoDataFrame:
-    """Square cells of ``cell_size_m`` metres, laid out in ``crs``, that intersect ``area``.
+    """Square cells of ``cell_size_m`` metres, laid out in ``crs``, over ``area``.
 
     Parameters
     ----------
@@ -136,6 +169,9 @@ def square_grid(
         Side of a cell in metres (the projected CRS's unit).
     crs : str
         A projected CRS in metres, e.g. ``"EPSG:32616"`` (UTM 16N, Belize).
+    cover : {"intersects", "center"}, default "intersects"
+        Keep the cells that intersect the projected area, or those whose centre lies in
+        it (on its boundary included): the rules of :func:`h3_cells`.
     max_cells : int, optional
         Refuse (AnalysisError) when the area's bounding box holds more cells than this.
 
@@ -145,8 +181,8 @@ def square_grid(
         Columns ``cell_id`` (``"r{row}c{col}"``), ``row``, ``col`` and ``geometry``
         (Polygon, EPSG:4326), sorted by row then column, with a RangeIndex. ``attrs``
         holds ``grid_crs``, ``grid_origin`` (x, y of the lower-left corner of cell r0c0 in
-        ``grid_crs``), ``cell_size_m``, ``n_rows`` and ``n_cols``: what
-        :func:`points_to_grid` needs.
+        ``grid_crs``), ``cell_size_m``, ``n_rows`` and ``n_cols`` (of the bounding box):
+        what :func:`points_to_grid` needs; and ``cover``.
 
     Notes
     -----
@@ -154,10 +190,13 @@ def square_grid(
     down to a multiple of the cell size, so that grids of the same size and CRS share
     their lines whatever the area. Row 0 is the southernmost row and column 0 the
     westernmost; ``row = floor((y - y0) / size)``, ``col = floor((x - x0) / size)``.
-    A cell is kept when it intersects the projected area (boundary contact included), the
-    same rule as ArcGIS Pro's Generate Tessellation clipped to a study area. The returned
-    squares are the projected squares' four corners transformed to EPSG:4326.
+    With ``"intersects"`` a cell is kept when it intersects the projected area (boundary
+    contact included), the same rule as ArcGIS Pro's Generate Tessellation clipped to a
+    study area. The returned squares are the projected squares' four corners transformed
+    to EPSG:4326. Cells added by :func:`with_cells` may lie outside the bounding box (rows
+    and columns below 0 or beyond ``n_rows`` / ``n_cols``).
     """
+    _check_cover(cover)
     area = _valid_area(area)
     if not (np.isfinite(cell_size_m) and cell_size_m > 0):
         raise AnalysisError(f"cell size must be a positive number of metres; got {cell_size_m!r}")
@@ -180,27 +219,93 @@ def square_grid(
         x0 + cols * size, y0 + rows * size, x0 + (cols + 1) * size, y0 + (rows + 1) * size
     )
     shapely.prepare(projected)
-    keep = shapely.intersects(projected, boxes)
-    rows, cols, boxes = rows[keep], cols[keep], boxes[keep]
-    to_wgs84 = Transformer.from_crs(target, _WGS84, always_xy=True)
-    geoms = shapely.transform(boxes, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
-    gdf = gpd.GeoDataFrame(
-        {
-            "cell_id": [f"r{r}c{c}" for r, c in zip(rows, cols, strict=True)],
-            "row": rows.astype(np.int64),
-            "col": cols.astype(np.int64),
-        },
-        geometry=geoms,
-        crs=_WGS84,
-    )
-    gdf.attrs.update(
+    if cover == "center":
+        keep = shapely.intersects_xy(projected, x0 + (cols + 0.5) * size, y0 + (rows + 0.5) * size)
+    else:
+        keep = shapely.intersects(projected, boxes)
+    attrs = dict(
         grid_crs=target.to_string(),
         grid_origin=(x0, y0),
         cell_size_m=size,
         n_rows=int(n_rows),
         n_cols=int(n_cols),
+        cover=cover,
     )
+    return _square_frame(rows[keep], cols[keep], attrs)
+
+
+def _square_frame(rows: np.ndarray, cols: np.ndarray, attrs: dict) -> gpd.GeoDataFrame:
+    """The squares at ``rows`` and ``cols`` of the lattice ``attrs`` describe, as a frame
+    sorted by row then column."""
+    order = np.lexsort((cols, rows))
+    rows, cols = np.asarray(rows, dtype=np.int64)[order], np.asarray(cols, dtype=np.int64)[order]
+    (x0, y0), size = attrs["grid_origin"], attrs["cell_size_m"]
+    boxes = shapely.box(
+        x0 + cols * size, y0 + rows * size, x0 + (cols + 1) * size, y0 + (rows + 1) * size
+    )
+    to_wgs84 = Transformer.from_crs(attrs["grid_crs"], _WGS84, always_xy=True)
+    geoms = shapely.transform(boxes, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
+    gdf = gpd.GeoDataFrame(
+        {
+            "cell_id": [f"r{r}c{c}" for r, c in zip(rows.tolist(), cols.tolist(), strict=True)],
+            "row": rows,
+            "col": cols,
+        },
+        geometry=geoms,
+        crs=_WGS84,
+    )
+    gdf.attrs.update(attrs)
     return gdf
+
+
+def with_cells(grid: gpd.GeoDataFrame, cell_ids: Sequence[str | None]) -> gpd.GeoDataFrame:
+    """The grid with the named cells added (those it has already, and None, are ignored).
+
+    Parameters
+    ----------
+    grid : geopandas.GeoDataFrame
+        A grid made by :func:`h3_cells` or :func:`square_grid`.
+    cell_ids : sequence of str or None
+        H3 ids of the grid's resolution (an H3 grid), or ``"r{row}c{col}"`` ids of the
+        grid's lattice (a square grid; e.g. from ``points_to_grid(..., lattice=True)``).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        A new frame in the grid's order (H3: by id; square: by row then column), with the
+        grid's ``attrs`` and ``attrs["added_cells"]``, the number of cells added.
+
+    Notes
+    -----
+    This completes a ``"center"`` grid: the cells that hold the study area's incidents
+    but have their centre outside its (often coarse) outline join it, so that no incident
+    of the area is left out of the counts.
+    """
+    known = set(grid["cell_id"])
+    new = sorted({c for c in cell_ids if c is not None and c not in known})
+    attrs = {**grid.attrs, "added_cells": grid.attrs.get("added_cells", 0) + len(new)}
+    if "h3_resolution" in grid.attrs:
+        res = int(grid.attrs["h3_resolution"])
+        bad = [c for c in new if not h3.is_valid_cell(c) or h3.get_resolution(c) != res]
+        if bad:
+            raise AnalysisError(f"not H3 cells of resolution {res}: {bad[:3]}")
+        extra = gpd.GeoDataFrame({"cell_id": new}, geometry=h3_polygons(new), crs=_WGS84)
+        order = ["cell_id"]
+    elif "grid_origin" in grid.attrs:
+        parsed = [_LATTICE_ID.fullmatch(c) for c in new]
+        if not all(parsed):
+            bad = [c for c, m in zip(new, parsed, strict=True) if m is None]
+            raise AnalysisError(f"not square grid cell ids: {bad[:3]}")
+        added = np.array([(int(m[1]), int(m[2])) for m in parsed], dtype=np.int64).reshape(-1, 2)
+        extra = _square_frame(added[:, 0], added[:, 1], grid.attrs)
+        order = ["row", "col"]
+    else:
+        raise AnalysisError("not a grid made by h3_cells or square_grid")
+    # Only the new cells' polygons are built; the grid's are kept as they are.
+    out = pd.concat([grid, extra[grid.columns]], ignore_index=True)
+    out = out.sort_values(order, kind="stable", ignore_index=True)
+    out.attrs = attrs
+    return out
 
 
 def points_to_h3(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
@@ -229,7 +334,9 @@ def points_to_h3(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarra
     return out
 
 
-def points_to_grid(lon: np.ndarray, lat: np.ndarray, grid: gpd.GeoDataFrame) -> np.ndarray:
+def points_to_grid(
+    lon: np.ndarray, lat: np.ndarray, grid: gpd.GeoDataFrame, *, lattice: bool = False
+) -> np.ndarray:
     """The square-grid cell of each point.
 
     Parameters
@@ -237,13 +344,17 @@ def points_to_grid(lon: np.ndarray, lat: np.ndarray, grid: gpd.GeoDataFrame) -> 
     lon, lat : array_like of float, shape (n,)
         Point coordinates in EPSG:4326.
     grid : geopandas.GeoDataFrame
-        A grid made by :func:`square_grid` (its ``attrs`` and ``cell_id`` are used).
+        A grid made by :func:`square_grid` (its ``attrs``, ``row``, ``col`` and
+        ``cell_id`` are used), or by :func:`with_cells` from one.
+    lattice : bool, default False
+        Name the lattice cell (``"r{row}c{col}"``) of points outside the grid's cells
+        too, instead of None: the cells :func:`with_cells` would add.
 
     Returns
     -------
     numpy.ndarray of object, shape (n,)
-        The ``cell_id`` of the cell holding each point; None for points outside every cell
-        of the grid or with missing coordinates.
+        The ``cell_id`` of the cell holding each point; None for points with missing
+        coordinates, and (unless ``lattice``) for points outside every cell of the grid.
 
     Notes
     -----
@@ -256,25 +367,32 @@ def points_to_grid(lon: np.ndarray, lat: np.ndarray, grid: gpd.GeoDataFrame) -> 
         crs = grid.attrs["grid_crs"]
         x0, y0 = grid.attrs["grid_origin"]
         size = float(grid.attrs["cell_size_m"])
-        n_rows, n_cols = int(grid.attrs["n_rows"]), int(grid.attrs["n_cols"])
     except KeyError as exc:
         raise AnalysisError(f"not a grid made by square_grid (attrs lack {exc})") from None
     x, y = Transformer.from_crs(_WGS84, crs, always_xy=True).transform(lon, lat)
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     out = np.full(lon.shape, None, dtype=object)
     ok = np.isfinite(x) & np.isfinite(y)
-    col = np.full(lon.shape, -1, dtype=np.int64)
-    row = np.full(lon.shape, -1, dtype=np.int64)
-    col[ok] = np.floor((x[ok] - x0) / size).astype(np.int64)
-    row[ok] = np.floor((y[ok] - y0) / size).astype(np.int64)
-    ok &= (col >= 0) & (col < n_cols) & (row >= 0) & (row < n_rows)
-    lookup = np.full(n_rows * n_cols, -1, dtype=np.int64)
-    lookup[grid["row"].to_numpy() * n_cols + grid["col"].to_numpy()] = np.arange(len(grid))
-    position = np.full(lon.shape, -1, dtype=np.int64)
-    position[ok] = lookup[row[ok] * n_cols + col[ok]]
+    col = np.floor((x[ok] - x0) / size).astype(np.int64)
+    row = np.floor((y[ok] - y0) / size).astype(np.int64)
+    # One integer per lattice cell, rows and columns of either sign (cells added by
+    # with_cells may lie outside the bounding box the grid was laid over).
+    keys = pd.Index(_lattice_key(grid["row"].to_numpy(np.int64), grid["col"].to_numpy(np.int64)))
+    position = keys.get_indexer(_lattice_key(row, col))
     found = position >= 0
-    out[found] = grid["cell_id"].to_numpy(dtype=object)[position[found]]
+    ids = np.full(row.shape, None, dtype=object)
+    ids[found] = grid["cell_id"].to_numpy(dtype=object)[position[found]]
+    if lattice:
+        ids[~found] = [
+            f"r{r}c{c}" for r, c in zip(row[~found].tolist(), col[~found].tolist(), strict=True)
+        ]
+    out[ok] = ids
     return out
+
+
+def _lattice_key(row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    # Rows and columns stay far below 2**31 (a grid is refused beyond MAX_CELLS).
+    return row * (1 << 32) + col
 
 
 def count_by_cell(
@@ -315,6 +433,11 @@ def count_by_cell(
     return np.bincount(position[inside], weights=weights[inside], minlength=len(index)).astype(
         np.float64
     )
+
+
+def _check_cover(cover: str) -> None:
+    if cover not in COVERS:
+        raise AnalysisError(f"cover must be one of {', '.join(COVERS)}; got {cover!r}")
 
 
 def _valid_area(area: BaseGeometry) -> BaseGeometry:

@@ -69,21 +69,26 @@ class LisaResult:
 
 @dataclass(frozen=True)
 class MoranResult:
-    """Global Moran's I with its inference under randomisation.
+    """Global Moran's I with its inference, named as esda's ``Moran`` attributes.
 
     Attributes
     ----------
     i : float
-        Moran's I with row-standardised weights.
+        Moran's I with row-standardised weights (esda ``I``).
     expected : float
-        E[I] = -1 / (n - 1).
-    variance : float
-        Var[I] under the randomisation assumption (spdep ``moran.test``'s default;
-        esda ``VI_rand``).
-    z : float
-        (i - expected) / sqrt(variance).
-    p : float
-        Two-sided normal p-value of z.
+        E[I] = -1 / (n - 1) (esda ``EI``).
+    variance_norm : float
+        Var[I] under the normality assumption (esda ``VI_norm``; spdep
+        ``moran.test(randomisation = FALSE)``).
+    variance_rand : float
+        Var[I] under the randomisation assumption (esda ``VI_rand``; spdep
+        ``moran.test``'s default; ArcGIS Pro's Spatial Autocorrelation).
+    z_norm, z_rand : float
+        (i - expected) / sqrt(variance_norm), and the same with variance_rand (esda
+        ``z_norm``, ``z_rand``).
+    p_norm, p_rand : float
+        Two-sided normal p-values of z_norm and z_rand (esda ``p_norm``, ``p_rand`` with
+        ``two_tailed=True``).
     p_sim : float or None
         Folded pseudo p-value from random permutations of y (esda ``p_sim``); None
         without permutations.
@@ -94,9 +99,12 @@ class MoranResult:
 
     i: float
     expected: float
-    variance: float
-    z: float
-    p: float
+    variance_norm: float
+    variance_rand: float
+    z_norm: float
+    z_rand: float
+    p_norm: float
+    p_rand: float
     p_sim: float | None
     seed: int | None = None
     permutations: int = 0
@@ -213,7 +221,8 @@ def global_moran(
     permutations: int = 999,
     seed: int | None = None,
 ) -> MoranResult:
-    """Global Moran's I with row-standardised weights and inference under randomisation.
+    """Global Moran's I with row-standardised weights, and its inference under the
+    normality and the randomisation assumptions and by permutation.
 
     Parameters
     ----------
@@ -233,10 +242,14 @@ def global_moran(
     Notes
     -----
     ``I = (n / S0) Σ_ij w_ij z_i z_j / Σ_i z_i²`` with ``z = y - ȳ``, E[I] = -1/(n-1), and
-    the variance under randomisation of Cliff and Ord (1981), from
-    ``esda.Moran(y, w, transformation="r", two_tailed=True)``: I, E[I], ``VI_rand``,
-    ``z_rand`` and ``p_rand``. These equal spdep's ``moran.test(randomisation=TRUE)``
-    (Columbus: I = 0.500188557, Var = 0.008689289, z = 5.5894; the test pins them).
+    the variances under normality and under randomisation of Cliff and Ord (1981), from
+    ``esda.Moran(y, w, transformation="r", two_tailed=True)``: I, E[I], ``VI_norm``,
+    ``VI_rand``, ``z_norm``, ``z_rand``, ``p_norm``, ``p_rand``. The randomisation values
+    equal spdep's ``moran.test(randomisation=TRUE)`` (Columbus: I = 0.500188557, Var =
+    0.008689289, z = 5.5894), the normality ones ``moran.test(randomisation=FALSE)``
+    (Columbus with ``COL.nb``: Var = 0.008779831, z = 5.6754); the tests pin them. The
+    two z differ by the kurtosis of y: the randomisation variance uses it, the normality
+    variance assumes y normal.
 
     The permutations reproduce esda's exactly (same draws as ``numpy.random.seed(seed)``
     followed by esda's ``Moran(..., permutations=...)``) but use a private
@@ -276,9 +289,12 @@ def global_moran(
     return MoranResult(
         i=float(mi.I),
         expected=float(mi.EI),
-        variance=float(mi.VI_rand),
-        z=float(mi.z_rand),
-        p=float(mi.p_rand),
+        variance_norm=float(mi.VI_norm),
+        variance_rand=float(mi.VI_rand),
+        z_norm=float(mi.z_norm),
+        z_rand=float(mi.z_rand),
+        p_norm=float(mi.p_norm),
+        p_rand=float(mi.p_rand),
         p_sim=p_sim,
         seed=seed,
         permutations=int(permutations),

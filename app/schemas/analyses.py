@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -42,6 +42,23 @@ class AdminUnits(_Strict):
 
 Units = Annotated[H3Units | GridUnits | AdminUnits, Field(discriminator="type")]
 
+#: Which H3 or square cells make the study area (see ``COVER_DESCRIPTION``).
+Cover = Literal["center", "intersects"]
+COVER_DESCRIPTION = (
+    "which H3 or grid cells make the study area: 'center', the cells whose centre lies in "
+    "the area (H3's own rule, h3.polygon_to_cells) plus every cell that holds an incident "
+    "of the area matching the filters, so that no incident is left out (those imported "
+    "within territory.tolerance_m outside a coarse outline included); 'intersects', every "
+    "cell that touches the area (more cells at the edge, e.g. water with zero counts, and "
+    "incidents outside them are not counted). The run's summary gives the rule, the cells "
+    "(units, cells_added_for_incidents) and the incidents counted"
+)
+
+
+def cover_field() -> Any:
+    """The ``cover`` field of every grid analysis request (default ``center``)."""
+    return Field(default="center", description=COVER_DESCRIPTION)
+
 
 class WeightsSpec(_Strict):
     """Neighbours. Default: H3 neighbours for hexagons, queen contiguity otherwise."""
@@ -64,6 +81,7 @@ class HotspotRequest(_Strict):
     area: str | None = Field(
         default=None, description="unit code bounding the study area; default: the territory"
     )
+    cover: Cover = cover_field()
     weights: WeightsSpec = WeightsSpec()
     filters: AnalysisFilters = AnalysisFilters()
     weight_by_victims: bool = Field(default=False, description="count victims, not incidents")
@@ -74,6 +92,12 @@ class HotspotRequest(_Strict):
     fdr: bool = Field(default=False, description="false discovery rate correction of the bins")
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="significance, Local Moran")
 
+    @model_validator(mode="after")
+    def _cover_needs_cells(self) -> HotspotRequest:
+        if isinstance(self.units, AdminUnits) and "cover" in self.model_fields_set:
+            raise ValueError("cover applies to H3 and grid units; admin units are themselves")
+        return self
+
 
 class EmergingRequest(_Strict):
     """ArcGIS Pro's Emerging Hot Spot Analysis on a space-time cube of H3 or grid cells."""
@@ -82,6 +106,7 @@ class EmergingRequest(_Strict):
     area: str | None = Field(
         default=None, description="unit code bounding the study area; default: the territory"
     )
+    cover: Cover = cover_field()
     weights: WeightsSpec = WeightsSpec()
     filters: AnalysisFilters = AnalysisFilters()
     weight_by_victims: bool = False
@@ -96,6 +121,30 @@ class EmergingRequest(_Strict):
     fdr: bool = Field(default=False, description="Benjamini-Hochberg over all bins")
 
 
+class GlobalMoran(BaseModel):
+    """Global Moran's I of a Local Moran run (``summary.global_moran``), with esda's names.
+
+    Row-standardised weights; the two z differ by their variance of I (Cliff and Ord
+    1981): under normality it assumes the counts normal, under randomisation it uses
+    their kurtosis (spdep's ``moran.test`` and ArcGIS Pro's Spatial Autocorrelation
+    report the randomisation z).
+    """
+
+    i: float = Field(description="Moran's I (esda I)")
+    expected: float = Field(description="E[I] = -1/(n-1) (esda EI)")
+    variance_norm: float = Field(description="Var[I] under normality (esda VI_norm)")
+    variance_rand: float = Field(description="Var[I] under randomisation (esda VI_rand)")
+    z_norm: float = Field(description="(I - E[I]) / sqrt(variance_norm) (esda z_norm)")
+    z_rand: float = Field(description="(I - E[I]) / sqrt(variance_rand) (esda z_rand)")
+    p_norm: float = Field(description="two-sided normal p of z_norm (esda p_norm)")
+    p_rand: float = Field(description="two-sided normal p of z_rand (esda p_rand)")
+    p_sim: float | None = Field(
+        description="pseudo p from the run's permutations of the counts (esda p_sim): "
+        "(min(k, permutations - k) + 1) / (permutations + 1), k the permuted I at least "
+        "the observed one"
+    )
+
+
 class AnalysisRunPublic(BaseModel):
     id: int
     kind: str
@@ -104,7 +153,11 @@ class AnalysisRunPublic(BaseModel):
     status: str
     progress: float
     message: str | None
-    summary: dict[str, Any]
+    summary: dict[str, Any] = Field(
+        description="what the run found and counted: units (cells), cover, "
+        "cells_added_for_incidents, incidents, counted; global_moran (a GlobalMoran) for "
+        "Local Moran runs"
+    )
     created_by: str
     created_at: datetime
     finished_at: datetime | None

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.schemas.analyses import AnalysisFilters, GridUnits, H3Units
+from app.schemas.analyses import AnalysisFilters, Cover, GridUnits, H3Units, cover_field
 
 
 class _Strict(BaseModel):
@@ -67,6 +67,7 @@ class EvaluationRequest(_Strict):
     area: str | None = Field(
         default=None, description="unit code bounding the study area; default: the territory"
     )
+    cover: Cover = cover_field()
     area_share: float = Field(
         default=0.05, gt=0, le=1, description="share of the study area each method selects"
     )

@@ -18,7 +18,9 @@ from app.schemas.analyses import EmergingRequest
 from app.services.hotspots import (
     MIN_UNITS,
     Cells,
+    area_unit_id,
     build_weights,
+    cover_summary,
     grid_and_point_cells,
     incident_filter,
     load_area,
@@ -98,17 +100,24 @@ async def run_emerging(
     async with engine.connect() as conn:
         filters = await incident_filter(conn, request.filters, tz)
         area = await load_area(conn, request.area)
-        rows = (await conn.execute(sql.select_points_by_step(filters, request.time_step, tz))).all()
+        area_unit = await area_unit_id(conn, request.area)
+        statement = sql.select_points_by_step(filters, request.time_step, tz, in_unit=area_unit)
+        rows = (await conn.execute(statement)).all()
     if not rows:
         raise InvalidParameter("no incidents match the filters")
-    frame = pd.DataFrame(rows, columns=["lon", "lat", "victims", "start"])
+    columns = ["lon", "lat", "victims", "start"] + (["in_area"] if area_unit is not None else [])
+    frame = pd.DataFrame(rows, columns=columns)
     lon, lat = frame["lon"].to_numpy(float), frame["lat"].to_numpy(float)
+    in_area = frame["in_area"].to_numpy(bool) if area_unit is not None else None
     weights = frame["victims"].to_numpy(float) if request.weight_by_victims else np.ones(len(frame))
     grid, point_cells = await asyncio.to_thread(
         grid_and_point_cells, request.units, area, lon, lat, settings.territory.projected_crs,
-        settings.analysis.max_cells,
+        settings.analysis.max_cells, request.cover, in_area,
     )  # fmt: skip
     ids = grid.ids
+    # The study area's incidents, and those in its cells (the cube holds these).
+    incidents = len(frame) if in_area is None else int(in_area.sum())
+    counted = int((grid.index.get_indexer(point_cells) >= 0).sum())
     first = _local(request.filters.occurred_from, tz)
     last = _local(request.filters.occurred_to, tz, end=True)
     cube, steps = build_cube(
@@ -150,9 +159,11 @@ async def run_emerging(
     )  # fmt: skip
     await store_cells(engine, run_id, table, cells)
     categories = pd.Series(result.category).value_counts()
+    summary = cover_summary(grid, incidents, counted)
+    if request.weight_by_victims:
+        summary["victims_counted"] = float(cube.sum())
     return {
-        "units": len(ids),
-        "incidents": len(frame),
+        **summary,
         "time_step": request.time_step,
         "steps": len(steps),
         "first_step": str(steps[0]),

@@ -22,10 +22,9 @@ from app.core.errors import InvalidParameter
 from app.core.settings import Settings
 from app.schemas.analyses import AnalysisFilters, H3Units, HotspotRequest
 from app.schemas.surfaces import EvaluationRequest, Period
-from app.services.hotspots import Cells, build_weights, store_cells
+from app.services.hotspots import Cells, area_unit_id, build_weights, load_area, store_cells
 from app.services.jobs import JobProgress
 from app.services.surfaces import ProjectedPoints, load_points
-from app.sql import analyses as sql
 from spatial import AnalysisError
 
 # Fewer units than this make the comparison meaningless (as for local statistics).
@@ -60,6 +59,7 @@ class StudyUnits:
     x: np.ndarray
     y: np.ndarray
     area_km2: np.ndarray
+    added: int = 0  # cells added to a "center" grid because they hold incidents
 
 
 def _period_filters(request: EvaluationRequest, period: Period) -> AnalysisFilters:
@@ -78,21 +78,27 @@ def _build_units(
     crs = settings.territory.projected_crs
     to_lonlat = Transformer.from_crs(crs, 4326, always_xy=True)
     max_cells = settings.analysis.max_cells
-    units = request.units
+    units, cover = request.units, request.cover
     if isinstance(units, H3Units):
-        grid = spatial.h3_cells(area, units.resolution, max_cells=max_cells)
+        grid = spatial.h3_cells(area, units.resolution, cover=cover, max_cells=max_cells)
 
         def assign(p: ProjectedPoints) -> np.ndarray:
             return spatial.points_to_h3(*to_lonlat.transform(p.x, p.y), units.resolution)
     else:
-        grid = spatial.square_grid(area, units.cell_size_m, crs, max_cells=max_cells)
+        grid = spatial.square_grid(area, units.cell_size_m, crs, cover=cover, max_cells=max_cells)
 
         def assign(p: ProjectedPoints) -> np.ndarray:
-            return spatial.points_to_grid(*to_lonlat.transform(p.x, p.y), grid)
+            lon, lat = to_lonlat.transform(p.x, p.y)
+            return spatial.points_to_grid(lon, lat, grid, lattice=True)
 
+    cells_train, cells_test = assign(train), assign(test)
+    if cover == "center":  # the cells holding the area's incidents of either period join
+        held = [c if p.in_area is None else c[p.in_area] for c, p in ((cells_train, train),
+                (cells_test, test))]  # fmt: skip
+        grid = spatial.with_cells(grid, np.concatenate(held))
     ids = grid["cell_id"].to_numpy()
-    counts_train = spatial.count_by_cell(assign(train), ids).astype(float)
-    counts_test = spatial.count_by_cell(assign(test), ids).astype(float)
+    counts_train = spatial.count_by_cell(cells_train, ids).astype(float)
+    counts_test = spatial.count_by_cell(cells_test, ids).astype(float)
     projected = gpd.GeoSeries(grid.geometry.to_numpy(), crs=4326).to_crs(crs)
     centroids = projected.centroid
     return StudyUnits(
@@ -101,6 +107,7 @@ def _build_units(
         x=centroids.x.to_numpy(),
         y=centroids.y.to_numpy(),
         area_km2=projected.area.to_numpy() / 1e6,
+        added=int(grid.attrs.get("added_cells", 0)),
     )
 
 
@@ -190,22 +197,20 @@ async def run_evaluation(
     crs = settings.territory.projected_crs
     await progress(0.05, "reading the incidents of both periods")
     async with engine.connect() as conn:
-        area_wkb = (await conn.execute(sql.select_area(request.area))).scalar()
-        if area_wkb is None:
-            raise InvalidParameter(
-                f"unknown area {request.area!r}" if request.area else "no boundaries are loaded"
-            )
+        area = await load_area(conn, request.area)
+        in_unit = await area_unit_id(conn, request.area)
         train = await load_points(
-            conn, settings, _period_filters(request, request.train), victims=False
-        )
+            conn, settings, _period_filters(request, request.train), victims=False,
+            in_unit=in_unit,
+        )  # fmt: skip
         test = await load_points(
-            conn, settings, _period_filters(request, request.test), victims=False
-        )
+            conn, settings, _period_filters(request, request.test), victims=False,
+            in_unit=in_unit,
+        )  # fmt: skip
     if train.x.size == 0 or test.x.size == 0:
         empty = "training" if train.x.size == 0 else "test"
         raise InvalidParameter(f"no incidents match the filters in the {empty} period")
     await progress(0.2, "counting incidents per unit")
-    area = shapely.from_wkb(bytes(area_wkb))
     try:
         study = await asyncio.to_thread(_build_units, request, area, train, test, settings)
         if len(study.cells.ids) < MIN_UNITS:
@@ -222,15 +227,22 @@ async def run_evaluation(
     await _store_selected(engine, run_id, study, masks, scores)
     return {
         "table": table,
+        "cover": request.cover,
         "units": len(study.cells.ids),
+        "cells_added_for_incidents": study.added,
         "total_area_km2": float(study.area_km2.sum()),
-        "incidents_train": int(train.x.size),
-        "incidents_test": int(test.x.size),
+        "incidents_train": _incidents(train),
+        "incidents_test": _incidents(test),
         "counted_train": float(study.cells.counts.sum()),
         "counted_test": float(study.counts_test.sum()),
         **notes,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _incidents(points: ProjectedPoints) -> int:
+    """The study area's incidents: all those read, or those its unit holds."""
+    return int(points.x.size if points.in_area is None else points.in_area.sum())
 
 
 async def _store_selected(

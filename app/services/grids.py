@@ -1,10 +1,15 @@
 """Analysis grids, built once: H3 and square grids over a study area, cached in this
 process (ids, neighbours) and in PostGIS (polygons, ``analysis_grid_cell``).
 
-A grid is named by a key made of its specification and a digest of the study area's
-geometry, so the key changes when the boundaries do. Both caches are only caches: any
-worker rebuilds a grid from its key's ingredients, and the database copy is looked up by
-key on every run (never trusted from memory), so a worker never assumes another's state.
+A grid is named by a key made of its specification, its cover rule (``center`` or
+``intersects``) and a digest of the study area's geometry, so the key changes when the
+boundaries do. A ``center`` grid is completed for each run by the cells that hold the
+study area's incidents but have their centre outside it: that grid's key is the base
+key, ``+`` and a digest of the added cells, and only the added cells' polygons are stored
+under it (the run's values name, cell by cell, the grid that holds the polygon). Both
+caches are only caches: any worker rebuilds a grid from its key's ingredients, and the
+database copy is looked up by key on every run (never trusted from memory), so a worker
+never assumes another's state.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ class Grid:
     Attributes
     ----------
     key : str
-        ``analysis_grid.key``: ``h3:<resolution>:<area digest>`` or
-        ``square:<crs>:<cell size>:<area digest>``.
+        ``analysis_grid.key``: ``h3:<resolution>:<cover>:<area digest>`` or
+        ``square:<crs>:<cell size>:<cover>:<area digest>``; ``<that key>+<digest>`` for
+        a grid completed with the cells holding a run's incidents.
     kind : str
         ``"h3"`` or ``"square"``.
     parameters : dict
@@ -50,6 +56,10 @@ class Grid:
     frame : geopandas.GeoDataFrame or None
         Square grids only: the frame of ``spatial.square_grid`` (polygons, rows, columns
         and the attrs that ``points_to_grid`` needs).
+    base : Grid or None
+        The grid this one completes (None for a grid over the area alone).
+    added : numpy.ndarray of object
+        The ids of the cells added to ``base`` (empty without a base).
     """
 
     key: str
@@ -57,6 +67,8 @@ class Grid:
     parameters: dict
     ids: np.ndarray
     frame: gpd.GeoDataFrame | None = None
+    base: Grid | None = None
+    added: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     _index: pd.Index | None = field(default=None, repr=False)
     _weights: dict[Hashable, spatial.SpatialWeights] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -75,11 +87,25 @@ class Grid:
             return self.frame.geometry.to_numpy()
         return h3_polygons(self.ids.tolist())
 
+    @property
+    def cover(self) -> str:
+        """The rule that chose the cells over the area: ``center`` or ``intersects``."""
+        return self.parameters["cover"]
+
     def point_cells(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        """The cell id of each point (None outside the grid's cells)."""
+        """The cell of each point in the grid's lattice: H3 cells of its resolution, or
+        squares of its layout, whether the grid holds them or not (None only for missing
+        coordinates). Counting ignores the cells that are not the grid's."""
         if self.kind == "h3":
             return spatial.points_to_h3(lon, lat, self.parameters["resolution"])
-        return spatial.points_to_grid(lon, lat, self.frame)
+        return spatial.points_to_grid(lon, lat, self.frame, lattice=True)
+
+    def added_polygons(self) -> np.ndarray:
+        """The polygons of the cells added to the base grid, in the order of ``added``."""
+        if self.frame is not None:
+            index = pd.Index(self.frame["cell_id"])
+            return self.frame.geometry.to_numpy()[index.get_indexer(self.added)]
+        return h3_polygons(self.added.tolist())
 
     def weights(
         self, key: Hashable, build: Callable[[], spatial.SpatialWeights]
@@ -100,22 +126,55 @@ def area_digest(area: shapely.Geometry) -> str:
     return hashlib.blake2b(shapely.to_wkb(area), digest_size=8).hexdigest()
 
 
-def grid_key(units: H3Units | GridUnits, area: shapely.Geometry, crs: str) -> str:
+def grid_key(
+    units: H3Units | GridUnits, area: shapely.Geometry, crs: str, cover: str = "center"
+) -> str:
+    """The key of the grid of ``units`` over ``area`` by the ``cover`` rule."""
     digest = area_digest(area)
     if isinstance(units, H3Units):
-        return f"h3:{units.resolution}:{digest}"
-    return f"square:{crs}:{units.cell_size_m:g}:{digest}"
+        return f"h3:{units.resolution}:{cover}:{digest}"
+    return f"square:{crs}:{units.cell_size_m:g}:{cover}:{digest}"
 
 
-def cached_grid(units: H3Units | GridUnits, area: shapely.Geometry, crs: str) -> Grid:
-    """The grid of ``units`` over ``area``: from this worker's cache, else built."""
-    key = grid_key(units, area, crs)
+def cached_grid(
+    units: H3Units | GridUnits, area: shapely.Geometry, crs: str, cover: str = "center"
+) -> Grid:
+    """The grid of ``units`` over ``area`` by the ``cover`` rule: from this worker's
+    cache, else built."""
+    key = grid_key(units, area, crs, cover)
+    return _cached(key, lambda: _build_grid(key, units, area, crs, cover))
+
+
+def with_cells(grid: Grid, cell_ids: np.ndarray) -> Grid:
+    """The grid with the cells of ``cell_ids`` it lacks (None ignored): the same grid
+    when it has them all, else a grid keyed by ``grid``'s key and the added cells,
+    from this worker's cache or built. Its weights are its own (built on first use)."""
+    held = pd.Index(np.asarray(cell_ids, dtype=object)).dropna().unique()
+    added = np.array(sorted(held[grid.index.get_indexer(held) < 0]), dtype=object)
+    if added.size == 0:
+        return grid
+    digest = hashlib.blake2b("\n".join(added).encode(), digest_size=8).hexdigest()
+    key = f"{grid.key}+{digest}"
+
+    def build() -> Grid:
+        parameters = {**grid.parameters, "added_to": grid.key, "added_cells": int(added.size)}
+        if grid.frame is None:
+            ids = np.array(sorted(np.concatenate([grid.ids, added])), dtype=object)
+            return Grid(key, grid.kind, parameters, ids, base=grid, added=added)
+        frame = spatial.with_cells(grid.frame, added)
+        ids = frame["cell_id"].to_numpy(dtype=object)
+        return Grid(key, grid.kind, parameters, ids, frame, base=grid, added=added)
+
+    return _cached(key, build)
+
+
+def _cached(key: str, build: Callable[[], Grid]) -> Grid:
     with _grids_lock:
         grid = _grids.get(key)
         if grid is not None:
             _grids.move_to_end(key)
             return grid
-    grid = _build_grid(key, units, area, crs)
+    grid = build()
     with _grids_lock:
         grid = _grids.setdefault(key, grid)  # a concurrent build of the same key: keep one
         _grids.move_to_end(key)
@@ -130,21 +189,42 @@ def clear_cache() -> None:
         _grids.clear()
 
 
-def _build_grid(key: str, units: H3Units | GridUnits, area: shapely.Geometry, crs: str) -> Grid:
+def _build_grid(
+    key: str, units: H3Units | GridUnits, area: shapely.Geometry, crs: str, cover: str
+) -> Grid:
     if isinstance(units, H3Units):
-        ids = np.array(h3_cell_ids(area, units.resolution), dtype=object)
-        return Grid(key, "h3", {"resolution": units.resolution}, ids)
-    frame = spatial.square_grid(area, units.cell_size_m, crs)
+        ids = np.array(h3_cell_ids(area, units.resolution, cover=cover), dtype=object)
+        return Grid(key, "h3", {"resolution": units.resolution, "cover": cover}, ids)
+    frame = spatial.square_grid(area, units.cell_size_m, crs, cover=cover)
     parameters = {
         "crs": frame.attrs["grid_crs"],
         "cell_size_m": frame.attrs["cell_size_m"],
         "origin": list(frame.attrs["grid_origin"]),
+        "cover": cover,
     }
     return Grid(key, "square", parameters, frame["cell_id"].to_numpy(dtype=object), frame)
 
 
-async def stored_grid_id(engine: AsyncEngine, grid: Grid) -> int:
-    """The id of the grid in ``analysis_grid``, its polygons stored first if it is new."""
+async def stored_grid_ids(engine: AsyncEngine, grid: Grid, cell_ids: np.ndarray) -> np.ndarray:
+    """The ``analysis_grid`` id holding the polygon of each of ``cell_ids`` (cells of
+    ``grid``), the polygons stored first where they are new: a completed grid's base
+    cells are in its base grid (stored once for every run), the added ones in a grid
+    of their own."""
+    if grid.base is None:
+        return np.full(len(cell_ids), await _stored_id(engine, grid), dtype=np.int64)
+    base_id = await _stored_id(engine, grid.base)
+    async with engine.connect() as conn:
+        added_id = (await conn.execute(sql.select_grid_id(grid.key))).scalar()
+    if added_id is None:
+        added_id = await store_grid(
+            engine, grid.key, grid.kind, grid.parameters, grid.added, grid.added_polygons()
+        )
+    is_added = pd.Index(grid.added).get_indexer(np.asarray(cell_ids, dtype=object)) >= 0
+    return np.where(is_added, int(added_id), base_id).astype(np.int64)
+
+
+async def _stored_id(engine: AsyncEngine, grid: Grid) -> int:
+    """The id of a grid over the area alone, its polygons stored first if it is new."""
     async with engine.connect() as conn:
         grid_id = (await conn.execute(sql.select_grid_id(grid.key))).scalar()
     if grid_id is not None:

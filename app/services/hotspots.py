@@ -26,13 +26,14 @@ from app.schemas.analyses import (
     AdminUnits,
     AnalysisFilters,
     EmergingRequest,
+    GlobalMoran,
     GridUnits,
     H3Units,
     HotspotRequest,
     WeightsSpec,
 )
 from app.schemas.surfaces import EvaluationRequest
-from app.services.grids import Grid, cached_grid, store_grid, stored_grid_id
+from app.services.grids import Grid, cached_grid, store_grid, stored_grid_ids, with_cells
 from app.services.jobs import JobProgress
 from app.sql import analyses as sql
 from app.sql.incidents import IncidentFilter, select_unit_id
@@ -58,6 +59,8 @@ class Cells:
     lon: np.ndarray | None = None
     lat: np.ndarray | None = None
     grid: Grid | None = None
+    # How many of the incidents read fall in the cells (grids only).
+    counted: int | None = None
 
     def polygons(self) -> np.ndarray:
         """The units' polygons, in order."""
@@ -93,7 +96,8 @@ async def incident_filter(
 async def load_cells(
     conn: AsyncConnection, settings: Settings, request: HotspotRequest
 ) -> tuple[Cells, int]:
-    """The analysis units with their counts, and how many incidents were counted."""
+    """The analysis units with their counts, and how many incidents the study area has
+    (those of the filters; in a unit's area, those the unit holds)."""
     filters = await incident_filter(conn, request.filters, settings.territory.timezone)
     units = request.units
     if isinstance(units, AdminUnits):
@@ -113,33 +117,45 @@ async def load_cells(
         return Cells(np.array([r[1] for r in rows]), geometry, counts), int(counts.sum())
 
     area = await load_area(conn, request.area)
-    points = (await conn.execute(sql.select_points(filters))).all()
+    area_unit = await area_unit_id(conn, request.area)
+    points = (await conn.execute(sql.select_points(filters, in_unit=area_unit))).all()
     # Column-wise: np.array over Row objects is ten times slower than zip.
-    lon, lat, victims = (
-        (np.asarray(c, dtype=float) for c in zip(*points, strict=True))
-        if points
-        else (np.empty(0),) * 3
-    )
+    columns = list(zip(*points, strict=True)) if points else [()] * (3 + (area_unit is not None))
+    lon, lat, victims = (np.asarray(c, dtype=float) for c in columns[:3])
+    in_area = np.asarray(columns[3], dtype=bool) if area_unit is not None else None
     weights = victims if request.weight_by_victims else None
     cells = await asyncio.to_thread(
-        _grid_cells, units, area, lon, lat, weights, settings.territory.projected_crs,
-        settings.analysis.max_cells,
+        _grid_cells, units, request.cover, area, lon, lat, in_area, weights,
+        settings.territory.projected_crs, settings.analysis.max_cells,
     )  # fmt: skip
-    return replace(cells, lon=lon, lat=lat), len(lon)
+    # The study area's incidents: all those read, or those its unit holds.
+    incidents = len(lon) if in_area is None else int(in_area.sum())
+    return replace(cells, lon=lon, lat=lat), incidents
+
+
+async def area_unit_id(conn: AsyncConnection, area_code: str | None) -> int | None:
+    """The id of the unit that is the study area; None for the territory (every
+    incident is in the territory)."""
+    if area_code is None:
+        return None
+    return (await conn.execute(select_unit_id(area_code))).scalar()
 
 
 def _grid_cells(
     units: H3Units | GridUnits,
+    cover: str,
     area: shapely.Geometry,
     lon: np.ndarray,
     lat: np.ndarray,
+    in_area: np.ndarray | None,
     weights: np.ndarray | None,
     crs: str,
     max_cells: int,
 ) -> Cells:
-    grid, point_cells = grid_and_point_cells(units, area, lon, lat, crs, max_cells)
+    grid, point_cells = grid_and_point_cells(units, area, lon, lat, crs, max_cells, cover, in_area)
+    inside = grid.index.get_indexer(point_cells) >= 0
     counts = spatial.count_by_cell(point_cells, grid.index, weights=weights)
-    return Cells(grid.ids, None, counts, grid=grid)
+    return Cells(grid.ids, None, counts, grid=grid, counted=int(inside.sum()))
 
 
 def grid_and_point_cells(
@@ -149,14 +165,36 @@ def grid_and_point_cells(
     lat: np.ndarray,
     crs: str,
     max_cells: int,
+    cover: str = "center",
+    in_area: np.ndarray | None = None,
 ) -> tuple[Grid, np.ndarray]:
-    """The grid covering the area (from this worker's cache when it has it), and the cell
-    id of each point (None outside)."""
+    """The grid of the study area by the ``cover`` rule (from this worker's cache when it
+    has it), and the cell id of each point (an id the grid lacks: the point is not counted).
+
+    With ``center`` the grid is the cells whose centre lies in the area plus the cells
+    that hold the points of the area (``in_area``; None: every point is the area's), so
+    every such point is counted. With ``intersects`` it is the cells touching the area.
+    """
     # Checked before the run too (check_grid_size); again here because the boundaries
     # may have changed in between.
     check_cells(units, area, crs, max_cells)
-    grid = cached_grid(units, area, crs)
-    return grid, grid.point_cells(lon, lat)
+    grid = cached_grid(units, area, crs, cover)
+    point_cells = grid.point_cells(lon, lat)
+    if cover == "center":
+        grid = with_cells(grid, point_cells if in_area is None else point_cells[in_area])
+    return grid, point_cells
+
+
+def cover_summary(grid: Grid, incidents: int, counted: int) -> dict:
+    """What a run's summary says about its cells: the cover rule, the cells, and the
+    incidents read and counted in them."""
+    return {
+        "cover": grid.cover,
+        "units": len(grid.ids),
+        "cells_added_for_incidents": int(grid.added.size),
+        "incidents": incidents,
+        "counted": counted,
+    }
 
 
 def estimate_cells(units: H3Units | GridUnits, area: shapely.Geometry, crs: str) -> float:
@@ -351,9 +389,9 @@ def compute(
     moran = spatial.global_moran(cells.counts, weights.w, permutations=permutations, seed=lisa.seed)
     extra = {
         "seed": lisa.seed,
-        "global_moran": {
-            k: float(getattr(moran, k)) for k in ("i", "expected", "variance", "z", "p", "p_sim")
-        },
+        "global_moran": GlobalMoran(
+            **{k: getattr(moran, k) for k in GlobalMoran.model_fields}
+        ).model_dump(),
     }
     table = frame.assign(
         i=lisa.i, z=lisa.z_sim, p_sim=lisa.p_sim, quadrant=lisa.quadrant, label=lisa.label
@@ -394,10 +432,14 @@ async def run_hotspots(
     extra.update(computed)
     await progress(0.8, "storing results")
     await store_cells(engine, run_id, table, cells)
+    if cells.grid is not None:
+        counted = cover_summary(cells.grid, n_incidents, cells.counted)
+    else:  # admin units: every incident is in its unit
+        counted = {"units": len(cells.ids), "incidents": n_incidents, "counted": n_incidents}
+    if request.weight_by_victims:
+        counted["victims_counted"] = float(cells.counts.sum())
     summary = {
-        "units": len(cells.ids),
-        "incidents": n_incidents,
-        "counted": float(cells.counts.sum()),
+        **counted,
         "weights": {
             "kind": weights.kind,
             **weights.parameters,
@@ -426,7 +468,7 @@ async def store_cells(
     as admin units or a selection of cells): these are stored in a grid owned by the run.
     """
     if isinstance(cells, Cells) and cells.grid is not None:
-        grid_id = await stored_grid_id(engine, cells.grid)
+        grid_id = await stored_grid_ids(engine, cells.grid, table["cell_id"].to_numpy())
     else:
         polygons = cells.polygons() if isinstance(cells, Cells) else cells
         grid_id = await store_grid(

@@ -43,6 +43,8 @@ class ProjectedPoints:
     x: np.ndarray
     y: np.ndarray
     weights: np.ndarray | None
+    # Whether each incident lies in the study area's unit (read with ``in_unit``).
+    in_area: np.ndarray | None = None
 
     @property
     def total(self) -> float:
@@ -50,15 +52,23 @@ class ProjectedPoints:
 
 
 async def load_points(
-    conn: AsyncConnection, settings: Settings, filters: AnalysisFilters, *, victims: bool
+    conn: AsyncConnection,
+    settings: Settings,
+    filters: AnalysisFilters,
+    *,
+    victims: bool,
+    in_unit: int | None = None,
 ) -> ProjectedPoints:
-    """The incidents the filters select, projected to ``territory.projected_crs``."""
+    """The incidents the filters select, projected to ``territory.projected_crs``; with
+    ``in_unit``, whether each lies in that unit (``in_area``)."""
     selected = await incident_filter(conn, filters, settings.territory.timezone)
-    rows = (await conn.execute(sql.select_points(selected))).all()
-    lon, lat, count = np.array(rows, dtype=float).reshape(-1, 3).T
+    rows = (await conn.execute(sql.select_points(selected, in_unit=in_unit))).all()
+    width = 3 if in_unit is None else 4
+    lon, lat, count, *flag = np.array(rows, dtype=float).reshape(-1, width).T
     to_metres = Transformer.from_crs(4326, settings.territory.projected_crs, always_xy=True)
     x, y = to_metres.transform(lon, lat)
-    return ProjectedPoints(np.asarray(x), np.asarray(y), count if victims else None)
+    in_area = flag[0].astype(bool) if flag else None
+    return ProjectedPoints(np.asarray(x), np.asarray(y), count if victims else None, in_area)
 
 
 def check_raster_size(

@@ -12,6 +12,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.dml import Insert, Update
 
@@ -47,22 +48,33 @@ COPY_GRID_CELLS = (
 )
 
 
-def select_points(f: IncidentFilter) -> Select:
-    """Longitude, latitude and victims of the incidents an analysis counts."""
-    return select(
-        func.ST_X(incident.c.geom), func.ST_Y(incident.c.geom), incident.c.victims_count
-    ).where(*conditions(f))
+def select_points(f: IncidentFilter, *, in_unit: int | None = None) -> Select:
+    """Longitude, latitude and victims of the incidents an analysis counts; with
+    ``in_unit``, a fourth column: whether the incident lies in that unit (its import
+    assigned it there, within ``territory.tolerance_m`` of a coarse outline)."""
+    columns = [func.ST_X(incident.c.geom), func.ST_Y(incident.c.geom), incident.c.victims_count]
+    return select(*columns, *_in_unit(in_unit)).where(*conditions(f))
 
 
-def select_points_by_step(f: IncidentFilter, step: str, timezone: str) -> Select:
-    """Points with the local start of their time step (week, month, quarter or year)."""
+def select_points_by_step(
+    f: IncidentFilter, step: str, timezone: str, *, in_unit: int | None = None
+) -> Select:
+    """Points with the local start of their time step (week, month, quarter or year),
+    and with ``in_unit`` whether each lies in that unit (as :func:`select_points`)."""
     local = func.timezone(timezone, incident.c.occurred_at)
     return select(
         func.ST_X(incident.c.geom),
         func.ST_Y(incident.c.geom),
         incident.c.victims_count,
         func.date_trunc(step, local),
+        *_in_unit(in_unit),
     ).where(*conditions(f))
+
+
+def _in_unit(unit_id: int | None) -> list:
+    if unit_id is None:
+        return []
+    return [incident.c.unit_ids.contains(array([unit_id]))]
 
 
 def select_time_range(f: IncidentFilter, timezone: str) -> Select:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import geopandas as gpd
 import h3
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from spatial import (
     points_to_h3,
     square_grid,
 )
+from spatial.grids import h3_polygons, with_cells
 
 # A small irregular polygon around Belmopan, Belize (EPSG:4326).
 AREA = shapely.Polygon(
@@ -152,3 +156,109 @@ def test_count_by_cell_alignment_and_validation() -> None:
         count_by_cell(["a"], ["a"], weights=[-1.0])
     with pytest.raises(AnalysisError):
         count_by_cell(["a", "b"], ["a"], weights=[1.0])
+
+
+# -- which cells make the study area: cover "center" or "intersects" (issue 16) ----------------
+
+SHIPPED = Path(__file__).resolve().parents[3] / "app" / "data" / "belize" / "boundaries"
+
+
+@pytest.fixture(scope="module")
+def belize_district() -> shapely.Geometry:
+    """The Belize District as shipped (a coarse coastline with cays), EPSG:4326."""
+    districts = gpd.read_file(SHIPPED / "belize_adm1_districts.geojson")
+    return districts.loc[districts["iso_3166_2"] == "BZ-BZ", "geometry"].iloc[0]
+
+
+def _offshore_points(area: shapely.Geometry, n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Points 300-1,800 m outside the area's outline (in UTM 16N), as lon, lat."""
+    to_utm = Transformer.from_crs(4326, UTM16N, always_xy=True)
+    projected = shapely.transform(area, lambda xy: np.column_stack(to_utm.transform(*xy.T)))
+    ring = projected.buffer(1_800).difference(projected.buffer(300))
+    rng = np.random.default_rng(seed)
+    minx, miny, maxx, maxy = ring.bounds
+    x, y = rng.uniform(minx, maxx, 200 * n), rng.uniform(miny, maxy, 200 * n)
+    keep = shapely.contains_xy(ring, x, y)
+    lon, lat = Transformer.from_crs(UTM16N, 4326, always_xy=True).transform(
+        x[keep][:n], y[keep][:n]
+    )
+    return np.asarray(lon), np.asarray(lat)
+
+
+def test_center_cover_is_h3_polygon_to_cells_on_a_coastline(belize_district) -> None:
+    expected = h3.polygon_to_cells(h3.geo_to_h3shape(belize_district), 8)
+    center = h3_cells(belize_district, 8, cover="center")
+    assert center["cell_id"].tolist() == sorted(expected)
+    assert center.attrs["cover"] == "center"
+    touching = h3_cells(belize_district, 8, cover="intersects")
+    # The coastline and the cays cut many cells whose centre is at sea.
+    assert set(center["cell_id"]) < set(touching["cell_id"])
+    assert len(touching) - len(center) > 300
+    lon, lat = _offshore_points(belize_district, 400)
+    held = points_to_h3(lon, lat, 8)
+    completed = with_cells(center, held)
+    assert completed["cell_id"].tolist() == sorted(set(expected) | set(held))
+    assert completed.attrs["added_cells"] == len(set(held) - set(expected)) > 50
+    assert completed["cell_id"].is_monotonic_increasing
+    new = sorted(set(held) - set(expected))
+    polygons = completed.set_index("cell_id").geometry[new].to_numpy()
+    assert shapely.equals_exact(polygons, h3_polygons(new), tolerance=0).all()
+    counts = count_by_cell(held, completed["cell_id"])
+    assert counts.sum() == 400  # every offshore point counted
+    assert count_by_cell(held, touching["cell_id"]).sum() < 400  # some beyond the touching cells
+
+
+def test_center_cover_of_a_square_grid(belize_district) -> None:
+    center = square_grid(belize_district, 1000.0, UTM16N, cover="center")
+    touching = square_grid(belize_district, 1000.0, UTM16N)
+    assert center.attrs["cover"] == "center" and touching.attrs["cover"] == "intersects"
+    x0, y0 = center.attrs["grid_origin"]
+    assert (x0, y0) == touching.attrs["grid_origin"]  # one layout, two selections
+    to_utm = Transformer.from_crs(4326, UTM16N, always_xy=True)
+    area_utm = shapely.transform(
+        belize_district, lambda xy: np.column_stack(to_utm.transform(*xy.T))
+    )
+    cx = x0 + (center["col"].to_numpy() + 0.5) * 1000.0
+    cy = y0 + (center["row"].to_numpy() + 0.5) * 1000.0
+    assert shapely.intersects_xy(area_utm, cx, cy).all()
+    rest = touching[~touching["cell_id"].isin(center["cell_id"])]
+    rx = x0 + (rest["col"].to_numpy() + 0.5) * 1000.0
+    ry = y0 + (rest["row"].to_numpy() + 0.5) * 1000.0
+    assert len(rest) > 100 and not shapely.intersects_xy(area_utm, rx, ry).any()
+    assert set(center["cell_id"]) < set(touching["cell_id"])
+
+    lon, lat = _offshore_points(belize_district, 300, seed=4)
+    assert any(c is None for c in points_to_grid(lon, lat, center))  # outside its cells
+    lattice = points_to_grid(lon, lat, center, lattice=True)
+    assert all(isinstance(c, str) for c in lattice)
+    completed = with_cells(center, lattice)
+    assert completed.attrs["added_cells"] == len(set(lattice) - set(center["cell_id"])) > 0
+    assert points_to_grid(lon, lat, completed).tolist() == lattice.tolist()
+    assert count_by_cell(lattice, completed["cell_id"]).sum() == 300
+    order = list(zip(completed["row"], completed["col"], strict=True))
+    assert order == sorted(order)
+    added = completed[~completed["cell_id"].isin(center["cell_id"])].to_crs(UTM16N)
+    assert_allclose(added.area, 1e6, rtol=1e-6)  # 1 km squares of the same layout
+    assert_allclose(added.bounds["minx"], x0 + added["col"] * 1000.0, atol=1e-3)
+
+
+def test_with_cells_beyond_the_bounding_box_and_bad_ids() -> None:
+    grid = square_grid(AREA, 500.0, UTM16N, cover="center")
+    x0, y0 = grid.attrs["grid_origin"]
+    # A point two cells west of and one below the grid's bounding box.
+    lon, lat = Transformer.from_crs(UTM16N, 4326, always_xy=True).transform(
+        [x0 - 750.0], [y0 - 250.0]
+    )
+    lattice = points_to_grid(np.asarray(lon), np.asarray(lat), grid, lattice=True)
+    assert lattice.tolist() == ["r-1c-2"]
+    completed = with_cells(grid, [*lattice, None, grid["cell_id"].iloc[0]])
+    assert completed.attrs["added_cells"] == 1 and completed["cell_id"].iloc[0] == "r-1c-2"
+    assert points_to_grid(np.asarray(lon), np.asarray(lat), completed).tolist() == ["r-1c-2"]
+    with pytest.raises(AnalysisError):
+        with_cells(grid, ["nonsense"])
+    with pytest.raises(AnalysisError):
+        with_cells(h3_cells(AREA, 8), [h3.latlng_to_cell(17.25, -88.77, 9)])  # resolution 9
+    with pytest.raises(AnalysisError):
+        h3_cells(AREA, 8, cover="touches")
+    with pytest.raises(AnalysisError):
+        square_grid(AREA, 500.0, UTM16N, cover="inside")

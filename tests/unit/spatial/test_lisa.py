@@ -9,11 +9,18 @@ import libpysal
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from scipy.stats import norm
 
 import spatial.lisa
 from spatial import AnalysisError, global_moran, local_moran
 from spatial.weights import plain_copy
-from tests.unit.spatial.conftest import ATOL, RTOL, lattice_with_island, random_counts
+from tests.unit.spatial.conftest import (
+    ATOL,
+    COLUMBUS,
+    RTOL,
+    lattice_with_island,
+    random_counts,
+)
 
 QUEEN_W = "queen contiguity (columbus_queen.gal / poly2nb queen), row-standardised"
 
@@ -50,10 +57,40 @@ def test_columbus_global_moran(columbus_queen, columbus_table, columbus_publishe
     assert_allclose(result.i, columbus_published[("moran_I", QUEEN_W)], atol=5e-10, rtol=0)
     assert_allclose(result.i, 0.500188557, atol=5e-10, rtol=0)
     assert_allclose(result.expected, -0.020833333, atol=5e-10, rtol=0)
-    assert_allclose(result.variance, 0.008689289, atol=5e-10, rtol=0)
-    assert_allclose(result.z, 5.5894, atol=5e-5, rtol=0)
-    assert_allclose(result.p / 2, 1.139e-08, atol=5e-12, rtol=0)
+    assert_allclose(result.variance_rand, 0.008689289, atol=5e-10, rtol=0)
+    assert_allclose(result.z_rand, 5.5894, atol=5e-5, rtol=0)
+    assert_allclose(result.p_rand / 2, 1.139e-08, atol=5e-12, rtol=0)
     assert result.p_sim is None
+
+
+def test_columbus_col_nb_published_normality_and_randomisation(
+    columbus_table, columbus_published
+) -> None:
+    # spdep's COL.nb (Anselin 1988 neighbours): COL.OLD's row names are 1000 + NEIG.
+    gal = libpysal.io.open(str(COLUMBUS / "columbus_COL_nb_oldcol.gal")).read()
+    ids = [str(1000 + i) for i in columbus_table["NEIG"]]
+    w = libpysal.weights.W({i: list(gal.neighbors[i]) for i in ids}, id_order=ids)
+    result = global_moran(columbus_table["CRIME"].to_numpy(), w, permutations=0)
+    # Published: spdep docs moran.test.md @6ed4b46, style W, 9 decimals (z to 4):
+    # moran.test(CRIME, nb2listw(COL.nb)) and the same with randomisation = FALSE.
+    col_w = "COL.nb (Anselin 1988 neighbours; columbus_COL_nb_oldcol.gal), style W"
+    assert_allclose(result.i, columbus_published[("moran_I", col_w)], atol=5e-10, rtol=0)
+    var_rand = columbus_published[("moran_I_variance_randomisation", "COL.nb, style W")]
+    var_norm = columbus_published[("moran_I_variance_normality", "COL.nb, style W")]
+    assert_allclose([result.variance_rand, result.variance_norm], [var_rand, var_norm], atol=5e-10)
+    assert_allclose(
+        [result.z_rand, result.z_norm],
+        [columbus_published[("moran_I_std_deviate_randomisation", "COL.nb, style W")], 5.6754],
+        atol=5e-5,
+        rtol=0,
+    )
+    # Two-sided normal p of each z (spdep prints the one-sided "greater" p).
+    assert_allclose(
+        [result.p_rand, result.p_norm],
+        [2 * norm.sf(result.z_rand), 2 * norm.sf(result.z_norm)],
+        rtol=1e-12,
+    )
+    assert result.p_norm < result.p_rand  # the larger z_norm: Columbus's CRIME is platykurtic
 
 
 def test_afcon_published_local_moran(afcon, afcon_paper_nb) -> None:
@@ -73,12 +110,12 @@ def test_afcon_published_global_moran(afcon, afcon_paper_nb) -> None:
     # Published in the same spdep page: I = 0.41679563, E = -0.02439024, Var = 0.01029358,
     # z = 4.3485 (data README §4).
     assert_allclose(
-        [result.i, result.expected, result.variance],
+        [result.i, result.expected, result.variance_rand],
         [0.41679563, -0.02439024, 0.01029358],
         atol=5e-9,
         rtol=0,
     )
-    assert_allclose(result.z, 4.3485, atol=5e-5, rtol=0)
+    assert_allclose(result.z_rand, 4.3485, atol=5e-5, rtol=0)
 
 
 def test_random_data_equals_esda_directly() -> None:
@@ -119,11 +156,17 @@ def test_global_permutations_equal_esda_with_numpy_seed() -> None:
         np.random.set_state(state)
     ours = global_moran(y, w, permutations=99, seed=17)
     assert ours.p_sim == direct.p_sim
+    # Every reported value under esda's name, from esda on the same W and y.
+    names = ("z_norm", "z_rand", "p_norm", "p_rand")
     assert_allclose(
-        [ours.i, ours.variance, ours.z, ours.p],
-        [direct.I, direct.VI_rand, direct.z_rand, direct.p_rand],
+        [getattr(ours, k) for k in names], [getattr(direct, k) for k in names], rtol=RTOL
+    )
+    assert_allclose(
+        [ours.i, ours.expected, ours.variance_norm, ours.variance_rand],
+        [direct.I, direct.EI, direct.VI_norm, direct.VI_rand],
         rtol=RTOL,
     )
+    assert ours.z_norm != ours.z_rand  # two variances, two z
     state_before = np.random.get_state()[1].copy()
     global_moran(y, w, permutations=9, seed=1)
     assert_array_equal(np.random.get_state()[1], state_before)  # global RNG untouched
