@@ -31,6 +31,7 @@ from app.routers import (
     incidents,
     indexes,
     keys,
+    labels,
     metrics,
     pages,
     qgis,
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         rankings,
         tiles,
         styles,
+        labels,
         qgis,
     ):
         app.include_router(module.router)

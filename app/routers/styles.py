@@ -17,6 +17,7 @@ from app.ogc.links import absolute, base_url
 from app.schemas.ogc import Link, Style, Styles
 from app.security import PUBLIC
 from app.services.styles import styled_layers, symbologies, territory_extent
+from app.settlements import attribution
 from app.styles.maplibre import MEDIA_TYPE as MAPLIBRE
 from app.styles.maplibre import default_style
 from app.styles.qml import qml_document
@@ -58,6 +59,7 @@ async def maplibre_style(
         list(zip(layers, await symbologies(engine, layers), strict=True)),
         await territory_extent(catalog, settings),
         tile_maxzoom=settings.tiles.max_zoom,
+        labels_attribution=attribution(settings.territory.settlements_file),
     )
     return Response(orjson.dumps(style), media_type=MAPLIBRE)
 

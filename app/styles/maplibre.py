@@ -1,9 +1,10 @@
 """The MapLibre GL style (version 8) of the service's vector tiles.
 
-No basemap, glyphs or sprites: the style must work without internet, so it draws only
-fills, lines and circles (a ``symbol`` layer with text would need a glyph server). Every
-source is a vector source by its absolute TileJSON URL, except incidents (see
-:func:`default_style`).
+No basemap or sprites, and nothing from the internet: the glyphs of its place names come
+from the service itself (``/fonts/{fontstack}/{range}.pbf``, DejaVu Sans) and so do the
+points it labels (``/labels.geojson``: a point inside each district, the territory's towns
+and villages). Every other source is a vector source by its absolute TileJSON URL, except
+incidents (see :func:`default_style`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ from app.ogc.layers import Layer
 from app.styles.symbology import Symbology
 
 MEDIA_TYPE = "application/vnd.mapbox.style+json"
+# The one font the service serves glyphs of (app/routers/labels.py).
+FONT = "DejaVu Sans"
+# Settlements of at least this many people are labelled at every zoom; the others (the
+# villages) from LABEL_VILLAGES_ZOOM on, so that the country view stays readable.
+TOWN_POPULATION = 5_000
+LABEL_VILLAGES_ZOOM = 9
+_HALO = {"text-halo-color": "#ffffff", "text-halo-width": 1.5, "text-halo-blur": 0.5}
 
 
 def _match(sym: Symbology, what: str, default: Any) -> Any:
@@ -83,6 +91,77 @@ def _circles(layer: Layer, sym: Symbology) -> dict[str, Any]:
     }
 
 
+def _labels(base: str, attribution: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The labels' GeoJSON source and its layers: a dot and the name of every town (then of
+    every village from LABEL_VILLAGES_ZOOM), and the districts' names, uppercase, on top
+    (MapLibre places the topmost layer's labels first)."""
+    source: dict[str, Any] = {"type": "geojson", "data": f"{base}/labels.geojson"}
+    if attribution:
+        source["attribution"] = attribution
+    settlement = ["==", ["get", "kind"], "settlement"]
+    town = ["all", settlement, [">=", ["get", "population"], TOWN_POPULATION]]
+    village = ["all", settlement, ["<", ["get", "population"], TOWN_POPULATION]]
+
+    def dots(layer_id: str, where: list, radius: float, minzoom: float = 0) -> dict[str, Any]:
+        return {
+            "id": layer_id,
+            "type": "circle",
+            "source": "labels",
+            "filter": where,
+            "minzoom": minzoom,
+            "paint": {
+                "circle-color": "#333333",
+                "circle-radius": radius,
+                "circle-stroke-color": "#ffffff",
+                "circle-stroke-width": 1,
+            },
+        }
+
+    def names(layer_id: str, where: list, size: list, minzoom: float = 0) -> dict[str, Any]:
+        return {
+            "id": layer_id,
+            "type": "symbol",
+            "source": "labels",
+            "filter": where,
+            "minzoom": minzoom,
+            "layout": {
+                "text-field": ["get", "name"],
+                "text-font": [FONT],
+                "text-size": size,
+                "text-variable-anchor": ["left", "right", "top", "bottom"],
+                "text-radial-offset": 0.5,
+                "text-justify": "auto",
+                # Larger places first: they keep their label where names collide.
+                "symbol-sort-key": ["get", "rank"],
+            },
+            "paint": {"text-color": "#1f1f1f", **_HALO},
+        }
+
+    zoomed = lambda low, high: ["interpolate", ["linear"], ["zoom"], 6, low, 12, high]  # noqa: E731
+    layers = [
+        dots("labels-villages-dot", village, 2, LABEL_VILLAGES_ZOOM),
+        dots("labels-towns-dot", town, 3),
+        names("labels-villages", village, zoomed(10, 13), LABEL_VILLAGES_ZOOM),
+        names("labels-towns", town, zoomed(11, 16)),
+        {
+            "id": "labels-units",
+            "type": "symbol",
+            "source": "labels",
+            "filter": ["==", ["get", "kind"], "unit"],
+            "layout": {
+                "text-field": ["get", "name"],
+                "text-font": [FONT],
+                "text-size": zoomed(12, 18),
+                "text-transform": "uppercase",
+                "text-letter-spacing": 0.12,
+                "text-max-width": 8,
+            },
+            "paint": {"text-color": "#4d4d4d", **_HALO},
+        },
+    ]
+    return source, layers
+
+
 def view(extent: tuple[float, float, float, float] | None) -> tuple[list[float], float]:
     """Centre and zoom that fit a (west, south, east, north) extent in a ~1000 px map."""
     if extent is None:
@@ -100,6 +179,7 @@ def default_style(
     extent: tuple[float, float, float, float] | None,
     *,
     tile_maxzoom: int = 22,
+    labels_attribution: str | None = None,
 ) -> dict[str, Any]:
     """The style of every given layer.
 
@@ -116,12 +196,17 @@ def default_style(
         The territory (west, south, east, north), for the initial view.
     tile_maxzoom : int
         The service's highest tile zoom (``settings.tiles.max_zoom``).
+    labels_attribution : str, optional
+        Credit for the labelled towns and villages (GeoNames' for Belize's).
 
     Notes
     -----
     Incidents need ``Authorization: Bearer <analyst key>`` (MapLibre: ``transformRequest``).
     Their source lists its tile URL template instead of a TileJSON URL, so a map opened
     without a key still loads the style; it only gets 401 for the incident tiles.
+
+    Place names (districts, towns, villages) are drawn on top of everything, with the
+    service's own glyphs (``glyphs``) and label points (source ``labels``).
     """
     sources: dict[str, Any] = {}
     fills: list[dict[str, Any]] = []
@@ -153,6 +238,7 @@ def default_style(
             lines.append(_line(layer, sym, 0.8, visible=True))
         else:
             lines.append(_line(layer, sym, 0.4, visible=False))
+    sources["labels"], labels = _labels(base, labels_attribution)
     centre, zoom = view(extent)
     background = {"id": "background", "type": "background"}
     background["paint"] = {"background-color": "#f7f7f5"}
@@ -160,12 +246,14 @@ def default_style(
         "version": 8,
         "name": title,
         "metadata": {
-            "observatory:note": "No basemap, glyphs or sprites (works offline). Incident "
-            "tiles need 'Authorization: Bearer <analyst key>' (MapLibre transformRequest); "
-            "without it they answer 401 and only incidents stay empty.",
+            "observatory:note": "No basemap or sprites; glyphs and place names from this "
+            "service (works offline). Incident tiles need 'Authorization: Bearer <analyst "
+            "key>' (MapLibre transformRequest); without it they answer 401 and only "
+            "incidents stay empty.",
         },
+        "glyphs": f"{base}/fonts/{{fontstack}}/{{range}}.pbf",
         "center": centre,
         "zoom": zoom,
         "sources": sources,
-        "layers": [background, *fills, *lines, *points],
+        "layers": [background, *fills, *lines, *points, *labels],
     }

@@ -25,6 +25,10 @@ Data sources, as QGIS's providers parse them (checked against ``qgis/QGIS``):
   system id (``QgsCoordinateReferenceSystem::readXml``): 3857 for EPSG:3857, 3452 for
   EPSG:4326.
 - A .qgz is a zip archive holding the project's .qgs file.
+- Place names: the districts' OAPIF layers are labelled by ``name`` (QGIS places one label
+  per feature; the vector tile copy stays unlabelled, as tiles would repeat it); the towns
+  and villages are an OGR layer on the service's ``/labels.geojson``
+  (``<url>|subset=<expression>``, ``QgsOgrProvider``'s URI), labelled by ``name``.
 """
 
 from __future__ import annotations
@@ -41,8 +45,14 @@ from urllib.parse import quote
 from pyproj import CRS
 
 from app.ogc.layers import Layer
-from app.styles.qml import DOCTYPE, QGIS_VERSION, renderer_element, vector_tile_renderer_element
-from app.styles.symbology import Symbology
+from app.styles.qml import (
+    DOCTYPE,
+    QGIS_VERSION,
+    labeling_element,
+    renderer_element,
+    vector_tile_renderer_element,
+)
+from app.styles.symbology import Category, Symbology
 
 # QGIS's internal srs_id of the two CRSs we write (its srs.db).
 _CRS = {
@@ -150,6 +160,46 @@ def web_mercator(extent: tuple[float, float, float, float]) -> tuple[float, ...]
     )
 
 
+# The towns and villages of /labels.geojson: small dark dots, named.
+PLACES_ID = "place_names_ogr"
+PLACES_NAME = "Towns and villages"
+PLACES_GROUP = "Place names"
+_PLACES_SYMBOL = Symbology(
+    "point", None, (), Category("", "#333333", "Town or village"), "long", "#ffffff", 0.2, 1.6
+)
+
+
+def places_source(base: str) -> str:
+    """The OGR source of the labelled settlements: ``/labels.geojson`` without the units."""
+    return f"{base}/labels.geojson|subset=\"kind\" = 'settlement'"
+
+
+def _places_layer(base: str) -> ET.Element:
+    element = ET.Element(
+        "maplayer", type="vector", geometry="Point", wkbType="Point", labelsEnabled="1"
+    )
+    ET.SubElement(element, "id").text = PLACES_ID
+    ET.SubElement(element, "datasource").text = places_source(base)
+    ET.SubElement(element, "layername").text = PLACES_NAME
+    _srs(ET.SubElement(element, "srs"), "EPSG:4326")
+    ET.SubElement(element, "provider", encoding="UTF-8").text = "ogr"
+    ET.SubElement(element, "abstract").text = (
+        "Towns and villages the territory's settlements file lists, to find places by name "
+        "(for Belize: GeoNames' places of 500 people or more, CC BY 4.0)."
+    )
+    element.append(renderer_element(_PLACES_SYMBOL))
+    element.append(labeling_element("name", polygon=False))
+    ET.SubElement(element, "blendMode").text = "0"
+    ET.SubElement(element, "layerOpacity").text = "1"
+    return element
+
+
+def _labelled(entry: ProjectLayer) -> bool:
+    """Units below the country, read through OGC API Features, carry their names."""
+    layer = entry.layer
+    return entry.kind == "oapif" and layer.style == "units" and not layer.id.endswith("-0")
+
+
 def _map_layer(entry: ProjectLayer, base: str) -> ET.Element:
     layer = entry.layer
     if entry.kind == "tiles":
@@ -174,14 +224,32 @@ def _map_layer(entry: ProjectLayer, base: str) -> ET.Element:
         element.append(vector_tile_renderer_element(layer.id, entry.symbology))
     else:
         element.append(renderer_element(entry.symbology))
+    if _labelled(entry):
+        element.set("labelsEnabled", "1")
+        element.append(labeling_element("name", polygon=True, size_pt=10, uppercase=True))
     ET.SubElement(element, "blendMode").text = "0"
     ET.SubElement(element, "layerOpacity").text = "1"
     return element
 
 
-def _layer_tree(root: ET.Element, layers: list[ProjectLayer], base: str) -> None:
+def _layer_tree(root: ET.Element, layers: list[ProjectLayer], base: str, place_names: bool) -> None:
     tree = ET.SubElement(root, "layer-tree-group")
     ET.SubElement(tree, "customproperties")
+    if place_names:
+        group = ET.SubElement(
+            tree, "layer-tree-group", name=PLACES_GROUP, checked="Qt::Checked", expanded="1"
+        )
+        ET.SubElement(group, "customproperties")
+        ET.SubElement(
+            group,
+            "layer-tree-layer",
+            id=PLACES_ID,
+            name=PLACES_NAME,
+            source=places_source(base),
+            providerKey="ogr",
+            checked="Qt::Checked",
+            expanded="0",
+        )
     groups: dict[str, ET.Element] = {}
     for entry in layers:
         if entry.group not in groups:
@@ -212,14 +280,17 @@ def project_document(
     base: str,
     layers: list[ProjectLayer],
     extent: tuple[float, float, float, float] | None,
+    *,
+    place_names: bool = True,
 ) -> bytes:
     """The .qgs XML: layers in drawing order (the first on top), grouped, on EPSG:3857,
-    zoomed to ``extent`` (west, south, east, north in degrees)."""
+    zoomed to ``extent`` (west, south, east, north in degrees); on top of them, with
+    ``place_names``, the towns and villages of ``/labels.geojson``, named."""
     root = ET.Element("qgis", projectname=title, version=QGIS_VERSION)
     ET.SubElement(root, "homePath", path="")
     ET.SubElement(root, "title").text = title
     _srs(ET.SubElement(root, "projectCrs"), "EPSG:3857")
-    _layer_tree(root, layers, base)
+    _layer_tree(root, layers, base, place_names)
     canvas = ET.SubElement(root, "mapcanvas", name="theMapCanvas", annotationsVisible="1")
     ET.SubElement(canvas, "units").text = "meters"
     box = ET.SubElement(canvas, "extent")
@@ -229,9 +300,13 @@ def project_document(
     ET.SubElement(canvas, "rotation").text = "0"
     _srs(ET.SubElement(canvas, "destinationsrs"), "EPSG:3857")
     project_layers = ET.SubElement(root, "projectlayers")
+    if place_names:
+        project_layers.append(_places_layer(base))
     for entry in layers:
         project_layers.append(_map_layer(entry, base))
     order = ET.SubElement(root, "layerorder")
+    if place_names:
+        ET.SubElement(order, "layer", id=PLACES_ID)
     for entry in layers:
         ET.SubElement(order, "layer", id=entry.qgis_id)
     ET.indent(root)

@@ -15,6 +15,12 @@ Written to what QGIS reads (checked against its source, ``qgis/QGIS``):
   (``name``, ``layer``, ``geometry`` 0 point / 1 line / 2 polygon, ``enabled``,
   ``expression``, ``min-zoom``/``max-zoom`` -1 for none) each with ``<symbols>``
   (``QgsVectorTileBasicRendererStyle::readXml``).
+- Labels: ``<labeling type="simple">`` holding one ``<settings>`` with ``<text-style>``
+  (``fieldName``, font, ``<text-buffer>``), ``<placement>`` and ``<rendering>``
+  (``QgsVectorLayerSimpleLabeling::create``, ``QgsPalLayerSettings::readXml``); the layer
+  draws them only with ``labelsEnabled="1"`` on its ``<maplayer>``. ``placement`` 1 is
+  "over point" (a polygon's label inside it), 6 "cartographic" (around a point);
+  ``fontCapitals`` 1 is all uppercase.
 """
 
 from __future__ import annotations
@@ -172,6 +178,52 @@ def vector_tile_renderer_element(tile_layer: str, sym: Symbology) -> ET.Element:
         style.set("max-zoom", "-1")
         style.append(_symbols("symbols", [symbol_element("0", sym, cat)]))
     return renderer
+
+
+def labeling_element(
+    field: str, *, polygon: bool, size_pt: float = 9.0, uppercase: bool = False
+) -> ET.Element:
+    """``<labeling type="simple">``: ``field``'s value in DejaVu Sans with a white halo,
+    inside a polygon or around a point, never overlapping another label."""
+    labeling = ET.Element("labeling", type="simple")
+    settings = ET.SubElement(labeling, "settings", calloutType="simple")
+    text = ET.SubElement(
+        settings,
+        "text-style",
+        fieldName=field,
+        isExpression="0",
+        fontFamily="DejaVu Sans",
+        namedStyle="Book",
+        fontSize=f"{size_pt:g}",
+        fontSizeUnit="Point",
+        fontWeight="50",
+        fontItalic="0",
+        fontCapitals="1" if uppercase else "0",
+        fontLetterSpacing="1" if uppercase else "0",
+        textColor=qgis_colour("#4d4d4d" if polygon else "#1f1f1f"),
+        textOpacity="1",
+        multilineHeight="1",
+    )
+    ET.SubElement(
+        text,
+        "text-buffer",
+        bufferDraw="1",
+        bufferSize="1",
+        bufferSizeUnits="MM",
+        bufferColor=qgis_colour("#ffffff"),
+        bufferOpacity="1",
+        bufferNoFill="1",
+        bufferJoinStyle="128",
+    )
+    ET.SubElement(settings, "text-format", wrapChar="", multilineAlign="3")
+    placement = {"placement": "1", "centroidInside": "1", "centroidWhole": "1"}
+    if not polygon:
+        placement = {"placement": "6", "dist": "1", "distUnits": "MM"}
+    ET.SubElement(settings, "placement", placement, priority="5")
+    ET.SubElement(
+        settings, "rendering", obstacle="1", displayAll="0", upsidedownLabels="0", drawLabels="1"
+    )
+    return labeling
 
 
 def qml_document(sym: Symbology) -> bytes:

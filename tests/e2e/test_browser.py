@@ -271,6 +271,57 @@ def test_map_draws_districts_hot_spots_and_legend_without_errors(browser, server
     page.close()
 
 
+def _rendered_names(page: Page, layers: list[str]) -> set[str]:
+    return set(
+        page.evaluate(
+            "(layers) => window.observatoryMap.queryRenderedFeatures({layers})"
+            ".map(f => f.properties.name)",
+            layers,
+        )
+    )
+
+
+def test_map_names_districts_and_towns(browser, server):
+    """Issue 16 point 8: place names on the map, drawn with the service's own glyphs."""
+    page = browser.new_page(viewport=DESKTOP)
+    console = Console(page)
+    answers: list[tuple[str, int]] = []
+    page.on(
+        "response",
+        lambda r: answers.append((r.url, r.status)) if "/fonts/" in r.url else None,
+    )
+    page.goto(f"{server}/map")
+    page.wait_for_function("() => ['ready', 'error'].includes(document.body.dataset.state)")
+    _idle(page)
+    style = page.evaluate("() => window.observatoryMap.getStyle()")
+    symbols = [layer for layer in style["layers"] if layer["type"] == "symbol"]
+    assert symbols and all(layer["layout"]["text-field"] == ["get", "name"] for layer in symbols)
+    assert style["glyphs"].startswith(server)
+    # MapLibre asked for the glyph ranges of the names, and the service had them.
+    assert answers and all(status == 200 for _, status in answers), answers
+    assert any("/fonts/DejaVu%20Sans/0-255.pbf" in url for url, _ in answers), answers
+    districts = _rendered_names(page, ["labels-units"])
+    assert districts == {"Belize", "Cayo", "Corozal", "Orange Walk", "Stann Creek", "Toledo"}
+    towns = _rendered_names(page, ["labels-towns"])
+    assert {"Belize City", "Belmopan", "Dangriga", "Orange Walk", "Punta Gorda"} <= towns, towns
+    _screenshot(page, "map-place-names")
+    # Closer in, villages are named too (GeoNames' places of 500 people or more).
+    _arm_idle(page)
+    page.evaluate("() => window.observatoryMap.jumpTo({center: [-88.85, 17.2], zoom: 10})")
+    _wait_idle(page)
+    villages = _rendered_names(page, ["labels-villages"])
+    assert {"Teakettle Village", "Camelote"} & villages, villages
+    _screenshot(page, "map-place-names-cayo")
+    # The names can be switched off.
+    page.uncheck("#show-labels")
+    assert (
+        page.evaluate("() => window.observatoryMap.getLayoutProperty('labels-towns', 'visibility')")
+        == "none"
+    )
+    assert console.errors == []
+    page.close()
+
+
 def test_clicking_belize_district_shows_the_api_rank_band_and_indicators(browser, server):
     page, console = _open_map(browser, server)
     _click_district(page, "BZ-BZ")
@@ -366,6 +417,12 @@ def test_an_analyst_key_shows_incidents(browser, server, demo):
     assert after["dark"] > before["dark"], (before, after)
     assert "accepted" in page.inner_text("#key-status")
     _screenshot(page, "map-desktop-incidents")
+    # Issue 16 point 6: the demo's incidents are where people live (around the towns and
+    # villages, not in the forest), here west of Belmopan, with the places named.
+    _arm_idle(page)
+    page.evaluate("() => window.observatoryMap.jumpTo({center: [-88.95, 17.2], zoom: 10})")
+    _wait_idle(page)
+    _screenshot(page, "map-demo-incidents-cayo")
     # With the key the panel lists contributions with their values (points).
     page.select_option("#district", "BZ-BZ")
     _panel_ready(page, "points")

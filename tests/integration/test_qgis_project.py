@@ -80,6 +80,12 @@ def check_sources_answer(client, root: ET.Element) -> dict[str, dict]:
             for path in ("/", "/api", "/conformance", collection, f"{collection}/items?limit=1"):
                 assert client.get(path, headers=headers).status_code == 200, (path, headers)
             out[uri["typename"]] = uri
+        elif provider == "ogr":  # the place names: a GeoJSON file and an OGR subset
+            url, subset = source.split("|subset=")
+            response = client.get(local(url))
+            assert response.status_code == 200, url
+            assert subset == "\"kind\" = 'settlement'"
+            out["labels"] = {"url": url, "subset": subset}
         else:
             assert provider == "xyzvectortiles" and layer.get("type") == "vector-tile"
             params = dict(parse_qsl(source))
@@ -112,7 +118,7 @@ def test_public_project_connects_every_public_layer(client, run_layer):
     assert -89.5 < lon < -87.5 and 15.5 < lat < 18.8  # zoomed to Belize
     sources = check_sources_answer(client, root)
     assert {"units-0", "units-1", run_layer, "units-1:tiles", f"{run_layer}:tiles"} <= set(sources)
-    assert "incidents" not in sources
+    assert "incidents" not in sources and "labels" in sources
     # Every layer of the tree is a project layer, and the other way round.
     tree = {node.get("id") for node in root.iter("layer-tree-layer")}
     assert tree == set(layers_of(root))
@@ -131,6 +137,24 @@ def test_layers_carry_their_styles(client, run_layer):
     assert {s.get("geometry") for s in styles} == {"2"}
     assert '"bin" = 3' in {s.get("expression") for s in styles}
     assert all(s.find("symbols/symbol[@name='0']") is not None for s in styles)
+
+
+def test_districts_and_towns_are_labelled_by_name(client):
+    """Issue 16 point 8: QGIS labels the districts (their OGC API Features layer) and the
+    towns and villages (the service's /labels.geojson) by name."""
+    layers = layers_of(project(client))
+    for qgis_id in ("units_1_oapif", "place_names_ogr"):
+        layer = layers[qgis_id]
+        assert layer.get("labelsEnabled") == "1", qgis_id
+        assert layer.find("labeling").get("type") == "simple"
+        text = layer.find("labeling/settings/text-style")
+        assert text.get("fieldName") == "name" and text.get("isExpression") == "0"
+        assert text.find("text-buffer").get("bufferDraw") == "1"
+    assert layers["units_1_oapif"].find("labeling/settings/placement").get("placement") == "1"
+    assert layers["place_names_ogr"].find("labeling/settings/placement").get("placement") == "6"
+    # The country and the vector tile copy carry no names (tiles would repeat them).
+    assert layers["units_0_oapif"].find("labeling") is None
+    assert layers["units_1_tiles"].find("labeling") is None
 
 
 def test_analyst_project_adds_incidents_with_the_callers_key(client, keys, run_layer):

@@ -38,17 +38,21 @@ def test_maplibre_style_resolves_against_the_service(client, keys, run_layer):
     assert response.headers["content-type"].startswith("application/vnd.mapbox.style+json")
     style = response.json()
     assert style["version"] == 8 and isinstance(style["name"], str)
-    assert "glyphs" not in style and "sprite" not in style  # no internet at run time
+    assert "sprite" not in style  # no internet at run time: glyphs are the service's own
+    assert style["glyphs"] == "http://testserver/fonts/{fontstack}/{range}.pbf"
     sources, layers = style["sources"], style["layers"]
-    assert {"units-0", "units-1", run_layer, "incidents"} <= set(sources)
+    assert {"units-0", "units-1", run_layer, "incidents", "labels"} <= set(sources)
     assert len({layer["id"] for layer in layers}) == len(layers)
     for layer in layers:
-        assert layer["type"] in {"background", "fill", "line", "circle"}, layer
+        assert layer["type"] in {"background", "fill", "line", "circle", "symbol"}, layer
         if layer["type"] != "background":
             assert layer["source"] in sources, layer["id"]
+        if sources.get(layer.get("source"), {}).get("type") == "vector":
             assert layer["source-layer"] == layer["source"]
     lon, lat = style["center"]
     for name, source in sources.items():
+        if name == "labels":
+            continue  # GeoJSON: test_maplibre_style_names_districts_and_towns
         assert source["type"] == "vector"
         if name == "incidents":
             # Inline template: a map without a key loads the style; only these tiles fail.
@@ -64,6 +68,43 @@ def test_maplibre_style_resolves_against_the_service(client, keys, run_layer):
         assert client.get(path, headers=headers).status_code == 200, path
         if name == "incidents":
             assert client.get(path).status_code == 401
+
+
+def test_maplibre_style_names_districts_and_towns(client):
+    """Issue 16 point 8: symbol layers write the districts' and towns' names with glyphs the
+    service serves itself, from points it serves (nothing from the internet)."""
+    style = client.get("/styles/default.json").json()
+    labels = style["sources"]["labels"]
+    assert labels["type"] == "geojson" and "GeoNames" in labels["attribution"]
+    symbols = {layer["id"]: layer for layer in style["layers"] if layer["type"] == "symbol"}
+    assert {"labels-units", "labels-towns", "labels-villages"} <= set(symbols)
+    for layer in symbols.values():
+        assert layer["source"] == "labels"
+        assert layer["layout"]["text-field"] == ["get", "name"]
+        assert layer["layout"]["text-font"] == ["DejaVu Sans"]
+    # On top of every other layer: names stay readable over districts, hot spots, incidents.
+    types = [layer.get("source") == "labels" for layer in style["layers"]]
+    assert types == sorted(types)
+    # Every font stack the style names has glyphs for the Latin ranges, as MapLibre asks.
+    for stack in {tuple(layer["layout"]["text-font"]) for layer in symbols.values()}:
+        for glyph_range in ("0-255", "256-511", "8192-8447"):
+            url = style["glyphs"].replace("{fontstack}", ",".join(stack))
+            response = client.get(local(url.replace("{range}", glyph_range)))
+            assert response.status_code == 200, (stack, glyph_range)
+            assert response.headers["content-type"] == "application/x-protobuf"
+            assert len(response.content) > 10_000  # DejaVu Sans has every one of these
+    response = client.get(local(labels["data"]))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/geo+json"
+    features = response.json()["features"]
+    units = {f["properties"]["name"] for f in features if f["properties"]["kind"] == "unit"}
+    assert units == {"Belize", "Cayo", "Corozal", "Orange Walk", "Stann Creek", "Toledo"}
+    towns = [f["properties"] for f in features if f["properties"]["kind"] == "settlement"]
+    assert len(towns) == 138 and towns[0]["name"] == "Belize City" and towns[0]["rank"] == 1
+    assert {"Dangriga", "Belmopan", "San Ignacio", "Punta Gorda"} <= {t["name"] for t in towns}
+    # Towns are labelled at every zoom, villages from zoom 9 on.
+    assert "minzoom" not in symbols["labels-towns"] or symbols["labels-towns"]["minzoom"] == 0
+    assert symbols["labels-villages"]["minzoom"] == 9
 
 
 def test_maplibre_hot_spots_use_the_arcgis_ramp(client, run_layer):
@@ -181,3 +222,47 @@ def test_unknown_layers_are_problem_404(client):
         response = client.get(path)
         assert response.status_code == 404, path
         assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_glyphs_are_cached_and_refuse_what_is_not_served(client):
+    first = client.get("/fonts/DejaVu%20Sans/0-255.pbf")
+    assert first.status_code == 200
+    assert first.headers["cache-control"].startswith("public")
+    again = client.get(
+        "/fonts/DejaVu%20Sans/0-255.pbf", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304 and again.content == b""
+    # A stack is served by its first font that is here; a range not shipped holds no glyph
+    # (an empty range, as MapLibre reads it; a 404 would be an error on every label).
+    stacked = client.get("/fonts/Open%20Sans%20Regular,DejaVu%20Sans/0-255.pbf")
+    assert stacked.content == first.content
+    empty = client.get("/fonts/DejaVu%20Sans/19968-20223.pbf")
+    assert empty.status_code == 200
+    assert empty.content == b"\n\x1a\n\x0bDejaVu Sans\x12\x0b19968-20223"
+    unknown = client.get("/fonts/Comic%20Sans/0-255.pbf")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert "DejaVu Sans" in unknown.json()["detail"]
+    for bad in ("0-254", "1-256", "65536-65791"):
+        assert client.get(f"/fonts/DejaVu%20Sans/{bad}.pbf").status_code == 404, bad
+
+
+def test_district_label_points_lie_inside_their_districts(client):
+    import geopandas as gpd
+    import shapely
+
+    from tests.conftest import BELIZE
+
+    districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson")
+    shapes = dict(zip(districts["iso_3166_2"], districts.geometry, strict=True))
+    units = [
+        f for f in client.get("/labels.geojson").json()["features"]
+        if f["properties"]["kind"] == "unit"
+    ]  # fmt: skip
+    assert len(units) == 6
+    for feature in units:
+        point = shapely.geometry.shape(feature["geometry"])
+        shape = shapes[feature["properties"]["code"]]
+        assert shape.contains(point), feature
+        # The pole of inaccessibility: well inside, not on an edge (> 5 km here).
+        assert shape.boundary.distance(point) * 111 > 5, feature

@@ -55,7 +55,10 @@ async function loadStyle() {
   classColours = (fill?.metadata?.["observatory:legend"] || []).map((entry) => entry.colour);
   fill.paint["fill-color"] = NO_DATA;
   fill.paint["fill-opacity"] = 0.8;
-  style.layers.push({
+  // Place names (the service's glyphs and /labels.geojson) stay on top of what the page adds.
+  state.labelLayers = style.layers.filter((layer) => layer.source === "labels").map((layer) => layer.id);
+  const labelsAt = style.layers.findIndex((layer) => layer.source === "labels");
+  style.layers.splice(labelsAt < 0 ? style.layers.length : labelsAt, 0, {
     id: "units-1-selected",
     type: "line",
     source: "units-1",
@@ -258,6 +261,9 @@ async function start() {
     map.setLayoutProperty("units-1-fill", "visibility", $("show-districts").checked ? "visible" : "none"),
   );
   $("show-incidents").addEventListener("change", showIncidents);
+  $("show-labels").addEventListener("change", () => {
+    for (const id of state.labelLayers) map.setLayoutProperty(id, "visibility", $("show-labels").checked ? "visible" : "none");
+  });
   $("show-kde").addEventListener("change", () => loadKde().catch((e) => fail(e, "Density: ")));
   for (const id of ["category", "sex", "age-min", "age-max", "from", "to"]) {
     $(id).addEventListener("change", () => refreshFilters().catch(fail));
@@ -402,7 +408,7 @@ function showIncidents() {
         "circle-stroke-color": "#ffffff",
         "circle-stroke-width": 0.5,
       },
-    });
+    }, state.labelLayers[0]);
   }
   map.setLayoutProperty("incidents-circle", "visibility", $("show-incidents").checked ? "visible" : "none");
 }
@@ -422,7 +428,7 @@ async function loadKde() {
     map.addSource("kde", { type: "geojson", data: areas });
     map.addLayer(
       { id: "kde-fill", type: "fill", source: "kde", paint: { "fill-color": "#6a51a3", "fill-opacity": 0.45, "fill-outline-color": "#3f007d" } },
-      map.getLayer("incidents-circle") ? "incidents-circle" : undefined,
+      map.getLayer("incidents-circle") ? "incidents-circle" : state.labelLayers[0],
     );
   }
   map.setLayoutProperty("kde-fill", "visibility", "visible");
