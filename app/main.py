@@ -7,7 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 
 import orjson
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
@@ -15,9 +15,11 @@ from fastapi.staticfiles import StaticFiles
 from app.core.errors import install_error_handlers
 from app.core.limits import BodyLimit
 from app.core.metrics import RequestMetrics
+from app.core.query import refuse_unknown_parameters
 from app.core.ratelimit import RATE_LIMIT_HEADERS, RateLimit
 from app.core.settings import Settings, get_settings
 from app.core.versions import DATA_CHANNEL, KEYS_CHANNEL, BumpOnWrite, listen
+from app.ogc.links import VaryForwarded
 from app.ogc.openapi import openapi_30
 from app.ogc.tilecache import CachedTiles
 from app.routers import (
@@ -100,8 +102,14 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         version="0.1.0",
         generate_unique_id_function=_operation_id,
         lifespan=lifespan,
+        # Every route refuses a query parameter it does not declare (app.core.query).
+        dependencies=[Depends(refuse_unknown_parameters)],
     )
     state = app.state = AppState(settings)
+    if settings.api.trusted_proxy_hops and settings.api.public_url is None:
+        # Links then follow the proxies' X-Forwarded-* headers (app.ogc.links); tiles,
+        # answered by CachedTiles outside it, hold no link.
+        app.add_middleware(VaryForwarded)
     # Innermost of the three: cached tiles still get CORS headers and bump nothing.
     app.add_middleware(CachedTiles)
     if settings.api.rate_limit_per_minute is not None:

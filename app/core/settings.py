@@ -12,8 +12,9 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -97,6 +98,23 @@ class ApiSettings(BaseModel):
     # Reverse proxies in front of the service that append to X-Forwarded-For; 0 means
     # the header is ignored (anyone can send it) and the connection's peer is the client.
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    # The address clients reach the service at, ``https://host[/prefix]``: every absolute
+    # link (OGC, TileJSON, styles, the QGIS project) starts with it, whatever a request's
+    # headers say. Unset: the request's Host, and X-Forwarded-Proto/-Host/-Prefix only
+    # from trusted_proxy_hops proxies (app.ogc.links).
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("api.public_url must be an http(s) URL, e.g. https://host/prefix")
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError("api.public_url takes no user, query or fragment")
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
     @model_validator(mode="after")
     def _default_within_max(self) -> ApiSettings:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.access import filter_parameters, queryable_fields, visible_fields
 from app.core.errors import InvalidParameter, NotFound
+from app.core.query import FREE_FORM, suggestion
 from app.core.settings import Settings
 from app.ogc import cql2
 from app.ogc.crs import parse_crs
@@ -42,6 +43,27 @@ RESERVED = frozenset(
     {"limit", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang", "filter-crs"}
     | {"after", "f"}
 )
+
+#: ``openapi_extra`` of the routes that take these filters (items, tiles, TileJSON): the
+#: property filters as OpenAPI's free-form parameter, so the API definition says that
+#: other names are accepted, and ``app.core.query`` leaves the names to
+#: :func:`check_parameters`, which knows the caller's queryables.
+PROPERTY_FILTERS = {
+    "parameters": [
+        {
+            "name": "queryables",
+            "in": "query",
+            "required": False,
+            "description": "Equality filters on the collection's queryable properties, "
+            "`name=value` (a comma-separated list: any of the values), beside `bbox`, "
+            "`bbox-crs`, `datetime`, `filter`, `filter-lang` and `filter-crs`; the "
+            "names are those of `/collections/{collection_id}/queryables` for the "
+            "caller, and any other name is a 400.",
+            **FREE_FORM,
+            "schema": {**FREE_FORM["schema"], "additionalProperties": {"type": "string"}},
+        }
+    ]
+}
 
 
 class InvalidQuery(InvalidParameter):
@@ -244,15 +266,20 @@ def not_queryable(
     name: str,
     allowed: tuple[Field, ...],
     *,
+    parameters: bool = False,
     named: tuple[Parameter, ...] = (),
 ) -> InvalidQuery:
     """The one answer to a filter on a name the caller may not use. It depends on the
-    caller's queryables (and ``named``: the layer's named parameters it may use) only,
-    never on whether ``name`` is a field of the layer."""
+    caller's queryables only, never on whether ``name`` is a field of the layer: the
+    suggestion too is picked from the names this caller may use (``parameters``: and
+    the reserved ones, for a query parameter; ``named``: the layer's named parameters
+    this caller may use), so a withheld field gets what any other name spelt alike gets."""
     usable = [f.name for f in allowed] + [p.name for p in named]
     names = ", ".join(usable) or "no property"
+    close = suggestion(name, set(usable) | (RESERVED if parameters else set()))
+    hint = f" (did you mean `{close}`?)" if close else ""
     return InvalidQuery(
-        f"`{name}` is not a queryable property of {layer.id}; you may filter on: {names}"
+        f"`{name}` is not a queryable property of {layer.id}{hint}; you may filter on: {names}"
     )
 
 
@@ -267,7 +294,7 @@ def check_parameters(
     names = {f.name for f in allowed} | {p.name for p in named}
     for name in sorted(q.keys() - RESERVED):  # sorted: the same request, the same answer
         if name not in names:
-            raise not_queryable(layer, name, allowed, named=named)
+            raise not_queryable(layer, name, allowed, parameters=True, named=named)
 
 
 def layer_conditions(

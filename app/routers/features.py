@@ -14,6 +14,7 @@ from app.core.errors import NotFound
 from app.core.settings import Settings
 from app.deps import CatalogDep, CollectionId, PrincipalDep, ReaderDep, SettingsDep
 from app.ogc.crs import CRS84, parse_crs, supported_uris
+from app.ogc.filters import PROPERTY_FILTERS
 from app.ogc.filters import feature_id as _feature_id
 from app.ogc.items import crs_header, items_page
 from app.ogc.layers import Layer
@@ -238,6 +239,7 @@ async def queryables(
     "/collections/{collection_id}/items",
     summary="Features of a collection (GeoJSON), filtered and paged",
     response_class=StreamingResponse,
+    openapi_extra=PROPERTY_FILTERS,
     responses={200: {"content": {GEOJSON: {}}}},
 )
 async def items(

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from app.access import readable_layer, visible_fields
 from app.deps import CatalogDep, CollectionId, PrincipalDep, SettingsDep
-from app.ogc.filters import layer_conditions
+from app.ogc.filters import PROPERTY_FILTERS, layer_conditions
 from app.ogc.links import absolute
 from app.ogc.tilecache import MVT, cached_tile, tile_reply
 from app.schemas.ogc import Link, TileJSON, TileSet, TileSets, VectorLayer
@@ -46,6 +46,7 @@ async def _tile(request: Request, layer_id: str, z: int, x: int, y: int, who) ->
     "/tiles/{layer_id}/{z}/{x}/{y}.mvt",
     summary="One vector tile (XYZ)",
     response_class=Response,
+    openapi_extra=PROPERTY_FILTERS,
     responses={200: {"content": {MVT: {}}}, 304: {"description": "Not modified (ETag)"}},
 )
 async def xyz_tile(
@@ -64,6 +65,7 @@ async def xyz_tile(
     "/collections/{collection_id}/tiles/WebMercatorQuad/{z}/{y}/{x}",
     summary="One vector tile (OGC API Tiles: zoom, row, column)",
     response_class=Response,
+    openapi_extra=PROPERTY_FILTERS,
     responses={200: {"content": {MVT: {}}}, 304: {"description": "Not modified (ETag)"}},
 )
 async def ogc_tile(
@@ -86,6 +88,7 @@ def _tile_template(request: Request, layer_id: str) -> str:
 @router.get(
     "/tiles/{layer_id}.json",
     summary="TileJSON 3.0 of a layer's vector tiles",
+    openapi_extra=PROPERTY_FILTERS,
     response_model_exclude_none=True,
 )
 async def tilejson(

@@ -11,7 +11,10 @@ import zipfile
 from urllib.parse import parse_qsl
 
 import pytest
+from fastapi.testclient import TestClient
 
+from app.core.settings import ApiSettings
+from app.main import create_app
 from tests.conftest import auth
 from tests.integration.publishing import completed_gi_run, local, tile_of
 
@@ -179,9 +182,13 @@ def test_viewer_project_has_no_incidents(client, keys):
     assert "API key" not in root.find("title").text
 
 
-def test_urls_follow_the_proxy(client):
+def test_urls_follow_the_proxy(base_data):
+    """Behind one trusted proxy (``api.trusted_proxy_hops``); from anyone else the
+    headers change nothing (tests/integration/test_forwarded_links.py)."""
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "observatory.example.org"}
-    root = project(client, headers=forwarded)
+    settings = base_data.model_copy(update={"api": ApiSettings(trusted_proxy_hops=1)})
+    with TestClient(create_app(settings)) as client:
+        root = project(client, headers=forwarded)
     for layer in layers_of(root).values():
         source = layer.find("datasource").text
         assert "https://observatory.example.org/" in source, source
