@@ -158,13 +158,25 @@ TARGETS = {
 def our_layer() -> dict[str, Any]:
     """The incidents layer's tile options and properties, from app.ogc.layers if present."""
     try:
+        from sqlalchemy.dialects import postgresql
+
+        from app.models import incident
         from app.ogc.layers import incidents_layer
 
         layer = incidents_layer()
+        dialect = postgresql.psycopg.dialect()
         return {
             "source": "app.ogc.layers",
             "tile_properties": [f.name for f in layer.fields if f.in_tiles],
             "item_properties": [f.name for f in layer.fields],
+            # Each property as the floor's SQL builds it: a column, or the layer's own
+            # expression (the units' codes), on the floor's alias ``i``.
+            "item_sql": {
+                f.name: str(f.expr.compile(dialect=dialect)).replace("incident.", "i.")
+                for f in layer.fields
+            },
+            # What tipg can give: the table's own columns.
+            "tipg_item_properties": [f.name for f in layer.fields if f.expr.table is incident],
             "max_features": layer.tiles.max_features,
             "extent": layer.tiles.extent,
             "buffer": layer.tiles.buffer,
@@ -175,6 +187,8 @@ def our_layer() -> dict[str, Any]:
             "source": "bench.serving defaults",
             "tile_properties": list(TILE_PROPERTIES),
             "item_properties": list(ITEM_PROPERTIES),
+            "item_sql": {p: f"i.{p}" for p in ITEM_PROPERTIES},
+            "tipg_item_properties": list(ITEM_PROPERTIES),
             "max_features": TILE_CAP,
             "extent": TILE_EXTENT,
             "buffer": TILE_BUFFER,
@@ -365,7 +379,7 @@ def floor_page_sql(layer: dict[str, Any]) -> str:
     points (``app.sql.features.select_nearest_items``): nearest the box's centre first
     (squared distance from the coordinates, then id), the 1,001st nearest found along the
     spatial index, then the rows within it."""
-    props = ", ".join(f"'{p}', i.{p}" for p in layer["item_properties"])
+    props = ", ".join(f"'{p}', {layer['item_sql'][p]}" for p in layer["item_properties"])
     box = "ST_Intersects(i.geom, ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326))"
     cx, cy = "(%(w)s + %(e)s) / 2", "(%(s)s + %(n)s) / 2"
     centre = f"ST_SetSRID(ST_MakePoint({cx}, {cy}), 4326)"
@@ -708,7 +722,7 @@ def item_path(server: str, bbox: tuple, layer: dict[str, Any], ours_items: str) 
     if server == "ours":
         prefix = "/collections/incidents/items" if ours_items == "ogc" else "/incidents"
         return f"{prefix}?limit={PAGE_SIZE}&bbox={b}"
-    props = ",".join(layer["item_properties"])
+    props = ",".join(layer["tipg_item_properties"])
     return f"/collections/{TIPG_COLLECTION}/items?limit={PAGE_SIZE}&bbox={b}&properties={props}"
 
 

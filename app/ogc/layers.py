@@ -24,14 +24,13 @@ from sqlalchemy import (
     Integer,
     Select,
     Text,
-    any_,
     column,
     func,
     literal,
     literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, array
+from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models import admin_unit, analysis_cell, analysis_run, category, incident
@@ -144,15 +143,15 @@ def _in_unit(code: Any) -> ColumnElement[bool]:
     return incident.c.unit_ids.contains(array([_unit_id(code).scalar_subquery()]))
 
 
-def _unit_codes() -> ColumnElement[Any]:
-    """The codes of the units that hold an incident, country first (a JSON array)."""
-    u = admin_unit.alias("holder")
-    codes = func.json_agg(aggregate_order_by(u.c.code, u.c.level))
-    return (
-        select(func.coalesce(codes, literal_column("'[]'::json")))
-        .where(u.c.id == any_(incident.c.unit_ids))
-        .scalar_subquery()
-    )
+# The codes of the units that hold an incident, country first: ``unit_ids`` is stored in
+# level order (``app.sql.units``). The id -> code map is built once per statement (an
+# InitPlan) and looked up per id: a join to admin_unit per feature cost ~6 ms a page of
+# 1,000 features, this ~2 ms.
+_UNIT_CODES = (
+    "to_json(array_remove(ARRAY("
+    "SELECT (SELECT jsonb_object_agg(u.id, u.code) FROM admin_unit u) ->> x::text "
+    "FROM unnest(incident.unit_ids) AS x), NULL))"
+)
 
 
 def incidents_layer() -> Layer:
@@ -180,7 +179,7 @@ def incidents_layer() -> Layer:
         Field("updated_at", c.updated_at, "date-time", in_tiles=False),
         Field(
             "units",
-            _unit_codes(),
+            literal_column(_UNIT_CODES),
             "array",
             "Codes of the admin units that hold it, country first (the unit parameter).",
             queryable=False,
