@@ -99,6 +99,8 @@ ROUTES = {
     "/units": "public",
     "/units/{code}": "public",
     "/categories": "public",
+    "/fonts/{fontstack}/{glyph_range}.pbf": "public",  # DejaVu Sans glyphs for map labels
+    "/labels.geojson": "public",  # district and town names (no incident data)
     "/stats": "public",
     "/indexes": "public",
     "/indexes/{code}": "public",
