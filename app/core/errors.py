@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 import uuid
 from typing import Any
 
@@ -83,17 +84,58 @@ PURE_ERROR_STATUS: dict[type[Exception], int] = {
 RETRY_AFTER_S = 5
 
 
-def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    request: Request | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """An ``application/problem+json`` response; a 401 carries the challenges of
+    :func:`challenges` for ``request``, a 503 a ``Retry-After``."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
-    headers = None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    response = JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
     if status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
-    elif status == 503:
-        headers = {"Retry-After": str(RETRY_AFTER_S)}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+        for challenge in challenges(request):
+            response.headers.append("WWW-Authenticate", challenge)
+    return response
+
+
+def challenges(request: Request | None) -> list[str]:
+    """The ``WWW-Authenticate`` challenges of a 401, one header field each.
+
+    ``Bearer``, and ``Basic`` (the key as the password, any user name) for clients that
+    send credentials only once challenged: Qt with a user and password in the URL, a
+    browser opening a URL (it asks for them). One field each although RFC 9110 (11.6.1)
+    allows a comma-separated list: Chromium and Qt 5 read only the first scheme of a field.
+    Basic is left out where it would only make a browser pop up its login dialog over a
+    page: for a request that sent a Bearer key (a web page's script, which knows the
+    scheme), and for a browser's script (``Sec-Fetch-Mode`` other than ``navigate``; sent
+    to https and localhost origins). 401s are not stored by caches (no freshness given),
+    so the answer may differ by these headers without a ``Vary``."""
+    realm = _realm(request)
+    offered = [f'Bearer realm="{realm}"']
+    headers = request.headers if request is not None else {}
+    sent_bearer = headers.get("authorization", "").strip().lower().startswith("bearer")
+    script = headers.get("sec-fetch-mode", "navigate") not in ("navigate", "nested-navigate")
+    if not (sent_bearer or script):
+        offered.append(f'Basic realm="{realm}"')
+    return offered
+
+
+def _realm(request: Request | None) -> str:
+    """``<territory> crime observatory`` in printable ASCII without quotes or backslashes
+    (a quoted-string in a header Starlette encodes as Latin-1; accents dropped)."""
+    name = "Crime observatory"
+    if request is not None:
+        name = f"{request.app.state.settings.territory.name} crime observatory"
+    plain = unicodedata.normalize("NFKD", name)
+    return " ".join("".join(c for c in plain if " " <= c <= "~" and c not in '"\\').split())
 
 
 # The transaction was rolled back because it collided with a concurrent one (a deadlock, or
@@ -182,7 +224,14 @@ def safe_reason(exc: BaseException) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, instance=request.url.path, **exc.extra)
+        return problem(
+            exc.status,
+            exc.title,
+            exc.detail,
+            request=request,
+            instance=request.url.path,
+            **exc.extra,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -196,7 +245,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, str(exc.detail), instance=request.url.path)
+        return problem(
+            exc.status_code, title, str(exc.detail), request=request, instance=request.url.path
+        )
 
     for error_type, status in PURE_ERROR_STATUS.items():
 

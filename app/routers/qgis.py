@@ -35,7 +35,8 @@ def _caller_headers(request: Request, who: Principal, embed_key: bool) -> dict[s
     to carry a key in a project file except its authentication database, which would need
     manual steps on every machine. The key is never written for public callers, the
     project's title warns about it, and ``embed_key=false`` leaves it out (then add an
-    "API Header" authentication to the layer in QGIS).
+    "API Header" authentication to the layer in QGIS), as does ``authcfg`` (the id of
+    the user's own authentication configuration, written in the key's stead).
     """
     header = request.headers.get("authorization", "")
     if not (embed_key and who.has("analyst") and header.lower().startswith("bearer ")):
@@ -48,26 +49,44 @@ def project_layers(
     symbols: list[Symbology],
     key_headers: dict[str, str],
     tile_maxzoom: int,
+    authcfg: str | None = None,
 ) -> list[ProjectLayer]:
     """Drawing order (first on top): incidents, hot spot runs newest first (only the
     newest shown), vector tiles (hidden), boundaries (country over districts, finer
     levels hidden). Layers behind a key (incidents, runs that count sensitive categories)
-    carry the caller's key; public ones never do."""
+    carry the caller's key, or the authentication configuration ``authcfg``; public ones
+    never do."""
 
     def headers(layer: Layer) -> dict[str, str]:
         return {} if may_read(layer, PUBLIC) else key_headers
+
+    def auth(layer: Layer) -> str | None:
+        return None if may_read(layer, PUBLIC) else authcfg
 
     styled = dict(zip((layer.id for layer in layers), symbols, strict=True))
     units = [layer for layer in layers if layer.style == "units"]
     runs = [layer for layer in layers if layer.style == "hotspots"][::-1]
     out = [
-        ProjectLayer(layer, styled[layer.id], "oapif", INCIDENTS, headers=headers(layer))
+        ProjectLayer(
+            layer,
+            styled[layer.id],
+            "oapif",
+            INCIDENTS,
+            headers=headers(layer),
+            authcfg=auth(layer),
+        )
         for layer in layers
         if layer.style == "incidents"
     ]
     out += [
         ProjectLayer(
-            layer, styled[layer.id], "oapif", HOTSPOTS, visible=i == 0, headers=headers(layer)
+            layer,
+            styled[layer.id],
+            "oapif",
+            HOTSPOTS,
+            visible=i == 0,
+            headers=headers(layer),
+            authcfg=auth(layer),
         )
         for i, layer in enumerate(runs)
     ]
@@ -81,6 +100,7 @@ def project_layers(
             visible=False,
             tile_maxzoom=tile_maxzoom,
             headers=headers(layer),
+            authcfg=auth(layer),
         )
         for layer in tiled
     ]
@@ -111,15 +131,24 @@ async def qgis_project(
         bool,
         Query(description="Analysts: write your API key into the incidents layer's source"),
     ] = True,
+    authcfg: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[A-Za-z0-9]{7}$",
+            description="The id of an authentication configuration of your QGIS (e.g. "
+            "Basic: any user name, your API key as the password), written into the layers "
+            "that need a key instead of the key itself",
+        ),
+    ] = None,
 ) -> Response:
     """Open it in QGIS (Project > Open): boundaries with index classes, hot spot runs
     (ArcGIS hot/cold colours) and, for analysts, incidents, as OGC API Features layers;
     districts and the newest hot spots also as vector tiles."""
     layers = styled_layers({layer.id: layer for layer in await readable_layers(catalog, who)})
     symbols = await symbologies(engine, layers)
-    headers = _caller_headers(request, who, embed_key)
+    headers = _caller_headers(request, who, embed_key and authcfg is None)
     title = f"Crime Observatory of {settings.territory.name}"
-    entries = project_layers(layers, symbols, headers, settings.tiles.max_zoom)
+    entries = project_layers(layers, symbols, headers, settings.tiles.max_zoom, authcfg)
     qgs = project_document(
         title + (" (contains your API key: do not share this file)" if headers else ""),
         base_url(request),

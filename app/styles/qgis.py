@@ -21,6 +21,11 @@ Data sources, as QGIS's providers parse them (checked against ``qgis/QGIS``):
   ``scripts/verify_qgis.py``, sends the header neither for OAPIF nor for vector tiles and
   has no "API Header" method; its "Basic" method and the OAPIF URI's ``username`` /
   ``password`` send ``Authorization: Basic …`` only.
+- An authentication configuration: ``authcfg=<id>`` (7 letters and digits, the id in the
+  user's QGIS authentication database), in the spaced form and as a URL-query parameter
+  alike; every release since 3.0 applies it to OAPIF requests and vector tiles (a
+  "Basic" configuration with the key as the password works on 3.22, checked with
+  ``scripts/verify_qgis.py``).
 - A ``<spatialrefsys>`` is resolved from its ``authid`` only when ``srsid`` is a QGIS
   system id (``QgsCoordinateReferenceSystem::readXml``): 3857 for EPSG:3857, 3452 for
   EPSG:4326.
@@ -81,6 +86,8 @@ class ProjectLayer:
     visible: bool = True
     # HTTP headers QGIS sends with every request of this layer (``http-header:`` prefix).
     headers: dict[str, str] = field(default_factory=dict)
+    # The id of an authentication configuration of the user's QGIS (``authcfg=``).
+    authcfg: str | None = None
     tile_maxzoom: int = 22
 
     @property
@@ -97,9 +104,14 @@ def _spaced(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def oapif_source(base: str, layer: Layer, headers: dict[str, str]) -> str:
-    """``url='<base>/' typename='<id>'`` (+ headers); incidents only load the view's bbox."""
+def oapif_source(
+    base: str, layer: Layer, headers: dict[str, str], authcfg: str | None = None
+) -> str:
+    """``url='<base>/' typename='<id>'`` (+ headers, authcfg); incidents only load the
+    view's bbox."""
     parts = [f"url={_spaced(base + '/')}", f"typename={_spaced(layer.id)}"]
+    if authcfg:
+        parts.append(f"authcfg={_spaced(authcfg)}")
     if layer.style == "incidents":
         # A million points must not be fetched on project load: only the map's extent.
         parts.append("restrictToRequestBBOX='1'")
@@ -111,13 +123,17 @@ def tile_template(base: str, layer: Layer) -> str:
     return f"{base}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.mvt"
 
 
-def vector_tile_source(base: str, layer: Layer, headers: dict[str, str], zmax: int) -> str:
-    """``type=xyz&url=…&zmax=…&zmin=…`` as ``QgsDataSourceUri::encodedUri`` writes it."""
+def vector_tile_source(
+    base: str, layer: Layer, headers: dict[str, str], zmax: int, authcfg: str | None = None
+) -> str:
+    """``type=xyz&url=…&zmax=…&zmin=…`` (+ authcfg, headers) as
+    ``QgsDataSourceUri::encodedUri`` writes it."""
     params = [
         ("type", "xyz"),
         ("url", tile_template(base, layer)),
         ("zmax", str(min(layer.tiles.maxzoom, zmax))),
         ("zmin", str(layer.tiles.minzoom)),
+        *((("authcfg", authcfg),) if authcfg else ()),
         *((f"http-header:{name}", value) for name, value in headers.items()),
     ]
     # ":" and "/" stay as they are (as QGIS writes them); braces, spaces, "&" and "=" are
@@ -204,7 +220,7 @@ def _map_layer(entry: ProjectLayer, base: str) -> ET.Element:
     layer = entry.layer
     if entry.kind == "tiles":
         element = ET.Element("maplayer", type="vector-tile")
-        source = vector_tile_source(base, layer, entry.headers, entry.tile_maxzoom)
+        source = vector_tile_source(base, layer, entry.headers, entry.tile_maxzoom, entry.authcfg)
     else:
         element = ET.Element(
             "maplayer",
@@ -212,7 +228,7 @@ def _map_layer(entry: ProjectLayer, base: str) -> ET.Element:
             geometry=_GEOMETRY[layer.geometry_type],
             wkbType=_WKB[layer.geometry_type],
         )
-        source = oapif_source(base, layer, entry.headers)
+        source = oapif_source(base, layer, entry.headers, entry.authcfg)
     ET.SubElement(element, "id").text = entry.qgis_id
     ET.SubElement(element, "datasource").text = source
     ET.SubElement(element, "layername").text = entry.name
@@ -271,8 +287,10 @@ def _layer_tree(root: ET.Element, layers: list[ProjectLayer], base: str, place_n
 
 def _map_layer_source(entry: ProjectLayer, base: str) -> str:
     if entry.kind == "tiles":
-        return vector_tile_source(base, entry.layer, entry.headers, entry.tile_maxzoom)
-    return oapif_source(base, entry.layer, entry.headers)
+        return vector_tile_source(
+            base, entry.layer, entry.headers, entry.tile_maxzoom, entry.authcfg
+        )
+    return oapif_source(base, entry.layer, entry.headers, entry.authcfg)
 
 
 def project_document(

@@ -5,6 +5,10 @@ Features layers, vector tiles, project and styles, and draws them, headless.
 are built for (``/usr/bin/python3``); ``scripts/setup.sh`` installs ``python3-qgis`` and
 ``qgis-providers`` with OBSERVATORY_SETUP_TESTS=1. Without them this test fails: a client
 that cannot be run proves nothing, and a skip would hide that.
+
+Incidents are read, tiled and opened in the project the way README tells QGIS users to:
+through an authentication configuration of type Basic (the key as its password) that the
+script creates in QGIS's own authentication manager, in a profile of its own.
 """
 
 from __future__ import annotations
@@ -80,7 +84,18 @@ def test_qgis_loads_draws_and_opens_the_service(server, hotspots, keys, tmp_path
         f"oapif {hotspots} geometry type",
         f"oapif {hotspots} drawn in place",
         "oapif subset string",
+        # README's way on every release: a Basic authentication configuration made in
+        # QGIS's auth manager, the key as its password.
+        "oapif incidents with Basic auth",
+        "oapif incidents all read with Basic auth",
         "oapif incidents bbox read",
+        "tiles incidents render",
+        "project (analyst, Basic auth) layer incidents oapif valid",
+        "project (analyst, Basic auth) incidents read",
+        "project (analyst, Basic auth) incidents render",
+        "project (analyst, Basic auth) render",
+        # Qt answering the 401's Basic challenge with a user and password of the URL.
+        "challenge: key as URL password",
         "style units-1.qml",
         "style units-1.sld",
         f"style {hotspots}.qml",

@@ -28,6 +28,8 @@ MATRIX = [
     ("POST", "/keys", "admin"),
 ]
 LADDER = (None, *ROLES)
+# The realm of every 401's challenges: the territory's name (app.core.errors.challenges).
+REALM = "Belize crime observatory"
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +120,9 @@ def test_bad_and_revoked_keys(client, keys, db):
         assert time.monotonic() < deadline, "a key revoked in SQL still works after 2 s"
         time.sleep(0.02)
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
-    assert response.headers["www-authenticate"] == "Bearer"
+    # A caller that sent a Bearer key knows the scheme: no Basic (a browser would pop up
+    # its login dialog over the page whose script sent it).
+    assert response.headers.get_list("www-authenticate") == [f'Bearer realm="{REALM}"']
 
 
 def test_admin_manages_keys_over_http(client, keys, db):
@@ -219,3 +223,61 @@ def test_basic_authentication_carries_the_key_as_password(client, keys):
     assert client.get(url, headers=basic("qgis", keys["analyst"])).status_code == 200
     assert client.get(url, headers=basic("qgis", keys["analyst"])).status_code == 200
     assert client.get(url, headers=basic("qgis", keys["viewer"])).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/incidents?limit=1",
+        "/collections/incidents/items?limit=1",
+        # twice: the second would be the tile fast path's (app.ogc.tilecache), had a key
+        # been known
+        "/tiles/incidents/14/4178/7382.mvt",
+        "/tiles/incidents/14/4178/7382.mvt",
+        "/collections/incidents/tiles/WebMercatorQuad/14/7382/4178",
+        "/keys",
+    ],
+)
+def test_a_401_offers_basic_beside_bearer(client, keys, path):
+    """Clients that send credentials only once challenged (Qt with a user and password in
+    the URL, curl --anyauth, a browser opening the URL) get a Basic challenge beside
+    Bearer, in a header field of its own (Chromium and Qt 5 read one scheme a field), and
+    then send the key as the Basic password."""
+    import base64
+
+    nobody = client.get(path)
+    assert nobody.status_code == 401, path
+    assert nobody.headers.get_list("www-authenticate") == [
+        f'Bearer realm="{REALM}"',
+        f'Basic realm="{REALM}"',
+    ]
+    # What such a client sends next.
+    token = base64.b64encode(f"anyone:{keys['admin']}".encode()).decode()
+    assert client.get(path, headers={"Authorization": f"Basic {token}"}).status_code == 200
+    # A wrong Basic password is challenged again, with both.
+    wrong = base64.b64encode(b"anyone:obs_00000000_wrong").decode()
+    again = client.get(path, headers={"Authorization": f"Basic {wrong}"})
+    assert again.status_code == 401
+    assert len(again.headers.get_list("www-authenticate")) == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "schemes"),
+    [
+        ({}, ["Bearer", "Basic"]),
+        ({"Sec-Fetch-Mode": "navigate"}, ["Bearer", "Basic"]),  # a browser opening the URL
+        ({"Sec-Fetch-Mode": "cors"}, ["Bearer"]),  # fetch() or XHR, in a page or a worker
+        ({"Sec-Fetch-Mode": "no-cors"}, ["Bearer"]),  # an <img>
+        ({"Sec-Fetch-Mode": "same-origin"}, ["Bearer"]),
+        ({"Authorization": "Bearer obs_00000000_wrong"}, ["Bearer"]),
+        ({"Authorization": "Digest x"}, ["Bearer", "Basic"]),
+    ],
+)
+def test_no_basic_challenge_where_a_browser_would_prompt_over_a_page(client, headers, schemes):
+    """A Basic challenge to a browser's script makes the browser ask for a user name and
+    password in a dialog over the page (Chromium asks for fetch(), XHR and workers alike):
+    scripts get Bearer only, as does a caller that sent a Bearer key."""
+    response = client.get("/collections/incidents/items?limit=1", headers=headers)
+    assert response.status_code == 401
+    got = [value.split(" ", 1)[0] for value in response.headers.get_list("www-authenticate")]
+    assert got == schemes

@@ -193,3 +193,24 @@ def test_urls_follow_the_proxy(base_data):
         source = layer.find("datasource").text
         assert "https://observatory.example.org/" in source, source
         assert "testserver" not in source
+
+
+def test_authcfg_takes_the_place_of_the_key(client, keys, run_layer):
+    """``authcfg``: the layers behind a key name the user's QGIS authentication
+    configuration (``scripts/verify_qgis.py`` loads such a project in QGIS 3.22 with a
+    Basic one); the key itself is written nowhere, and public layers carry none."""
+    analyst = keys["analyst"]
+    root = project(client, headers=auth(analyst), embed_key="false", authcfg="obs0001")
+    assert analyst not in ET.tostring(root, encoding="unicode")
+    assert "do not share" not in root.find("title").text
+    for layer_id, layer in layers_of(root).items():
+        source = layer.find("datasource").text
+        if layer_id.startswith("incidents"):
+            assert spaced_uri(source)["authcfg"] == "obs0001"
+        elif layer.find("provider").text in ("OAPIF", "xyzvectortiles"):
+            assert "authcfg" not in source, layer_id  # public layers
+    # The key is left out even when embedding is not turned off.
+    root = project(client, headers=auth(analyst), authcfg="obs0001")
+    assert analyst not in ET.tostring(root, encoding="unicode")
+    refused = client.get("/qgis/project.qgz", params={"authcfg": "x'; y"}, headers=auth(analyst))
+    assert refused.status_code == 422
