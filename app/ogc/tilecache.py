@@ -26,7 +26,13 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.access import known_principal, may_read, queryable_fields, visible_fields
+from app.access import (
+    filter_parameters,
+    known_principal,
+    may_read,
+    queryable_fields,
+    visible_fields,
+)
 from app.core.errors import ProblemError
 from app.ogc.filters import RESERVED
 from app.ogc.layers import Layer
@@ -162,13 +168,17 @@ MAX_Z = 30
 
 
 def _filters_allowed(layer: Layer, who: Principal, query: QueryParams) -> bool:
-    """Whether every parameter is reserved or names a field ``who`` may filter on: a
-    cheap first look (a set of names) so that no tile, cached or not, answers a filter
-    on a withheld field. A CQL2 ``filter``'s properties are checked where it is parsed
+    """Whether every parameter is reserved, names a field ``who`` may filter on or is a
+    named parameter of the layer it may use (``unit``, ``occurred_from``): a cheap first
+    look (a set of names) so that no tile, cached or not, answers a filter on a withheld
+    field. A CQL2 ``filter``'s properties are checked where it is parsed
     (``app.ogc.filters``), before any tile is encoded; a cached tile was encoded for the
     same filter text and the same visible fields (its key), so it passed that check."""
     names = query.keys() - RESERVED
-    return not names or names <= {f.name for f in queryable_fields(layer, who)}
+    if not names:
+        return True
+    usable = {f.name for f in queryable_fields(layer, who)}
+    return names <= usable | {p.name for p in filter_parameters(layer, who)}
 
 
 class CachedTiles:
