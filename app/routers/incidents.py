@@ -19,7 +19,10 @@ router = APIRouter(prefix="/incidents", tags=["incidents"])
 
 GEOJSON = "application/geo+json"
 _LOCAL = "; without a zone local time of the territory (2024-01-01 is local midnight)"
-_AGE = {"type": "integer", "minimum": 0, "maximum": 120}
+# Parsed by the layer's filters (app.ogc.filters: a 400 for a bad one, as on the OGC
+# items), so declared as text; the API definition shows their type.
+_AGE = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 120}, {"type": "null"}]}
+_ID = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
 
 
 @router.get(
@@ -47,15 +50,20 @@ async def list_incidents(
     ] = None,
     category: Annotated[list[str] | None, Query(description="codes, comma-separated")] = None,
     victim_sex: Annotated[list[str] | None, Query(description="female, male, unknown")] = None,
-    age_min: Annotated[str | None, Query(json_schema_extra=_AGE)] = None,
-    age_max: Annotated[str | None, Query(json_schema_extra=_AGE)] = None,
+    age_min: Annotated[
+        str | None, Query(description="victim's age, at least (years)", json_schema_extra=_AGE)
+    ] = None,
+    age_max: Annotated[
+        str | None, Query(description="victim's age, at most (years)", json_schema_extra=_AGE)
+    ] = None,
     unit: Annotated[str | None, Query(description="unit code, any level, e.g. BZ-CY")] = None,
     source: Annotated[list[str] | None, Query(description="reporting agencies")] = None,
     limit: Annotated[
         int | None, Query(ge=1, description="page size; clamped to the maximum")
     ] = None,
     after: Annotated[
-        str | None, Query(description="cursor: the last id of the previous page")
+        str | None,
+        Query(description="cursor: the last id of the previous page", json_schema_extra=_ID),
     ] = None,
 ) -> Response:
     """The incidents the filters select, as ``/collections/incidents/items`` answers
