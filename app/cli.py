@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 from pathlib import Path
@@ -649,7 +651,8 @@ def up(
     port: int = 8000,
     incidents: Annotated[int, typer.Option(help="synthetic demo incidents")] = 60_000,
 ) -> None:
-    """Everything for a first look: start PostGIS, migrate, load the demo, print keys, serve."""
+    """Everything for a first look: start PostGIS, migrate, load the demo, print keys, start
+    a worker, serve."""
     from app.services.keys import demo_keys
 
     settings = get_settings()
@@ -662,8 +665,46 @@ def up(
     console.print(f"\n[bold]Demo API keys[/bold] (also in {keys_file}):")
     for role, key in keys.items():
         console.print(f"  {role:8} {key}")
+    # The analyses run in a worker process beside the API (the job queue, app.worker).
+    worker_process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
+    console.print(f"worker started (pid {worker_process.pid}); more: `observatory worker`")
     console.print(f"\nServing on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n")
-    serve(host=host, port=port, workers=1)
+    try:
+        serve(host=host, port=port, workers=1)
+    finally:
+        if worker_process.poll() is None:
+            worker_process.terminate()
+        try:
+            worker_process.wait(timeout=settings.worker.shutdown_s + 10)
+        except subprocess.TimeoutExpired:
+            worker_process.kill()
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="jobs at once (default: worker.concurrency)", min=1)
+    ] = None,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option("--queues", help="queues, comma-separated (default: analyses,schedules)"),
+    ] = None,
+) -> None:
+    """Take jobs (analyses, schedules) from the queue until stopped (Ctrl-C, SIGTERM).
+
+    Start as many as the machines allow, on this machine or others: every worker given
+    the same database shares the queue."""
+    import logging
+
+    from app.worker.queue import QUEUES
+    from app.worker.run import run_worker
+
+    names = [q.strip() for item in queues or [] for q in item.split(",") if q.strip()]
+    if other := sorted(set(names) - set(QUEUES)):  # allowed: a job may be sent anywhere
+        console.print(f"[yellow]note:[/yellow] {', '.join(other)} not among {', '.join(QUEUES)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    asyncio.run(run_worker(settings, concurrency=concurrency, queues=names or None))
 
 
 # -- helpers -----------------------------------------------------------------------------

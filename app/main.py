@@ -32,12 +32,14 @@ from app.routers import (
     imports,
     incidents,
     indexes,
+    jobs,
     keys,
     labels,
     metrics,
     pages,
     qgis,
     rankings,
+    schedules,
     stats,
     styles,
     surfaces,
@@ -74,10 +76,13 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from app.core.db import create_engine
+        from app.worker.queue import make_app as make_queue
 
         state.engine = create_engine(settings)
         state.reader = state.engine.execution_options(isolation_level="AUTOCOMMIT")
         state.catalog = Catalog(state.reader, settings, state.data_version)
+        state.queue = make_queue(settings)
+        await state.queue.open_async()  # connects on the first deferred job
         changes = asyncio.create_task(
             listen(
                 settings.libpq_url,
@@ -91,9 +96,9 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         try:
             yield
         finally:
-            background = [changes, *state.jobs]
-            for task in (*background, *([warming] if settings.analysis.warm_up else [])):
+            for task in (changes, *([warming] if settings.analysis.warm_up else [])):
                 task.cancel()
+            await state.queue.close_async()
             await state.engine.dispose()
 
     app = ObservatoryApp(
@@ -149,6 +154,8 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         styles,
         labels,
         qgis,
+        jobs,
+        schedules,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

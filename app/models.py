@@ -252,7 +252,9 @@ analysis_run = Table(
     Column("created_by", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
-    CheckConstraint("status IN ('running', 'completed', 'failed')", name="status_known"),
+    CheckConstraint(
+        "status IN ('running', 'completed', 'failed', 'cancelled')", name="status_known"
+    ),
 )
 
 # A set of analysis cells whose polygons are stored once (migration 0006): an H3 grid or a

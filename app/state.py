@@ -20,6 +20,7 @@ from app.core.versions import DataVersion
 from app.ogc.tilecache import TileCache
 
 if TYPE_CHECKING:
+    from procrastinate import App
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from app.core.metrics import Metrics
@@ -40,8 +41,10 @@ class AppState:
     engine: AsyncEngine = field(init=False)
     reader: AsyncEngine = field(init=False)  # autocommit: reads hold no transaction
     catalog: Catalog = field(init=False)
-    # Analysis runs of this worker (asyncio tasks), cancelled at shutdown.
-    jobs: set[asyncio.Task] = field(default_factory=set)
+    # The job queue (app.worker): analyses are deferred to it, worker processes run them.
+    queue: App = field(init=False)
+    # Its depth, oldest queued job and live workers, read at each /metrics scrape.
+    queue_stats: dict | None = None
     # Set once the numba kernels are compiled (/ready waits for it).
     warm: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from app.core.migrate import upgrade
 from app.core.settings import DATA_DIR, DatabaseSettings, Settings
 from app.main import create_app
 
+ROOT = Path(__file__).parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 BELIZE = DATA_DIR / "belize"
 ROLES = ("viewer", "analyst", "editor", "admin")
@@ -109,8 +114,74 @@ def db(db_url: str) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+def _live_workers(db_url: str) -> set[int]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id FROM procrastinate.procrastinate_workers "
+            "WHERE last_heartbeat > now() - interval '1 minute'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+@contextlib.contextmanager
+def worker_process(
+    database_url: str,
+    log: Path,
+    *,
+    concurrency: int = 2,
+    queues: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen]:
+    """``observatory worker`` on ``database_url`` (warm-up off; ``queues``: comma-separated,
+    default the service's), once it has registered with the queue; stopped (SIGTERM,
+    then SIGKILL) afterwards. Its log goes to ``log``."""
+    before = _live_workers(database_url)
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OBSERVATORY_")},
+        "OBSERVATORY_ENVIRONMENT": "test",
+        "OBSERVATORY_DATABASE_URL": database_url,
+        "OBSERVATORY_ANALYSIS__WARM_UP": "false",
+        # A killed worker's job is taken back within seconds. Every worker on one
+        # database must agree on these: a worker silent for stalled_s is taken for dead.
+        "OBSERVATORY_WORKER__HEARTBEAT_S": "1",
+        "OBSERVATORY_WORKER__STALLED_S": "6",
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "app.cli", "worker", "--concurrency", str(concurrency)]
+    command += ["--queues", queues] if queues else []
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not _live_workers(database_url) - before:
+            if process.poll() is not None:
+                pytest.fail(f"observatory worker exited:\n{log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"observatory worker never registered:\n{log.read_text()[-4000:]}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(scope="session")
-def base_data(settings: Settings) -> Settings:
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One real worker process for the session: the API queues analyses, it runs them."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with worker_process(settings.libpq_url, log):
+        yield
+
+
+@pytest.fixture(scope="session")
+def base_data(settings: Settings, worker: None) -> Settings:
     """Categories and the real Belize boundaries (country + 6 districts), loaded once."""
     from app.services.boundaries import import_boundaries
     from app.services.categories import load_categories

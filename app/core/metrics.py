@@ -200,6 +200,39 @@ class StateCollector(Collector):
                 "Changes to published data seen by this worker (caches key on it)",
                 value=version.value,
             )
+        queue = getattr(state, "queue_stats", None)
+        if queue is not None:  # read from the database by the /metrics route
+            yield GaugeMetricFamily(
+                "observatory_queue_depth", "Jobs queued and not started (all queues)",
+                value=queue["queued"],
+            )  # fmt: skip
+            yield GaugeMetricFamily(
+                "observatory_queue_running", "Jobs running in a worker", value=queue["running"]
+            )
+            yield GaugeMetricFamily(
+                "observatory_queue_oldest_queued_seconds",
+                "Age of the oldest queued job (0 when none waits)",
+                value=float(queue["oldest_queued_s"]),
+            )
+            yield GaugeMetricFamily(
+                "observatory_workers_live", "Workers seen in the last minute",
+                value=queue["workers"],
+            )  # fmt: skip
+
+
+async def refresh_queue_stats(state: Any) -> None:
+    """Read the job queue's depth, oldest queued job and live workers into ``state``
+    (the gauges above); left out of the scrape when the database does not answer."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.sql.jobs import QUEUE_STATS
+
+    try:
+        async with state.reader.connect() as conn:
+            state.queue_stats = dict((await conn.execute(QUEUE_STATS)).mappings().one())
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("queue metrics unavailable: %s", exc.__class__.__name__)
+        state.queue_stats = None
 
 
 def route_template(scope: Scope) -> str:

@@ -146,6 +146,30 @@ class AnalysisSettings(BaseModel):
     warm_up: bool = True
 
 
+class WorkerSettings(BaseModel):
+    """The job queue's workers (``observatory worker``, app.worker) and its schedules."""
+
+    # Jobs one worker process runs at once (each analysis holds a core while it computes).
+    concurrency: int = Field(default=1, ge=1, le=64)
+    # How often a worker records that it is alive, and how long a silent one is taken for
+    # dead: its running job then goes back to the queue for another worker.
+    heartbeat_s: float = Field(default=10, gt=0)
+    stalled_s: float = Field(default=30, gt=0)
+    # On SIGINT/SIGTERM running jobs get this long to finish, then go back to the queue.
+    shutdown_s: float = Field(default=10, ge=0)
+    # Attempts of a job that meets a transient database error, waiting retry_wait_s ** n
+    # seconds before attempt n + 1 (2, 4, 8, 16 s); bad input fails at once.
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    retry_wait_s: int = Field(default=2, ge=1, le=60)
+    # Periodic tasks: task name -> cron (5 fields, or 6 with seconds last; UTC). A slot
+    # missed while no worker ran runs once when one starts, if missed by at most
+    # missed_slot_s (default: a year), not once per missed slot.
+    schedules: dict[str, str] = {"housekeeping": "17 3 * * *"}
+    missed_slot_s: float = Field(default=366 * 86_400, ge=0)
+    # Finished jobs older than this are deleted by the housekeeping task.
+    keep_finished_h: int = Field(default=24 * 30, ge=1)
+
+
 class PrivacySettings(BaseModel):
     """What callers below analyst may ask of ``/stats`` (the public lattice,
     ``app.services.lattice``) and what they get (``app.services.disclosure``)."""
@@ -182,6 +206,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     tiles: TileSettings = TileSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    worker: WorkerSettings = WorkerSettings()
     privacy: PrivacySettings = PrivacySettings()
 
     @classmethod

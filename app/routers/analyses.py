@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.core.errors import NotFound
+from app.core.errors import Conflict, NotFound
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
 from app.files.exports import CSV, csv_text, download
 from app.schemas.analyses import (
@@ -16,8 +16,8 @@ from app.schemas.analyses import (
     HotspotRequest,
 )
 from app.services import jobs
-from app.services.emerging import check_cube_size, run_emerging
-from app.services.hotspots import check_grid_size, run_hotspots
+from app.services.emerging import check_cube_size
+from app.services.hotspots import check_grid_size
 from app.sql import analyses as sql
 
 router = APIRouter(prefix="/analyses", tags=["analyses"])
@@ -43,7 +43,7 @@ async def _run_public(request: Request, conn, run_id: int) -> AnalysisRunPublic:
 
 async def start_run(request: Request, engine, settings, *args) -> Response:
     """``launch_run``, answered with the run: 201 when done, 202 while it goes on."""
-    run_id, done = await jobs.launch_run(request.app.state.jobs, engine, settings, *args)
+    run_id, done = await jobs.launch_run(request.app.state.queue, engine, settings, *args)
     async with engine.connect() as conn:
         run = await _run_public(request, conn, run_id)
     if run.status == "failed":
@@ -72,8 +72,7 @@ async def create_hotspots(
     await check_grid_size(engine, settings, body)  # 422 before anything is stored
     return await start_run(
         request, engine, settings, who.actor, "hotspots", body.method,
-        body.model_dump(mode="json"),
-        lambda run_id, progress: run_hotspots(engine, settings, body, run_id, progress),
+        body.model_dump(mode="json"), body.model_dump(mode="json", exclude_unset=True),
     )  # fmt: skip
 
 
@@ -95,8 +94,7 @@ async def create_emerging_hotspots(
         await check_cube_size(engine, settings, body, cells)
     return await start_run(
         request, engine, settings, who.actor, "emerging", "space_time_gi_star",
-        body.model_dump(mode="json"),
-        lambda run_id, progress: run_emerging(engine, settings, body, run_id, progress),
+        body.model_dump(mode="json"), body.model_dump(mode="json", exclude_unset=True),
     )  # fmt: skip
 
 
@@ -132,6 +130,8 @@ async def get_analysis(
         return Response(run.model_dump_json(), status_code=202, media_type="application/json")
     if run.status == "failed":
         raise jobs.AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
+    if run.status == "cancelled":
+        raise Conflict(f"analysis run {run_id} was cancelled", run_id=run_id)
     if format == "csv":
         result = await conn.execute(sql.select_cells_table(run_id))
         table = csv_text(list(result.keys()), result.all())
@@ -142,3 +142,17 @@ async def get_analysis(
         f'"numberMatched":{run.summary.get("units", 0)},"features":{features}}}'
     )
     return Response(body, media_type=GEOJSON)
+
+
+@router.post(
+    "/{run_id:int}/cancel",
+    response_model=AnalysisRunPublic,
+    summary="Cancel a running run: its queued job never starts, a running one is stopped",
+    responses={409: {"description": "The run has ended already"}},
+)
+async def cancel_analysis(
+    request: Request, run_id: int, engine: EngineDep, _: Analyst
+) -> AnalysisRunPublic:
+    await jobs.cancel_run(request.app.state.queue, engine, run_id)
+    async with engine.connect() as conn:
+        return await _run_public(request, conn, run_id)

@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from app.core.errors import ServiceUnavailable
 from app.deps import EngineDep
+from app.sql import jobs as job_sql
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +17,10 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="The database is reachable and migrated; analyses are warm")
+@router.get(
+    "/ready",
+    summary="The database is reachable and migrated; analyses are warm; workers seen",
+)
 async def ready(request: Request, engine: EngineDep) -> dict[str, object]:
     try:
         async with engine.connect() as conn:
@@ -35,4 +39,19 @@ async def ready(request: Request, engine: EngineDep) -> dict[str, object]:
         "migration": version,
         "postgis": postgis,
         "analysis": "warm",
+        "workers": await _workers(engine),
+    }
+
+
+async def _workers(engine) -> dict[str, object]:
+    """Whether a worker (``observatory worker``) was seen in the last minute: analyses
+    queue up until one is. Said, not required: the API serves everything else."""
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(job_sql.select_workers(60))).mappings().all()
+    except Exception as exc:  # e.g. the queue's migration not applied yet
+        return {"seen_last_minute": None, "error": exc.__class__.__name__}
+    return {
+        "seen_last_minute": len(rows),
+        "last_heartbeat": max((r["last_heartbeat"] for r in rows), default=None),
     }

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
-from app.core.errors import InvalidParameter, NotFound
+from app.core.errors import Conflict, InvalidParameter, NotFound
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
 from app.files.exports import csv_text
 from app.params import split_list
@@ -21,7 +21,7 @@ from app.schemas.analyses import AnalysisFilters
 from app.schemas.surfaces import EvaluationPublic, EvaluationRequest, KdeQuery
 from app.services import jobs
 from app.services import surfaces as service
-from app.services.evaluation import ROW_COLUMNS, run_evaluation
+from app.services.evaluation import ROW_COLUMNS
 from app.services.hotspots import check_grid_size
 from app.sql import analyses as sql
 
@@ -178,9 +178,10 @@ async def create_evaluation(
     await check_grid_size(engine, settings, body)  # 422 before anything is stored
     parameters = body.model_dump(mode="json", by_alias=True)
     method = "+".join(body.methods)
+    sent = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
     run_id, done = await jobs.launch_run(
-        request.app.state.jobs, engine, settings, who.actor, "evaluation", method, parameters,
-        lambda run_id, progress: run_evaluation(engine, settings, body, run_id, progress),
+        request.app.state.queue, engine, settings, who.actor, "evaluation", method, parameters,
+        sent,
     )  # fmt: skip
     async with engine.connect() as conn:
         run = await _evaluation(request, conn, run_id)
@@ -209,4 +210,6 @@ async def get_evaluation(
         return _evaluation_response(run, "json", status_code=202)
     if run.status == "failed":
         raise jobs.AnalysisFailed(run.message or "the evaluation failed", run_id=run_id)
+    if run.status == "cancelled":
+        raise Conflict(f"evaluation run {run_id} was cancelled", run_id=run_id)
     return _evaluation_response(run, format)

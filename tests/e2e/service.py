@@ -1,11 +1,13 @@
-"""The service as a real process for end-to-end tests: uvicorn on 127.0.0.1 (a free
-port) against a test database, analysis warm-up off, stopped when the test is done."""
+"""The service as real processes for end-to-end tests: uvicorn on 127.0.0.1 (a free
+port) against a test database and one ``observatory worker`` beside it (the analyses run
+there), analysis warm-up off, stopped when the test is done."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import _free_port
+from tests.conftest import _free_port, worker_process
 
 ROOT = Path(__file__).parents[2]
 
@@ -22,6 +24,16 @@ ROOT = Path(__file__).parents[2]
 @contextmanager
 def running_service(database_url: str) -> Iterator[str]:
     """Yield the base URL (``http://127.0.0.1:PORT``) once ``/ready`` answers 200."""
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        worker_process(database_url, Path(logs) / "worker.log"),
+        _api(database_url) as base,
+    ):
+        yield base
+
+
+@contextmanager
+def _api(database_url: str) -> Iterator[str]:
     port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OBSERVATORY_")},

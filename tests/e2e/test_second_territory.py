@@ -225,11 +225,20 @@ def test_a_second_territory_is_set_up_and_analysed_over_http(tmp_path):
         key = created.strip().splitlines()[-1]
         assert re.fullmatch(r"obs_\S+", key), created
         process, base = _serve(env, _free_port())
+        # The analyses run in a worker of the same configuration (the job queue).
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             with httpx.Client(base_url=base, timeout=120) as http:
                 _set_up(http, {"Authorization": f"Bearer {key}"}, tmp_path)
                 _check(http, {"Authorization": f"Bearer {key}"})
         finally:
+            _stop(worker)
             _stop(process)
     finally:
         subprocess.run([sys.executable, "-m", "app.cli", "db", "stop"], cwd=ROOT, env=env)

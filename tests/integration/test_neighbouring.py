@@ -369,6 +369,8 @@ def _battery(client, keys, world, probe: Probe, seed: int) -> list[Request]:
         for code in ("BZ", *sorted(world["districts"])):
             add(f"/units/{code}")
         add("/categories")
+        add("/labels.geojson")
+        add("/fonts/DejaVu Sans/0-255.pbf")
         add("/indexes")
         for code in INDEXES:
             add(f"/indexes/{code}")

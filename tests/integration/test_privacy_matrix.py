@@ -134,6 +134,8 @@ ROUTES = {
     "/imports/{batch_id}/rejections.csv": "editor",
     "/keys": "admin",
     "/audit": "admin",
+    "/jobs": "admin",
+    "/schedules": "admin",
 }
 
 
@@ -397,6 +399,8 @@ RESTRICTED = [
     ("/imports/1/rejections.csv", {}),
     ("/keys", {}),
     ("/audit", {}),
+    ("/jobs", {}),
+    ("/schedules", {}),
     ("/collections/incidents", {}),
     ("/collections/incidents/items", {"source": SOURCE}),
     ("/collections/incidents/items/{incident}", {}),

@@ -1,0 +1,285 @@
+"""The job queue with real worker processes on the real PostgreSQL (issue 18): runs done
+once by several workers, a SIGKILLed worker's run finished by another, bad input not
+retried, cancelling, schedules, and what /jobs, /schedules, /metrics and /ready say.
+
+Every worker here is an ``observatory worker`` subprocess beside the session's worker
+(tests.conftest). Runs that must go to one chosen worker are queued on a queue of their
+own, which only that worker takes jobs from (a worker takes the service's queues
+unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from datetime import UTC, datetime
+
+import geopandas as gpd
+import pytest
+from fastapi.testclient import TestClient
+
+from app.demo.incidents import generate_incidents
+from app.main import create_app
+from app.services.imports import import_frame
+from app.services.incident_rows import ReadOptions
+from app.sql import analyses as sql
+from app.worker.queue import make_app
+from tests.conftest import BELIZE, auth, call_service, worker_process
+
+SOURCE = "jobs-test"
+QUICK = {"method": "gi_star", "units": {"type": "h3", "resolution": 5}}
+# Long enough to be killed or cancelled in the middle: ~30,000 cells, 499 permutations.
+LONG = {"method": "gi_star", "units": {"type": "h3", "resolution": 8}, "permutations": 499}
+
+
+@pytest.fixture(scope="module")
+def incidents(base_data):
+    """5,000 synthetic incidents (the demo generator) under their own source."""
+    districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson").rename(
+        columns={"iso_3166_2": "code", "district": "name"}
+    )
+    frame = generate_incidents(districts, n=5_000, seed=18).assign(source=SOURCE)
+    frame = frame.astype(object).where(frame.notna(), "").astype(str)
+    report = call_service(
+        base_data,
+        lambda engine: import_frame(
+            engine, base_data, frame, ReadOptions(), actor="tests", filename="jobs.csv",
+            fmt="csv",
+        ),
+    )  # fmt: skip
+    assert report.inserted == 5_000
+    return report
+
+
+def _body(spec: dict) -> dict:
+    return {**spec, "filters": {"sources": [SOURCE]}}
+
+
+def _queue_run(settings, spec: dict, queue: str) -> int:
+    """A run stored as the API stores it, its job sent to ``queue``."""
+    from app.schemas.analyses import HotspotRequest
+
+    body = HotspotRequest.model_validate(_body(spec))
+
+    async def go(engine):
+        async with engine.begin() as conn:
+            insert = sql.insert_run("hotspots", body.method, body.model_dump(mode="json"), "tests")
+            run_id = (await conn.execute(insert)).scalar_one()
+        app = make_app(settings)
+        async with app.open_async():
+            deferrer = app.configure_task("analysis", queue=queue, lock=f"run:{run_id}")
+            await deferrer.defer_async(
+                run_id=run_id, request=body.model_dump(mode="json", exclude_unset=True)
+            )
+        return run_id
+
+    return call_service(settings, go)
+
+
+def _run(db, run_id: int) -> dict:
+    row = db.execute(
+        "SELECT status, message, summary, (SELECT count(*) FROM analysis_cell_value v "
+        "WHERE v.run_id = r.id) FROM analysis_run r WHERE id = %s",
+        [run_id],
+    ).fetchone()
+    return {"status": row[0], "message": row[1], "summary": row[2], "cells": row[3]}
+
+
+def _job(db, run_id: int) -> dict:
+    """The run's job: status, attempts, and how often a worker started it."""
+    row = db.execute(
+        "SELECT j.id, j.status::text, j.attempts, j.worker_id, (SELECT count(*) FROM "
+        "procrastinate.procrastinate_events e WHERE e.job_id = j.id AND e.type = 'started') "
+        "FROM procrastinate.procrastinate_jobs j WHERE j.task_name = 'analysis' "
+        "AND (j.args->>'run_id')::bigint = %s",
+        [run_id],
+    ).fetchall()
+    assert len(row) == 1, row  # one job per run
+    job_id, status, attempts, worker_id, started = row[0]
+    return {
+        "id": job_id, "status": status, "attempts": attempts, "worker": worker_id,
+        "started": started,
+    }  # fmt: skip
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def _hasty(settings):
+    """Settings whose API answers 202 at once (wait_s 0)."""
+    return settings.model_copy(
+        update={"analysis": settings.analysis.model_copy(update={"wait_s": 0})}
+    )
+
+
+def test_fifty_runs_on_two_more_workers_complete_each_once(
+    base_data, keys, incidents, db, tmp_path
+):
+    with (
+        worker_process(base_data.libpq_url, tmp_path / "w1.log"),
+        worker_process(base_data.libpq_url, tmp_path / "w2.log"),
+        TestClient(create_app(_hasty(base_data))) as client,
+    ):
+        analyst = auth(keys["analyst"])
+        ids = []
+        for seed in range(50):
+            body = _body({**QUICK, "permutations": 9, "seed": seed})
+            response = client.post("/analyses/hotspots", json=body, headers=analyst)
+            assert response.status_code in (201, 202), response.text
+            ids.append(response.json()["id"])
+        _wait(lambda: all(_run(db, i)["status"] != "running" for i in ids), 600, "the 50 runs")
+        # Read while the workers live: a stopped worker's id is cleared from its jobs.
+        jobs = [_job(db, i) for i in ids]
+    runs = [_run(db, i) for i in ids]
+    assert {r["status"] for r in runs} == {"completed"}, [r["message"] for r in runs]
+    for run in runs:  # one result each: every unit's values once
+        assert run["cells"] == run["summary"]["units"] > 50
+    assert {j["status"] for j in jobs} == {"succeeded"}
+    # procrastinate counts an attempt when it ends: one start, one attempt each.
+    assert all(j["started"] == 1 and j["attempts"] == 1 for j in jobs), jobs
+    assert len({j["worker"] for j in jobs}) >= 2, "the work was shared between workers"
+
+
+def test_a_killed_workers_run_is_finished_by_another(base_data, incidents, db, tmp_path):
+    run_id = _queue_run(base_data, _body(LONG), "kill-test")
+    first = tmp_path / "first.log"
+    with worker_process(base_data.libpq_url, first, queues="kill-test") as worker:
+        # Its job, and the run computing, before the kill.
+        _wait(lambda: _job(db, run_id)["status"] == "doing", 120, "the job to start")
+        _wait(lambda: _run(db, run_id)["message"] not in (None, "started"), 120, "its progress")
+        assert _run(db, run_id)["status"] == "running"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert _job(db, run_id)["status"] == "doing"  # nobody said it stopped: it stalled
+    with worker_process(base_data.libpq_url, tmp_path / "second.log", queues="kill-test"):
+        _wait(lambda: _run(db, run_id)["status"] != "running", 600, "the run to end")
+    run, job = _run(db, run_id), _job(db, run_id)
+    assert run["status"] == "completed", run["message"]
+    assert run["cells"] == run["summary"]["units"] > 10_000  # stored once
+    assert job["status"] == "succeeded" and job["started"] == 2 and job["attempts"] == 2
+
+
+def test_bad_input_fails_the_run_at_once_without_retry(client, keys, incidents, db):
+    body = _body({"units": {"type": "admin", "level": 1}})  # 6 districts: too few units
+    response = client.post("/analyses/hotspots", json=body, headers=auth(keys["analyst"]))
+    assert response.status_code == 422, response.text
+    run_id = response.json()["run_id"]
+    assert "at least 30 units" in _run(db, run_id)["message"]
+    job = _job(db, run_id)
+    assert job["attempts"] == 1 and job["started"] == 1 and job["status"] == "succeeded"
+
+
+def test_cancel_a_queued_and_a_running_run(base_data, client, keys, incidents, db, tmp_path):
+    analyst = auth(keys["analyst"])
+    queued = _queue_run(base_data, _body(QUICK), "nobody-takes-this")
+    response = client.post(f"/analyses/{queued}/cancel", headers=analyst)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    assert _job(db, queued)["status"] == "cancelled"
+    assert client.get(f"/analyses/{queued}", headers=analyst).status_code == 409
+    again = client.post(f"/analyses/{queued}/cancel", headers=analyst)
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+    assert client.post("/analyses/999999/cancel", headers=analyst).status_code == 404
+    viewer = client.post(f"/analyses/{queued}/cancel", headers=auth(keys["viewer"]))
+    assert viewer.status_code == 403
+
+    running = _queue_run(base_data, _body(LONG), "cancel-test")
+    with worker_process(base_data.libpq_url, tmp_path / "cancel.log", queues="cancel-test"):
+        _wait(lambda: _job(db, running)["status"] == "doing", 120, "the job to start")
+        response = client.post(f"/analyses/{running}/cancel", headers=analyst)
+        assert response.status_code == 200 and response.json()["status"] == "cancelled"
+        _wait(lambda: _job(db, running)["status"] != "doing", 60, "the job to stop")
+    assert _job(db, running)["status"] in ("aborted", "succeeded")
+    run = _run(db, running)
+    assert run["status"] == "cancelled" and run["summary"] == {}
+
+
+def test_jobs_metrics_and_ready_show_the_queue(base_data, client, keys, incidents, db):
+    waiting = _queue_run(base_data, _body(QUICK), "nobody-takes-this")
+    admin = auth(keys["admin"])
+    listed = client.get("/jobs", headers=admin)
+    assert listed.status_code == 200, listed.text
+    job = next(j for j in listed.json()["jobs"] if j["run_id"] == waiting)
+    assert job["status"] == "todo" and job["queue"] == "nobody-takes-this" and job["age_s"] >= 0
+    assert listed.json()["workers"], "the session's worker is alive"
+    assert client.get("/jobs", headers=auth(keys["analyst"])).status_code == 403
+    bad = client.get("/jobs?status=sleeping", headers=admin)
+    assert bad.status_code == 422
+    metrics = client.get("/metrics").text
+
+    def gauge(name: str) -> float:
+        return float(re.search(rf"^{name} (\S+)$", metrics, re.M).group(1))
+
+    assert gauge("observatory_queue_depth") >= 1
+    assert gauge("observatory_queue_oldest_queued_seconds") > 0
+    assert gauge("observatory_workers_live") >= 1
+    ready = client.get("/ready").json()
+    assert ready["workers"]["seen_last_minute"] >= 1
+    client.post(f"/analyses/{waiting}/cancel", headers=auth(keys["analyst"]))
+    assert _job(db, waiting)["status"] == "cancelled"
+
+
+def _defers(db, cron_slot: int) -> int:
+    return db.execute(
+        "SELECT count(*) FROM procrastinate.procrastinate_periodic_defers "
+        "WHERE periodic_id = 'housekeeping' AND defer_timestamp = %s",
+        [cron_slot],
+    ).fetchone()[0]
+
+
+def test_a_schedule_fires_and_a_missed_slot_runs_once(base_data, keys, db, tmp_path):
+    # Every 2 seconds (a sixth field: seconds).
+    every = {"OBSERVATORY_WORKER__SCHEDULES": json.dumps({"housekeeping": "* * * * * */2"})}
+    settings = base_data.model_copy(
+        update={
+            "worker": base_data.worker.model_copy(
+                update={"schedules": {"housekeeping": "* * * * * */2"}}
+            )
+        }
+    )
+    started = time.time()
+    with (
+        worker_process(base_data.libpq_url, tmp_path / "cron.log", env=every),
+        TestClient(create_app(settings)) as client,
+    ):
+
+        def fired():
+            listed = client.get("/schedules", headers=auth(keys["admin"])).json()
+            (schedule,) = listed["schedules"]
+            last = schedule["last_run"]
+            if last and datetime.fromisoformat(last).timestamp() > started + 1:
+                return schedule if schedule["last_outcome"] == "succeeded" else None
+            return None
+
+        schedule = _wait(fired, 60, "the schedule to fire")
+    assert schedule["cron"] == "* * * * * */2"
+    assert datetime.fromisoformat(schedule["next_run"]) > datetime.fromisoformat(
+        schedule["last_run"]
+    )
+    assert schedule["last_ended_at"] is not None
+
+    # New Year, 00:00 UTC: missed when the worker starts, so it runs once, now; a second
+    # worker (or a restart) does not run it again.
+    yearly = {"OBSERVATORY_WORKER__SCHEDULES": json.dumps({"housekeeping": "0 0 1 1 *"})}
+    slot = int(datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC).timestamp())
+    before = _defers(db, slot)
+    for name in ("yearly-1.log", "yearly-2.log"):
+        with worker_process(base_data.libpq_url, tmp_path / name, env=yearly):
+            _wait(lambda: _defers(db, slot) > 0, 60, "the missed slot to be deferred")
+            time.sleep(1)
+    assert before == 0 and _defers(db, slot) == 1
+
+
+def test_schedules_need_an_admin(client, keys):
+    assert client.get("/schedules").status_code == 401
+    assert client.get("/schedules", headers=auth(keys["analyst"])).status_code == 403
+    listed = client.get("/schedules", headers=auth(keys["admin"])).json()["schedules"]
+    assert [s["name"] for s in listed] == ["housekeeping"]
+    assert listed[0]["cron"] == "17 3 * * *" and listed[0]["next_run"] is not None
