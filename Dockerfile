@@ -1,4 +1,5 @@
-# The API image. PostGIS runs elsewhere (see compose.yaml); the service only needs its URL.
+# The service's image: the API (the default command) and the workers (`observatory worker`,
+# see compose.yaml). PostGIS runs elsewhere; the service only needs its URL.
 
 # The web pages' JavaScript: MapLibre GL JS from npm, pinned by web/package-lock.json (the
 # same files scripts/setup.sh copies into app/static/vendor; nothing comes from a CDN).
@@ -43,5 +44,6 @@ USER observatory
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c \
     "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
-# Migrate, then serve. Put a reverse proxy with TLS in front in production.
+# Migrate, then serve. Put a reverse proxy with TLS in front in production. The analyses
+# run in workers: the same image with the command `observatory worker` (as many as wanted).
 CMD ["sh", "-c", "observatory migrate && observatory serve --host 0.0.0.0 --port 8000 --workers 2"]
