@@ -20,10 +20,19 @@ from indexes.normalise import normalise
 from indexes.rank import classify, rank_scores
 from indexes.screen import select_indicators
 from indexes.spec import IndexDefinition, load_definition
-from indexes.treat import TreatmentNote, treat
+from indexes.treat import TreatmentNote, treat, treatment_rule
 from indexes.weights import Hierarchy, hierarchy
 
-__all__ = ["ENGINE", "IndexResult", "compute_index", "normalised_for", "prepare"]
+__all__ = [
+    "ENGINE",
+    "IndexResult",
+    "compare_treatments",
+    "compute_index",
+    "normalised_for",
+    "prepare",
+    "treatment_of",
+    "with_treatment",
+]
 
 #: Conventions of this engine, recorded in every result's parameters.
 ENGINE: dict[str, Any] = {
@@ -139,6 +148,7 @@ def prepare(
     treated, treatment_notes = treat(
         imputed,
         spec.method,
+        min_units=spec.min_units,
         winmax=spec.winmax,
         skew_threshold=spec.skew_threshold,
         kurtosis_threshold=spec.kurtosis_threshold,
@@ -247,6 +257,7 @@ def compute_index(raw: pd.DataFrame, definition: Any) -> IndexResult:
             "dimensions": {k: float(v) for k, v in weights.dimension_weights.items()},
         },
         "classes": {"method": classes.method, "k": classes.k, "bins": list(classes.bins)},
+        "treatment": treatment_of(definition, len(selected)),
         "units": len(selected),
         "engine": dict(ENGINE),
     }
@@ -270,3 +281,68 @@ def compute_index(raw: pd.DataFrame, definition: Any) -> IndexResult:
         treatment_notes=treatment_notes,
         parameters=parameters,
     )
+
+
+def treatment_of(definition: IndexDefinition, units: int) -> dict[str, Any]:
+    """Which outlier rule applies to ``units`` units: method, minimum, whether it runs, and
+    the rule in plain words (:func:`indexes.treat.treatment_rule`)."""
+    spec = definition.treatment
+    return {
+        "method": spec.method,
+        "min_units": spec.min_units,
+        "units": units,
+        "applied": spec.method != "none" and units >= spec.min_units,
+        "rule": treatment_rule(
+            spec.method,
+            units,
+            min_units=spec.min_units,
+            winmax=spec.winmax,
+            skew_threshold=spec.skew_threshold,
+            kurtosis_threshold=spec.kurtosis_threshold,
+        ),
+    }
+
+
+def with_treatment(
+    definition: Any, method: str, *, min_units: int | None = None
+) -> IndexDefinition:
+    """The same definition with another outlier treatment (``min_units`` 1 forces the rule
+    on any number of units)."""
+    definition = load_definition(definition)
+    update: dict[str, Any] = {"method": method}
+    if min_units is not None:
+        update["min_units"] = min_units
+    treatment = definition.treatment.model_copy(update=update)
+    return definition.model_copy(update={"treatment": treatment})
+
+
+def compare_treatments(raw: pd.DataFrame, definition: Any) -> pd.DataFrame:
+    """Scores and ranks per unit as defined, without any outlier treatment, and with the
+    JRC rule applied whatever the number of units.
+
+    Columns ``score``, ``rank`` (as defined), ``score_untreated``, ``rank_untreated``,
+    ``score_jrc``, ``rank_jrc``; a variant that cannot be computed (the log fallback
+    making an indicator constant, say) is NaN.
+    """
+    definition = load_definition(definition)
+    columns: dict[str, pd.Series] = {}
+    variants = {
+        "": definition,
+        "_untreated": with_treatment(definition, "none"),
+        "_jrc": with_treatment(definition, "jrc", min_units=1),
+    }
+    index = None
+    for suffix, variant in variants.items():
+        try:
+            result = compute_index(raw, variant)
+        except IndexDataError:
+            continue
+        index = result.score.index
+        columns[f"score{suffix}"] = result.score.astype(float)
+        columns[f"rank{suffix}"] = result.rank.astype("Int64")
+    frame = pd.DataFrame(columns, index=index)
+    for suffix in variants:
+        for column in (f"score{suffix}", f"rank{suffix}"):
+            if column not in frame:
+                frame[column] = pd.Series(np.nan, index=frame.index, dtype="Float64")
+    return frame[[f"{c}{s}" for s in variants for c in ("score", "rank")]]

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-__all__ = ["Classes", "classify", "rank_change", "rank_scores"]
+__all__ = ["Classes", "classify", "rank_change", "rank_scores", "shared_ranks"]
 
 
 def rank_scores(score: pd.Series) -> pd.Series:
@@ -99,3 +99,54 @@ def classify(score: pd.Series, method: str = "quantiles", k: int = 5) -> Classes
         scheme = schemes[method](values[ok], k=k_used)
     classes[ok] = scheme.yb.astype(np.int64) + 1
     return Classes(classes, tuple(float(b) for b in scheme.bins), method, int(scheme.k))
+
+
+def shared_ranks(nominal: pd.Series, low: pd.Series, high: pd.Series) -> pd.DataFrame:
+    """Units whose rank bands overlap share the range of ranks they occupy together.
+
+    Parameters
+    ----------
+    nominal : pandas.Series
+        The rank of each unit (1 = highest priority), indexed by unit; NaN: no rank.
+    low, high : pandas.Series
+        The ends of each unit's rank band (e.g. the 5 % and 95 % Monte Carlo quantiles),
+        same index.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per unit (same index): ``first`` and ``last`` (Int64), the ranks the unit shares
+        (equal when the data order it), and ``group`` (Int64, 0-based, in rank order).
+
+    Notes
+    -----
+    Each unit's interval is its band widened to include its nominal rank; units whose
+    intervals overlap, directly or through others, form one group. The intervals of
+    different groups are disjoint, so a group occupies consecutive places in rank order:
+    a group of k units whose best nominal rank is r shares ranks r to r + k - 1 ("1-2"),
+    and the data cannot order the units within it. A singleton keeps its nominal rank.
+    """
+    frame = pd.DataFrame({"nominal": nominal, "low": low, "high": high}, dtype=float)
+    out = pd.DataFrame(
+        {"first": pd.NA, "last": pd.NA, "group": pd.NA}, index=frame.index, dtype="Int64"
+    )
+    ranked = frame.dropna()
+    if ranked.empty:
+        return out
+    start = np.minimum(ranked["low"], ranked["nominal"]).to_numpy()
+    end = np.maximum(ranked["high"], ranked["nominal"]).to_numpy()
+    order = np.lexsort((ranked["nominal"].to_numpy(), start))
+    group = np.empty(len(ranked), dtype=np.int64)
+    current, reach = -1, -np.inf
+    for i in order:  # a sweep over intervals sorted by their start
+        if start[i] > reach:
+            current += 1
+        reach = max(reach, end[i]) if start[i] <= reach else end[i]
+        group[i] = current
+    groups = pd.Series(group, index=ranked.index)
+    best = ranked["nominal"].groupby(groups).transform("min")
+    size = groups.groupby(groups).transform("size")
+    out.loc[ranked.index, "first"] = best.astype("int64")
+    out.loc[ranked.index, "last"] = (best + size - 1).astype("int64")
+    out.loc[ranked.index, "group"] = groups
+    return out

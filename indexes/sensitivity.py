@@ -8,7 +8,10 @@ Each of ``runs`` replications draws, from one seeded generator, three assumption
 * **normalisation**: one of the alternatives, uniformly;
 * **aggregation**: one of the alternatives, uniformly.
 
-Imputation and outlier treatment are those of the definition (not varied). The index is
+Imputation and outlier treatment are those of the definition (not varied); the result
+also gives each unit's score and rank without any outlier treatment and with the JRC rule
+applied whatever the number of units (:func:`indexes.pipeline.compare_treatments`), so that
+a reader sees what the treatment changes. The index is
 rebuilt and ranked (1 = highest score, ties ``min``) in each run; the result reports per unit
 the nominal rank, the median rank and the 5 % / 95 % rank quantiles (R's default type 7
 quantiles, as COINr's ``get_sensitivity`` ``RankStats`` — numpy's ``linear``).
@@ -49,7 +52,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from indexes.aggregate import copeland
-from indexes.pipeline import compute_index, normalised_for
+from indexes.pipeline import compare_treatments, compute_index, normalised_for
 from indexes.spec import AGGREGATIONS, NORMALISATIONS, load_definition
 from indexes.weights import hierarchy, perturb_weights
 
@@ -74,7 +77,11 @@ class SensitivityResult:
         The assumption with the largest shift (None when nothing moves).
     runs : int
     seed : int
-        The seed used (drawn and recorded when none was given).
+        The seed used (the definition's ``sensitivity.seed`` when none was given).
+    treatment : pandas.DataFrame
+        Per unit: ``score``/``rank`` as defined, ``score_untreated``/``rank_untreated``
+        (no outlier treatment) and ``score_jrc``/``rank_jrc`` (the JRC rule applied
+        whatever the number of units).
     parameters : dict
         Definition, noise, alternatives, and how many runs used each alternative.
     """
@@ -85,6 +92,7 @@ class SensitivityResult:
     runs: int
     seed: int
     parameters: dict[str, Any] = field(default_factory=dict)
+    treatment: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _rank_columns(scores: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -159,7 +167,8 @@ def sensitivity(
     runs : int, optional
         Replications (default: the definition's ``sensitivity.runs``, 1000).
     seed : int, optional
-        Seed of the generator; drawn (and recorded) when None.
+        Seed of the generator (default: the definition's ``sensitivity.seed``, 1), so that
+        the same request gives the same bands.
     weight_noise : float, optional
         Relative uniform weight perturbation in [0, 1) (default: the definition's, 0.25).
     normalisations, aggregations : sequence of str, optional
@@ -189,8 +198,7 @@ def sensitivity(
     if not 0 <= noise < 1:
         raise ValueError(f"weight_noise must be in [0, 1), got {noise}")
     norms, aggs = _alternatives(definition, normalisations, aggregations)
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**63))
+    seed = spec.seed if seed is None else int(seed)
 
     nominal = compute_index(raw, definition)
     weights = hierarchy(definition)
@@ -248,7 +256,8 @@ def sensitivity(
         "attribution": "one at a time, mean |rank - nominal rank|",
         "chunk": chunk,
     }
-    return SensitivityResult(table, assumption_shift, most, runs, seed, parameters)
+    treatment = compare_treatments(raw, definition)
+    return SensitivityResult(table, assumption_shift, most, runs, seed, parameters, treatment)
 
 
 def _alternatives(

@@ -48,9 +48,11 @@ from pydantic import (
 )
 
 from indexes import IndexDefinitionError
+from indexes.treat import MIN_UNITS
 
 __all__ = [
     "AGGREGATIONS",
+    "DEFAULT_SEED",
     "NORMALISATIONS",
     "Aggregation",
     "ClassesSpec",
@@ -74,6 +76,8 @@ AGGREGATIONS: tuple[str, ...] = Aggregation.__args__  # type: ignore[attr-define
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_.\-]*$")]
 PositiveWeight = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: The Monte Carlo seed of a definition that names none: the same bands on every request.
+DEFAULT_SEED = 1
 
 
 class _Model(BaseModel):
@@ -83,9 +87,15 @@ class _Model(BaseModel):
 class IncidentSource(_Model):
     """An indicator the app derives from incidents (the engine only records it).
 
-    ``measure``: ``count``; ``rate`` per 100,000 of the matching population; ``eb_rate``
-    (Empirical Bayes smoothed rate); ``share`` of all incidents of the unit; ``change``
-    against the previous period.
+    ``measure``: ``count``; ``rate`` per 100,000 of the population; ``eb_rate`` (the
+    rate smoothed by global Empirical Bayes toward the rate of all units together, the
+    national rate when the units cover the territory); ``share`` of all incidents of the
+    unit; ``change`` against the previous period.
+
+    ``denominator`` of a rate: ``matching``, the population of the victims' sex and age
+    range (all ages when that age group is not loaded, and the results say so);
+    ``all_ages``, the population of the victims' sex, of all ages, whatever the victims'
+    age range (so the name can say so once and for all).
     """
 
     categories: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
@@ -93,6 +103,7 @@ class IncidentSource(_Model):
     age_min: Annotated[int, Field(ge=0, le=130)] | None = None
     age_max: Annotated[int, Field(ge=0, le=130)] | None = None
     measure: Literal["count", "rate", "eb_rate", "share", "change"] = "rate"
+    denominator: Literal["matching", "all_ages"] = "matching"
 
     @model_validator(mode="after")
     def _age_range(self) -> IncidentSource:
@@ -131,14 +142,16 @@ class Goalposts(_Model):
 class Indicator(_Model):
     """One indicator: its code (the raw table's column), source, direction and weight.
 
-    ``direction`` +1: a higher raw value means a higher index score (a higher priority);
-    -1: the reverse. ``weight`` is relative to the other indicators of the same dimension
+    ``name`` and ``description`` say what is counted and per whom (the page and the exports
+    show them). ``direction`` +1: a higher raw value means a higher index score (a higher
+    priority); -1: the reverse. ``weight`` is relative to the other indicators of the same dimension
     (or of the index when there are no dimensions). ``transform`` is applied to the raw
     values before imputation and outlier treatment.
     """
 
     code: Code
     name: str = ""
+    description: str = ""
     source: IndicatorSource
     direction: Literal[1, -1] = 1
     weight: PositiveWeight = 1.0
@@ -165,9 +178,15 @@ def _from_string(value: Any) -> Any:
 
 
 class TreatmentSpec(_Model):
-    """Outlier treatment: ``none`` or the JRC / COINr rule (see :mod:`indexes.treat`)."""
+    """Outlier treatment: ``none`` or the JRC / COINr rule (see :mod:`indexes.treat`).
+
+    The rule runs only on an index of at least ``min_units`` units (default
+    :data:`indexes.treat.MIN_UNITS`, 20); a definition asks for it on fewer units by
+    lowering ``min_units``.
+    """
 
     method: Literal["none", "jrc"] = "jrc"
+    min_units: Annotated[int, Field(ge=1)] = MIN_UNITS
     winmax: Annotated[int, Field(ge=0, le=1000)] = 5
     skew_threshold: Annotated[float, Field(gt=0)] = 2.0
     kurtosis_threshold: float = 3.5
@@ -195,16 +214,25 @@ class ClassesSpec(_Model):
 
 
 class SensitivitySpec(_Model):
-    """Default assumptions of the Monte Carlo rank-uncertainty analysis."""
+    """Default assumptions of the Monte Carlo rank-uncertainty analysis: the runs and the
+    seed every view uses unless a caller gives others (:data:`DEFAULT_SEED` when the
+    definition names none)."""
 
     runs: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    seed: Annotated[int, Field(ge=0)] = DEFAULT_SEED
     weight_noise: Annotated[float, Field(ge=0, lt=1)] = 0.25
     normalisations: list[Normalisation] | None = None
     aggregations: list[Aggregation] | None = None
 
 
 class IndexDefinition(_Model):
-    """A versioned composite-index definition (see the module docstring for an example)."""
+    """A versioned composite-index definition (see the module docstring for an example).
+
+    ``census_year``: the census every rate of every period divides by (the latest one at or
+    before it where a unit has none of that year), so that one index never mixes
+    censuses; None: for each period, the latest census at or before the period's year,
+    else the earliest after it, per denominator.
+    """
 
     name: Code
     version: Annotated[int, Field(ge=1)] = 1
@@ -212,6 +240,7 @@ class IndexDefinition(_Model):
     description: str = ""
     unit_level: Annotated[int, Field(ge=0, le=10)] = 1
     period: Literal["year", "quarter", "month"] = "year"
+    census_year: Annotated[int, Field(ge=1800, le=2200)] | None = None
     indicators: list[Indicator] = Field(min_length=1)
     dimensions: list[Dimension] = Field(default_factory=list)
     imputation: Literal["none", "mean", "median"] = "none"

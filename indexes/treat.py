@@ -13,6 +13,20 @@ For each indicator (COINr ``Treat.numeric`` with its default specifications):
    ``log(x - min(x) + 0.01 (max(x) - min(x)))``. The check is run again and recorded, but
    the log-transformed values are kept whatever its outcome.
 
+**Not below a minimum number of units** (:data:`MIN_UNITS`, 20): the rule judges the
+*shape* of a distribution, and with few units there is no shape to judge. ``n`` values can
+have a skewness of at most :math:`\\sqrt n`, reached when one value stands apart from
+``n - 1`` equal ones, so with 6 units (ceiling 2.45) a single unit well above the others
+meets the rule by itself: it fires on the unit a ranking exists to show, and
+winsorisation moves it to the runner-up's value. The estimates are also too noisy to test:
+their standard errors under normality, :math:`\\sqrt{6n(n-1)/((n-2)(n+1)(n+3))}` for the
+skewness and :math:`2\\,SE_s\\sqrt{(n^2-1)/((n-3)(n+5))}` for the kurtosis, are 0.85 and
+1.74 at 6 units, so the thresholds (2 and 3.5) lie about two standard errors from a
+symmetric distribution and whether an indicator is treated flips on a few incidents. At
+20 units the standard errors are 0.51 and 0.99 and the thresholds lie 3.9 and 3.5 standard
+errors away. Below the minimum, :func:`treat` leaves every value as it is and records
+action ``below_min_units``; a definition that wants the rule anyway lowers ``min_units``.
+
 Skewness and kurtosis are COINr's ``skew()`` / ``kurt()``, copied from e1071's
 ``skewness`` / ``kurtosis`` with ``type = 2`` (the "Excel" estimators; SAS/SPSS; scipy's
 ``skew(bias=False)`` / ``kurtosis(fisher=True, bias=False)``): the adjusted Fisher-Pearson
@@ -42,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "MIN_UNITS",
     "TreatmentNote",
     "WinsorisationResult",
     "kurtosis",
@@ -50,8 +65,12 @@ __all__ = [
     "skewness",
     "treat",
     "treat_indicator",
+    "treatment_rule",
     "winsorise",
 ]
+
+#: Fewest units on which the JRC rule runs by itself (see the module docstring).
+MIN_UNITS = 20
 
 
 def skewness(x: np.ndarray) -> float:
@@ -211,11 +230,13 @@ class TreatmentNote:
     ----------
     indicator : str
         Indicator code.
-    action : {"none", "winsorised", "log", "skipped"}
-        ``none``: the indicator passed the check (nothing changed); ``winsorised``:
-        winsorisation made it pass; ``log``: winsorisation up to ``winmax`` points did not,
-        so ``log_CT`` was applied to the original values; ``skipped``: skew or kurtosis is
-        undefined (fewer than 4 values, or constant), left untreated as COINr does.
+    action : {"none", "winsorised", "log", "skipped", "below_min_units"}
+        ``none``: the indicator passed the check, or no treatment was asked for (nothing
+        changed); ``winsorised``: winsorisation made it pass; ``log``: winsorisation up to
+        ``winmax`` points did not, so ``log_CT`` was applied to the original values;
+        ``skipped``: skew or kurtosis is undefined (fewer than 4 values, or constant), left
+        untreated as COINr does; ``below_min_units``: fewer units than the rule needs, left
+        untreated (``passes`` says what the check would have said).
     skew_before, kurtosis_before : float
         COINr ``skew`` / ``kurt`` of the untreated values.
     skew_after, kurtosis_after : float
@@ -230,7 +251,7 @@ class TreatmentNote:
     """
 
     indicator: str
-    action: Literal["none", "winsorised", "log", "skipped"]
+    action: Literal["none", "winsorised", "log", "skipped", "below_min_units"]
     skew_before: float
     kurtosis_before: float
     skew_after: float
@@ -305,6 +326,7 @@ def treat(
     frame: pd.DataFrame,
     method: Literal["none", "jrc"] = "jrc",
     *,
+    min_units: int = MIN_UNITS,
     winmax: int = 5,
     skew_threshold: float = 2.0,
     kurtosis_threshold: float = 3.5,
@@ -317,7 +339,11 @@ def treat(
         Rows = units, columns = indicators (not modified).
     method : {"none", "jrc"}
         ``none`` returns a copy and records, per indicator, its skew and kurtosis with
-        action ``none``; ``jrc`` applies :func:`treat_indicator` to each column.
+        action ``none``; ``jrc`` applies :func:`treat_indicator` to each column when the
+        table has at least ``min_units`` rows.
+    min_units : int
+        Fewest units (rows) the JRC rule runs on (default :data:`MIN_UNITS`); below it
+        every column is left as it is, with action ``below_min_units``.
     winmax, skew_threshold, kurtosis_threshold
         Parameters of the JRC rule (COINr defaults 5, 2, 3.5).
 
@@ -331,20 +357,23 @@ def treat(
     -----
     Treatment runs on raw (direction-unadjusted) values, as in COINr where directions are
     applied by ``Normalise()``; ``log_CT`` is COINr's default second function and suits
-    the positive skew of crime rates. See the module docstring for the rule.
+    the positive skew of crime rates. See the module docstring for the rule and the
+    minimum number of units.
     """
     if method not in ("none", "jrc"):
         raise ValueError(f"unknown treatment method {method!r} (none, jrc)")
+    untouched = "none" if method == "none" else "below_min_units"
+    applies = method == "jrc" and len(frame) >= min_units
     columns: dict[str, pd.Series] = {}
     notes: list[TreatmentNote] = []
     for code in frame.columns:
         column = frame[code]
-        if method == "none":
+        if not applies:
             values = column.to_numpy(dtype=float)
             sk, kt = skewness(values), kurtosis(values)
             passes = passes_skew_kurtosis(values, skew_threshold, kurtosis_threshold)
             columns[code] = column.astype(float)
-            notes.append(TreatmentNote(str(code), "none", sk, kt, sk, kt, passes=passes))
+            notes.append(TreatmentNote(str(code), untouched, sk, kt, sk, kt, passes=passes))
             continue
         columns[code], note = treat_indicator(
             column,
@@ -354,3 +383,30 @@ def treat(
         )
         notes.append(note)
     return pd.DataFrame(columns, index=frame.index.copy()), tuple(notes)
+
+
+def treatment_rule(
+    method: str,
+    units: int,
+    *,
+    min_units: int = MIN_UNITS,
+    winmax: int = 5,
+    skew_threshold: float = 2.0,
+    kurtosis_threshold: float = 3.5,
+) -> str:
+    """Which outlier rule applied to a table of ``units`` units, in plain words."""
+    rule = (
+        f"the JRC rule (an indicator with |skewness| >= {skew_threshold:g} and excess "
+        f"kurtosis >= {kurtosis_threshold:g} is winsorised, up to {winmax} values, else "
+        "log-transformed)"
+    )
+    if method == "none":
+        return "No outlier treatment: the definition asks for none."
+    if units >= min_units:
+        return f"Outlier treatment by {rule}, applied: {units} units, the rule needs {min_units}."
+    return (
+        f"No outlier treatment: {rule} is not applied to {units} units, fewer than the "
+        f"{min_units} it needs to tell an outlier from a unit that simply stands apart. "
+        "Every value is used as measured. (An index definition can still ask for the rule "
+        "on fewer units, with treatment min_units.)"
+    )

@@ -50,6 +50,8 @@ _BODY = {
 async def post_index(
     request: Request, conn: ConnDep, who: Admin, response: Response
 ) -> IndexDefinitionRecord:
+    """Store a JSON or YAML definition as the next version of its code (422 names every
+    invalid field)."""
     definition = service.parse_definition(await request.body(), request.headers.get("content-type"))
     record = await service.store_definition(conn, definition, who.actor)
     response.headers["Location"] = str(request.url_for("get_index", code=record.code))
@@ -60,6 +62,7 @@ async def post_index(
 # weights, method), and hold no data.
 @router.get("", response_model=IndexDefinitionList, summary="Latest version of every index")
 async def list_indexes(conn: ConnDep) -> IndexDefinitionList:
+    """The latest version of every index definition."""
     return IndexDefinitionList(items=await service.list_definitions(conn))
 
 
@@ -69,6 +72,7 @@ async def get_index(
     conn: ConnDep,
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
 ) -> IndexDefinitionRecord:
+    """One version of an index definition: what a published ranking measures and how."""
     return await service.get_definition(conn, code, version)
 
 
@@ -78,6 +82,7 @@ async def get_index(
     summary="The periods the index can be computed for (public), oldest first",
 )
 async def get_periods(code: str, conn: ConnDep, settings: SettingsDep) -> IndexPeriods:
+    """The periods with incidents up to the latest complete one, oldest first."""
     record = await service.get_definition(conn, code, None)
     granularity = record.definition.get("period", "year")
     periods = await service.available_periods(conn, settings, granularity)
@@ -104,6 +109,9 @@ async def get_results(
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
     format: Literal["json", "geojson", "csv", "xlsx"] = "json",
 ) -> Response:
+    """Per unit: indicator values at each step, score, rank, class, contributions and the
+    values the outlier treatment changed; the rule that applied and what each indicator
+    counts (per whom, census year, smoothing)."""
     results = await service.compute_results(conn, settings, who, code, period, version)
     stem = f"{results.code}-v{results.version}-{results.period}"
     if format == "json":
@@ -120,7 +128,7 @@ async def get_results(
             results.version,
             results.period,
             parameters,
-            results.notes,
+            [*(f"Indicator {i.statement}" for i in results.indicators), *results.notes],
             title=results.title,
         )
         return download(xlsx_bytes(columns, rows, about), XLSX, f"{stem}.xlsx")
@@ -149,10 +157,17 @@ async def get_sensitivity(
     settings: SettingsDep,
     who: Analyst,
     period: Annotated[str, Query(description="one period of the index's kind, e.g. 2024")],
-    runs: Annotated[int, Query(ge=1, le=service.MAX_RUNS)] = 500,
-    seed: Annotated[int | None, Query(ge=0, description="default: drawn and reported")] = None,
+    runs: Annotated[
+        int | None,
+        Query(ge=1, le=service.MAX_RUNS, description="default: the definition's (1,000)"),
+    ] = None,
+    seed: Annotated[
+        int | None, Query(ge=0, description="default: the definition's (1), so bands repeat")
+    ] = None,
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
 ) -> IndexSensitivity:
+    """Rank bands over Monte Carlo runs, and each unit's score and rank with and without
+    outlier treatment; runs and seed default to the definition's, as in ``/rankings``."""
     return await service.compute_sensitivity(
         conn, settings, who, code, period, runs=runs, seed=seed, version=version
     )
@@ -160,24 +175,30 @@ async def get_sensitivity(
 
 def _table(results: IndexResults) -> tuple[list[str], list[list[Any]]]:
     """One line per unit: identity, rank, score, class, dimensions, then per indicator its
-    raw, treated and normalised value and its contribution. The index and version are
-    columns so that a saved file still names where it came from. Every line has every
-    column (None where a value is missing)."""
+    raw, treated and normalised value, its contribution and how the treatment changed it
+    (empty when it did not). The index and version are columns so that a saved file still
+    names where it came from; the outlier rule and, per indicator, what it counts per whom
+    (census year, smoothing) are on every line. Every line has every column (None where a
+    value is missing)."""
     first = results.rows[0] if results.rows else None
     dimensions = list(first.dimensions) if first else []
     indicators = list(first.raw) if first else []
+    described = {i.code: i.statement for i in results.indicators}
     columns = ["index", "version", "period", "unit_code", "unit_name", "rank",
                "previous_rank", "rank_change", "score", "class",
                *(f"dimension_{d}" for d in dimensions),
                *(f"{step}_{i}" for i in indicators
-                 for step in ("raw", "treated", "normalised", "contribution"))]  # fmt: skip
+                 for step in ("raw", "treated", "normalised", "contribution", "treatment")),
+               "outlier_rule", *(f"about_{i}" for i in indicators)]  # fmt: skip
     rows = []
     for r in results.rows:
         values = [results.code, results.version, results.period, r.unit_code, r.unit_name,
                   r.rank, r.previous_rank, r.rank_change, r.score, r.map_class,
                   *(r.dimensions.get(d) for d in dimensions)]  # fmt: skip
+        treated = {t.indicator: t.action for t in r.treated_values}
         for i in indicators:
             values += [r.raw.get(i), r.treated.get(i), r.normalised.get(i),
-                       r.contributions.get(i)]  # fmt: skip
+                       r.contributions.get(i), treated.get(i)]  # fmt: skip
+        values += [results.treatment.rule, *(described.get(i) for i in indicators)]
         rows.append(values)
     return columns, rows

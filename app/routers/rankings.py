@@ -1,13 +1,14 @@
 """The planners' view of a composite index: one row per unit in rank order with score,
-class, Monte Carlo rank band, rank change and top contributing indicators. JSON, CSV and
-XLSX, public: ranks and scores are published aggregates (the per-unit raw indicator values
-stay behind ``/indexes/{code}/results``, analyst only). Below analyst, an index with an
-indicator counted from sensitive categories shows no contribution value at all, only the
-names of the largest released contributors (:func:`app.services.indexes.compute_ranking`),
-and the rank band is the published one (``runs`` and ``seed`` fixed): bands over chosen
-seeds would be ranks under known alternative weights, each a linear inequality on the
-withheld indicators. A browser asking for HTML gets the planners' page instead
-(``app.routers.pages``)."""
+class, Monte Carlo rank band, the ranks it shares with units the data cannot order against
+it, rank change, top contributing indicators and the values the outlier treatment changed.
+JSON, CSV and XLSX, public: ranks and scores are published aggregates (the per-unit raw
+indicator values stay behind ``/indexes/{code}/results``, analyst only). Below analyst, an
+index with an indicator counted from sensitive categories shows no contribution value at
+all, only the names of the largest released contributors
+(:func:`app.services.rankings.compute_ranking`), and the rank band is the published one (the
+definition's ``runs`` and ``seed``): bands over chosen seeds would be ranks under known
+alternative weights, each a linear inequality on the withheld indicators. A browser asking
+for HTML gets the planners' page instead (``app.routers.pages``)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from app.core.cache import app_cache
-from app.core.errors import InvalidParameter
 from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.files.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
-from app.schemas.indexes import Ranking
+from app.schemas.indexes import Ranking, RankingRow
 from app.security import Principal
-from app.services import indexes as service
+from app.services import indexes as index_service
+from app.services import rankings as service
 
 router = APIRouter(prefix="/rankings", tags=["rankings"])
 
@@ -46,31 +47,25 @@ async def get_ranking(
     period: Annotated[str, Query(description="one period of the index's kind, e.g. 2024")],
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
     runs: Annotated[
-        int,
+        int | None,
         Query(
             ge=1,
-            le=service.MAX_RUNS,
-            description="Monte Carlo runs for the rank band (analyst role; others get "
-            f"{service.RANKING_RUNS})",
+            le=index_service.MAX_RUNS,
+            description="Monte Carlo runs for the rank band; default: the definition's "
+            "sensitivity.runs (1,000), the only value without an analyst key",
         ),
-    ] = service.RANKING_RUNS,
+    ] = None,
     seed: Annotated[
-        int,
+        int | None,
         Query(
             ge=0,
-            description="fixed by default so the bands are stable (analyst role; others get "
-            f"{service.RANKING_SEED})",
+            description="seed of the rank band; default: the definition's sensitivity.seed "
+            "(1), fixed so the bands are stable, the only value without an analyst key",
         ),
-    ] = service.RANKING_SEED,
+    ] = None,
     format: Literal["json", "csv", "xlsx"] = "json",
 ) -> Response:
-    if not who.has("analyst") and (runs, seed) != (service.RANKING_RUNS, service.RANKING_SEED):
-        # A band over one run of a chosen seed is the rank under weights anyone can redraw:
-        # enough seeds would pin indicators whose contributions are withheld.
-        raise InvalidParameter(
-            f"without an analyst key the rank band is the published one: runs="
-            f"{service.RANKING_RUNS} and seed={service.RANKING_SEED} (leave them out)"
-        )
+    """The ranking of an index for one period, for planners (see the module docstring)."""
     # Deterministic for its parameters (the seed is fixed) until the data changes: kept
     # per worker and data version, since the Monte Carlo band costs about half a second.
     cache = app_cache(request.app.state, "rankings", maxsize=64)
@@ -106,27 +101,62 @@ async def get_ranking(
         ranking.index,
         ranking.version,
         ranking.period,
-        {"runs": ranking.runs, "seed": ranking.seed},
-        ranking.notes,
+        {"runs": ranking.runs, "seed": ranking.seed, "treatment": ranking.treatment.rule},
+        [
+            *(f"Indicator {i.statement}" for i in ranking.indicators),
+            ranking.contributions,
+            *ranking.notes,
+        ],
         title=ranking.title,
     )
     return download(xlsx_bytes(columns, rows, about), XLSX, f"{stem}.xlsx")
 
 
+def _treated_text(r: RankingRow) -> str | None:
+    """The treated values of a row in words ("Homicides ...: 55.3 counted as 16.9")."""
+    parts = []
+    for t in r.treated_values:
+        how = "log-transformed" if t.action == "log" else "winsorised"
+        values = (
+            f"{_short(t.original)} counted as {_short(t.treated)}"
+            if t.original is not None and t.treated is not None
+            else "value withheld without an analyst key"
+        )
+        parts.append(f"{t.name}: {how}, {values}")
+    return "; ".join(parts) or None
+
+
+def _short(value: float) -> str:
+    """One decimal, as the page shows it; three significant digits below 1."""
+    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
 def _table(ranking: Ranking) -> tuple[list[str], list[list[Any]]]:
-    """One line per unit, the top contributors as numbered column pairs."""
+    """One line per unit, the top contributors as numbered column pairs. ``ranks`` is the
+    shared range ("1\u20132") where the data cannot order units; the treatment rule, the
+    census of the rates and what a contribution is are on every line, so a saved file says
+    them without the "about" sheet."""
     top = service.TOP_CONTRIBUTORS
-    columns = ["index", "version", "period", "rank", "unit_code", "unit_name", "score", "class",
-               "median_rank", "rank_q05", "rank_q95", "previous_rank", "rank_change",
+    years = sorted({y for i in ranking.indicators for y in i.census_years})
+    census = years[0] if len(years) == 1 else ", ".join(map(str, years)) or None
+    columns = ["index", "version", "period", "ranks", "shares_ranks_with", "rank", "unit_code",
+               "unit_name", "score", "class", "median_rank", "rank_q05", "rank_q95",
+               "previous_rank", "rank_change",
                *(f"top{n}_{part}" for n in range(1, top + 1)
-                 for part in ("indicator", "contribution"))]  # fmt: skip
+                 for part in ("indicator", "contribution")),
+               "treated_values", "outlier_rule", "census_years", "contribution_means",
+               "runs", "seed"]  # fmt: skip
     rows = []
     for r in ranking.rows:
-        values = [ranking.index, ranking.version, ranking.period, r.rank, r.unit_code,
-                  r.unit_name, r.score, r.map_class, r.median_rank, r.rank_q05, r.rank_q95,
+        values = [ranking.index, ranking.version, ranking.period, r.ranks,
+                  ", ".join(r.shares_ranks_with) or None, r.rank, r.unit_code, r.unit_name,
+                  r.score, r.map_class, r.median_rank, r.rank_q05, r.rank_q95,
                   r.previous_rank, r.rank_change]  # fmt: skip
         for n in range(top):
             c = r.top_indicators[n] if n < len(r.top_indicators) else None
             values += [c.name if c else None, c.contribution if c else None]
+        values += [_treated_text(r), ranking.treatment.rule,
+                   census, ranking.contributions,
+                   ranking.runs, ranking.seed]  # fmt: skip
         rows.append(values)
     return columns, rows

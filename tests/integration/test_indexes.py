@@ -142,8 +142,8 @@ def test_tvi_results_on_demo_data(client, keys, index_data):
     assert sorted(r["rank"] for r in rows) == [1, 2, 3, 4, 5, 6]
     assert [r["rank"] for r in rows] == sorted(r["rank"] for r in rows)
     assert sum(result["weights"].values()) == pytest.approx(1)
-    codes = {"homicide_rate", "shooting_rate", "robbery_rate", "youth_victimisation_rate",
-             "vaw_rate"}  # fmt: skip
+    codes = {"homicide_rate", "shooting_rate", "robbery_rate",
+             "youth_violence_per_100k_residents", "vaw_rate"}  # fmt: skip
     for r in rows:
         assert 0 <= r["score"] <= 100
         assert set(r["raw"]) == set(r["treated"]) == set(r["normalised"]) == codes
@@ -157,8 +157,28 @@ def test_tvi_results_on_demo_data(client, keys, index_data):
     # Higher score = better (lower) rank.
     scores = [r["score"] for r in rows]
     assert scores == sorted(scores, reverse=True)
-    # No 15-29 population is loaded: the youth rate falls back to all ages, and says so.
-    assert any("youth_victimisation_rate" in n and "all ages" in n for n in result["notes"])
+    # Each indicator says what it counts, per whom, from which census, smoothed how: the
+    # youth indicator is per 100,000 residents of ALL ages (no 15-29 population is loaded),
+    # and every rate divides by the 2022 census (the definition's census_year).
+    described = {i["code"]: i for i in result["indicators"]}
+    assert list(described) == [
+        "homicide_rate", "shooting_rate", "robbery_rate", "youth_violence_per_100k_residents",
+        "vaw_rate",
+    ]  # fmt: skip
+    youth = described["youth_violence_per_100k_residents"]
+    assert youth["per"] == "100,000 residents of all ages" and youth["census_years"] == [2022]
+    assert "victim aged 15\u201329" in youth["statement"] and youth["smoothing"] is None
+    assert described["vaw_rate"]["per"] == "100,000 female residents of all ages"
+    assert "toward the national rate" in described["homicide_rate"]["smoothing"]
+    assert all(i["census_years"] == [2022] for i in result["indicators"])
+    # Six districts: the JRC outlier rule does not run (it needs 20 units), and says so.
+    assert result["treatment"] == {
+        "method": "jrc", "min_units": 20, "units": 6, "applied": False,
+        "rule": result["notes"][0],
+    }  # fmt: skip
+    assert result["notes"][0].startswith("No outlier treatment")
+    for r in rows:
+        assert r["treated"] == r["raw"] and r["treated_values"] == []
 
 
 def test_raw_values_match_a_direct_sql_count(client, keys, index_data, db):
@@ -309,7 +329,8 @@ def test_results_xlsx_has_rows_and_about(client, keys, index_data):
 
 
 def _ranking(client, key, **params):
-    """``runs=None`` leaves runs out (the published 500: callers below analyst get no other)."""
+    """``runs=None`` leaves runs out (the definition's 1,000: callers below analyst get no
+    other)."""
     params = {"index": "territorial-violence", "period": "2024", "runs": 200, **params}
     return client.get(
         "/rankings",
@@ -333,11 +354,17 @@ def test_rankings_planners_view(client, keys, index_data):
         assert r["score"] == results[r["unit_code"]]["score"]
         assert r["class"] == results[r["unit_code"]]["class"]
         assert r["rank_change"] == r["previous_rank"] - r["rank"]
+        # The largest contributions above 0 (a 0 is "lowest unit on that indicator").
         top = r["top_indicators"]
-        assert len(top) == 3 and all(t["name"] for t in top)
+        positive = sorted(
+            (v for v in results[r["unit_code"]]["contributions"].values() if v > 0), reverse=True
+        )
         contributions = [t["contribution"] for t in top]
-        assert contributions == sorted(contributions, reverse=True)
-        assert contributions[0] == max(results[r["unit_code"]]["contributions"].values())
+        assert contributions == positive[:3] and all(t["name"] for t in top)
+        assert r["ranks"] == (
+            str(r["rank"]) if r["rank_first"] == r["rank_last"]
+            else f"{r['rank_first']}\u2013{r['rank_last']}"
+        )  # fmt: skip
     # The default seed is fixed: the same request gives the same page.
     assert _ranking(client, keys["analyst"]).json() == ranking
 
@@ -367,9 +394,13 @@ def test_rankings_csv_and_xlsx_carry_the_json_numbers(client, keys, index_data):
             assert line["rank_q05"] == pytest.approx(r["rank_q05"])
             assert line["rank_q95"] == pytest.approx(r["rank_q95"])
             assert line["rank_change"] == r["rank_change"]
-            top = r["top_indicators"][0]
-            assert line["top1_indicator"] == top["name"]
-            assert line["top1_contribution"] == pytest.approx(top["contribution"], rel=1e-12)
+            assert str(line["ranks"]) == r["ranks"]
+            if r["top_indicators"]:
+                top = r["top_indicators"][0]
+                assert line["top1_indicator"] == top["name"]
+                assert line["top1_contribution"] == pytest.approx(top["contribution"], rel=1e-12)
+            else:
+                assert pd.isna(line["top1_indicator"]) and pd.isna(line["top1_contribution"])
 
 
 def test_rankings_are_public_with_the_same_ranks_for_everyone(client, keys, index_data):
@@ -382,7 +413,7 @@ def test_rankings_are_public_with_the_same_ranks_for_everyone(client, keys, inde
     published = {"runs": None}  # the defaults
     analyst = _ranking(client, keys["analyst"], **published).json()
     definition = client.get(TVI).json()["definition"]
-    sensitive = {"youth_victimisation_rate", "vaw_rate"}  # sexual / domestic violence
+    sensitive = {"youth_violence_per_100k_residents", "vaw_rate"}  # sexual / domestic violence
     others = {i["code"] for i in definition["indicators"]} - sensitive
     results = {r["unit_code"]: r for r in _results(client, keys["analyst"])["rows"]}
     for key in (None, keys["viewer"]):
@@ -392,7 +423,8 @@ def test_rankings_are_public_with_the_same_ranks_for_everyone(client, keys, inde
         assert any("contributions are withheld" in n for n in public["notes"])
         for mine, theirs in zip(public["rows"], analyst["rows"], strict=True):
             contributions = results[mine["unit_code"]]["contributions"]
-            largest = sorted(others, key=lambda c: -contributions[c])[:3]
+            positive = [c for c in others if contributions[c] > 0]
+            largest = sorted(positive, key=lambda c: -contributions[c])[:3]
             top = mine.pop("top_indicators")
             assert [t["code"] for t in top] == largest
             assert all(t["contribution"] is None for t in top)
@@ -408,6 +440,10 @@ def test_rankings_are_public_with_the_same_ranks_for_everyone(client, keys, inde
     assert not set(public_csv.filter(like="_indicator").stack()) & names
     assert public_csv.filter(like="_contribution").isna().all().all()
     sheet = pd.read_excel(io.BytesIO(_ranking(client, None, format="xlsx", **published).content))
+    # "ranks" as text: "1" and "5\u20136" in one column read as numbers from one file and
+    # text from the other.
+    for frame in (sheet, public_csv):
+        frame["ranks"] = frame["ranks"].astype(str)
     pd.testing.assert_frame_equal(sheet, public_csv, check_dtype=False)
     assert _ranking(client, None, index="nope", **published).status_code == 404
     assert _ranking(client, None, period="2024-Q1", **published).status_code == 422
@@ -444,3 +480,38 @@ def test_cli_prints_the_ranking(base_data, index_data, client, keys, tmp_path):
     csv_rows = pd.read_csv(out)
     assert list(csv_rows["unit_code"]) == [r["unit_code"] for r in api["rows"]]
     assert list(csv_rows["score"].round(6)) == [round(r["score"], 6) for r in api["rows"]]
+
+
+def test_one_default_for_runs_and_seed(client, keys, index_data):
+    """The definition's 1,000 runs and seed 1 wherever none is given: /sensitivity and
+    /rankings (public and analyst) show the same bands; runs and seed given explicitly
+    with the same values give the same answer."""
+    spec = client.get(TVI).json()["definition"]["sensitivity"]
+    assert (spec["runs"], spec["seed"]) == (1000, 1)
+
+    def sensitivity(**params):
+        response = client.get(
+            f"{TVI}/sensitivity", params={"period": "2024", **params}, headers=auth(keys["analyst"])
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    default = sensitivity()
+    assert (default["runs"], default["seed"]) == (1000, 1)
+    assert sensitivity(runs=1000, seed=1) == default
+    bands = {
+        r["unit_code"]: (r["median_rank"], r["rank_q05"], r["rank_q95"]) for r in default["rows"]
+    }
+    for key in (None, keys["analyst"]):
+        ranking = _ranking(client, key, runs=None).json()
+        assert (ranking["runs"], ranking["seed"]) == (1000, 1)
+        assert {
+            r["unit_code"]: (r["median_rank"], r["rank_q05"], r["rank_q95"])
+            for r in ranking["rows"]
+        } == bands
+    # With six units the treatment does not run: scores as defined are the untreated ones;
+    # the JRC variant (forced) is there for comparison.
+    assert default["treatment"]["applied"] is False
+    for r in default["rows"]:
+        assert r["score_untreated"] == r["score"] and r["rank_untreated"] == r["nominal_rank"]
+        assert r["score_jrc"] is not None and r["rank_jrc"] in range(1, 7)

@@ -111,8 +111,10 @@ INDEXES = ("territorial-violence", "violence-against-women")
 # Ranking columns that follow from the scores (JSON keys and CSV/XLSX columns alike).
 RANK_FIELDS = frozenset(
     ("rank", "score", "class", "median_rank", "rank_q05", "rank_q95", "previous_rank",
-     "rank_change")
+     "rank_change", "ranks", "rank_first", "rank_last", "shares_ranks_with")
 )  # fmt: skip
+# Ranking fields (of the whole answer) that follow from the rank bands: which units share ranks.
+RANKING_FIELDS = frozenset(("ties",))
 # /stats values a released row may change in case 2 (the count and what follows from it).
 STATS_VALUES = frozenset(("count", "rate", "rate_eb_global", "rate_eb_spatial", "rse", "unstable"))
 # Routes whose body changes on every request (see the module's docstring).
@@ -484,6 +486,8 @@ def _ranking(answer: Answer):
     kind = answer.content_type
     if "json" in kind:
         doc = orjson.loads(answer.body)
+        for name in RANKING_FIELDS:
+            doc.pop(name, None)
         for row in doc.get("rows", []):
             for name in RANK_FIELDS:
                 row.pop(name, None)

@@ -1,6 +1,10 @@
 // The planners' page: the ranking of an index for a period (GET /rankings, public), a
 // sortable table, a bar chart of scores with rank bands, CSV/XLSX downloads and a plain
-// description of the index (GET /indexes/{code}).
+// description of the index (GET /indexes/{code}). What the page says is what the API
+// says: districts whose rank bands overlap share a range of ranks ("5–6"), each
+// indicator is named with its denominator, census year and smoothing, a contribution is
+// explained where it is shown, and the outlier rule that applied is stated with every
+// value it changed.
 import { ServiceError, categoryName, clearError, element, getJSON, number, rankChange, sequential, showError, url } from "./api.js";
 
 const errorBox = document.getElementById("error");
@@ -8,6 +12,7 @@ const indexSelect = document.getElementById("index");
 const periodSelect = document.getElementById("period");
 const tbody = document.querySelector("#table tbody");
 let rows = [];
+let weights = {};
 let sort = { key: "rank", ascending: true };
 
 function fail(error) {
@@ -46,6 +51,7 @@ async function chooseIndex(items, wanted) {
 
 function describe(item) {
   const d = item.definition;
+  weights = Object.fromEntries(d.indicators.map((i) => [i.code, i.weight ?? 1]));
   const dims = (d.dimensions || []).map((x) => x.name || x.code).join("; ");
   document.getElementById("about-title").textContent = `What the ${item.title || item.code} measures`;
   document.getElementById("about-text").textContent =
@@ -76,8 +82,11 @@ async function load() {
   const ranking = await getJSON("rankings", params);
   rows = ranking.rows;
   document.getElementById("caption").textContent =
-    `${ranking.title || ranking.index}, ${ranking.period} (version ${ranking.version}); change since ${ranking.previous_period}; bands over ${ranking.runs} runs.`;
+    `${ranking.title || ranking.index}, ${ranking.period} (version ${ranking.version}); change since ${ranking.previous_period}; ` +
+    `bands over ${ranking.runs.toLocaleString("en")} Monte Carlo runs with seed ${ranking.seed} (the definition's, the same on every request).`;
   notes(ranking);
+  indicators(ranking);
+  treatment(ranking);
   sort = { key: "rank", ascending: true };
   render();
   chart(ranking);
@@ -91,9 +100,66 @@ function notes(ranking) {
   const box = document.getElementById("contributions-note");
   box.textContent = publicView || "";
   box.hidden = !publicView;
-  document.getElementById("contributions-heading").textContent = publicView ? "Largest contributions (without values)" : "Largest contributions";
+  document.getElementById("contribution-meaning").textContent = ranking.contributions;
+  const above = ranking.contributions.includes("above the lowest") ? "points above the lowest district" : "score points";
+  document.getElementById("contributions-heading").textContent = `Largest contributions (${above}${publicView ? "; without values" : ""})`;
+  document.getElementById("ties").replaceChildren(...ranking.ties.map((t) => element("li", { text: t })));
   document.getElementById("notes").replaceChildren(...ranking.notes.map((n) => element("li", { text: n })));
   document.getElementById("notes-box").hidden = !ranking.notes.length;
+}
+
+// Each indicator as the API describes it for this period: what is counted, per whom, the
+// census year of the denominator and the smoothing.
+function indicators(ranking) {
+  const list = document.getElementById("indicators");
+  list.replaceChildren(
+    ...ranking.indicators.map((i) => {
+      const parts = [];
+      if (i.per) parts.push(`per ${i.per}`);
+      if (i.census_years.length) parts.push(`${i.census_years.join(", ")} census`);
+      parts.push(i.smoothing ? "EB-smoothed toward the national rate" : i.measure === "rate" ? "not smoothed" : null);
+      const item = element("li", {}, element("strong", { text: i.name }));
+      if (weights[i.code] && weights[i.code] !== 1) parts.push(`weight ${weights[i.code]}`);
+      const detail = parts.filter(Boolean).join("; ");
+      if (detail) item.append(` — ${detail}.`);
+      if (i.description) item.append(element("br"), element("span", { class: "note", text: i.description }));
+      return item;
+    }),
+  );
+}
+
+// The outlier rule that applied, every value it changed (with the value before), and,
+// where the service gives them, the scores with and without the treatment.
+function treatment(ranking) {
+  document.getElementById("treatment-rule").textContent = ranking.treatment.rule;
+  const treated = ranking.rows.flatMap((r) =>
+    r.treated_values.map((t) => {
+      const how = t.action === "log" ? "log-transformed" : "winsorised";
+      const values = t.original === null ? "values withheld without an analyst key" : `${number(t.original)} counted as ${number(t.treated)}`;
+      return element("li", { text: `${r.unit_name} — ${t.name}: ${how}, ${values}` });
+    }),
+  );
+  document.getElementById("treated").replaceChildren(...treated);
+  document.getElementById("treated-box").hidden = !treated.length;
+  const comparison = ranking.treatment_comparison;
+  document.getElementById("comparison-box").hidden = !comparison;
+  document.querySelector("#comparison tbody").replaceChildren(
+    ...(comparison || []).map((c) =>
+      element(
+        "tr",
+        {},
+        element("th", { scope: "row", text: c.unit_name }),
+        element("td", { class: "num", text: `${number(c.score)} (${c.rank ?? "–"})` }),
+        element("td", { class: "num", text: `${number(c.score_untreated)} (${c.rank_untreated ?? "–"})` }),
+        element("td", { class: "num", text: `${number(c.score_jrc)} (${c.rank_jrc ?? "–"})` }),
+      ),
+    ),
+  );
+}
+
+// Points with one decimal, more for small ones, so that no listed value reads as 0.0.
+function points(value) {
+  return number(value, Math.abs(value) < 0.1 ? 3 : 1);
 }
 
 function value(row, key) {
@@ -126,10 +192,15 @@ function render() {
       const swatch = element("span", { class: "swatch", style: `background:${colours[(r.class || 1) - 1]}`, "aria-hidden": "true" });
       // Without an analyst key, an index with indicators counted from sensitive categories
       // names its other largest contributors without values (contribution null).
-      const top = r.top_indicators.map((c) => (c.contribution === null ? c.name : `${c.name}: ${number(c.contribution)}`)).join("; ");
+      const top = r.top_indicators.map((c) => (c.contribution === null ? c.name : `${c.name}: ${points(c.contribution)}`)).join("; ");
+      // Districts the data cannot order share a range of ranks ("5–6"), said beside the name.
+      const name = element("th", { scope: "row", text: r.unit_name });
+      if (r.shares_ranks_with.length) {
+        name.append(element("br"), element("span", { class: "note tie", text: `shares ranks ${r.ranks} with ${r.shares_ranks_with.join(", ")}: the data cannot order them` }));
+      }
       tr.append(
-        element("td", { class: "num", text: r.rank ?? "–" }),
-        element("th", { scope: "row", text: r.unit_name }),
+        element("td", { class: r.shares_ranks_with.length ? "num shared" : "num", text: r.ranks || "–" }),
+        name,
         element("td", { class: "num", text: number(r.score) }),
         element("td", { class: "num", text: `${number(r.rank_q05, 0)}–${number(r.rank_q95, 0)} (median ${number(r.median_rank, 1)})` }),
         element("td", { class: "num" }, swatch, `${r.class ?? "–"} of ${k}`),
@@ -149,7 +220,7 @@ function chart(ranking) {
   const rowHeight = 30;
   const left = 130;
   const barMax = 380;
-  const bandLeft = left + barMax + 40;
+  const bandLeft = left + barMax + 64; // room for the score written after the longest bar
   const bandWidth = width - bandLeft - 20;
   const height = n * rowHeight + 40;
   const ns = "http://www.w3.org/2000/svg";
@@ -170,7 +241,7 @@ function chart(ranking) {
   const rankX = (rank) => bandLeft + ((rank - 1) / Math.max(1, n - 1)) * bandWidth;
   ranking.rows.forEach((r, i) => {
     const y = 24 + i * rowHeight;
-    add("text", { x: left - 8, y: y + 16, "text-anchor": "end", "font-size": 13 }, `${r.rank}. ${r.unit_name}`);
+    add("text", { x: left - 8, y: y + 16, "text-anchor": "end", "font-size": 13 }, `${r.ranks || "–"}. ${r.unit_name}`);
     const w = Math.max(1, ((r.score ?? 0) / 100) * barMax);
     add("rect", { x: left, y: y + 4, width: w, height: 18, fill: colours[(r.class || 1) - 1], stroke: "#4d4d4d" });
     add("text", { x: left + w + 4, y: y + 17, "font-size": 12 }, number(r.score));

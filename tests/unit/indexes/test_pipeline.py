@@ -120,7 +120,15 @@ def test_treatment_notes_and_transform(raw, definition):
     )
     skewed.loc["u0", "homicide"] = 1000.0
     definition["treatment"] = "jrc"
+    # 18 units: fewer than the rule needs by itself (20), so nothing is treated ...
+    untreated = compute_index(skewed, definition)
+    assert {n.action for n in untreated.treatment_notes} == {"below_min_units"}
+    assert untreated.treated.equals(untreated.raw)
+    assert untreated.parameters["treatment"]["applied"] is False
+    # ... unless the definition asks for it on fewer units.
+    definition["treatment"] = {"method": "jrc", "min_units": 18}
     result = compute_index(skewed, definition)
+    assert result.parameters["treatment"]["applied"] is True
     notes = {n.indicator: n for n in result.treatment_notes}
     assert notes["homicide"].action == "winsorised"
     assert notes["homicide"].winsorised_units == ("u0",)

@@ -81,3 +81,33 @@ def test_weights_only_moves_ranks_when_units_are_close():
     assert result.assumption_shift["weights"] > 0
     assert result.most_influential == "weights"
     assert np.isclose(result.assumption_shift[["normalisation", "aggregation"]], 0).all()
+
+
+def test_runs_and_seed_default_to_the_definition(raw, definition):
+    definition["sensitivity"] = {"runs": 120}
+    first = sensitivity(raw, definition)
+    assert (first.runs, first.seed) == (120, 1)  # spec.DEFAULT_SEED
+    again = sensitivity(raw, definition, runs=120, seed=1)
+    pd.testing.assert_frame_equal(first.ranks, again.ranks)
+    definition["sensitivity"]["seed"] = 9
+    assert sensitivity(raw, definition).seed == 9
+
+
+def test_scores_with_and_without_the_treatment(raw, definition):
+    # One district far above the others on homicide: as defined (JRC, 6 units < 20) it
+    # is not treated; the JRC variant winsorises it down to the runner-up's value.
+    raw = raw.copy()
+    raw.loc["BZ", "homicide"] = 120.0
+    definition["treatment"] = "jrc"
+    result = sensitivity(raw, definition, runs=20)
+    table = result.treatment
+    assert list(table.columns) == [
+        "score", "rank", "score_untreated", "rank_untreated", "score_jrc", "rank_jrc",
+    ]  # fmt: skip
+    nominal = compute_index(raw, definition)
+    assert_allclose(table["score"], nominal.score)
+    assert_allclose(table["score_untreated"], nominal.score)
+    treated = compute_index(raw, {**definition, "treatment": {"method": "jrc", "min_units": 1}})
+    assert treated.treated.loc["BZ", "homicide"] == 20.0  # the runner-up (OW), was 120
+    assert_allclose(table["score_jrc"], treated.score)
+    assert not np.allclose(table["score_jrc"], table["score"])

@@ -153,3 +153,46 @@ def test_other_definition_errors():
     assert "direction" in _error({"name": "x", "indicators": [external("a", direction=2)]})
     assert "neither JSON nor YAML" in _error("name: [unclosed")
     assert "mapping" in _error("- just\n- a list\n")
+
+
+def test_a_definition_stored_before_the_treatment_minimum_still_loads():
+    # Version 1 of the shipped TVI as stored before min_units, seed, census_year,
+    # description and denominator existed (the JSON dump of that time, shortened).
+    stored = {
+        "name": "territorial-violence", "version": 1, "title": "Territorial Violence Index",
+        "description": "", "unit_level": 1, "period": "year",
+        "indicators": [{
+            "code": "youth_victimisation_rate",
+            "name": "Violent victimisation of young people (15-29) per 100,000",
+            "source": {"incidents": {"categories": ["assault"], "victim_sex": None,
+                                     "age_min": 15, "age_max": 29, "measure": "rate"},
+                       "external": None},
+            "direction": 1, "weight": 1.0, "dimension": None, "transform": None,
+            "goalposts": None,
+        }],
+        "dimensions": [], "imputation": "none",
+        "treatment": {"method": "jrc", "winmax": 5, "skew_threshold": 2.0,
+                      "kurtosis_threshold": 3.5},
+        "normalisation": {"method": "minmax", "low": 0.0, "high": 100.0},
+        "aggregation": "arithmetic", "classes": {"method": "quantiles", "k": 3},
+        "sensitivity": {"runs": 1000, "weight_noise": 0.25, "normalisations": None,
+                        "aggregations": None},
+    }  # fmt: skip
+    definition = load_definition(stored)
+    assert definition.treatment.min_units == 20 and definition.sensitivity.seed == 1
+    assert definition.census_year is None
+    assert definition.indicators[0].source.incidents.denominator == "matching"
+    assert definition.indicators[0].description == ""
+
+
+def test_the_new_fields_are_validated():
+    base = {"name": "x", "indicators": [external("a"), external("b")]}
+    with pytest.raises(IndexDefinitionError, match=r"treatment\.min_units"):
+        load_definition({**base, "treatment": {"method": "jrc", "min_units": 0}})
+    with pytest.raises(IndexDefinitionError, match="census_year"):
+        load_definition({**base, "census_year": 22})
+    with pytest.raises(IndexDefinitionError, match=r"sensitivity\.seed"):
+        load_definition({**base, "sensitivity": {"seed": -1}})
+    bad = {"code": "r", "source": {"incidents": {"categories": ["x"], "denominator": "kids"}}}
+    with pytest.raises(IndexDefinitionError, match="denominator"):
+        load_definition({**base, "indicators": [bad]})

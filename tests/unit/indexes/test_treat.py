@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from numpy.testing import assert_allclose
 from scipy import stats
 
 from indexes.treat import (
+    MIN_UNITS,
     kurtosis,
     log_ct,
     passes_skew_kurtosis,
     skewness,
     treat,
     treat_indicator,
+    treatment_rule,
     winsorise,
 )
 from tests.unit.indexes.conftest import RTOL
@@ -127,7 +130,8 @@ def test_treat_records_every_indicator_and_none_changes_nothing():
         }
     )
     before = frame.copy()
-    treated, notes = treat(frame, "jrc")
+    # 12 units: below the rule's own minimum (20), so it is asked for explicitly.
+    treated, notes = treat(frame, "jrc", min_units=12)
     assert [(n.indicator, n.action) for n in notes] == [
         ("skewed", "winsorised"),
         ("flat", "none"),
@@ -138,3 +142,29 @@ def test_treat_records_every_indicator_and_none_changes_nothing():
     untreated, notes = treat(frame, "none")
     pd.testing.assert_frame_equal(untreated, frame)
     assert notes[0].action == "none" and notes[0].passes is False
+
+
+def test_the_rule_does_not_fire_below_the_minimum_number_of_units():
+    # Six districts, one far above the others (the TVI's situation in 2024): skew 2.43 and
+    # kurtosis 5.93 meet the rule, which would winsorise 60 down to 18.
+    x = pd.DataFrame({"homicide": [60.0, 18.0, 17.0, 16.5, 16.0, 15.0]}, index=list("ABCDEF"))
+    assert passes_skew_kurtosis(x["homicide"].to_numpy()) is False
+    treated, (note,) = treat(x, "jrc")
+    assert MIN_UNITS == 20 and len(x) < MIN_UNITS
+    assert treated.equals(x) and treated is not x
+    assert note.action == "below_min_units" and note.passes is False
+    assert note.skew_before == note.skew_after == pytest.approx(skewness(x["homicide"]))
+    forced, (note,) = treat(x, "jrc", min_units=6)
+    assert note.action == "winsorised" and note.winsorised_units == ("A",)
+    assert forced.loc["A", "homicide"] == 18.0
+    # The ceiling of the skewness of n values is sqrt(n) (one value apart from n - 1 equal
+    # ones): at 6 units it is 2.45, barely above the threshold of 2.
+    assert skewness(np.r_[np.zeros(5), 1.0]) == pytest.approx(np.sqrt(6))
+
+
+def test_the_rule_in_words_says_which_rule_applied():
+    below = treatment_rule("jrc", 6)
+    assert below.startswith("No outlier treatment") and "6 units" in below and "20" in below
+    applied = treatment_rule("jrc", 25)
+    assert applied.startswith("Outlier treatment by the JRC rule") and "applied" in applied
+    assert treatment_rule("none", 100).startswith("No outlier treatment: the definition")
