@@ -578,8 +578,8 @@ def index_compute(
         title=f"{results.title or results.code} v{results.version}, {results.period}",
     )  # fmt: skip
     for row in results.rows:
-        top = sorted(
-            ((k, v) for k, v in row.contributions.items() if v is not None),
+        top = sorted(  # a contribution of 0 is "lowest unit on it": never listed as top
+            ((k, v) for k, v in row.contributions.items() if v is not None and v > 0),
             key=lambda kv: kv[1],
             reverse=True,
         )[:3]
