@@ -199,45 +199,56 @@ def check_zip(path: str | Path, limits: ZipLimits = ZipLimits()) -> None:
         raise BoundaryError(f"{path.name}: not a readable zip file ({exc})") from exc
     with archive:
         members = archive.infolist()
-        if len(members) > limits.max_members:
-            raise BoundaryError(
-                f"{path.name}: the archive holds {len(members)} files; at most "
-                f"{limits.max_members} are allowed"
-            )
-        for info in members:
-            _check_member_name(path.name, info.filename)
-        declared = sum(info.file_size for info in members)
-        if declared > limits.max_total_bytes:
-            raise BoundaryError(
-                f"{path.name}: the archive declares {declared} bytes uncompressed; at most "
-                f"{limits.max_total_bytes} are allowed"
-            )
-        for info in members:
-            _check_ratio(path.name, info.filename, info.file_size, info.compress_size, limits)
+        _check_directory(path.name, members, limits)
         total = 0
         for info in members:
-            if info.is_dir():
-                continue
-            produced = 0
-            try:
-                with archive.open(info) as member:
-                    while chunk := member.read(1 << 20):
-                        produced += len(chunk)
-                        total += len(chunk)
-                        if total > limits.max_total_bytes:
-                            raise BoundaryError(
-                                f"{path.name}: the archive inflates to more than "
-                                f"{limits.max_total_bytes} bytes"
-                            )
-                        _check_ratio(path.name, info.filename, produced, info.compress_size, limits)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-                raise BoundaryError(
-                    f"{path.name}: member {info.filename!r} is damaged ({exc})"
-                ) from exc
-            except NotImplementedError as exc:  # encrypted or an exotic compression method
-                raise BoundaryError(f"{path.name}: member {info.filename!r}: {exc}") from exc
-            except RuntimeError as exc:  # zipfile's "encrypted, password required"
-                raise BoundaryError(f"{path.name}: member {info.filename!r}: {exc}") from exc
+            if not info.is_dir():
+                total = _inflate(path.name, archive, info, limits, total)
+
+
+def _check_directory(name: str, members: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
+    """The first pass: member names, count, and the declared sizes and ratios."""
+    if len(members) > limits.max_members:
+        raise BoundaryError(
+            f"{name}: the archive holds {len(members)} files; at most "
+            f"{limits.max_members} are allowed"
+        )
+    for info in members:
+        _check_member_name(name, info.filename)
+    declared = sum(info.file_size for info in members)
+    if declared > limits.max_total_bytes:
+        raise BoundaryError(
+            f"{name}: the archive declares {declared} bytes uncompressed; at most "
+            f"{limits.max_total_bytes} are allowed"
+        )
+    for info in members:
+        _check_ratio(name, info.filename, info.file_size, info.compress_size, limits)
+
+
+def _inflate(
+    name: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ZipLimits, total: int
+) -> int:
+    """The second pass for one member: inflate it, discarding the output, and stop once the
+    bytes produced pass a limit. Returns ``total`` (the bytes of earlier members) plus this
+    member's."""
+    produced = 0
+    try:
+        with archive.open(info) as member:
+            while chunk := member.read(1 << 20):
+                produced += len(chunk)
+                total += len(chunk)
+                if total > limits.max_total_bytes:
+                    raise BoundaryError(
+                        f"{name}: the archive inflates to more than {limits.max_total_bytes} bytes"
+                    )
+                _check_ratio(name, info.filename, produced, info.compress_size, limits)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise BoundaryError(f"{name}: member {info.filename!r} is damaged ({exc})") from exc
+    except NotImplementedError as exc:  # encrypted or an exotic compression method
+        raise BoundaryError(f"{name}: member {info.filename!r}: {exc}") from exc
+    except RuntimeError as exc:  # zipfile's "encrypted, password required"
+        raise BoundaryError(f"{name}: member {info.filename!r}: {exc}") from exc
+    return total
 
 
 def _check_member_name(archive: str, name: str) -> None:

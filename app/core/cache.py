@@ -9,11 +9,14 @@ from typing import Any
 
 
 class TTLCache:
+    """A least-recently-used map whose entries expire ``ttl_s`` seconds after they were set."""
+
     def __init__(self, maxsize: int = 1024, ttl_s: float = 300) -> None:
         self.maxsize, self.ttl_s = maxsize, ttl_s
         self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
 
     def get(self, key: Hashable) -> Any | None:
+        """The value under ``key``, or None when it is absent or expired."""
         item = self._items.get(key)
         if item is None or item[0] < time.monotonic():
             self._items.pop(key, None)
@@ -22,12 +25,14 @@ class TTLCache:
         return item[1]
 
     def set(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` under ``key``; the least recently used entries past ``maxsize`` go."""
         self._items[key] = (time.monotonic() + self.ttl_s, value)
         self._items.move_to_end(key)
         while len(self._items) > self.maxsize:
             self._items.popitem(last=False)
 
     def clear(self) -> None:
+        """Drop every entry."""
         self._items.clear()
 
 

@@ -33,40 +33,50 @@ def _is_root() -> bool:
 
 @dataclass(frozen=True)
 class Cluster:
+    """The service's private PostgreSQL cluster, run from ``database.data_dir`` with ``pg_ctl``."""
+
     settings: DatabaseSettings
 
     @property
     def data_dir(self) -> Path:
+        """The cluster's data directory, as an absolute path."""
         return self.settings.data_dir.resolve()
 
     @property
     def password_file(self) -> Path:
+        """The file that holds the database password."""
         return self.settings.password_file
 
     @property
     def log_file(self) -> Path:
+        """The server's log, in the data directory."""
         return self.data_dir / "server.log"
 
     @property
     def password(self) -> str:
+        """The database password."""
         return self.settings.password
 
     @property
     def url(self) -> str:
+        """The connection URL of the private cluster."""
         return self.settings.private_url
 
     # -- state ---------------------------------------------------------------
 
     def is_initialised(self) -> bool:
+        """Whether ``initdb`` has made the data directory."""
         return (self.data_dir / "PG_VERSION").exists()
 
     def is_running(self) -> bool:
+        """Whether a server runs on the data directory (``pg_ctl status``)."""
         if not self.is_initialised():
             return False
         result = self._run_as_owner([str(PG_BIN / "pg_ctl"), "status", "-D", str(self.data_dir)])
         return result.returncode == 0
 
     def status(self) -> str:
+        """One line for ``observatory db status``: created or not, running or stopped, where."""
         if not self.is_initialised():
             return f"not created ({self.data_dir})"
         state = "running" if self.is_running() else "stopped"
@@ -101,6 +111,7 @@ class Cluster:
         self._create_database()
 
     def stop(self) -> None:
+        """Stop the server if it runs (fast shutdown: open sessions are cut)."""
         if self.is_running():
             self._run_as_owner(
                 [str(PG_BIN / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data_dir)],

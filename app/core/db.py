@@ -30,6 +30,8 @@ PING_IDLE_S = 30.0
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    """The application's async engine: a bounded pool whose connections are checked
+    for life on checkout, so a restarted database is reconnected on the next request."""
     engine = create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.database.pool_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import unicodedata
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -38,34 +39,50 @@ class ProblemError(Exception):
 
 
 class InvalidParameter(ProblemError):
+    """A query parameter or body field the API cannot use (422)."""
+
     status, title = 422, "Invalid parameter"
 
 
 class InvalidFile(ProblemError):
+    """An uploaded file the API cannot read or accept (422)."""
+
     status, title = 422, "Invalid file"
 
 
 class NotFound(ProblemError):
+    """No such resource (404)."""
+
     status, title = 404, "Not found"
 
 
 class Conflict(ProblemError):
+    """The request collides with what is stored (409)."""
+
     status, title = 409, "Conflict"
 
 
 class PayloadTooLarge(ProblemError):
+    """A body or upload beyond its limit (413)."""
+
     status, title = 413, "Payload too large"
 
 
 class Unauthorized(ProblemError):
+    """No key, or a key that is not valid, where one is needed (401)."""
+
     status, title = 401, "Unauthorized"
 
 
 class Forbidden(ProblemError):
+    """A valid key whose role is not enough (403)."""
+
     status, title = 403, "Forbidden"
 
 
 class ServiceUnavailable(ProblemError):
+    """The service cannot answer now; retry later (503)."""
+
     status, title = 503, "Service unavailable"
 
 
@@ -175,6 +192,7 @@ def database_unavailable(exc: BaseException) -> bool:
 
 
 def unavailable(exc: BaseException | None = None) -> JSONResponse:
+    """The 503 for a database that is away, or busy when ``exc`` is a pool timeout."""
     if exc is not None and _caused_by(exc, PoolTimeout):
         # Not down, busy: every pooled connection stayed in use for the pool timeout.
         detail = "The service is busy: no database connection became free in time; retry."
@@ -222,73 +240,84 @@ def safe_reason(exc: BaseException) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ProblemError)
-    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem(
-            exc.status,
-            exc.title,
-            exc.detail,
-            request=request,
-            instance=request.url.path,
-            **exc.extra,
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        return problem(422, "Invalid request", detail, instance=request.url.path, errors=errors)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
-        return problem(
-            exc.status_code, title, str(exc.detail), request=request, instance=request.url.path
-        )
-
+    """Answer every failure as problem+json: the API's own errors with their status, bad
+    parameters 422, the pure packages' errors by :data:`PURE_ERROR_STATUS`, a database
+    that is away 503 (a lost race 409), anything else 500 with a log id."""
+    app.add_exception_handler(ProblemError, _problem_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for error_type, status in PURE_ERROR_STATUS.items():
-
-        async def _pure(request: Request, exc: Exception, status: int = status) -> JSONResponse:
-            return problem(status, "Invalid input", str(exc), instance=request.url.path)
-
-        app.add_exception_handler(error_type, _pure)
-
-    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-        if transaction_conflict(exc):  # an OperationalError, but the database is fine
-            log.warning("transaction conflict on %s %s", request.method, request.url.path)
-            return problem(409, "Conflict", CONFLICT_DETAIL, instance=request.url.path)
-        log.warning("database unavailable: %s", exc.__class__.__name__)
-        return unavailable(exc)
-
+        app.add_exception_handler(error_type, _pure_error(status))
     # psycopg's own error reaches here from code that uses the raw driver (COPY).
     for error_type in (OperationalError, PoolTimeout, psycopg.OperationalError):
         app.add_exception_handler(error_type, _database_down)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(Exception, _unexpected)
 
-    @app.exception_handler(DBAPIError)
-    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if database_unavailable(exc) or transaction_conflict(exc):
-            # e.g. a connection closed under a running query; or a deadlock
-            return await _database_down(request, exc)
-        if isinstance(exc.orig, psycopg.errors.NumericValueOutOfRange):
-            # A bound integer beyond PostgreSQL's bigint (ids, levels, years from the
-            # URL; found by fuzzing): a client's number, not a server fault.
-            return problem(
-                422,
-                "Invalid parameter",
-                "A number in the request is out of range.",
-                instance=request.url.path,
-            )
-        return _internal(request, exc)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # wrapped on its way out, e.g. by a task group
-        if database_unavailable(exc) or transaction_conflict(exc):
-            return await _database_down(request, exc)
-        return _internal(request, exc)
+async def _problem_error(request: Request, exc: ProblemError) -> JSONResponse:
+    return problem(
+        exc.status,
+        exc.title,
+        exc.detail,
+        request=request,
+        instance=request.url.path,
+        **exc.extra,
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return problem(422, "Invalid request", detail, instance=request.url.path, errors=errors)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+    return problem(
+        exc.status_code, title, str(exc.detail), request=request, instance=request.url.path
+    )
+
+
+def _pure_error(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def _pure(request: Request, exc: Exception) -> JSONResponse:
+        return problem(status, "Invalid input", str(exc), instance=request.url.path)
+
+    return _pure
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    if transaction_conflict(exc):  # an OperationalError, but the database is fine
+        log.warning("transaction conflict on %s %s", request.method, request.url.path)
+        return problem(409, "Conflict", CONFLICT_DETAIL, instance=request.url.path)
+    log.warning("database unavailable: %s", exc.__class__.__name__)
+    return unavailable(exc)
+
+
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    if database_unavailable(exc) or transaction_conflict(exc):
+        # e.g. a connection closed under a running query; or a deadlock
+        return await _database_down(request, exc)
+    if isinstance(exc.orig, psycopg.errors.NumericValueOutOfRange):
+        # A bound integer beyond PostgreSQL's bigint (ids, levels, years from the
+        # URL; found by fuzzing): a client's number, not a server fault.
+        return problem(
+            422,
+            "Invalid parameter",
+            "A number in the request is out of range.",
+            instance=request.url.path,
+        )
+    return _internal(request, exc)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # wrapped on its way out, e.g. by a task group
+    if database_unavailable(exc) or transaction_conflict(exc):
+        return await _database_down(request, exc)
+    return _internal(request, exc)
 
 
 def _internal(request: Request, exc: Exception) -> JSONResponse:

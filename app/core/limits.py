@@ -55,6 +55,8 @@ class BodyLimit:
         return self.body_limit, f"the {self.max_body_kb} KB request body limit"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a declared length beyond the limit at once; count the bytes of any other
+        body, and answer 413 in place of the route once they pass it."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -66,41 +68,53 @@ class BodyLimit:
             )
             return
 
-        received = 0
-        exceeded = False
-        started = False
-
-        async def counted_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exceeded = True
-                    raise BodyTooLarge
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            # The route may turn BodyTooLarge into its own error (FastAPI answers 400 to a
-            # body it could not read); once the limit was passed, the answer is 413.
-            if exceeded and not started:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        detail = f"The request body exceeds {described}."
+        guard = _Guard(receive, send, limit)
         try:
-            await self.app(scope, counted_receive, guarded_send)
+            await self.app(scope, guard.receive, guard.send)
         except BodyTooLarge:
-            if started:
+            if guard.started:
                 raise
         except Exception:
-            if not (exceeded and not started):
+            if not guard.refused:
                 raise
-        if exceeded and not started:
-            await _too_large(scope, send, detail)
+        if guard.refused:
+            await _too_large(scope, send, f"The request body exceeds {described}.")
+
+
+class _Guard:
+    """One request's body count: ``receive`` counts the bytes and raises
+    :class:`BodyTooLarge` past the limit; ``send`` then holds back the route's own answer.
+    The route may turn BodyTooLarge into its own error (FastAPI answers 400 to a body it
+    could not read); once the limit was passed, the answer is 413."""
+
+    def __init__(self, receive: Receive, send: Send, limit: int) -> None:
+        self._receive = receive
+        self._send = send
+        self.limit = limit
+        self.received = 0
+        self.exceeded = False
+        self.started = False
+
+    @property
+    def refused(self) -> bool:
+        """The limit was passed before the route began its answer: the answer is 413."""
+        return self.exceeded and not self.started
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.refused:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 def _content_length(scope: Scope) -> int | None:

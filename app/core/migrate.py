@@ -9,6 +9,7 @@ from alembic.config import Config
 
 
 def alembic_config(url: str) -> Config:
+    """An Alembic configuration for the database at ``url``, with the packaged migrations."""
     config = Config()
     config.set_main_option("script_location", str(files("migrations")))
     config.attributes["url"] = url
@@ -16,4 +17,5 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` to ``revision`` (the newest by default)."""
     command.upgrade(alembic_config(url), revision)

@@ -182,6 +182,8 @@ class RateLimit:
         return client_address(scope, self.hops), "this client address"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with ``RateLimit-*`` headers, or answer 429 when its caller's
+        bucket is empty. Exempt paths and non-HTTP scopes pass untouched."""
         if not self.enabled or scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return

@@ -25,10 +25,13 @@ _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class DataVersion:
+    """This worker's data version: caches key on it, and every change bumps it."""
+
     def __init__(self) -> None:
         self.value = 0
 
     def bump(self) -> None:
+        """Mark the published data as changed."""
         self.value += 1
 
 
@@ -63,6 +66,7 @@ class BumpOnWrite:
         self.app, self.version = app, version
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; after a write that was not refused (4xx), bump the version."""
         if scope["type"] != "http" or scope["method"] in _READS:
             await self.app(scope, receive, send)
             return
