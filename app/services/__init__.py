@@ -1,0 +1,3 @@
+"""What the routes, the CLI and the workers do: imports, statistics, analyses, exports and
+the rest, over the database and the pure packages (``spatial``, ``indexes``,
+``boundaries``)."""

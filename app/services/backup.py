@@ -38,6 +38,8 @@ class BackupError(RuntimeError):
 
 @dataclass(frozen=True)
 class BackupSummary:
+    """A backup written: its file, size and how many tables it holds."""
+
     path: Path
     size_bytes: int
     tables: int

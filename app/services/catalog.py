@@ -27,6 +27,10 @@ _SERVICE = Principal(role="analyst", name="layer catalog")
 
 @dataclass
 class Catalog:
+    """The published layers, rebuilt when the data version changes (index values and
+    hot spot runs become layers), with the counts, extents and tile statements kept per
+    version."""
+
     engine: AsyncEngine
     settings: Settings
     version: DataVersion
@@ -41,6 +45,7 @@ class Catalog:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def layers(self) -> dict[str, Layer]:
+        """Every layer by id, as of the current data version (rebuilt once per version)."""
         if self._built_at != self.version.value:
             async with self._lock:
                 wanted = self.version.value
@@ -55,6 +60,7 @@ class Catalog:
         return self._layers if self._built_at == self.version.value else {}
 
     async def layer(self, layer_id: str) -> Layer:
+        """The layer ``layer_id``, or a 404 that says where the list is."""
         layer = (await self.layers()).get(layer_id)
         if layer is None:
             raise NotFound(

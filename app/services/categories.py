@@ -179,32 +179,13 @@ def parse_categories(records: Iterable[Mapping[str, Any]], name: str) -> list[di
     records = list(records)
     for number, record in enumerate(records, start=1):
         row, reasons = _parse_row(record)
-        code, alias = row.get("code"), (row.get("name") or "").lower()
-        if code and code in seen_codes:
-            reasons.append(f"duplicate of row {seen_codes[code]} (same code)")
-        if alias and alias in seen_names:
-            reasons.append(f"same name as row {seen_names[alias]} (names must be unique)")
-        # The first row of a code or name is the one later rows repeat, valid or not.
-        if code:
-            seen_codes.setdefault(code, number)
-        if alias:
-            seen_names.setdefault(alias, number)
+        reasons += _repeats(row, number, seen_codes, seen_names)
         if reasons:
             shown = _text(record.get("code")) or None  # as the caller wrote it
             rejected.append({"row": number, "code": shown, "reason": "; ".join(reasons)})
             continue
         rows.append(row)
-    # A name is also read as its category in incident files: it may not be another's code.
-    for row in rows:
-        alias = row["name"].lower()
-        if alias != row["code"] and alias in seen_codes:
-            rejected.append(
-                {
-                    "row": seen_names[alias],
-                    "code": row["code"],
-                    "reason": f"name {row['name']!r} is the code of row {seen_codes[alias]}",
-                }
-            )
+    rejected += _names_that_are_codes(rows, seen_codes, seen_names)
     if not records:
         raise InvalidFile(f"{name}: no categories")
     if rejected:
@@ -217,53 +198,103 @@ def parse_categories(records: Iterable[Mapping[str, Any]], name: str) -> list[di
     return rows
 
 
+def _repeats(
+    row: dict[str, Any], number: int, seen_codes: dict[str, int], seen_names: dict[str, int]
+) -> list[str]:
+    """Why row ``number`` repeats an earlier row's code or name; notes its own in the
+    ``seen_`` maps (code or lower-cased name → first row)."""
+    reasons = []
+    code, alias = row.get("code"), (row.get("name") or "").lower()
+    if code and code in seen_codes:
+        reasons.append(f"duplicate of row {seen_codes[code]} (same code)")
+    if alias and alias in seen_names:
+        reasons.append(f"same name as row {seen_names[alias]} (names must be unique)")
+    # The first row of a code or name is the one later rows repeat, valid or not.
+    if code:
+        seen_codes.setdefault(code, number)
+    if alias:
+        seen_names.setdefault(alias, number)
+    return reasons
+
+
+def _names_that_are_codes(
+    rows: list[dict[str, Any]], seen_codes: dict[str, int], seen_names: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The rejections of valid rows whose name is another row's code: a name is also read
+    as its category in incident files."""
+    rejected = []
+    for row in rows:
+        alias = row["name"].lower()
+        if alias != row["code"] and alias in seen_codes:
+            rejected.append(
+                {
+                    "row": seen_names[alias],
+                    "code": row["code"],
+                    "reason": f"name {row['name']!r} is the code of row {seen_codes[alias]}",
+                }
+            )
+    return rejected
+
+
 def _parse_row(record: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """One record as a vocabulary row, and every reason it is not a valid one."""
     if "_not_object" in record:
         return {}, [f"not an object with {', '.join(COLUMNS)}"]
-    reasons: list[str] = []
+    text = {k: _text(record.get(k)) for k in ("code", "name", "category_group", "description")}
+    sensitive = _flag(record.get("sensitive"))
+    found = [
+        *_shape_reasons(record),
+        _code_reason("code", text["code"]),
+        _name_reason(text["name"]),
+        _code_reason("category_group", text["category_group"]),
+        _sensitive_reason(record.get("sensitive")) if sensitive is None else None,
+        f"description longer than {MAX_DESCRIPTION} characters"
+        if len(text["description"]) > MAX_DESCRIPTION
+        else None,
+    ]
+    row = {
+        "code": text["code"].lower(),
+        "name": text["name"],
+        "category_group": text["category_group"].lower(),
+        "sensitive": sensitive,
+        "description": text["description"],
+    }
+    return row, [reason for reason in found if reason is not None]
+
+
+def _shape_reasons(record: Mapping[str, Any]) -> list[str]:
+    """Cells beyond the header's columns, and fields that are not columns."""
+    reasons = []
     if record.get("_extra"):
         reasons.append("more cells than the header has columns")
     unknown = sorted(str(k) for k in record if k not in COLUMNS and k != "_extra")
     if unknown:
         reasons.append(f"unknown field(s) {', '.join(unknown)}")
-    text = {k: _text(record.get(k)) for k in ("code", "name", "category_group", "description")}
-    code = text["code"].lower()
-    if not code:
-        reasons.append("missing code")
-    elif not CODE.fullmatch(code):
-        reasons.append(
-            f"code {text['code']!r} is not lower-case letters, digits, _ or - (at most 64)"
-        )
-    if not text["name"]:
-        reasons.append("missing name")
-    elif len(text["name"]) > MAX_NAME:
-        reasons.append(f"name longer than {MAX_NAME} characters")
-    group = text["category_group"].lower()
-    if not group:
-        reasons.append("missing category_group")
-    elif not CODE.fullmatch(group):
-        reasons.append(
-            f"category_group {text['category_group']!r} is not lower-case letters, digits, "
-            "_ or - (at most 64)"
-        )
-    sensitive = _flag(record.get("sensitive"))
-    if sensitive is None:
-        shown = record.get("sensitive")
-        reasons.append(
-            "missing sensitive (true or false)"
-            if shown is None or _text(shown) == ""
-            else f"sensitive {shown!r} is not true or false"
-        )
-    if len(text["description"]) > MAX_DESCRIPTION:
-        reasons.append(f"description longer than {MAX_DESCRIPTION} characters")
-    row = {
-        "code": code,
-        "name": text["name"],
-        "category_group": group,
-        "sensitive": sensitive,
-        "description": text["description"],
-    }
-    return row, reasons
+    return reasons
+
+
+def _code_reason(column: str, written: str) -> str | None:
+    """Why ``written`` is not a valid code for ``column`` (``code``, ``category_group``)."""
+    if not written:
+        return f"missing {column}"
+    if not CODE.fullmatch(written.lower()):
+        return f"{column} {written!r} is not lower-case letters, digits, _ or - (at most 64)"
+    return None
+
+
+def _name_reason(name: str) -> str | None:
+    if not name:
+        return "missing name"
+    if len(name) > MAX_NAME:
+        return f"name longer than {MAX_NAME} characters"
+    return None
+
+
+def _sensitive_reason(shown: Any) -> str:
+    """Why a ``sensitive`` cell that is neither true nor false was refused."""
+    if shown is None or _text(shown) == "":
+        return "missing sensitive (true or false)"
+    return f"sensitive {shown!r} is not true or false"
 
 
 def _text(value: Any) -> str:

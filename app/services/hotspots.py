@@ -278,6 +278,8 @@ async def check_grid_size(
 
 
 async def load_area(conn: AsyncConnection, area_code: str | None) -> shapely.Geometry:
+    """The study area: the unit ``area_code``, else the top level (the country); 422 when
+    the unit is unknown or no boundaries are loaded."""
     area_wkb = (await conn.execute(sql.select_area(area_code))).scalar()
     if area_wkb is None:
         raise InvalidParameter(

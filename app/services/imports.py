@@ -78,6 +78,8 @@ log = logging.getLogger("observatory")
 
 @dataclass(frozen=True)
 class ImportReport:
+    """What an import did: its batch and the counts of rows received, stored and rejected."""
+
     batch_id: int
     status: str
     received: int
@@ -93,6 +95,7 @@ def _quiet(stage: str, done: int, total: int) -> None:
 
 
 async def load_vocabulary(conn: AsyncConnection) -> Vocabulary:
+    """The category codes, and the names that stand for them (422 when none is loaded)."""
     rows = (await conn.execute(select(category.c.code, category.c.name))).all()
     if not rows:
         raise InvalidParameter(
@@ -105,6 +108,8 @@ async def load_vocabulary(conn: AsyncConnection) -> Vocabulary:
 
 
 async def load_territory(conn: AsyncConnection, settings: Settings) -> Territory:
+    """The territory that incidents must lie in: the loaded boundaries (with the
+    tolerance), else the configured bbox (422 when there is neither)."""
     tolerance = settings.territory.tolerance_m
     wkb = (await conn.execute(select_territory(), {"tolerance_m": tolerance})).scalar()
     if wkb is not None:

@@ -92,6 +92,7 @@ class ReadOptions:
         return {**self.constants, **({"source": self.source} if self.source else {})}
 
     def as_dict(self) -> dict:
+        """The options that were set, as the batch records them."""
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, "")}
 
 
@@ -147,12 +148,17 @@ class Vocabulary:
 
 @dataclass(frozen=True)
 class Validated:
+    """One chunk of an incident file, checked: the valid rows typed, the rejected rows with
+    their reasons, and how many rows were read."""
+
     valid: pd.DataFrame  # VALID_COLUMNS, typed
     rejected: pd.DataFrame  # row_number, source_id, reason, raw (dict)
     received: int
 
 
 def detect_format(filename: str, declared: str | None = None) -> str:
+    """The file's format (csv, geojson, gpkg): ``declared``, else from the file name's
+    suffix; 422 when neither says."""
     if declared:
         if declared not in set(FORMATS.values()):
             raise InvalidParameter(f"format must be one of csv, geojson, gpkg (got {declared!r})")

@@ -87,6 +87,8 @@ def _flatten(body: dict) -> dict:
 async def create_incident(
     conn: AsyncConnection, settings: Settings, body: IncidentCreate, actor: str
 ) -> int:
+    """Store a new incident, assign its units and audit it; returns its id. 409 when its
+    ``source`` and ``source_id`` exist already (or were deleted)."""
     await _lock_units(conn, settings)
     record = _flatten(body.model_dump(mode="json"))
     values = await _validated_values(conn, settings, record)
@@ -109,6 +111,8 @@ async def create_incident(
 async def update_incident(
     conn: AsyncConnection, settings: Settings, incident_id: int, body: IncidentUpdate, actor: str
 ) -> None:
+    """Change the fields ``body`` sets, checked as a whole record; a move assigns its units
+    again. Audited with the record before and after."""
     changes = _flatten(body.model_dump(mode="json", exclude_unset=True))
     if "longitude" in changes:  # a move: its units are computed again
         await _lock_units(conn, settings)

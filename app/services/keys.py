@@ -15,6 +15,7 @@ from app.sql import keys as sql
 
 
 async def create_key(engine: AsyncEngine, *, role: str, name: str, actor: str) -> str:
+    """Make a key with ``role`` and audit it; returns the secret, which is stored only hashed."""
     if role not in ROLES:
         raise InvalidParameter(f"role must be one of {', '.join(ROLES)} (got {role!r})")
     key, prefix, key_hash = security.new_key()
@@ -26,11 +27,13 @@ async def create_key(engine: AsyncEngine, *, role: str, name: str, actor: str) -
 
 
 async def list_keys(engine: AsyncEngine) -> list:
+    """Every key, revoked ones too, without hashes."""
     async with engine.connect() as conn:
         return list((await conn.execute(sql.select_keys())).all())
 
 
 async def revoke_key(engine: AsyncEngine, key_id: int, *, actor: str) -> None:
+    """Revoke an active key and audit it; 404 when there is none with ``key_id``."""
     async with engine.begin() as conn:
         if (await conn.execute(sql.revoke_key(key_id))).first() is None:
             raise NotFound(f"no active key {key_id}")

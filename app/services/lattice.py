@@ -69,7 +69,6 @@ def restrict(query: StatsQuery, settings: Settings, *, age_groups_given: bool) -
     time window clipped to the published one, so that its rows follow from the request
     alone (never from the data's first or last incident)."""
     f = query.filters
-    declared = parse_age_groups(settings.privacy.age_groups)
     start, end = published_window(settings, query.period)
 
     def refuse(what: str) -> NotPublic:
@@ -77,30 +76,48 @@ def restrict(query: StatsQuery, settings: Settings, *, age_groups_given: bool) -
         detail = f"Outside the public tables: {what}. {describe(settings, start, end)}"
         return NotPublic(detail, **window)
 
-    if f.sources:
-        raise refuse("source filters need an analyst key")
-    if len(f.categories) > 1:
-        raise refuse("several categories in one count need an analyst key")
-    if len(f.victim_sex) > 1:
-        raise refuse("several victim sexes in one count need an analyst key")
-    if age_groups_given and query.age_groups != declared:
-        raise refuse("other age groups than the declared ones need an analyst key")
-    if (f.age_min, f.age_max) != (None, None) and not any(
-        (f.age_min or 0) == g.first and f.age_max == g.last for g in declared
-    ):
-        raise refuse("an age range other than one declared age group needs an analyst key")
-    if "period" not in query.by:
-        raise refuse("a public table covers whole periods")
-    tz = ZoneInfo(settings.territory.timezone)
-    for name, moment in (("occurred_from", f.occurred_from), ("occurred_to", f.occurred_to)):
-        if moment is not None and not _on_boundary(moment.astimezone(tz), query.period):
-            raise refuse(f"{name} must be the first day of a {query.period}")
+    breach = _filter_breach(query, settings, age_groups_given=age_groups_given) or (
+        _period_breach(query, settings)
+    )
+    if breach:
+        raise refuse(breach)
     clipped_from = max(start, f.occurred_from) if f.occurred_from else start
     clipped_to = min(end, f.occurred_to) if f.occurred_to else end
     if clipped_from >= clipped_to:
         raise refuse("the requested time lies outside the published window")
     filters = dataclasses.replace(f, occurred_from=clipped_from, occurred_to=clipped_to)
     return dataclasses.replace(query, filters=filters)
+
+
+def _filter_breach(query: StatsQuery, settings: Settings, *, age_groups_given: bool) -> str:
+    """Which of the query's filters leaves the lattice ('' for none)."""
+    f = query.filters
+    declared = parse_age_groups(settings.privacy.age_groups)
+    if f.sources:
+        return "source filters need an analyst key"
+    if len(f.categories) > 1:
+        return "several categories in one count need an analyst key"
+    if len(f.victim_sex) > 1:
+        return "several victim sexes in one count need an analyst key"
+    if age_groups_given and query.age_groups != declared:
+        return "other age groups than the declared ones need an analyst key"
+    if (f.age_min, f.age_max) != (None, None) and not any(
+        (f.age_min or 0) == g.first and f.age_max == g.last for g in declared
+    ):
+        return "an age range other than one declared age group needs an analyst key"
+    return ""
+
+
+def _period_breach(query: StatsQuery, settings: Settings) -> str:
+    """Why the query's time is not whole periods ('' when it is)."""
+    if "period" not in query.by:
+        return "a public table covers whole periods"
+    f = query.filters
+    tz = ZoneInfo(settings.territory.timezone)
+    for name, moment in (("occurred_from", f.occurred_from), ("occurred_to", f.occurred_to)):
+        if moment is not None and not _on_boundary(moment.astimezone(tz), query.period):
+            return f"{name} must be the first day of a {query.period}"
+    return ""
 
 
 def describe(settings: Settings, start: datetime, end: datetime) -> str:

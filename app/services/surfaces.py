@@ -48,6 +48,7 @@ class ProjectedPoints:
 
     @property
     def total(self) -> float:
+        """The number of incidents, or the sum of their weights."""
         return float(self.x.size if self.weights is None else self.weights.sum())
 
 

@@ -20,6 +20,7 @@ from app.sql import tiles as sql
 
 
 def check_tile(layer: Layer, z: int, x: int, y: int, max_zoom: int) -> None:
+    """404 for a zoom outside the layer's range or a tile outside the WebMercatorQuad grid."""
     if not 0 <= z <= min(max_zoom, layer.tiles.maxzoom):
         raise NotFound(
             f"{layer.id} has tiles from zoom {layer.tiles.minzoom} to "

@@ -1,0 +1,1 @@
+"""The SQL of each concern, as SQLAlchemy Core statements that the services execute."""

@@ -142,6 +142,7 @@ def insert_grid(
 
 
 def insert_run(kind: str, method: str, parameters: dict, actor: str) -> Insert:
+    """INSERT a running analysis run; returns its id."""
     return (
         insert(analysis_run)
         .values(kind=kind, method=method, parameters=parameters, created_by=actor)
@@ -150,6 +151,7 @@ def insert_run(kind: str, method: str, parameters: dict, actor: str) -> Insert:
 
 
 def set_progress(run_id: int, progress: float, message: str) -> Update:
+    """UPDATE a run's progress (0 to 1) and its message."""
     return (
         update(analysis_run)
         .where(analysis_run.c.id == run_id)
@@ -158,6 +160,7 @@ def set_progress(run_id: int, progress: float, message: str) -> Update:
 
 
 def finish_run(run_id: int, summary: dict) -> Update:
+    """UPDATE a run to completed, with its summary."""
     return (
         update(analysis_run)
         .where(analysis_run.c.id == run_id)
@@ -168,6 +171,7 @@ def finish_run(run_id: int, summary: dict) -> Update:
 
 
 def fail_run(run_id: int, message: str) -> Update:
+    """UPDATE a run to failed, with why."""
     return (
         update(analysis_run)
         .where(analysis_run.c.id == run_id)
@@ -176,10 +180,12 @@ def fail_run(run_id: int, message: str) -> Update:
 
 
 def select_run(run_id: int) -> Select:
+    """SELECT one run by id."""
     return select(analysis_run).where(analysis_run.c.id == run_id)
 
 
 def select_runs(kind: str | None, limit: int, offset: int) -> Select:
+    """SELECT runs, newest first, of one kind or all."""
     stmt = select(analysis_run).order_by(analysis_run.c.id.desc()).limit(limit).offset(offset)
     return stmt if kind is None else stmt.where(analysis_run.c.kind == kind)
 

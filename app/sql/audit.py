@@ -20,6 +20,7 @@ def insert_audit(
     before: Any = None,
     after: Any = None,
 ) -> Insert:
+    """INSERT an audit entry: ``actor`` did ``action`` to ``entity`` ``entity_id``."""
     return insert(audit_log).values(
         actor=actor,
         action=action,

@@ -189,6 +189,7 @@ def filters_first(matched: int, total: int, limit: int) -> bool:
 
 
 def select_item(layer: Layer, feature_id: Any, out: OutputCrs, visible: Iterable[str]) -> Select:
+    """SELECT one feature of ``layer`` as GeoJSON text, with the ``visible`` fields."""
     return (
         select(feature_json(layer, out, visible))
         .select_from(layer.source)
@@ -197,6 +198,7 @@ def select_item(layer: Layer, feature_id: Any, out: OutputCrs, visible: Iterable
 
 
 def count_items(layer: Layer, conditions: list[ColumnElement[bool]]) -> Select:
+    """SELECT the number of the layer's features that meet ``conditions``."""
     return select(func.count()).select_from(layer.source).where(*layer.where, *conditions)
 
 

@@ -213,6 +213,7 @@ def upsert_from_staging() -> TextClause:
 def insert_batch(
     filename: str, fmt: str, options: dict, created_by: str, warnings: list[str] | None = None
 ) -> Insert:
+    """INSERT a running import batch; returns its id."""
     return (
         insert(import_batch)
         .values(
@@ -227,6 +228,7 @@ def insert_batch(
 
 
 def finish_batch(batch_id: int, **counts: int) -> Update:
+    """UPDATE a batch to completed, with its row ``counts``."""
     return (
         update(import_batch)
         .where(import_batch.c.id == batch_id)
@@ -235,6 +237,7 @@ def finish_batch(batch_id: int, **counts: int) -> Update:
 
 
 def fail_batch(batch_id: int, error: str) -> Update:
+    """UPDATE a batch to failed, with why (words a caller may read)."""
     return (
         update(import_batch)
         .where(import_batch.c.id == batch_id)
@@ -262,6 +265,7 @@ def lock_batch(batch_id: int) -> Select:
 
 
 def unlock_batch(batch_id: int) -> Select:
+    """Release the batch's advisory lock (``lock_batch``)."""
     return select(func.pg_advisory_unlock(BATCH_LOCK_NAMESPACE, batch_id))
 
 
@@ -303,14 +307,17 @@ def select_deleted_incident(
 
 
 def select_batch(batch_id: int) -> Select:
+    """SELECT one import batch by id."""
     return select(import_batch).where(import_batch.c.id == batch_id)
 
 
 def select_batches(limit: int, offset: int) -> Select:
+    """SELECT import batches, newest first."""
     return select(import_batch).order_by(import_batch.c.id.desc()).limit(limit).offset(offset)
 
 
 def select_rejections(batch_id: int, limit: int | None = None) -> Select:
+    """SELECT a batch's rejected rows in file order, the first ``limit`` of them."""
     stmt = (
         select(
             import_rejection.c.row_number,

@@ -84,6 +84,7 @@ def insert_incident(values: dict) -> Insert:
 
 
 def update_incident(incident_id: int, values: dict) -> Update:
+    """UPDATE a live incident's ``values``; returns its id (no row: absent or deleted)."""
     return (
         update(incident)
         .where(incident.c.id == incident_id, incident.c.deleted_at.is_(None))
@@ -93,6 +94,7 @@ def update_incident(incident_id: int, values: dict) -> Update:
 
 
 def soft_delete(incident_id: int) -> Update:
+    """Mark a live incident deleted; returns its id (no row: absent or deleted already)."""
     return (
         update(incident)
         .where(incident.c.id == incident_id, incident.c.deleted_at.is_(None))
@@ -116,6 +118,7 @@ def select_deleted_record(incident_id: int) -> Select:
 
 
 def undelete(incident_id: int) -> Update:
+    """Bring a soft-deleted incident back; returns its id."""
     return (
         update(incident)
         .where(incident.c.id == incident_id, incident.c.deleted_at.is_not(None))
@@ -125,12 +128,14 @@ def undelete(incident_id: int) -> Update:
 
 
 def assign_units(incident_id: int) -> list[TextClause]:
+    """The statements that set the incident's ``unit_ids``: the units that hold it."""
     return [
         s.bindparams(incident_id=incident_id) for s in assign_incident_units("i.id = :incident_id")
     ]
 
 
 def select_unit_id(code: str) -> Select:
+    """SELECT the id of the unit with ``code``."""
     return select(admin_unit.c.id).where(admin_unit.c.code == code)
 
 

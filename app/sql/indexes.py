@@ -31,6 +31,7 @@ def lock_code(code: str) -> Select:
 
 
 def insert_definition(code: str, version: int, definition: dict[str, Any], actor: str) -> Insert:
+    """INSERT one version of a composite index definition; returns the stored row."""
     return (
         insert(index_definition)
         .values(code=code, version=version, definition=definition, created_by=actor)

@@ -9,6 +9,7 @@ from app.models import api_key
 
 
 def insert_key(name: str, prefix: str, key_hash: str, role: str) -> Insert:
+    """INSERT a key (its hash, never the secret); returns its id."""
     return (
         insert(api_key)
         .values(name=name, prefix=prefix, hash=key_hash, role=role)
@@ -17,6 +18,7 @@ def insert_key(name: str, prefix: str, key_hash: str, role: str) -> Insert:
 
 
 def select_active_key(prefix: str) -> Select:
+    """SELECT the unrevoked key with ``prefix``: id, name, hash and role."""
     return select(api_key.c.id, api_key.c.name, api_key.c.hash, api_key.c.role).where(
         api_key.c.prefix == prefix, api_key.c.revoked_at.is_(None)
     )
@@ -34,6 +36,7 @@ def touch_key(key_id: int) -> Update:
 
 
 def select_keys() -> Select:
+    """SELECT every key, revoked ones too, without hashes."""
     return select(
         api_key.c.id,
         api_key.c.name,
@@ -46,6 +49,7 @@ def select_keys() -> Select:
 
 
 def revoke_key(key_id: int) -> Update:
+    """Revoke an active key; returns its id (no row: absent or revoked already)."""
     return (
         update(api_key)
         .where(api_key.c.id == key_id, api_key.c.revoked_at.is_(None))
@@ -64,4 +68,5 @@ def select_key_for_rotation(key_id: int) -> Select:
 
 
 def select_key(key_id: int) -> Select:
+    """SELECT one key as listed."""
     return select_keys().where(api_key.c.id == key_id)

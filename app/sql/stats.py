@@ -38,6 +38,7 @@ def select_units(*, level: int | None = None, codes: Sequence[str] = ()) -> Sele
 
 
 def select_categories() -> Select:
+    """SELECT every category's code and group."""
     return select(category.c.code, category.c.category_group).order_by(category.c.code)
 
 
@@ -47,6 +48,7 @@ def select_sensitive_categories() -> Select:
 
 
 def select_cell_key_seed() -> Select:
+    """SELECT the secret seed of the cell-key perturbation (``app.services.disclosure``)."""
     return select(cell_key_seed.c.seed)
 
 
