@@ -28,9 +28,11 @@ class Principal:
 
     @property
     def actor(self) -> str:
+        """The caller as the audit log names it: ``key:<id>:<name>``, or ``public``."""
         return f"key:{self.key_id}:{self.name}" if self.key_id else self.name
 
     def has(self, role: str) -> bool:
+        """Whether the caller's role is ``role`` or above it (``ROLES`` is in rising order)."""
         return self.role is not None and ROLES.index(self.role) >= ROLES.index(role)
 
 
@@ -45,6 +47,7 @@ def new_key() -> tuple[str, str, str]:
 
 
 def hash_key(key: str) -> str:
+    """The SHA-256 hex digest under which a key is stored and looked up."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -75,4 +78,5 @@ def split_key(key: str) -> str | None:
 
 
 def key_matches(key: str, stored_hash: str) -> bool:
+    """Whether ``key`` hashes to ``stored_hash``, compared in constant time."""
     return hmac.compare_digest(hash_key(key), stored_hash)

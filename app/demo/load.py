@@ -30,6 +30,9 @@ DEMO_SOURCE = "synthetic-demo"
 
 @dataclass(frozen=True)
 class DemoReport:
+    """What ``load_demo`` did: districts imported, and the incidents imported (None when
+    the demo's incidents were there already) or found."""
+
     districts: int
     incidents: ImportReport | None
     existing_incidents: int
@@ -44,6 +47,9 @@ async def load_demo(
     actor: str = "demo",
     progress: Progress = _quiet,
 ) -> DemoReport:
+    """Load the demo territory: its boundaries, population, categories and index
+    definitions, ``incidents`` synthetic incidents (none when that many demo incidents are
+    there already) and the demo's hot spot run."""
     await load_categories(engine, settings.territory.categories_file)
     tolerance = settings.territory.tolerance_m
     await import_boundaries(

@@ -26,16 +26,22 @@ class AnalysisFilters(_Strict):
 
 
 class H3Units(_Strict):
+    """Units of analysis: H3 hexagons of one resolution over the study area."""
+
     type: Literal["h3"] = "h3"
     resolution: int = Field(default=8, ge=4, le=10, description="H3 resolution (8 ≈ 0.74 km²)")
 
 
 class GridUnits(_Strict):
+    """Units of analysis: square cells of a regular grid in the territory's metric CRS."""
+
     type: Literal["grid"] = "grid"
     cell_size_m: float = Field(default=1000, ge=100, le=50_000, description="square side, metres")
 
 
 class AdminUnits(_Strict):
+    """Units of analysis: the administrative units of one level."""
+
     type: Literal["admin"] = "admin"
     level: int = Field(default=1, ge=0)
 
@@ -72,6 +78,9 @@ class WeightsSpec(_Strict):
 
 
 class HotspotRequest(_Strict):
+    """A hot spot analysis to run: Getis-Ord Gi*, Local Moran or Optimized Hot Spot
+    Analysis, on the incidents that pass ``filters``, counted in ``units``."""
+
     method: Literal["gi_star", "local_moran", "optimized_gi_star"] = Field(
         default="gi_star",
         description="optimized_gi_star chooses the distance band by incremental spatial "
@@ -146,6 +155,8 @@ class GlobalMoran(BaseModel):
 
 
 class AnalysisRunPublic(BaseModel):
+    """One analysis run: what was asked, how far it got, and what it found."""
+
     id: int
     kind: str
     method: str
@@ -165,4 +176,6 @@ class AnalysisRunPublic(BaseModel):
 
 
 class AnalysisRunList(BaseModel):
+    """Analysis runs, newest first."""
+
     runs: list[AnalysisRunPublic]

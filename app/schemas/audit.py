@@ -9,6 +9,8 @@ from pydantic import BaseModel
 
 
 class AuditEntry(BaseModel):
+    """One change: who made it, when, to which record, and the record before and after."""
+
     id: int
     at: datetime
     actor: str
@@ -20,6 +22,8 @@ class AuditEntry(BaseModel):
 
 
 class AuditLink(BaseModel):
+    """A link of an audit page (``next``: older entries)."""
+
     rel: str
     type: str
     href: str

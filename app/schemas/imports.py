@@ -9,6 +9,8 @@ from pydantic import BaseModel
 
 
 class Rejection(BaseModel):
+    """A row an import refused: its number in the file, why, and the row as read."""
+
     row_number: int
     source_id: str | None
     reason: str
@@ -16,6 +18,8 @@ class Rejection(BaseModel):
 
 
 class ImportBatchPublic(BaseModel):
+    """One import of a file: its options, status and counts of rows."""
+
     id: int
     kind: str
     filename: str
@@ -39,9 +43,13 @@ class ImportBatchPublic(BaseModel):
 
 
 class ImportBatchDetail(ImportBatchPublic):
+    """One import with its rejected rows (the first ones when there are many)."""
+
     rejections: list[Rejection]
     rejections_truncated: bool
 
 
 class ImportBatchList(BaseModel):
+    """Import batches, newest first."""
+
     batches: list[ImportBatchPublic]

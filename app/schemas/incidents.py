@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class IncidentFields(BaseModel):
+    """An incident's recorded facts: category, time, place, victim and circumstances."""
+
     model_config = ConfigDict(extra="forbid")
 
     category: str = Field(description="A code (or name) from the category vocabulary")
@@ -25,6 +27,8 @@ class IncidentFields(BaseModel):
 
 
 class IncidentCreate(IncidentFields):
+    """A new incident, identified by its agency (``source``) and the agency's id."""
+
     source: str = Field(min_length=1, description="The reporting agency")
     source_id: str = Field(min_length=1, description="The incident's id in the agency's system")
 

@@ -11,11 +11,15 @@ Role = Literal["viewer", "analyst", "editor", "admin"]
 
 
 class KeyCreate(BaseModel):
+    """A key to create: its role and who or what uses it."""
+
     role: Role
     name: str = Field(min_length=1, max_length=200, description="who or what uses the key")
 
 
 class KeyPublic(BaseModel):
+    """An API key as listed: never the secret, only its prefix."""
+
     id: int
     name: str
     prefix: str
@@ -26,4 +30,6 @@ class KeyPublic(BaseModel):
 
 
 class KeyCreated(KeyPublic):
+    """A key just created, with its secret (returned this once)."""
+
     key: str = Field(description="The secret; shown only now, stored hashed")

@@ -73,6 +73,8 @@ class StatsRow(BaseModel):
 
 
 class StatsFilters(BaseModel):
+    """The incident filters a table was computed with."""
+
     categories: list[str]
     occurred_from: datetime | None
     occurred_to: datetime | None
@@ -104,6 +106,9 @@ class StatsParameters(BaseModel):
 
 
 class StatsTable(BaseModel):
+    """A table of counts and rates by unit (and by category, period, sex or age group),
+    with the parameters that give it again and notes on how to read it."""
+
     rows: list[StatsRow]
     parameters: StatsParameters
     notes: list[str]

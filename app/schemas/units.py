@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class UnitProperties(BaseModel):
+    """An administrative unit's properties."""
+
     code: str = Field(description="Unique unit code, e.g. ISO 3166-2 `BZ-CY`.")
     name: str
     level: int = Field(ge=0, description="0 country, 1 district, 2 …")
@@ -37,6 +39,8 @@ class UnitCollection(BaseModel):
 
 
 class RepairedUnit(BaseModel):
+    """A unit whose geometry was invalid and was repaired (or dropped)."""
+
     model_config = ConfigDict(frozen=True)
 
     code: str
@@ -44,6 +48,8 @@ class RepairedUnit(BaseModel):
 
 
 class OutsideTerritoryUnit(BaseModel):
+    """A unit lying for the most part outside the territory."""
+
     model_config = ConfigDict(frozen=True)
 
     code: str
