@@ -237,7 +237,7 @@ function chart(ranking) {
     svg.append(node);
     return node;
   };
-  add("text", { x: bandLeft, y: 14, "font-size": 12 }, "Rank band (1 = highest priority)");
+  add("text", { x: width - 4, y: 14, "font-size": 12, "text-anchor": "end" }, "Rank band (1 = highest priority)");
   const rankX = (rank) => bandLeft + ((rank - 1) / Math.max(1, n - 1)) * bandWidth;
   ranking.rows.forEach((r, i) => {
     const y = 24 + i * rowHeight;
