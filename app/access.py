@@ -11,19 +11,50 @@ rule is :func:`queryable_fields`, and ``app.ogc.filters`` refuses any other name
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from app import security
 from app.core.errors import Forbidden, Unauthorized
 from app.ogc.layers import Field, Layer, Parameter
 from app.security import Principal
+from app.sql import keys as keys_sql
 
 if TYPE_CHECKING:  # the catalog is only passed through; importing it here is a cycle risk
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from app.core.cache import TTLCache
     from app.services.catalog import Catalog
 
 
+# The least role that sees exact figures: every cell of /stats, every indicator of a
+# ranking, any Monte Carlo setting. Below it every answer is the published view.
+EXACT_FIGURES_ROLE = "analyst"
+
+
+def check_role(who: Principal, role: str) -> None:
+    """401 for a caller without a key, 403 for a key below ``role``."""
+    if who.role is None:
+        raise Unauthorized(f"This endpoint needs an API key with the {role} role or higher.")
+    if not who.has(role):
+        raise Forbidden(f"Your key has the {who.role} role; this needs {role} or higher.")
+
+
+def sees_published_view(who: Principal) -> bool:
+    """Whether ``who`` gets the published view of tables and rankings: the fixed lattice,
+    perturbed counts with small cells withheld, fixed Monte Carlo settings (below
+    :data:`EXACT_FIGURES_ROLE`)."""
+    return not who.has(EXACT_FIGURES_ROLE)
+
+
+def may_embed_key(who: Principal) -> bool:
+    """Whether a handed-out QGIS project may carry ``who``'s key: only keys that read
+    more than the public does, so a public project never holds one."""
+    return who.has(EXACT_FIGURES_ROLE)
+
+
 def may_read(layer: Layer, who: Principal) -> bool:
+    """Whether ``who`` may read ``layer`` at all (its features, tiles and style)."""
     return layer.role is None or who.has(layer.role)
 
 
@@ -51,6 +82,7 @@ def filter_parameters(layer: Layer, who: Principal) -> tuple[Parameter, ...]:
 
 
 def check_access(layer: Layer, who: Principal) -> None:
+    """401 or 403 unless ``who`` may read ``layer``."""
     if may_read(layer, who):
         return
     if who.role is None:
@@ -61,10 +93,12 @@ def check_access(layer: Layer, who: Principal) -> None:
 
 
 async def readable_layers(catalog: Catalog, who: Principal) -> list[Layer]:
+    """The catalog's layers ``who`` may read."""
     return [layer for layer in (await catalog.layers()).values() if may_read(layer, who)]
 
 
 async def readable_layer(catalog: Catalog, layer_id: str, who: Principal) -> Layer:
+    """The layer ``layer_id`` (404 when unknown), 401/403 unless ``who`` may read it."""
     layer = await catalog.layer(layer_id)
     check_access(layer, who)
     return layer
@@ -72,10 +106,42 @@ async def readable_layer(catalog: Catalog, layer_id: str, who: Principal) -> Lay
 
 def known_principal(key_cache: TTLCache, authorization: str | None) -> Principal | None:
     """The caller, from the ``Authorization`` header alone: the public without one, a
-    key this worker has already checked (``app.deps.get_principal`` fills the cache),
+    key this worker has already checked (:func:`principal_of` fills the cache),
     else None, and the caller must go the normal way, which checks the key or says why
     not. For paths that answer before FastAPI's dependencies run."""
     if authorization is None:
         return security.PUBLIC
     key = security.key_from_header(authorization)
     return None if key is None else key_cache.get(security.hash_key(key))
+
+
+async def principal_of(
+    engine: AsyncEngine, key_cache: TTLCache, headers: Mapping[str, str]
+) -> Principal:
+    """The caller: the public without an ``Authorization`` header, else the principal of
+    its key (401 when the key is malformed, unknown or revoked). Valid keys are
+    remembered for a minute (tiles and pages come by the hundred); a revocation anywhere
+    clears the cache through NOTIFY (``app.core.versions``)."""
+    authorization = headers.get("authorization")
+    if authorization is None:
+        return security.PUBLIC
+    key = security.key_from_header(authorization)
+    if key is None:
+        raise Unauthorized(
+            "Send the API key as `Authorization: Bearer <key>` (or as the password of "
+            "HTTP Basic authentication)."
+        )
+    prefix = security.split_key(key)
+    if prefix is None:
+        raise Unauthorized("Malformed API key.")
+    cache_key = security.hash_key(key)
+    if (principal := key_cache.get(cache_key)) is not None:
+        return principal
+    async with engine.begin() as conn:
+        row = (await conn.execute(keys_sql.select_active_key(prefix))).first()
+        if row is None or not security.key_matches(key, row.hash):
+            raise Unauthorized("Unknown or revoked API key.")
+        await conn.execute(keys_sql.touch_key(row.id))
+    principal = Principal(role=row.role, key_id=row.id, name=row.name)
+    key_cache.set(cache_key, principal)
+    return principal

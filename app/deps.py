@@ -11,10 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import security
-from app.core.errors import Forbidden, Unauthorized
+from app.access import check_role, principal_of
 from app.core.settings import Settings
 from app.services.catalog import Catalog
-from app.sql import keys as keys_sql
 
 
 # Coroutines, though they do not await: FastAPI runs a plain ``def`` dependency in its
@@ -50,35 +49,10 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 async def get_principal(
     request: Request,
     engine: EngineDep,
-    # Declares the scheme in OpenAPI; the header itself is read below (Basic too).
+    # Declares the scheme in OpenAPI; app.access reads the header itself (Basic too).
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> security.Principal:
-    authorization = request.headers.get("authorization")
-    if authorization is None:
-        return security.PUBLIC
-    key = security.key_from_header(authorization)
-    if key is None:
-        raise Unauthorized(
-            "Send the API key as `Authorization: Bearer <key>` (or as the password of "
-            "HTTP Basic authentication)."
-        )
-    prefix = security.split_key(key)
-    if prefix is None:
-        raise Unauthorized("Malformed API key.")
-    # Valid keys are remembered for a minute (tiles and pages come by the hundred);
-    # a revocation anywhere clears this cache through NOTIFY (app.core.versions).
-    cache = request.app.state.key_cache
-    cache_key = security.hash_key(key)
-    if (principal := cache.get(cache_key)) is not None:
-        return principal
-    async with engine.begin() as conn:
-        row = (await conn.execute(keys_sql.select_active_key(prefix))).first()
-        if row is None or not security.key_matches(key, row.hash):
-            raise Unauthorized("Unknown or revoked API key.")
-        await conn.execute(keys_sql.touch_key(row.id))
-    principal = security.Principal(role=row.role, key_id=row.id, name=row.name)
-    cache.set(cache_key, principal)
-    return principal
+    return await principal_of(engine, request.app.state.key_cache, request.headers)
 
 
 PrincipalDep = Annotated[security.Principal, Depends(get_principal)]
@@ -107,10 +81,7 @@ def require(role: str):
     """Dependency factory: the caller must hold ``role`` or a higher one."""
 
     async def _check(principal: PrincipalDep) -> security.Principal:
-        if principal.role is None:
-            raise Unauthorized(f"This endpoint needs an API key with the {role} role or higher.")
-        if not principal.has(role):
-            raise Forbidden(f"Your key has the {principal.role} role; this needs {role} or higher.")
+        check_role(principal, role)
         return principal
 
     return Depends(_check)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.access import may_read, readable_layers
+from app.access import may_embed_key, may_read, readable_layers
 from app.deps import CatalogDep, EngineDep, PrincipalDep, SettingsDep
 from app.ogc.layers import Layer
 from app.ogc.links import base_url
@@ -39,7 +39,7 @@ def _caller_headers(request: Request, who: Principal, embed_key: bool) -> dict[s
     the user's own authentication configuration, written in the key's stead).
     """
     header = request.headers.get("authorization", "")
-    if not (embed_key and who.has("analyst") and header.lower().startswith("bearer ")):
+    if not (embed_key and may_embed_key(who) and header.lower().startswith("bearer ")):
         return {}
     return {"Authorization": header}
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
+from app.access import sees_published_view
 from app.core.cache import app_cache
 from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.files.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
@@ -76,7 +77,7 @@ async def get_ranking(
         version,
         runs,
         seed,
-        who.has("analyst"),
+        not sees_published_view(who),
     )
     if (ranking := cache.get(key)) is None:
         ranking = await service.compute_ranking(

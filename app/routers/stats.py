@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
+from app.access import sees_published_view
 from app.core.cache import app_cache
 from app.core.errors import InvalidParameter
 from app.deps import ConnDep, PrincipalDep, SettingsDep
@@ -92,7 +93,7 @@ async def get_stats(
     # Dashboards ask for the same tables again and again: the answer is kept per worker
     # until the data change (public counts are perturbed deterministically, so the same).
     cache = app_cache(request.app.state, "stats")
-    public = not who.has("analyst")
+    public = sees_published_view(who)
     key = (
         request.app.state.data_version.value,
         tuple(sorted(request.query_params.multi_items())),

@@ -29,6 +29,7 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import indexes
+from app.access import sees_published_view
 from app.core.errors import InvalidParameter
 from app.core.settings import Settings
 from app.schemas.indexes import (
@@ -66,7 +67,7 @@ def _check_bands(
     """Below analyst the bands are the published ones: a band over a chosen seed is the
     rank under weights anyone can redraw, and enough of them would pin indicators whose
     contributions are withheld."""
-    if reader.has("analyst"):
+    if not sees_published_view(reader):
         return
     published = published_bands(definition)
     if runs not in (None, published[0]) or seed not in (None, published[1]):
@@ -105,7 +106,8 @@ async def compute_ranking(
     definition = indexes.load_definition(record.definition)
     _check_bands(definition, reader, runs, seed)
     withheld: set[str] = set()
-    if not reader.has("analyst"):
+    published = sees_published_view(reader)
+    if published:
         sensitive = set((await conn.execute(stats_sql.select_sensitive_categories())).scalars())
         withheld = _withheld_indicators(definition, sensitive)
     results, bands = await _compute(conn, settings, who, record, period_text, runs, seed, withheld)
@@ -115,7 +117,7 @@ async def compute_ranking(
         notes = [*_public_notes(notes, withheld), _withheld_note(withheld, total)]
     shared, ties = _ties(results, bands)
     rows = [
-        _ranking_row(r, results, bands, shared, definition, withheld, reader.has("analyst"))
+        _ranking_row(r, results, bands, shared, definition, withheld, not published)
         for r in results.rows
     ]
     return Ranking(

@@ -22,6 +22,7 @@ import geopandas as gpd
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.access import sees_published_view
 from app.core.errors import InvalidParameter
 from app.core.settings import Settings
 from app.schemas.stats import (
@@ -134,7 +135,7 @@ async def compute_stats(
     vocabulary, sensitive = await _read_vocabulary(conn, query)
     # Public tables publish perturbed counts (app.services.disclosure), whose noise
     # follows from the record keys of each cell's incidents.
-    public = not who.has("analyst")
+    public = sees_published_view(who)
     counted = await _count(conn, query, by, units, tz, public=public)
     combos = _combinations(query, by, vocabulary, counted, tz)
     if len(units) * len(combos) > MAX_ROWS:
@@ -188,7 +189,7 @@ def release(
     categories and their complements withheld (:func:`app.services.disclosure.suppress`,
     decided on ``true_counts``), so that JSON and CSV get it alike.
     """
-    if who.has("analyst"):
+    if not sees_published_view(who):
         return table
     return disclosure.suppress(table, vocabulary, sensitive, true_counts, threshold)
 

@@ -62,14 +62,14 @@ OPEN_DEFINITION = {
 
 @pytest.fixture(scope="module")
 def world(base_data, client, keys):
-    """3,000 synthetic incidents in 2023-2024 under this module's source (sensitive
+    """6,000 synthetic incidents in 2023-2024 under this module's source (sensitive
     categories among them), the demo census, the shipped definitions and the open index."""
     call_service(base_data, lambda e: load_demo_population(e, actor="tests"))
     call_service(base_data, lambda e: load_default_definitions(e, actor="tests"))
     districts = gpd.read_file(BELIZE / "boundaries" / "belize_adm1_districts.geojson").rename(
         columns={"iso_3166_2": "code", "district": "name"}
     )
-    frame = generate_incidents(districts, n=3_000, years=2, end_year=2024, seed=131)
+    frame = generate_incidents(districts, n=6_000, years=2, end_year=2024, seed=131)
     assert SENSITIVE & set(frame["category"])
     frame = frame.assign(source=SOURCE).astype(object).where(frame.notna(), "").astype(str)
     frame = frame.replace({"nan": "", "<NA>": "", "None": ""})
@@ -79,7 +79,7 @@ def world(base_data, client, keys):
             e, base_data, frame, ReadOptions(), actor="tests", filename="pr.csv", fmt="csv"
         ),
     )
-    assert report.inserted == 3_000
+    assert report.inserted == 6_000
     posted = client.post(
         "/indexes",
         content=json.dumps(OPEN_DEFINITION),
