@@ -42,6 +42,8 @@ LANGUAGES = ("cql2-text", "cql2-json")
 
 
 class InvalidFilter(ProblemError):
+    """A ``filter`` that cannot be parsed or does not fit the collection (400)."""
+
     status, title = 400, "Invalid filter"
 
 
@@ -134,6 +136,8 @@ def _normalise_json(value: Any) -> Any:
 
 
 def parse(text: str, lang: str | None) -> ast.Node:
+    """The filter's syntax tree, from CQL2 text or JSON (``lang``, else guessed from the
+    first character); bbox literals become polygons."""
     lang = lang or ("cql2-json" if text.lstrip().startswith("{") else "cql2-text")
     if lang not in LANGUAGES:
         raise InvalidFilter(f"filter-lang must be one of {', '.join(LANGUAGES)}")
@@ -243,37 +247,43 @@ def _python_type(expr: ColumnElement[Any]) -> type | None:
 def _check_types(node: Any, fields: dict[str, ColumnElement[Any]]) -> None:
     """Every literal compared with a property has a type that property can take."""
     if isinstance(node, ast.Comparison | ast.Between | ast.In | ast.Like):
-        lhs = node.lhs
-        if isinstance(node, ast.Comparison) and not isinstance(lhs, ast.Attribute):
-            lhs, others = node.rhs, [node.lhs]
-        elif isinstance(node, ast.Comparison):
-            others = [node.rhs]
-        elif isinstance(node, ast.Between):
-            others = [node.low, node.high]
-        elif isinstance(node, ast.In):
-            others = list(node.sub_nodes)
-        else:
-            others = [node.pattern]
+        lhs, others = _operands(node)
         if isinstance(lhs, ast.Attribute) and (wanted := _python_type(fields[lhs.name])):
             if isinstance(node, ast.Like) and wanted is not str:
                 raise InvalidFilter(f"LIKE applies to text; {lhs.name} is not text")
-            accepted = _ACCEPTS.get(wanted, (wanted,))
             for value in others:
-                if isinstance(value, ast.Node | values.Geometry | values.Envelope):
-                    continue  # an expression or a property: PostgreSQL decides
-                # bool is an int in Python, never a number in CQL2.
-                if not isinstance(value, accepted) or (
-                    isinstance(value, bool) and wanted is not bool
-                ):
-                    hint = " (write TIMESTAMP('…'))" if wanted is dt.datetime else ""
-                    raise InvalidFilter(
-                        f"{lhs.name} is {_TYPE_NAMES.get(wanted, wanted.__name__)}; "
-                        f"{value!r} is not{hint}"
-                    )
+                _check_literal(lhs.name, wanted, value)
     if isinstance(node, ast.Node):
         for value in vars(node).values():
             for item in value if isinstance(value, list) else [value]:
                 _check_types(item, fields)
+
+
+def _operands(node: ast.Comparison | ast.Between | ast.In | ast.Like) -> tuple[Any, list[Any]]:
+    """The property side of a predicate and the values it is compared with (a comparison
+    may have its property on the right)."""
+    if isinstance(node, ast.Comparison):
+        if not isinstance(node.lhs, ast.Attribute):
+            return node.rhs, [node.lhs]
+        return node.lhs, [node.rhs]
+    if isinstance(node, ast.Between):
+        return node.lhs, [node.low, node.high]
+    if isinstance(node, ast.In):
+        return node.lhs, list(node.sub_nodes)
+    return node.lhs, [node.pattern]
+
+
+def _check_literal(name: str, wanted: type, value: Any) -> None:
+    """A literal compared with property ``name`` (of Python type ``wanted``) fits it."""
+    if isinstance(value, ast.Node | values.Geometry | values.Envelope):
+        return  # an expression or a property: PostgreSQL decides
+    accepted = _ACCEPTS.get(wanted, (wanted,))
+    # bool is an int in Python, never a number in CQL2.
+    if not isinstance(value, accepted) or (isinstance(value, bool) and wanted is not bool):
+        hint = " (write TIMESTAMP('…'))" if wanted is dt.datetime else ""
+        raise InvalidFilter(
+            f"{name} is {_TYPE_NAMES.get(wanted, wanted.__name__)}; {value!r} is not{hint}"
+        )
 
 
 _TYPE_NAMES = {

@@ -16,6 +16,8 @@ _EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
 
 @dataclass(frozen=True)
 class OutputCrs:
+    """A CRS the service reads and writes coordinates in: its URI, EPSG code and axis order."""
+
     uri: str
     srid: int
     # True where the CRS lists latitude (northing) first, as EPSG:4326 does: coordinates
@@ -52,4 +54,6 @@ def parse_crs(uri: str | None, projected_crs: str, parameter: str = "crs") -> Ou
 
 
 class InvalidCrs(InvalidParameter):
+    """A CRS the service does not offer, named by ``crs``, ``bbox-crs`` or ``filter-crs`` (400)."""
+
     status, title = 400, "Unsupported CRS"

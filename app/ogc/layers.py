@@ -85,6 +85,8 @@ class Parameter:
 
 @dataclass(frozen=True)
 class TileOptions:
+    """How a layer's vector tiles are made: zoom range, point clusters, size bounds."""
+
     minzoom: int = 0
     maxzoom: int = 22
     # Below this zoom, points are aggregated into clusters (one feature per grid cell
@@ -123,10 +125,12 @@ class Layer:
     parameters: tuple[Parameter, ...] = ()
 
     def field(self, name: str) -> Field | None:
+        """The field called ``name``, or None."""
         return next((f for f in self.fields if f.name == name), None)
 
     @property
     def queryables(self) -> tuple[Field, ...]:
+        """The fields a filter may name (before the caller's role is applied)."""
         return tuple(f for f in self.fields if f.queryable)
 
 
@@ -257,10 +261,13 @@ class IndexColumn:
 
     @property
     def prefix(self) -> str:
+        """The index code as the start of a property name (``-`` is ``_``)."""
         return self.code.replace("-", "_")
 
 
 def units_layer(level: int, indexes: tuple[IndexColumn, ...] = ()) -> Layer:
+    """The admin units of one level, with the latest values of ``indexes`` as
+    properties (``<code>_score``, ``_rank``, ``_class``, ``_period``)."""
     c = admin_unit.c
     parent = admin_unit.alias("parent")
     source: FromClause = admin_unit.outerjoin(parent, parent.c.id == c.parent_id)

@@ -102,6 +102,7 @@ class VaryForwarded:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; add the forwarded headers to the answer's ``Vary``."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

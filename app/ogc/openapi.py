@@ -24,7 +24,17 @@ def _downgrade(node: Any) -> Any:
         return [_downgrade(v) for v in node]
     if not isinstance(node, dict):
         return node
-    node = {k: _downgrade(v) for k, v in node.items()}
+    node = _nullable({k: _downgrade(v) for k, v in node.items()})
+    _one_example(node)
+    _exclusive_bounds(node)
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    node.pop("contentMediaType", None)
+    return node
+
+
+def _nullable(node: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf``/``oneOf`` with a null option, and ``type: null``, as ``nullable``."""
     for key in ("anyOf", "oneOf"):
         options = node.get(key)
         # The options are downgraded already: a ``{"type": "null"}`` is ``_NULL`` by now.
@@ -34,22 +44,30 @@ def _downgrade(node: Any) -> Any:
             node.update(rest[0] if len(rest) == 1 else {key: rest})
             node["nullable"] = True
     if node.get("type") == "null":
-        node = dict(_NULL)
+        return dict(_NULL)
+    return node
+
+
+def _one_example(node: dict[str, Any]) -> None:
+    """A schema's ``examples`` list as 3.0's single ``example``; a parameter's own
+    ``examples`` (beside its ``in``) are left as they are."""
     if isinstance(node.get("examples"), list) and "in" not in node:
         examples = node.pop("examples")
         if examples:
             node["example"] = examples[0]
+
+
+def _exclusive_bounds(node: dict[str, Any]) -> None:
+    """3.1's numeric ``exclusiveMinimum: n`` as 3.0's ``minimum: n, exclusiveMinimum: true``."""
     for bound in ("exclusiveMinimum", "exclusiveMaximum"):
         if isinstance(node.get(bound), int | float) and not isinstance(node[bound], bool):
             node[bound.replace("exclusiveM", "m")] = node[bound]
             node[bound] = True
-    if "const" in node:
-        node["enum"] = [node.pop("const")]
-    node.pop("contentMediaType", None)
-    return node
 
 
 def openapi_30(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """The application's OpenAPI document in version 3.0, with the items' ``limit`` as a
+    shared parameter that gives QGIS the default and maximum page size."""
     document = _downgrade(copy.deepcopy(app.openapi()))
     document["openapi"] = "3.0.3"
     limit = {

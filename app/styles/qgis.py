@@ -92,10 +92,12 @@ class ProjectLayer:
 
     @property
     def qgis_id(self) -> str:
+        """The layer's id in the project file (letters, digits and ``_``)."""
         return f"{self.layer.id.replace('-', '_')}_{self.kind}"
 
     @property
     def name(self) -> str:
+        """The name the QGIS layer tree shows."""
         return self.layer.title + (" (vector tiles)" if self.kind == "tiles" else "")
 
 
@@ -120,6 +122,7 @@ def oapif_source(
 
 
 def tile_template(base: str, layer: Layer) -> str:
+    """The layer's XYZ tile URL template under ``base``."""
     return f"{base}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.mvt"
 
 

@@ -54,6 +54,7 @@ class Symbology:
     size_mm: float = 2.0
 
     def category(self, value: int | str) -> Category | None:
+        """The category of ``value``, or None for a value outside them."""
         return next((c for c in self.categories if c.value == value), None)
 
 
