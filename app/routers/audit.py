@@ -52,6 +52,11 @@ async def audit_log(
     ] = None,
     format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
 ) -> Response:
+    """Who changed what and when, newest first (incidents, API keys, imports and the
+    rest), with each record before and after the change. Admin keys only (401 without
+    a key, 403 below admin). Filter by actor, action, entity, entity id and time (``from``
+    and ``to`` need a time zone: 422 without one); page with ``before``, the ``next`` link
+    giving the following page. ``format=csv`` answers CSV, the next page in a ``Link`` header."""
     for name, moment in (("from", at_from), ("to", at_to)):
         if moment is not None and moment.tzinfo is None:
             raise InvalidParameter(f"{name} needs a time zone, e.g. 2025-01-01T00:00:00Z")

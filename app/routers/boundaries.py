@@ -55,6 +55,13 @@ async def import_boundary_file(
         bool, Form(description="Delete the units of this level that the file lacks.")
     ] = False,
 ) -> BoundaryReport:
+    """Import one level of administrative units from a GeoJSON, GeoPackage or zipped
+    Shapefile. Units are matched by code (new ones inserted, present ones replaced),
+    invalid geometries are repaired, units are linked to their parent (``parent_field``)
+    and incidents are assigned to units again; ``replace=true`` also deletes the level's
+    units the file lacks. Admin keys only. The answer reports what was done and what looked
+    wrong (repairs, units without a parent or outside the territory); 422 for a file that
+    cannot be used, 413 for one beyond the upload limit."""
     with saved_upload(
         file, max_mb=settings.api.max_upload_mb, suffixes=tuple(SUPPORTED_SUFFIXES)
     ) as path:

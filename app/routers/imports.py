@@ -131,6 +131,8 @@ async def list_imports(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ImportBatchList:
+    """Import batches, newest first, with their status and counts. Editor keys and above.
+    A batch whose importing process ended without finishing is marked failed first."""
     await interrupt_stale_batches(conn)
     rows = (await conn.execute(sql.select_batches(limit, offset))).mappings().all()
     return ImportBatchList(
@@ -142,11 +144,15 @@ async def list_imports(
 async def get_import(
     request: Request, batch_id: int, conn: ConnDep, _: Editor
 ) -> ImportBatchDetail:
+    """One import batch with its first rejected rows and why each was refused (the CSV
+    link has them all). Editor keys and above; 404 for an unknown batch."""
     return await _detail(request, conn, batch_id)
 
 
 @router.get("/{batch_id}/rejections.csv", summary="Every rejected row with its reason, as CSV")
 async def get_import_rejections(batch_id: int, conn: ConnDep, _: Editor) -> Response:
+    """Every row of a batch that was refused, with its reason and the row as read, as
+    CSV. Editor keys and above; 404 for an unknown batch."""
     if (await conn.execute(sql.select_batch(batch_id))).first() is None:
         raise NotFound(f"no import batch {batch_id}")
     rows = (await conn.execute(sql.select_rejections(batch_id))).all()

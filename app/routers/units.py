@@ -23,6 +23,7 @@ class GeoJSONResponse(JSONResponse):
     media_type = GEOJSON
 
     def render(self, content: str | bytes) -> bytes:
+        """The body as bytes: the text PostGIS built, not encoded again."""
         return content.encode() if isinstance(content, str) else content
 
 
@@ -51,6 +52,9 @@ async def list_units(
     ] = None,
     simplify: Simplify = None,
 ) -> GeoJSONResponse:
+    """The administrative units of one level, or of every level, as a GeoJSON
+    FeatureCollection in longitude/latitude; ``simplify`` thins the outlines for web maps.
+    Open to everyone."""
     body = (await conn.execute(sql.select_units_geojson(level, simplify))).scalar_one()
     return GeoJSONResponse(body)
 
@@ -69,6 +73,8 @@ async def get_unit(
     code: Annotated[str, Path(description="Unit code, e.g. `BZ-CY`.")],
     simplify: Simplify = None,
 ) -> GeoJSONResponse:
+    """One administrative unit as a GeoJSON Feature, by code; 404 when no unit has it.
+    Open to everyone."""
     body = (await conn.execute(sql.select_unit_geojson(code, simplify))).scalar_one_or_none()
     if body is None:
         raise NotFound(f"No unit with code {code!r}.")
