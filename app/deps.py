@@ -19,10 +19,12 @@ from app.services.catalog import Catalog
 # Coroutines, though they do not await: FastAPI runs a plain ``def`` dependency in its
 # thread pool, and each such hop cost more than a sparse tile (``bench/serving.py``).
 async def get_settings(request: Request) -> Settings:
+    """The application's settings."""
     return request.app.state.settings
 
 
 async def get_engine(request: Request) -> AsyncEngine:
+    """The database pool (``get_reader`` gives it in autocommit, for reads)."""
     return request.app.state.engine
 
 
@@ -33,6 +35,7 @@ async def get_reader(request: Request) -> AsyncEngine:
 
 
 async def get_catalog(request: Request) -> Catalog:
+    """The layer catalog."""
     return request.app.state.catalog
 
 
@@ -52,6 +55,8 @@ async def get_principal(
     # Declares the scheme in OpenAPI; app.access reads the header itself (Basic too).
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> security.Principal:
+    """The caller: the public without an ``Authorization`` header, else the holder of a
+    valid key; 401 for a malformed, unknown or revoked key."""
     return await principal_of(engine, request.app.state.key_cache, request.headers)
 
 

@@ -112,6 +112,7 @@ def project_layers(
 
 
 def level(layer: Layer) -> int:
+    """The admin level of a units layer, from its id (``units-1`` is 1)."""
     return int(layer.id.rsplit("-", 1)[-1])
 
 

@@ -37,12 +37,6 @@ BY_ALIASES = {"sex": "victim_sex", "age": "age_group", "group": "category_group"
     "",
     response_model=StatsTable,
     summary="Counts and rates per 100,000 by unit x category x period x victim sex x age group",
-    description="Public. Without an analyst key, only the tables of a fixed lattice answer "
-    "(units, one category or group, one sex, declared age groups, whole months, quarters "
-    "or years inside the published window; anything else is a 400 that says what may be "
-    "asked), counts are perturbed (cell key method), and counts below `privacy.min_count` "
-    "(default 5), sensitive categories and the cells that would let them be recomputed "
-    "from a total are withheld (null, `suppressed: true`).",
     responses={200: {"content": {"text/csv": {}}}},
 )
 async def get_stats(
@@ -90,6 +84,12 @@ async def get_stats(
     ] = None,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
+    """Public. Without an analyst key, only the tables of a fixed lattice answer
+    (units, one category or group, one sex, declared age groups, whole months, quarters
+    or years inside the published window; anything else is a 400 that says what may be
+    asked), counts are perturbed (cell key method), and counts below `privacy.min_count`
+    (default 5), sensitive categories and the cells that would let them be recomputed
+    from a total are withheld (null, `suppressed: true`)."""
     # Dashboards ask for the same tables again and again: the answer is kept per worker
     # until the data change (public counts are perturbed deterministically, so the same).
     cache = app_cache(request.app.state, "stats")
