@@ -93,15 +93,10 @@ function range() {
   const last = state.months[Number($("to").value)];
   if (!from || !last) return null;
   const to = new Date(Date.UTC(last.getUTCFullYear(), last.getUTCMonth() + 1, 1));
-  // Instants for the OGC datetime parameter; whole local days for /stats, which takes
-  // nothing finer without an analyst key.
+  // Whole days, read by the service in the territory's local time on every route, so
+  // that the incident tiles and the district counts of /stats select the same incidents.
   const day = (d) => d.toISOString().slice(0, 10);
-  return {
-    from: from.toISOString().replace(".000", ""),
-    to: to.toISOString().replace(".000", ""),
-    fromDay: day(from),
-    toDay: day(to),
-  };
+  return { fromDay: day(from), toDay: day(to) };
 }
 
 function filters() {
@@ -117,7 +112,10 @@ function incidentTiles() {
   const params = new URLSearchParams();
   if (f.category) params.set("category", f.category);
   if (f.sex) params.set("victim_sex", f.sex);
-  if (f.range) params.set("datetime", `${f.range.from}/${f.range.to}`);
+  if (f.range) {
+    params.set("occurred_from", f.range.fromDay);
+    params.set("occurred_to", f.range.toDay);
+  }
   const age = [];
   if (f.ageMin !== "") age.push(`victim_age >= ${Number(f.ageMin)}`);
   if (f.ageMax !== "") age.push(`victim_age <= ${Number(f.ageMax)}`);
