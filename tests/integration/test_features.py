@@ -812,7 +812,8 @@ CQL2_TEXT = [
         "category IN ('theft', 'burglary') AND victim_sex = 'female'",
     ),
     ("occurred_at >= TIMESTAMP('2023-01-01T00:00:00Z')", "occurred_at >= '2023-01-01T00:00:00Z'"),
-    ("occurred_at < DATE('2023-01-01')", "occurred_at < '2023-01-01T00:00:00Z'"),
+    # A DATE is a local day (Belize is UTC-6 all year): it starts at 06:00 UTC.
+    ("occurred_at < DATE('2023-01-01')", "occurred_at < '2023-01-01T06:00:00Z'"),
     ("source_id = 'o''neill-003'", "source_id = 'o''neill-003'"),
     (f"S_INTERSECTS(geometry, {_POLYGON})", _SQL_CITY),
     ("S_INTERSECTS(geometry, BBOX(-88.3, 17.4, -88.1, 17.6))", _SQL_CITY),
