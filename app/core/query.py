@@ -138,24 +138,29 @@ def _unknown_detail(route_label: str, unknown: list[str], known: frozenset[str])
 
 
 class NulCharacter(ProblemError):
-    """A query parameter holding NUL: PostgreSQL text cannot store it, so no row matches."""
+    """A parameter holding NUL: PostgreSQL text cannot store it, so no row matches."""
 
     status, title = 400, "Invalid query parameter"
 
 
 def _refuse_nul(request: Request) -> None:
-    """400 for a NUL anywhere in the query, on every route (``/audit?actor=%00`` reached
-    PostgreSQL, which refuses NUL in text, as a 500)."""
+    """400 for a NUL anywhere in the query or the path, on every route
+    (``/audit?actor=%00`` and ``/units/%00`` reached PostgreSQL, which refuses NUL in
+    text, as a 500)."""
+    for name, value in request.path_params.items():
+        if "\x00" in str(value):
+            raise NulCharacter(f"the path parameter {name!r} must not contain NUL characters")
     for name, value in request.query_params.multi_items():
         if "\x00" in name or "\x00" in value:
             raise NulCharacter(f"the query parameter {name!r} must not contain NUL characters")
 
 
 async def refuse_unknown_parameters(request: Request) -> None:
-    """App-wide dependency: a 400 for a query parameter the route does not declare."""
+    """App-wide dependency: a 400 for a query parameter the route does not declare, or
+    for a NUL in any parameter."""
+    _refuse_nul(request)
     if not request.scope.get("query_string"):
         return
-    _refuse_nul(request)
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return

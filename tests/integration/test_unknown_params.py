@@ -101,6 +101,19 @@ def test_a_nul_in_any_parameter_is_a_400(client, keys, template, names):
     assert "NUL" in response.json()["detail"]
 
 
+GETS_WITH_PATH_PARAMETERS = [p for m, p, _ in OPERATIONS if m == "GET" and "{" in p]
+
+
+@pytest.mark.parametrize("template", GETS_WITH_PATH_PARAMETERS)
+def test_a_nul_in_any_path_parameter_is_a_400(client, keys, template):
+    """The same for a NUL in a path (``/units/%00`` was a 500), every GET with one."""
+    url = re.sub(r"\{(\w+)\}", "a%00", template, count=1)
+    url = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES.get(m.group(1), "1"), url)
+    response = client.get(url, headers=auth(keys["admin"]))
+    assert response.status_code in (400, 404, 422), (url, response.text)
+    assert response.headers["content-type"] == PROBLEM
+
+
 def test_misspelt_incident_filter_is_refused_with_the_right_name(client, keys):
     """The case of the issue: one ``c`` short, and the answer was every incident."""
     for key in (keys["analyst"], None):  # refused before the key is even looked at
