@@ -1,0 +1,54 @@
+"""GLR CUSUM equals R surveillance::glrnb (1.20.3) on the reference series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from surveillance.glrnb import glrnb
+from tests.unit.surveillance.conftest import ATOL, r_alarm, reference, series
+
+CONFIGS = {
+    "nb_value": {"alpha": 0.2},
+    "nb_window": {"alpha": 0.2, "m": 26, "c_arl": 4.0},
+    "pois_value": {"alpha": 0.0},
+    "pois_cases": {"alpha": 0.0, "ret": "cases"},
+    "pois_window_cases": {"alpha": 0.0, "ret": "cases", "m": 10},
+    "nb_estimated": {},
+}
+SERIES = series()
+REF = reference("glrnb")
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("name", SERIES)
+def test_equals_r(name: str, config: str) -> None:
+    """mu0, alpha, the upper bound (statistic or cases) and the alarms equal glrnb's."""
+    ref = REF[(REF.series == name) & (REF.detector == config)].sort_values("t")
+    y, freq = SERIES[name]
+    res = glrnb(y, freq=freq, range_=range(2 * freq, len(y)), **{"c_arl": 5.0, **CONFIGS[config]})
+    np.testing.assert_array_equal(res.index + 1, ref["t"].to_numpy())
+    np.testing.assert_allclose(res.extra["alpha"], ref["alpha"].to_numpy(float), rtol=1e-6)
+    np.testing.assert_allclose(res.expected, ref["mu0"].to_numpy(float), rtol=1e-9)
+    np.testing.assert_allclose(res.upperbound, ref["upperbound"].to_numpy(float), rtol=0, atol=ATOL)
+    np.testing.assert_array_equal(res.alarm, r_alarm(ref["alarm"]))
+    assert res.alarm.any()
+
+
+def test_poisson_by_hand() -> None:
+    """A jump from mu0 = 2 to 8 counts: GLR after one period is 8 log 4 - 6, alarm at once."""
+    res = glrnb([2, 2, 2, 8], freq=4, range_=range(0, 4), mu0=[2.0] * 4, alpha=0.0)
+    assert res.score[:3] == pytest.approx([0.0, 0.0, 0.0])
+    assert res.score[3] == pytest.approx(8 * np.log(4) - 6, abs=1e-12)
+    assert res.alarm.tolist() == [False, False, False, True]
+
+
+def test_bad_options() -> None:
+    """Options R refuses, or this port lacks, are refused with a message."""
+    y = np.arange(30.0)
+    with pytest.raises(ValueError, match="direction"):
+        glrnb(y, freq=4, direction="up")
+    with pytest.raises(ValueError, match="alpha must be given"):
+        glrnb(y, freq=4, mu0=np.ones(22))
+    with pytest.raises(ValueError, match="cases"):
+        glrnb(y, freq=4, alpha=0.5, ret="cases")
