@@ -38,8 +38,9 @@ def negbin_family(theta: float) -> sm.families.Family:
 def fit(y, x, family, *, var_weights=None, offset=None, start_params=None, scale=None):
     """Fit a GLM by statsmodels' IRLS with R's start and stopping rule.
 
-    ``scale="X2"`` gives R's quasi-Poisson dispersion (Pearson chi2 / residual df) in
-    the covariance. Returns the statsmodels results; ``.converged`` as R's ``converged``.
+    Poisson fits keep scale 1 during IRLS (statsmodels divides its deviance criterion by
+    the scale); take the quasi-Poisson dispersion from :func:`r_dispersion`. Returns the
+    statsmodels results; ``.converged`` as R's ``converged``.
     """
     model = sm.GLM(y, x, family=family, var_weights=var_weights, offset=offset)
     with warnings.catch_warnings():
@@ -54,6 +55,30 @@ def fit(y, x, family, *, var_weights=None, offset=None, start_params=None, scale
             rtol=EPSILON,
             scale=scale,
         )
+
+
+def r_dispersion(res) -> float:
+    """R's ``summary.glm`` dispersion: sum(W (y - mu)^2 / mu^2) / df, log link.
+
+    R takes the working weights W of its last IRLS step, computed from the means before
+    that step, with the final means; statsmodels keeps the same W in ``model.weights``.
+    """
+    y, mu = res.model.endog, res.mu
+    return float(np.sum(res.model.weights * ((y - mu) / mu) ** 2) / res.df_resid)
+
+
+def r_cov(res, dispersion: float | None = None) -> np.ndarray:
+    """R's ``vcov`` of a quasi-family fit: the unscaled covariance times the dispersion.
+
+    The dispersion defaults to R's (:func:`r_dispersion`).
+    """
+    return res.normalized_cov_params * (r_dispersion(res) if dispersion is None else dispersion)
+
+
+def r_hatvalues(res) -> np.ndarray:
+    """R's ``hatvalues`` of a glm: from the working weights of the last IRLS step."""
+    wx = np.sqrt(res.model.weights)[:, None] * res.model.exog
+    return np.sum(wx * (wx @ res.normalized_cov_params), axis=1)
 
 
 def _theta_ml(y: np.ndarray, mu: np.ndarray, limit: int = MAXIT) -> float:
