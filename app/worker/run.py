@@ -11,8 +11,10 @@ worker waits and starts again rather than exit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 
 from procrastinate import App
@@ -67,42 +69,77 @@ async def run_worker(
 ) -> None:
     """Take jobs from ``queues`` (default: the service's, QUEUES), ``concurrency`` at
     once, until SIGINT or SIGTERM (running jobs then get ``shutdown_s`` to finish, or
-    are queued again)."""
+    are queued again). Anything else that stops procrastinate's worker (it stops when
+    it loses the database) starts it again, after a pause that grows to 30 s."""
     from app.core.db import create_engine
 
     concurrency = concurrency or settings.worker.concurrency
     # Named, not "all": a job sent to a queue of its own waits for a worker that takes it.
     queues = list(queues or QUEUES)
     name = f"{socket.gethostname()}:{os.getpid()}"
+    stopping = asyncio.Event()
+    current: list[asyncio.Task] = []
+
+    def on_signal() -> None:
+        stopping.set()
+        for task in current:
+            task.cancel()  # procrastinate then stops gracefully (worker.shutdown_s)
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal)
     # Compile the statistics kernels before taking a job, as the API did.
     await asyncio.to_thread(_warm_up, settings)
     engine = create_engine(settings)
     pause = 1.0
     try:
-        while True:
-            app = make_app(settings, min_size=1, max_size=concurrency + 2)
-            tasks.schedule(app, settings)
+        while not stopping.is_set():
             try:
-                async with app.open_async():
-                    watchman = asyncio.create_task(_watch(app, engine, settings))
-                    try:
-                        log.info("worker %s takes jobs from %s", name, ", ".join(queues))
-                        await app.run_worker_async(
-                            queues=queues,
-                            concurrency=concurrency,
-                            name=name,
-                            additional_context={"engine": engine, "settings": settings},
-                            update_heartbeat_interval=settings.worker.heartbeat_s,
-                            stalled_worker_timeout=settings.worker.stalled_s,
-                            shutdown_graceful_timeout=settings.worker.shutdown_s,
-                            install_signal_handlers=True,
-                        )
-                    finally:
-                        watchman.cancel()
-                return  # stopped by a signal
+                await _run_once(settings, engine, name, concurrency, queues, current)
+            except asyncio.CancelledError:
+                if not stopping.is_set():
+                    raise
             except Exception as exc:
-                log.warning("worker lost the database (%s); starting again in %.0f s", exc, pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 30.0)
+                log.warning("worker stopped: %s", exc)
+            if stopping.is_set():
+                return
+            log.warning("worker lost the database; starting again in %.0f s", pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), pause)
+            pause = min(pause * 2, 30.0)
     finally:
         await engine.dispose()
+
+
+async def _run_once(
+    settings: Settings,
+    engine,
+    name: str,
+    concurrency: int,
+    queues: list[str],
+    current: list[asyncio.Task],
+) -> None:
+    """One life of procrastinate's worker, with the watchman beside it."""
+    app = make_app(settings, min_size=1, max_size=concurrency + 2)
+    tasks.schedule(app, settings)
+    async with app.open_async():
+        watchman = asyncio.create_task(_watch(app, engine, settings))
+        log.info("worker %s takes jobs from %s", name, ", ".join(queues))
+        worker = asyncio.create_task(
+            app.run_worker_async(
+                queues=queues,
+                concurrency=concurrency,
+                name=name,
+                additional_context={"engine": engine, "settings": settings},
+                update_heartbeat_interval=settings.worker.heartbeat_s,
+                stalled_worker_timeout=settings.worker.stalled_s,
+                shutdown_graceful_timeout=settings.worker.shutdown_s,
+                install_signal_handlers=False,  # ours: a stop by signal is final
+            )
+        )
+        current[:] = [worker]
+        try:
+            await worker
+        finally:
+            current.clear()
+            watchman.cancel()

@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 
 import geopandas as gpd
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -26,7 +27,9 @@ from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from app.sql import analyses as sql
 from app.worker.queue import make_app
-from tests.conftest import BELIZE, auth, call_service, worker_process
+from tests.conftest import BELIZE, auth, call_service, new_cluster, worker_process
+from tests.integration.helpers import import_csv, write_incident_csv
+from tests.integration.test_faults import migrated_with_districts
 
 SOURCE = "jobs-test"
 QUICK = {"method": "gi_star", "units": {"type": "h3", "resolution": 5}}
@@ -53,15 +56,15 @@ def incidents(base_data):
     return report
 
 
-def _body(spec: dict) -> dict:
-    return {**spec, "filters": {"sources": [SOURCE]}}
+def _body(spec: dict, source: str = SOURCE) -> dict:
+    return {**spec, "filters": {"sources": [source]}}
 
 
 def _queue_run(settings, spec: dict, queue: str) -> int:
     """A run stored as the API stores it, its job sent to ``queue``."""
     from app.schemas.analyses import HotspotRequest
 
-    body = HotspotRequest.model_validate(_body(spec))
+    body = HotspotRequest.model_validate(spec)
 
     async def go(engine):
         async with engine.begin() as conn:
@@ -283,3 +286,25 @@ def test_schedules_need_an_admin(client, keys):
     listed = client.get("/schedules", headers=auth(keys["admin"])).json()["schedules"]
     assert [s["name"] for s in listed] == ["housekeeping"]
     assert listed[0]["cron"] == "17 3 * * *" and listed[0]["next_run"] is not None
+
+
+def test_a_database_restart_during_a_run_is_retried_and_completes(tmp_path_factory, tmp_path):
+    with new_cluster(tmp_path_factory, "jobs-restart", "observatory_jobs_restart") as cluster:
+        settings = migrated_with_districts(cluster)
+        csv_path = write_incident_csv(tmp_path / "few.csv", n=3000, source="restart", seed=5)
+        assert import_csv(settings, csv_path).inserted == 3000
+        run_id = _queue_run(settings, _body(LONG, "restart"), "analyses")
+        with worker_process(settings.libpq_url, tmp_path / "restart.log"):
+            with psycopg.connect(settings.libpq_url, autocommit=True) as db:
+                _wait(lambda: _job(db, run_id)["status"] == "doing", 120, "the job to start")
+                _wait(lambda: _run(db, run_id)["message"] not in (None, "started"), 120, "progress")
+            cluster.stop()  # every connection of the worker is cut in the middle of the run
+            time.sleep(2)
+            cluster.start()
+            with psycopg.connect(settings.libpq_url, autocommit=True) as db:
+                _wait(lambda: _run(db, run_id)["status"] != "running", 600, "the run to end")
+                run, job = _run(db, run_id), _job(db, run_id)
+        log = (tmp_path / "restart.log").read_text()
+        assert run["status"] == "completed", (run["message"], log[-3000:])
+        assert run["cells"] == run["summary"]["units"] > 10_000  # stored once
+        assert job["status"] == "succeeded" and job["started"] >= 2, job
