@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.stats import norm
 
 from surveillance.series import (
+    ALL_ZERO,
     NO_VARIANCE,
     TOO_LITTLE_HISTORY,
     DetectorResult,
@@ -106,7 +107,8 @@ def ears(
         if t < first:
             reason.append(TOO_LITTLE_HISTORY)
         elif np.isnan(upper[t]) or np.isnan(y[t]):
-            reason.append(NO_VARIANCE)
+            # C3 divides by a zero sd (R gives NA): say why
+            reason.append(ALL_ZERO if mean[t] == 0 else NO_VARIANCE)
         else:
             reason.append(None)
     ok = np.array([r is None for r in reason], dtype=bool)

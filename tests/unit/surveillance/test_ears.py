@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from surveillance.ears import ears
-from surveillance.series import TOO_LITTLE_HISTORY
+from surveillance.series import ALL_ZERO, TOO_LITTLE_HISTORY
 from tests.unit.surveillance.conftest import ATOL, r_alarm, reference, series
 
 CONFIGS = {
@@ -63,3 +63,11 @@ def test_bad_input() -> None:
         ears([1, 2, 3], baseline=2)
     with pytest.raises(ValueError, match="non-negative"):
         ears([1, -2, 3])
+
+
+def test_c3_all_zero_baseline() -> None:
+    """C3 on an all-zero stretch: R's threshold is NA (0/0); reported as 'all zero'."""
+    y = [0] * 20 + [3]
+    res = ears(y, "C3")
+    assert res.reason[-1] == ALL_ZERO
+    assert not res.alarm[-1]
