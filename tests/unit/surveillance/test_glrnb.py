@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from surveillance.glrnb import glrnb
-from tests.unit.surveillance.conftest import ATOL, r_alarm, reference, series
+from tests.unit.surveillance.conftest import ATOL, DATA, r_alarm, reference, series
 
 CONFIGS = {
     "nb_value": {"alpha": 0.2},
@@ -52,3 +53,15 @@ def test_bad_options() -> None:
         glrnb(y, freq=4, mu0=np.ones(22))
     with pytest.raises(ValueError, match="cases"):
         glrnb(y, freq=4, alpha=0.5, ret="cases")
+
+
+def test_testthat_vector() -> None:
+    """surveillance's tests/testthat/test-algo.glrnb.R: NB chart with known mu0, alpha 0.2."""
+    ref = pd.read_csv(DATA / "testthat_glrnb.csv")
+    x, mu0 = ref["observed"].to_numpy(float), ref["mu0"].to_numpy(float)
+    res = glrnb(x, freq=52, range_=range(len(x)), mu0=mu0, alpha=0.2, c_arl=5.0)
+    # the package pins 7 significant digits and compares with tolerance 1e-6
+    np.testing.assert_allclose(res.upperbound, ref["pinned"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(res.upperbound, ref["upperbound"], rtol=0, atol=ATOL)
+    np.testing.assert_array_equal(res.alarm, r_alarm(ref["alarm"]))
+    assert res.alarm.sum() == 1 and res.index[res.alarm][0] == 113
