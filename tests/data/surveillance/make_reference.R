@@ -97,14 +97,20 @@ ff_configs <- list(
                        pastWeeksNotIncluded = 26, pThresholdTrend = 1,
                        thresholdMethod = "muan", alpha = 0.05),
   # package defaults (b = 5, w = 3, noPeriods = 1, delta, 2/3 power, trend if p < 0.05)
-  defaults = list()
+  defaults = list(),
+  # Noufaily with a population offset (population growing 0.2 % a period)
+  population_offset = list(noPeriods = 10, b = 4, w = 3, weightsThreshold = 2.58,
+                           pastWeeksNotIncluded = 26, pThresholdTrend = 0.05,
+                           thresholdMethod = "muan", populationOffset = TRUE)
 )
 ff <- list()
 for (nm in names(series)) {
   for (cn in names(ff_configs)) {
     ctrl <- ff_configs[[cn]]
     ctrl$glmWarnings <- FALSE
-    res <- farringtonFlexible(as_sts(series[[nm]]), control = ctrl)
+    x <- as_sts(series[[nm]])
+    if (isTRUE(ctrl$populationOffset)) population(x) <- matrix(1000 * (1 + 0.002 * seq_len(nrow(x))))
+    res <- farringtonFlexible(x, control = ctrl)
     ctl <- res@control
     ff[[length(ff) + 1]] <- rows(nm, cn, res, list(
       expected = num(as.vector(ctl$expected)), score = num(as.vector(ctl$score)),
