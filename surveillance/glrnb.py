@@ -14,7 +14,8 @@ restarts after the alarm, as R does.
 - ``alpha = None``: estimated with ``mu0`` (R's ``MASS::glm.nb``), alpha = 1 / theta.
 
 The reported upper bound is, as R's ``ret``, either the GLR statistic ("value", compared
-with ``c_arl``) or the smallest count that would have alarmed ("cases", Poisson only).
+with ``c_arl``) or the smallest count that would have alarmed ("cases"; for the NB chart
+R's brute-force search, with its quirks: 1e99 where the count is 0).
 """
 
 from __future__ import annotations
@@ -103,7 +104,16 @@ def _max_or_neg(values: np.ndarray) -> float:
 
 
 def _nb_glr(x: np.ndarray, mu0: np.ndarray, alpha: float, ks: np.ndarray, n: int, direction: int):
-    """Negative binomial GLR at period n: max over change points k of l_{n,k}(kappa_ml)."""
+    """Negative binomial GLR at period n: max over change points k of l_{n,k}(kappa_ml).
+
+    Newton's method may overflow where the MLE runs off (C carries on with inf/NaN the
+    same way and such change points never win the maximum), hence the silenced warnings.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _nb_glr_raw(x, mu0, alpha, ks, n, direction)
+
+
+def _nb_glr_raw(x, mu0, alpha, ks, n, direction) -> float:
     xs, ms = x[: n + 1], mu0[: n + 1]
     mask = np.arange(n + 1)[None, :] >= ks[:, None]  # segment k..n per row
     kappa_new = np.full(len(ks), 0.5)
@@ -129,12 +139,13 @@ def _nb_glr(x: np.ndarray, mu0: np.ndarray, alpha: float, ks: np.ndarray, n: int
 
 
 def _chart(x, mu0, alpha, m, m_tilde, c_arl, direction, ret):
-    """One run of R's C chart on x: (index of the first alarm or len(x), values, cases)."""
+    """One run of R's chart on x: (index of the first alarm or len(x), values, cases)."""
     lx = len(x)
     val = np.zeros(lx)
     cases = np.zeros(lx)
     kind = "nb" if alpha > 0 else ("poisson_window" if m > 0 else "poisson")
     first = m_tilde if kind == "poisson_window" else max(m_tilde - 1, 0)
+    stop = lx
     for n in range(first, lx):
         ks = _starts(n, m, m_tilde, kind)
         if alpha == 0:
@@ -148,8 +159,50 @@ def _chart(x, mu0, alpha, m, m_tilde, c_arl, direction, ret):
         val[n] = stat
         # R: Poisson charts stop at >= c.ARL, as does the NB chart ("hoehle: now >=")
         if stat >= c_arl:
-            return n, val, cases
-    return lx, val, cases
+            stop = n
+            break
+    if alpha > 0 and ret == "cases":
+        for pos in range(min(lx, stop + 1)):
+            cases[pos] = _nb_cases(x, mu0, alpha, (m, m_tilde, c_arl, direction), pos, stop)
+    return stop, val, cases
+
+
+_X_MAX = 10000  # R's control$xMax
+
+
+def _nb_cases(x, mu0, alpha, chart, pos: int, stop: int) -> float:
+    """R's brute-force "cases" of the NB chart at ``pos`` (0-based), quirks included.
+
+    Before the alarm: the smallest count above x[pos] whose GLR at pos reaches c.ARL,
+    1e99 if none up to xMax + 1 or if x[pos] is 0 (R's search starts only from counts
+    >= 1). At the alarm: one more than the largest smaller count that would not alarm;
+    NaN (later 0) if even 0 alarms or x[pos] is 0. The GLR at pos grows with x[pos],
+    so a bisection finds what R's step-by-step search finds.
+    """
+    m, m_tilde, c_arl, direction = chart
+    ks = _starts(pos, m, m_tilde, "nb")
+
+    def alarms(v: float) -> bool:
+        xv = x.copy()
+        xv[pos] = v
+        return _nb_glr(xv, mu0, alpha, ks, pos, direction) >= c_arl
+
+    if x[pos] < 1:
+        return np.nan if pos == stop else 1e99
+    if pos == stop:  # largest v < x[pos] without alarm, plus one
+        if alarms(0.0):
+            return np.nan
+        lo, hi = 0, int(x[pos])  # alarms(lo) False, alarms(hi) True
+    else:
+        lo, hi = int(x[pos]), int(x[pos]) + 1
+        while not alarms(float(hi)):  # exponential search upwards
+            if hi > _X_MAX:
+                return 1e99
+            lo, hi = hi, min(2 * hi, _X_MAX + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if alarms(float(mid)) else (mid, hi)
+    return float(hi)
 
 
 def _poisson_cases(x, mu0, n, ks, c_arl, direction) -> float:
@@ -203,7 +256,7 @@ def glrnb(
     m_tilde, m : R ``Mtilde`` (default 1) and ``M`` (default -1: no window)
     direction : "inc" (default) or "dec"
     ret : "value" (default: upper bound is the GLR statistic) or "cases" (the number of
-        cases needed for an alarm; Poisson chart, direction "inc" only)
+        cases needed for an alarm; direction "inc" only)
 
     Returns
     -------
@@ -228,8 +281,8 @@ def glrnb(
         mu = np.asarray(mu0, dtype=float)
         if mu.shape != x.shape or not (mu > 0).all():
             raise ValueError("mu0 must hold one positive mean per evaluated period")
-    if ret == "cases" and (alpha != 0 or direction != "inc"):
-        raise ValueError("ret='cases' is implemented for the Poisson chart (alpha=0) upwards")
+    if ret == "cases" and direction != "inc":
+        raise ValueError("ret='cases' is implemented for direction 'inc' only")
     score, cases, alarm = _restarting(
         x, mu, alpha, m, m_tilde, c_arl, 1 if direction == "inc" else -1, ret
     )

@@ -128,7 +128,11 @@ glr_configs <- list(
   pois_value = list(alpha = 0, ret = "value"),
   pois_cases = list(alpha = 0, ret = "cases"),
   pois_window_cases = list(alpha = 0, ret = "cases", M = 10),
-  nb_estimated = list(ret = "value")  # alpha = 1 / theta of MASS::glm.nb
+  nb_estimated = list(ret = "value"),  # alpha = 1 / theta of MASS::glm.nb
+  nb_cases = list(alpha = 0.2, ret = "cases"),  # R's brute-force search
+  nb_window_cases = list(alpha = 0.2, ret = "cases", M = 26),
+  pois_dec = list(alpha = 0, ret = "value", dir = "dec"),
+  nb_dec = list(alpha = 0.2, ret = "value", dir = "dec")
 )
 glr <- list()
 for (nm in names(series)) {
