@@ -172,6 +172,58 @@ def launch_app(
 
 
 @contextlib.contextmanager
+def launch_worker(
+    settings: Settings,
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    concurrency: int = 1,
+    ready_timeout_s: float = 180.0,
+) -> Iterator[subprocess.Popen]:
+    """``observatory worker`` in a subprocess (the analyses run there, app.worker); yield
+    it once it has registered with the job queue (after its numba warm-up); stop it on
+    exit."""
+    full_env = {
+        **os.environ,
+        "OBSERVATORY_DATABASE_URL": settings.libpq_url,
+        "OBSERVATORY_DATABASE__STATEMENT_TIMEOUT_MS": str(settings.database.statement_timeout_ms),
+        "OBSERVATORY_ENVIRONMENT": "test",
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "app.cli", "worker", "--concurrency", str(concurrency)]
+
+    def live() -> set[int]:
+        with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
+            return {
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM procrastinate.procrastinate_workers "
+                    "WHERE last_heartbeat > now() - interval '1 minute'"
+                )
+            }
+
+    before = live()
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while not live() - before:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker never registered:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+        yield worker
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+@contextlib.contextmanager
 def serve_app(settings: Settings, log_path: Path) -> Iterator[str]:
     """Serve ``app.main:create_app`` with uvicorn in a subprocess; yield its base URL."""
     with launch_app(settings, log_path) as app:

@@ -115,6 +115,7 @@ from bench._common import (
     console,
     create_analyst_key,
     launch_app,
+    launch_worker,
     literal_sql,
     machine_info,
     ratio,
@@ -692,6 +693,8 @@ def main(argv: list[str] | None = None) -> None:
                         settings, base / f"uvicorn-{cache}.log", env=env,
                         ready_timeout_s=READY_TIMEOUT_S, poll_s=0.05,
                     ) as app,
+                    # The runs are computed by a worker beside the API (issue 18).
+                    launch_worker(settings, base / f"worker-{cache}.log", env=env),
                     httpx.Client(base_url=app.base, headers=headers, timeout=600) as client,
                 ):  # fmt: skip
                     cold_starts.append(

@@ -101,7 +101,7 @@ def enable_numba_cache() -> int:
     count = 0
     for module_name in _ESDA_JIT_MODULES:
         module = import_module(module_name)
-        for obj in vars(module).values():
+        for obj in list(vars(module).values()):  # a copy: jobs compute in threads
             # compute_chunk takes the statistic (another dispatcher) as an argument: numba
             # never finds its cache entry again and would add files on every start.
             if isinstance(obj, CPUDispatcher) and obj.__name__ not in _UNCACHEABLE:

@@ -155,6 +155,9 @@ class WorkerSettings(BaseModel):
     # dead: its running job then goes back to the queue for another worker.
     heartbeat_s: float = Field(default=10, gt=0)
     stalled_s: float = Field(default=30, gt=0)
+    # A worker hears of new jobs at once (LISTEN/NOTIFY) and also looks every poll_s, in
+    # case a notification was missed (a reconnection, a busy moment).
+    poll_s: float = Field(default=1.0, gt=0)
     # On SIGINT/SIGTERM running jobs get this long to finish, then go back to the queue.
     shutdown_s: float = Field(default=10, ge=0)
     # Attempts of a job that meets a transient database error, waiting retry_wait_s ** n

@@ -229,8 +229,11 @@ async def enqueue_run(
     return run_id
 
 
-async def wait_for_run(engine: AsyncEngine, run_id: int, wait_s: float) -> bool:
-    """Poll the run's row for up to ``wait_s`` seconds; return whether it ended."""
+async def wait_for_run(
+    engine: AsyncEngine, run_id: int, wait_s: float, *, max_pause_s: float = 0.1
+) -> bool:
+    """Poll the run's row for up to ``wait_s`` seconds, every 20 ms at first, then less
+    often (``max_pause_s``); return whether it ended."""
     deadline, pause = time.monotonic() + wait_s, 0.02
     while True:
         async with engine.connect() as conn:
@@ -241,7 +244,7 @@ async def wait_for_run(engine: AsyncEngine, run_id: int, wait_s: float) -> bool:
         if left <= 0:
             return False
         await asyncio.sleep(min(pause, left))
-        pause = min(pause * 2, 0.25)
+        pause = min(pause * 2, max_pause_s)
 
 
 async def launch_run(

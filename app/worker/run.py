@@ -56,10 +56,13 @@ async def _watch(app: App, engine, settings: Settings) -> None:
 
 
 def _warm_up(settings: Settings) -> None:
-    if not settings.analysis.warm_up:
-        return
     import spatial
 
+    # esda's kernels imported and switched to the disk cache here, once, before jobs
+    # (concurrent ones, in threads) do it.
+    spatial.enable_numba_cache()
+    if not settings.analysis.warm_up:
+        return
     seconds = spatial.warm_up()
     log.info("analysis engine warm (numba kernels ready in %.1f s)", seconds)
 
@@ -131,6 +134,8 @@ async def _run_once(
                 concurrency=concurrency,
                 name=name,
                 additional_context={"engine": engine, "settings": settings},
+                fetch_job_polling_interval=settings.worker.poll_s,
+                abort_job_polling_interval=settings.worker.poll_s,
                 update_heartbeat_interval=settings.worker.heartbeat_s,
                 stalled_worker_timeout=settings.worker.stalled_s,
                 shutdown_graceful_timeout=settings.worker.shutdown_s,
