@@ -153,6 +153,8 @@ async def get_analysis(
 async def cancel_analysis(
     request: Request, run_id: int, engine: EngineDep, _: Analyst
 ) -> AnalysisRunPublic:
+    """Cancel a run still running: its job is cancelled (queued) or aborted (running), the
+    run ends ``cancelled``. A run that has ended already is a 409."""
     await jobs.cancel_run(request.app.state.queue, engine, run_id)
     async with engine.connect() as conn:
         return await _run_public(request, conn, run_id)

@@ -25,6 +25,8 @@ async def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
+    """Jobs of the queue, newest first, with their run, attempts, worker and age (queued:
+    ``todo``, running: ``doing``), and the workers seen in the last minute."""
     statuses = list(status or ("todo", "doing", "failed"))
     async with reader.connect() as conn:
         jobs = (await conn.execute(sql.select_jobs(statuses, limit))).mappings().all()

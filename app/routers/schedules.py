@@ -20,6 +20,8 @@ router = APIRouter(tags=["jobs"])
     summary="Periodic tasks: cron (UTC), next run, last run and its outcome",
 )
 async def list_schedules(reader: ReaderDep, settings: SettingsDep, _: Admin) -> ScheduleList:
+    """Each schedule of ``worker.schedules``: its cron (UTC), next run, and its last slot
+    with the job's outcome (succeeded, failed, ...; none before its first run)."""
     schedules = settings.worker.schedules
     async with reader.connect() as conn:
         rows = (await conn.execute(sql.select_last_defers(list(schedules)))).mappings().all()

@@ -42,6 +42,8 @@ log = logging.getLogger("observatory")
 
 
 class AnalysisFailed(ProblemError):
+    """A run that ended ``failed``, answered with its reason and ``run_id``."""
+
     status, title = 422, "Analysis failed"
 
 

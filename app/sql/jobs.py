@@ -75,6 +75,7 @@ def end_run(run_id: int, status: str, message: str) -> Update:
 
 
 def select_run_status(run_id: int) -> TextClause:
+    """A run's status (running, completed, failed, cancelled)."""
     return text("SELECT status FROM analysis_run WHERE id = :run_id").bindparams(run_id=run_id)
 
 
