@@ -164,10 +164,12 @@ class WorkerSettings(BaseModel):
     # seconds before attempt n + 1 (2, 4, 8, 16 s); bad input fails at once.
     max_attempts: int = Field(default=5, ge=1, le=20)
     retry_wait_s: int = Field(default=2, ge=1, le=60)
-    # Periodic tasks: task name -> cron (5 fields, or 6 with seconds last; UTC). A slot
+    # Periodic tasks: task name -> cron (5 fields, or 6 with seconds last), read in
+    # ``timezone`` (None: territory.timezone), e.g. "0 2 * * *" at 02:00 local time. A slot
     # missed while no worker ran runs once when one starts, if missed by at most
     # missed_slot_s (default: a year), not once per missed slot.
     schedules: dict[str, str] = {"housekeeping": "17 3 * * *"}
+    timezone: str | None = None
     missed_slot_s: float = Field(default=366 * 86_400, ge=0)
     # Finished jobs older than this are deleted by the housekeeping task.
     keep_finished_h: int = Field(default=24 * 30, ge=1)

@@ -40,10 +40,11 @@ class JobList(BaseModel):
 
 
 class Schedule(BaseModel):
-    """A periodic task of ``worker.schedules``: its cron (UTC), last slot and outcome."""
+    """A periodic task of ``worker.schedules``: its cron, last slot and outcome."""
 
     name: str
     cron: str
+    timezone: str  # the cron is read in it (worker.timezone, default the territory's)
     next_run: datetime
     last_run: datetime | None
     last_job_id: int | None

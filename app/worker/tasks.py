@@ -8,7 +8,10 @@ id: the run's row holds the kind and the parameters, validated again here.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
+from croniter import croniter
 from procrastinate import App, JobContext, RetryStrategy
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -88,12 +91,24 @@ async def housekeeping(context: JobContext, timestamp: int) -> dict:
     return {"orphaned_runs": orphans}
 
 
+async def evaluate_monitors(context: JobContext, timestamp: int | None = None) -> dict:
+    """Evaluate every monitor at its latest complete period and store its alerts
+    (issue 19; nightly by ``worker.schedules``, or deferred after an import)."""
+    from app.services.monitors import evaluate_all
+
+    resources = context.additional_context
+    settings: Settings = resources["settings"]
+    outcomes = await evaluate_all(resources["engine"], settings.territory.timezone)
+    log.info("evaluate_monitors (slot %s): %d monitors", timestamp, len(outcomes))
+    return {"monitors": [o.as_dict() for o in outcomes]}
+
+
 async def noop(context: JobContext) -> None:
     """Nothing: the queue's own cost (bench/jobs.py)."""
 
 
 # Tasks a schedule (worker.schedules) may name: each takes the slot's ``timestamp``.
-SCHEDULABLE = ("housekeeping",)
+SCHEDULABLE = ("housekeeping", "evaluate_monitors")
 
 
 def register(app: App, settings: Settings) -> None:
@@ -107,13 +122,33 @@ def register(app: App, settings: Settings) -> None:
     app.task(name="analysis", queue=ANALYSES, pass_context=True, retry=retry)(analysis)
     app.task(name="housekeeping", queue=SCHEDULES, pass_context=True)(housekeeping)
     app.task(name="noop", queue=ANALYSES, pass_context=True)(noop)
+    app.task(name="evaluate_monitors", queue=SCHEDULES, pass_context=True, retry=retry)(
+        evaluate_monitors
+    )
+
+
+def schedule_zone(settings: Settings) -> ZoneInfo:
+    """The time zone the schedules' cron expressions are read in."""
+    return ZoneInfo(settings.worker.timezone or settings.territory.timezone)
+
+
+def local_cron(cron: str, zone: ZoneInfo) -> croniter:
+    """A croniter that reads ``cron`` in ``zone``: it keeps the zone of the moment it
+    starts from, also when later given POSIX timestamps (as procrastinate does)."""
+    return croniter(cron, datetime.now(zone))
 
 
 def schedule(app: App, settings: Settings) -> None:
     """Register the periodic tasks of ``worker.schedules`` (name -> cron) on ``app``."""
+    zone = schedule_zone(settings)
     for name, cron in settings.worker.schedules.items():
         if name not in SCHEDULABLE:
             raise ValueError(
                 f"worker.schedules names {name!r}; schedulable tasks: {', '.join(SCHEDULABLE)}"
             )
-        app.periodic(cron=cron, periodic_id=name)(app.tasks[name])
+        task = app.tasks[name]
+        app.periodic(cron=cron, periodic_id=name)(task)
+        # procrastinate reads a cron in UTC (a croniter from a timestamp); its periodic
+        # task caches that croniter, so one started in the zone takes its place.
+        periodic = app.periodic_registry.periodic_tasks[(task.name, name)]
+        periodic.__dict__["croniter"] = local_cron(cron, zone)

@@ -14,7 +14,8 @@ import json
 import re
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import geopandas as gpd
 import psycopg
@@ -262,16 +263,17 @@ def test_a_schedule_fires_and_a_missed_slot_runs_once(base_data, keys, db, tmp_p
             return None
 
         schedule = _wait(fired, 60, "the schedule to fire")
-    assert schedule["cron"] == "* * * * * */2"
+    assert schedule["cron"] == "* * * * * */2" and schedule["timezone"] == "America/Belize"
     assert datetime.fromisoformat(schedule["next_run"]) > datetime.fromisoformat(
         schedule["last_run"]
     )
     assert schedule["last_ended_at"] is not None
 
-    # New Year, 00:00 UTC: missed when the worker starts, so it runs once, now; a second
-    # worker (or a restart) does not run it again.
+    # New Year, 00:00 local time (Belize, UTC-6): missed when the worker starts, so it
+    # runs once, now; a second worker (or a restart) does not run it again.
     yearly = {"OBSERVATORY_WORKER__SCHEDULES": json.dumps({"housekeeping": "0 0 1 1 *"})}
-    slot = int(datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC).timestamp())
+    zone = ZoneInfo(base_data.territory.timezone)
+    slot = int(datetime(datetime.now(zone).year, 1, 1, tzinfo=zone).timestamp())
     before = _defers(db, slot)
     for name in ("yearly-1.log", "yearly-2.log"):
         with worker_process(base_data.libpq_url, tmp_path / name, env=yearly):
@@ -285,7 +287,11 @@ def test_schedules_need_an_admin(client, keys):
     assert client.get("/schedules", headers=auth(keys["analyst"])).status_code == 403
     listed = client.get("/schedules", headers=auth(keys["admin"])).json()["schedules"]
     assert [s["name"] for s in listed] == ["housekeeping"]
-    assert listed[0]["cron"] == "17 3 * * *" and listed[0]["next_run"] is not None
+    assert listed[0]["cron"] == "17 3 * * *"
+    next_run = datetime.fromisoformat(listed[0]["next_run"])  # 03:17 in Belize, UTC-6
+    assert (next_run.utcoffset().total_seconds(), next_run.hour, next_run.minute) == (
+        -6 * 3600, 3, 17,
+    )  # fmt: skip
 
 
 def test_a_database_restart_during_a_run_is_retried_and_completes(tmp_path_factory, tmp_path):
