@@ -609,6 +609,96 @@ def index_compute(
         console.print(f"written to {output}")
 
 
+# -- early warning (issue 19) -------------------------------------------------------------
+
+monitors_cli = typer.Typer(help="Early warning: monitored count series and their detectors.")
+alerts_cli = typer.Typer(help="Early warning: the alerts monitors raised.")
+cli.add_typer(monitors_cli, name="monitors")
+cli.add_typer(alerts_cli, name="alerts")
+
+
+@monitors_cli.command("list")
+def monitors_list() -> None:
+    """List every monitor (latest version): places, step, detector, sensitivity."""
+    from app.services.monitors import list_definitions
+
+    async def run(engine):
+        async with engine.connect() as conn:
+            return await list_definitions(conn, include_sensitive=True)
+
+    records = _guard(lambda: _with_engine(run))
+    table = Table("code", "version", "places", "step", "detector", "min count", "sensitive")
+    for r in records:
+        d = r.definition
+        places = d["places"]
+        where = f"H3 res {places['resolution']}"
+        if places["kind"] == "units":
+            where = f"units level {places['level']}"
+        table.add_row(r.code, str(r.version), where, d["step"], d["detector"]["name"],
+                      str(d["min_count"]), "yes" if r.sensitive else "")  # fmt: skip
+    console.print(table)
+
+
+@monitors_cli.command("run")
+def monitors_run(
+    monitor: Annotated[
+        list[str] | None, typer.Option("--monitor", "-m", help="only this monitor (repeatable)")
+    ] = None,
+    load_defaults: Annotated[
+        bool, typer.Option(help="first store the shipped monitors that are not stored yet")
+    ] = True,
+) -> None:
+    """Evaluate the monitors at their latest complete period and store their alerts."""
+    from app.services.monitors import evaluate_all, load_default_definitions
+
+    settings = get_settings()
+
+    async def run(engine):
+        if load_defaults:
+            await load_default_definitions(engine, actor=CLI_ACTOR)
+        return await evaluate_all(
+            engine, settings.territory.timezone, codes=monitor or None,
+            progress=lambda code: console.print(f"[dim]evaluating {code}[/dim]"),
+        )  # fmt: skip
+
+    outcomes = _guard(lambda: _with_engine(run))
+    table = Table("monitor", "period", "places", "evaluated", "alarms", "new alerts", "updated")
+    for o in outcomes:
+        table.add_row(o.monitor, o.period or "", str(o.places), str(o.evaluated), str(o.alarms),
+                      str(o.alerts_new), str(o.alerts_updated))  # fmt: skip
+    console.print(table)
+
+
+@alerts_cli.command("list")
+def alerts_list(
+    monitor: Annotated[str | None, typer.Option(help="only this monitor")] = None,
+    state: Annotated[
+        list[str] | None, typer.Option(help="new, acknowledged or closed (repeatable)")
+    ] = None,
+) -> None:
+    """List alerts, newest period first (sensitive ones included: this is the shell)."""
+    from app.services.monitors import list_alerts
+
+    async def run(engine):
+        async with engine.connect() as conn:
+            return await list_alerts(
+                conn, include_sensitive=True, monitor=monitor, states=tuple(state or ())
+            )
+
+    alerts = _guard(lambda: _with_engine(run))
+    table = Table("id", "monitor", "place", "period", "observed", "expected", "threshold",
+                  "lasted", "state")  # fmt: skip
+
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:.1f}"
+
+    for a in alerts:
+        place = a.unit_name or a.unit or f"{len(a.cells)} H3 cell(s) from {a.cells[0]}"
+        table.add_row(str(a.id), a.monitor, place, a.period, num(a.observed), num(a.expected),
+                      num(a.threshold), str(a.lasted), a.state)  # fmt: skip
+    console.print(table)
+
+
 # -- demo and serving --------------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from app.ogc.links import VaryForwarded
 from app.ogc.openapi import openapi_30
 from app.ogc.tilecache import CachedTiles
 from app.routers import (
+    alerts,
     analyses,
     audit,
     boundaries,
@@ -36,6 +37,7 @@ from app.routers import (
     keys,
     labels,
     metrics,
+    monitors,
     pages,
     qgis,
     rankings,
@@ -156,6 +158,8 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         qgis,
         jobs,
         schedules,
+        monitors,
+        alerts,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

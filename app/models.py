@@ -351,3 +351,50 @@ cell_key_seed = Table(
     Column("only_row", Boolean, primary_key=True, server_default=text("true")),
     CheckConstraint("only_row", name="only_row"),
 )
+
+# Early warning (issue 19, migration 0012): versioned monitor definitions
+# (app.schemas.monitors) and the alerts their nightly evaluation raises.
+monitor_definition = Table(
+    "monitor_definition",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("code", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("code", "version"),
+)
+
+alert = Table(
+    "alert",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("monitor", Text, nullable=False),
+    Column("monitor_version", Integer, nullable=False),
+    # Copied from the monitor: every read filters on it (analysts only when true).
+    Column("sensitive", Boolean, nullable=False),
+    Column("place_kind", Text, nullable=False),
+    Column("unit_code", Text),
+    # A group of contiguous alarmed H3 cells is one alert; its outline is geom.
+    Column("cells", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("geom", Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False)),
+    Column("first_period", Text, nullable=False),
+    Column("period", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("observed", Float),
+    Column("expected", Float),
+    Column("threshold", Float),
+    Column("lasted", Integer, nullable=False),
+    Column("detail", JSONB, nullable=False),  # per place of the group, the latest period
+    Column("series", JSONB, nullable=False),  # the last two years, for a chart
+    Column("state", Text, nullable=False, server_default="new"),
+    Column("note", Text),
+    Column("state_changed_by", Text),
+    Column("state_changed_at", DateTime(timezone=True)),
+    *_timestamps(),
+    CheckConstraint("state IN ('new', 'acknowledged', 'closed')", name="state_known"),
+    CheckConstraint("place_kind IN ('unit', 'h3')", name="place_kind_known"),
+    Index("ix_alert_monitor_state", "monitor", "state"),
+    Index("ix_alert_geom", "geom", postgresql_using="gist"),
+)

@@ -383,6 +383,17 @@ def _battery(client, keys, world, probe: Probe, seed: int) -> list[Request]:
             add("/rankings", {"index": code, "period": "2023", "runs": 50})
         add("/qgis/project.qgz")
         add("/qgis/project.qgz", {"embed_key": "false"})
+        # Early warning: stored definitions and alerts (an alert changes only when a
+        # monitor is evaluated, never with an insert); an id that does not exist is a 404.
+        add("/monitors")
+        for monitor in client.get("/monitors", headers=headers).json()["items"]:
+            add(f"/monitors/{monitor['code']}")
+        add("/monitors/violence-against-women-district-monthly")
+        add("/alerts")
+        add("/alerts", {"state": "new"})
+        for alert in client.get("/alerts", headers=headers).json()["items"][:5]:
+            add(f"/alerts/{alert['id']}")
+        add("/alerts/1")
         add("/collections")
         listed = client.get("/collections", headers=headers)
         assert listed.status_code == 200, listed.text

@@ -120,6 +120,12 @@ ROUTES = {
     "/styles/{layer_id}.qml": "public",
     "/styles/{layer_id}.sld": "public",
     "/qgis/project.qgz": "public",
+    # Early warning (issue 19): sensitive monitors and their alerts are analysts' only;
+    # public alerts withhold counts below privacy.min_count (tests/integration/test_monitors.py).
+    "/monitors": "public",
+    "/monitors/{code}": "public",
+    "/alerts": "public",
+    "/alerts/{alert_id}": "public",
     "/incidents": "analyst",
     "/incidents/{incident_id}": "analyst",
     "/analyses": "analyst",
@@ -234,7 +240,30 @@ def world(base_data, client, keys, tmp_path_factory):
         )
         runs[name] = _poll(client, analyst, response)
         assert runs[name]["run"]["status"] == "completed"
+    _seed_alerts(base_data)
     return {"incident_ids": [f["id"] for f in incidents], "runs": runs}
+
+
+def _seed_alerts(settings) -> None:
+    """The shipped monitors and two alerts with small counts, one of a sensitive monitor
+    (early warning, issue 19: the public sees neither the small counts nor that alert)."""
+    from app.services.monitors import load_default_definitions as load_monitors
+
+    call_service(settings, lambda e: load_monitors(e, actor="tests"))
+    series = json.dumps(
+        [{"period": "2024-11", "observed": 1, "expected": 0.4, "threshold": 2, "alarm": False},
+         {"period": "2024-12", "observed": 3, "expected": 0.5, "threshold": 2, "alarm": True}]
+    )  # fmt: skip
+    with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
+        for monitor, sensitive in (("homicides-shootings-district-monthly", False),
+                                   ("violence-against-women-district-monthly", True)):  # fmt: skip
+            conn.execute(
+                "INSERT INTO alert (monitor, monitor_version, sensitive, place_kind, unit_code, "
+                "first_period, period, period_start, observed, expected, threshold, lasted, "
+                "detail, series) VALUES (%s, 1, %s, 'unit', 'BZ-CY', '2024-12', '2024-12', "
+                "'2024-12-01T00:00:00-06:00', 3, 0.5, 2, 1, '[]', %s)",
+                [monitor, sensitive, series],
+            )
 
 
 def _key(keys, role):
@@ -304,6 +333,10 @@ def _json_leaks(doc, *, hotspot: bool = False, aggregate_sex: bool = False) -> l
         number = isinstance(count, (int, float)) and not isinstance(count, bool)
         if number and (hotspot or count < THRESHOLD):
             found.append(f"{path}: count {count}")
+        observed = d.get("observed")  # an alert's count (early warning)
+        small = isinstance(observed, (int, float)) and not isinstance(observed, bool)
+        if small and observed < THRESHOLD:
+            found.append(f"{path}: observed {observed}")
         if hotspot and d.get("stats") is not None:
             found.append(f"{path}: cell stats")
     return found
@@ -479,6 +512,19 @@ def _public_requests(client, key, world) -> list[tuple[str, dict, dict, dict]]:
         add(("/stats", {**params, "format": "csv"}, {}, stats))
     add(("/qgis/project.qgz", {}, {}, {}))
     add(("/qgis/project.qgz", {"embed_key": "false"}, {}, {}))
+    # Early warning: monitors select incidents by victim_sex (a filter, as indexes do);
+    # alerts of sensitive monitors are not listed, observed counts below the threshold
+    # are withheld (_json_leaks: observed).
+    add(("/monitors", {}, {}, definition))
+    monitors = client.get("/monitors", headers=headers).json()["items"]
+    assert monitors and not any(m["sensitive"] for m in monitors)
+    for m in monitors:
+        add((f"/monitors/{m['code']}", {}, {}, definition))
+    add(("/alerts", {}, {}, {}))
+    alerts = client.get("/alerts", headers=headers).json()["items"]
+    assert alerts and not any(a["sensitive"] for a in alerts)
+    for a in alerts[:5]:
+        add((f"/alerts/{a['id']}", {}, {}, {}))
     add(("/collections", {}, {}, {}))
     collections = client.get("/collections", headers=headers).json()["collections"]
     ids = [c["id"] for c in collections]

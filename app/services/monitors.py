@@ -1,0 +1,646 @@
+"""Early warning (issue 19): monitor definitions (stored and versioned like index
+definitions), their evaluation into alerts, and an analyst's acknowledgement.
+
+An evaluation builds one count series per place (a unit of the monitor's level, or an H3
+cell with incidents) over every period from the first incident to the latest complete
+period, with one GROUP BY (H3 cells are assigned in Python from the points, as the
+analysis grids are), and runs the monitor's detector of :mod:`surveillance` on it. Only
+the latest complete period raises alerts, and only where at least ``min_count``
+incidents were counted, so the detector runs once per place that could alarm; an alarmed
+place is then evaluated over its last two years, for the alert's chart and for how many
+periods the alarm has lasted. Contiguous alarmed H3 cells make one alert with one
+outline. An alarm that goes on updates its open alert (the state an analyst gave it
+stays); once closed, a new alarm is a new alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import h3
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry import MultiPolygon, shape
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.core.errors import Conflict, InvalidParameter, NotFound
+from app.core.settings import DATA_DIR
+from app.schemas.monitors import (
+    AlertDetail,
+    AlertRecord,
+    MonitorDefinition,
+    MonitorRecord,
+    SeriesPoint,
+    load_monitor,
+)
+from app.sql import audit as audit_sql
+from app.sql import monitors as sql
+from spatial.grids import points_to_h3
+from surveillance.ears import ears
+from surveillance.farrington import farrington_flexible
+from surveillance.glrnb import glrnb
+from surveillance.series import TOO_LITTLE_HISTORY, DetectorResult
+
+__all__ = [
+    "DEFAULTS_DIR",
+    "MonitorOutcome",
+    "change_state",
+    "evaluate_all",
+    "evaluate_monitor",
+    "get_alert",
+    "get_definition",
+    "list_alerts",
+    "list_definitions",
+    "load_default_definitions",
+    "parse_definition",
+    "period_label",
+    "published",
+    "run_detector",
+    "store_definition",
+]
+
+DEFAULTS_DIR = DATA_DIR / "monitors"
+# Periods per year (the detectors' seasonal frequency) and the chart's length (two years).
+FREQ = {"week": 52, "month": 12}
+CHART = {"week": 104, "month": 24}
+_PANDAS_FREQ = {"week": "W-MON", "month": "MS"}
+_JSON_TYPES = ("application/json", "application/yaml", "text/yaml", "application/x-yaml")
+
+
+# --- definitions ------------------------------------------------------------------------
+
+
+def parse_definition(body: bytes, content_type: str | None) -> MonitorDefinition:
+    """A JSON or YAML request body → a validated definition (InvalidParameter: 422)."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind not in _JSON_TYPES:
+        raise InvalidParameter(
+            f"send the definition as application/json or application/yaml (got {kind or 'none'})"
+        )
+    if not body.strip():
+        raise InvalidParameter("the request body is empty: send a monitor definition")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidParameter(f"the definition is not valid UTF-8 ({exc.reason})") from exc
+    definition = load_monitor(text)
+    _check_detector(definition)
+    return definition
+
+
+def _check_detector(definition: MonitorDefinition) -> None:
+    """Refuse detector parameters the detector does not take (a 422, not a nightly 500)."""
+    y = np.zeros(8 * FREQ[definition.step])
+    try:
+        run_detector(definition, y, [len(y) - 1])
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameter(f"detector {definition.detector.name}: {exc}") from exc
+
+
+def _record(row: Any) -> MonitorRecord:
+    return MonitorRecord(
+        code=row.code,
+        version=row.version,
+        title=row.definition.get("title", ""),
+        sensitive=bool(row.definition.get("sensitive", False)),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        definition=row.definition,
+    )
+
+
+async def store_definition(
+    conn: AsyncConnection, definition: MonitorDefinition, actor: str
+) -> MonitorRecord:
+    """Store ``definition`` as the next version of its code (its ``name``), audited."""
+    code = definition.name
+    await conn.execute(sql.lock_code(code))
+    version = (await conn.execute(sql.next_version(code))).scalar_one()
+    stored = definition.model_copy(update={"version": version}).model_dump(mode="json")
+    row = (await conn.execute(sql.insert_definition(code, version, stored, actor))).one()
+    await conn.execute(
+        audit_sql.insert_audit(
+            actor, "create", "monitor_definition", f"{code}:{version}", None, stored
+        )
+    )
+    return _record(row)
+
+
+async def list_definitions(
+    conn: AsyncConnection, *, include_sensitive: bool
+) -> list[MonitorRecord]:
+    """The latest version of every monitor (sensitive ones only if ``include_sensitive``)."""
+    records = [_record(r) for r in (await conn.execute(sql.select_latest())).all()]
+    return [r for r in records if include_sensitive or not r.sensitive]
+
+
+async def get_definition(
+    conn: AsyncConnection, code: str, version: int | None = None, *, include_sensitive: bool
+) -> MonitorRecord:
+    """One version of a monitor (the latest when ``version`` is None); NotFound: 404, also
+    for a sensitive monitor the caller may not see (its existence is not told)."""
+    row = (await conn.execute(sql.select_definition(code, version))).first()
+    record = None if row is None else _record(row)
+    if record is None or (record.sensitive and not include_sensitive):
+        which = f"monitor {code!r}" + (f" version {version}" if version is not None else "")
+        raise NotFound(f"no {which}")
+    return record
+
+
+async def load_default_definitions(engine: AsyncEngine, *, actor: str) -> list[str]:
+    """Store each shipped definition (app/data/monitors) as version 1 unless its code
+    exists. Returns the codes stored now."""
+    stored = []
+    for path in sorted(DEFAULTS_DIR.glob("*.yaml")):
+        definition = load_monitor(path.read_text(encoding="utf-8"))
+        async with engine.begin() as conn:
+            await conn.execute(sql.lock_code(definition.name))
+            if (await conn.execute(sql.select_definition(definition.name))).first() is None:
+                await store_definition(conn, definition, actor)
+                stored.append(definition.name)
+    return stored
+
+
+# --- detectors and periods ----------------------------------------------------------------
+
+
+def run_detector(definition: MonitorDefinition, counts: np.ndarray, positions) -> DetectorResult:
+    """The monitor's detector on one series at ``positions`` (0-based, ascending)."""
+    params = dict(definition.detector.parameters)
+    freq = FREQ[definition.step]
+    name = definition.detector.name
+    positions = [int(p) for p in positions]
+    if name == "ears":
+        return ears(counts, range_=positions, **params)
+    if name == "farrington":
+        if "limit54" in params:
+            params["limit54"] = tuple(params["limit54"])
+        return farrington_flexible(counts, freq, range_=positions, **params)
+    # glrnb trains its in-control mean on the periods before its range: no alarm where
+    # that history is missing.
+    start = max(positions[0], 2 * freq)
+    if start > positions[-1]:
+        return _not_computable(name, counts, positions)
+    result = glrnb(counts, freq=freq, range_=range(start, positions[-1] + 1), **params)
+    if start == positions[0]:
+        return result
+    head = _not_computable(name, counts, list(range(positions[0], start)))
+    return _concat(head, result)
+
+
+def _not_computable(name: str, counts: np.ndarray, positions: list[int]) -> DetectorResult:
+    nan = np.full(len(positions), np.nan)
+    return DetectorResult(
+        detector=name,
+        index=np.array(positions, dtype=int),
+        observed=np.asarray(counts, dtype=float)[positions],
+        expected=nan,
+        upperbound=nan.copy(),
+        score=nan.copy(),
+        alarm=np.zeros(len(positions), dtype=bool),
+        reason=[TOO_LITTLE_HISTORY] * len(positions),
+    )
+
+
+def _concat(a: DetectorResult, b: DetectorResult) -> DetectorResult:
+    return DetectorResult(
+        detector=b.detector,
+        index=np.concatenate([a.index, b.index]),
+        observed=np.concatenate([a.observed, b.observed]),
+        expected=np.concatenate([a.expected, b.expected]),
+        upperbound=np.concatenate([a.upperbound, b.upperbound]),
+        score=np.concatenate([a.score, b.score]),
+        alarm=np.concatenate([a.alarm, b.alarm]),
+        reason=[*a.reason, *b.reason],
+    )
+
+
+def period_label(start: datetime | pd.Timestamp, step: str) -> str:
+    """``2025-W51`` (ISO week of its Monday) or ``2025-12``."""
+    if step == "week":
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{start.year}-{start.month:02d}"
+
+
+def _step(start: pd.Timestamp, step: str) -> pd.Timestamp:
+    return start + (pd.Timedelta(days=7) if step == "week" else pd.DateOffset(months=1))
+
+
+def last_complete_period(latest: datetime, now: datetime, step: str, timezone: str) -> pd.Timestamp:
+    """The local start of the latest period the data cover whole: it ends by the end of
+    the day of the latest incident, and by now (a week still under way is not judged)."""
+    zone = ZoneInfo(timezone)
+    day_end = pd.Timestamp(latest.astimezone(zone).replace(tzinfo=None)).normalize()
+    day_end += pd.Timedelta(days=1)
+    limit = min(day_end, pd.Timestamp(now.astimezone(zone).replace(tzinfo=None)))
+    if step == "week":
+        start = limit.normalize() - pd.Timedelta(days=limit.weekday())
+        back = pd.Timedelta(days=7)
+    else:
+        start = limit.normalize().replace(day=1)
+        back = pd.DateOffset(months=1)
+    if _step(start, step) > limit:
+        start = start - back
+    return start
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    """What one evaluation did."""
+
+    monitor: str
+    version: int
+    period: str | None
+    places: int  # series built (places with any incident)
+    evaluated: int  # places that reached min_count in the period
+    alarms: int  # places alarmed
+    alerts_new: int
+    alerts_updated: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The outcome as plain JSON values (a job's result)."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Series:
+    definition: MonitorDefinition
+    periods: list[pd.Timestamp]  # local starts, consecutive
+    places: list[str]
+    counts: np.ndarray  # places x periods
+
+
+async def _series(
+    conn: AsyncConnection, definition: MonitorDefinition, timezone: str, last: pd.Timestamp
+) -> _Series:
+    step = definition.step
+    sel = definition.incidents
+    if definition.places.kind == "units":
+        rows = (
+            await conn.execute(sql.counts_by_unit(sel, definition.places.level, step, timezone))
+        ).all()
+        frame = pd.DataFrame(rows, columns=["place", "period", "n"])
+    else:
+        rows = (await conn.execute(sql.points(sel, step, timezone))).all()
+        pts = pd.DataFrame(rows, columns=["lon", "lat", "period"])
+        cells = points_to_h3(
+            pts["lon"].to_numpy(float), pts["lat"].to_numpy(float), definition.places.resolution
+        )
+        frame = (
+            pd.DataFrame({"place": cells, "period": pts["period"]})
+            .groupby(["place", "period"], sort=False)
+            .size()
+            .rename("n")
+            .reset_index()
+        )
+    frame = frame[frame["period"] <= last] if len(frame) else frame
+    if not len(frame):
+        return _Series(definition, [], [], np.zeros((0, 0)))
+    first = pd.Timestamp(frame["period"].min())
+    periods = list(pd.date_range(first, last, freq=_PANDAS_FREQ[step]))
+    if not periods or periods[-1] != last:
+        periods = [p for p in periods if p <= last]
+    table = frame.pivot_table(index="place", columns="period", values="n", aggfunc="sum")
+    table = table.reindex(columns=pd.DatetimeIndex(periods), fill_value=0).fillna(0)
+    return _Series(definition, periods, list(table.index), table.to_numpy(dtype=float))
+
+
+def _points(result: DetectorResult, periods: list[pd.Timestamp], step: str) -> list[dict]:
+    def num(x: float) -> float | None:
+        return None if x is None or math.isnan(x) else round(float(x), 6)
+
+    return [
+        {
+            "period": period_label(periods[int(i)], step),
+            "observed": num(result.observed[k]),
+            "expected": num(result.expected[k]),
+            "threshold": num(result.upperbound[k]),
+            "alarm": bool(result.alarm[k]),
+            "reason": result.reason[k],
+        }
+        for k, i in enumerate(result.index)
+    ]
+
+
+def _lasted(result: DetectorResult) -> int:
+    """Consecutive alarmed periods ending with the last evaluated one."""
+    n = 0
+    for alarmed in result.alarm[::-1]:
+        if not alarmed:
+            break
+        n += 1
+    return n
+
+
+def _groups(cells: list[str]) -> list[list[str]]:
+    """Contiguous cells (sharing an edge) as connected groups, each sorted."""
+    todo = set(cells)
+    out = []
+    while todo:
+        seed = todo.pop()
+        group, frontier = {seed}, [seed]
+        while frontier:
+            for n in h3.grid_ring(frontier.pop(), 1):
+                if n in todo:
+                    todo.remove(n)
+                    group.add(n)
+                    frontier.append(n)
+        out.append(sorted(group))
+    return sorted(out)
+
+
+def _outline(cells: list[str]) -> str:
+    """The group's outline as a MultiPolygon WKT (lon/lat)."""
+    geom = shape(h3.cells_to_h3shape(cells).__geo_interface__)
+    if not isinstance(geom, MultiPolygon):
+        geom = MultiPolygon([geom])
+    return shapely.to_wkt(geom, rounding_precision=7)
+
+
+def _sum_series(parts: list[list[dict]]) -> list[dict]:
+    """The group's chart: per period, the sums over its cells (None if any is None)."""
+    out = []
+    for rows in zip(*parts, strict=True):
+        point = {"period": rows[0]["period"], "alarm": any(r["alarm"] for r in rows)}
+        for key in ("observed", "expected", "threshold"):
+            values = [r[key] for r in rows]
+            point[key] = None if any(v is None for v in values) else round(sum(values), 6)
+        reasons = {r["reason"] for r in rows if r["reason"]}
+        point["reason"] = ", ".join(sorted(reasons)) if reasons else None
+        out.append(point)
+    return out
+
+
+async def evaluate_monitor(
+    engine: AsyncEngine,
+    record: MonitorRecord,
+    timezone: str,
+    *,
+    now: datetime | None = None,
+) -> MonitorOutcome:
+    """Evaluate one monitor at the latest complete period; store or update its alerts."""
+    definition = load_monitor(record.definition)
+    step = definition.step
+    now = now or datetime.now(ZoneInfo(timezone))
+    async with engine.connect() as conn:
+        latest = (await conn.execute(sql.latest_incident())).scalar_one()
+        if latest is None:
+            return MonitorOutcome(record.code, record.version, None, 0, 0, 0, 0, 0)
+        last = last_complete_period(latest, now, step, timezone)
+        series = await _series(conn, definition, timezone, last)
+    label = period_label(last, step)
+    if not series.places:
+        return MonitorOutcome(record.code, record.version, label, 0, 0, 0, 0, 0)
+    n = len(series.periods)
+    y_last = series.counts[:, n - 1]
+    candidates = np.flatnonzero(y_last >= definition.min_count)
+    chart = list(range(max(0, n - CHART[step]), n))
+
+    def detect() -> list[tuple[str, DetectorResult]]:
+        alarmed = []
+        for i in candidates:
+            y = series.counts[i]
+            if run_detector(definition, y, [n - 1]).alarm[-1]:
+                alarmed.append((series.places[i], run_detector(definition, y, chart)))
+        return alarmed
+
+    # The fits are CPU work: keep the event loop free for the worker's heartbeat.
+    alarmed = await asyncio.to_thread(detect)
+    groups = _alert_groups(definition, alarmed, series.periods)
+    new = updated = 0
+    async with engine.begin() as conn:
+        for g in groups:
+            is_new = await _upsert(conn, record, definition, label, last, timezone, g)
+            new += is_new
+            updated += not is_new
+    return MonitorOutcome(
+        record.code, record.version, label, len(series.places), len(candidates), len(alarmed),
+        new, updated,
+    )  # fmt: skip
+
+
+@dataclass
+class _Group:
+    unit: str | None
+    cells: list[str]
+    detail: list[dict]  # per place: its latest period's values
+    series: list[dict]
+    lasted: int
+
+
+def _alert_groups(
+    definition: MonitorDefinition,
+    alarmed: list[tuple[str, DetectorResult]],
+    periods: list[pd.Timestamp],
+) -> list[_Group]:
+    step = definition.step
+    charts = {place: _points(result, periods, step) for place, result in alarmed}
+    lasted = {place: _lasted(result) for place, result in alarmed}
+    if definition.places.kind == "units":
+        return [
+            _Group(p, [], [{"place": p, **charts[p][-1]}], charts[p], lasted[p]) for p in charts
+        ]
+    return [
+        _Group(
+            None,
+            cells,
+            [{"place": c, **charts[c][-1]} for c in cells],
+            _sum_series([charts[c] for c in cells]),
+            max(lasted[c] for c in cells),
+        )
+        for cells in _groups(list(charts))
+    ]
+
+
+async def _upsert(
+    conn: AsyncConnection,
+    record: MonitorRecord,
+    definition: MonitorDefinition,
+    label: str,
+    start: pd.Timestamp,
+    timezone: str,
+    g: _Group,
+) -> bool:
+    """Insert the group's alert, or update the open one on its place; True if new."""
+    latest = g.series[-1]
+    values: dict[str, Any] = {
+        "monitor_version": record.version,
+        "sensitive": definition.sensitive,
+        "cells": g.cells,
+        "period": label,
+        "period_start": start.to_pydatetime().replace(tzinfo=ZoneInfo(timezone)),
+        "observed": latest["observed"],
+        "expected": latest["expected"],
+        "threshold": latest["threshold"],
+        "lasted": g.lasted,
+        "detail": g.detail,
+        "series": g.series,
+    }
+    if g.cells:
+        values["geom"] = func.ST_Multi(func.ST_GeomFromText(_outline(g.cells), 4326))
+    existing = (await conn.execute(sql.open_alert_of(record.code, g.unit, g.cells))).first()
+    if existing is not None:
+        await conn.execute(sql.update_alert(existing.id, values))
+        return False
+    values |= {
+        "monitor": record.code,
+        "place_kind": "unit" if g.unit is not None else "h3",
+        "unit_code": g.unit,
+        "first_period": label,
+    }
+    if g.unit is not None:
+        values["geom"] = None
+    await conn.execute(sql.insert_alert(values))
+    return True
+
+
+async def evaluate_all(
+    engine: AsyncEngine,
+    timezone: str,
+    *,
+    codes: list[str] | None = None,
+    now: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[MonitorOutcome]:
+    """Evaluate every stored monitor (its latest version), or those of ``codes``."""
+    async with engine.connect() as conn:
+        records = await list_definitions(conn, include_sensitive=True)
+    if codes:
+        unknown = set(codes) - {r.code for r in records}
+        if unknown:
+            raise NotFound(f"no monitor {', '.join(sorted(unknown))}")
+        records = [r for r in records if r.code in codes]
+    out = []
+    for record in records:
+        if progress is not None:
+            progress(record.code)
+        out.append(await evaluate_monitor(engine, record, timezone, now=now))
+    return out
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+
+def _alert(row: Any, cls: type[AlertRecord] = AlertRecord, **extra: Any) -> AlertRecord:
+    return cls(
+        id=row.id,
+        monitor=row.monitor,
+        monitor_version=row.monitor_version,
+        title=row.title or "",
+        sensitive=row.sensitive,
+        place_kind=row.place_kind,
+        unit=row.unit_code,
+        unit_name=row.unit_name,
+        cells=list(row.cells or []),
+        period=row.period,
+        first_period=row.first_period,
+        observed=row.observed,
+        expected=row.expected,
+        threshold=row.threshold,
+        lasted=row.lasted,
+        state=row.state,
+        note=row.note,
+        state_changed_by=row.state_changed_by,
+        state_changed_at=row.state_changed_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        **extra,
+    )
+
+
+async def list_alerts(
+    conn: AsyncConnection,
+    *,
+    include_sensitive: bool,
+    monitor: str | None = None,
+    states: tuple[str, ...] = (),
+    period: str | None = None,
+    unit: str | None = None,
+    limit: int = 1000,
+) -> list[AlertRecord]:
+    """Alerts, newest period first (sensitive ones only if ``include_sensitive``)."""
+    stmt = sql.select_alerts(
+        include_sensitive=include_sensitive, monitor=monitor, states=states, period=period,
+        unit=unit, limit=limit,
+    )  # fmt: skip
+    return [_alert(r) for r in (await conn.execute(stmt)).all()]
+
+
+async def get_alert(
+    conn: AsyncConnection, alert_id: int, *, include_sensitive: bool
+) -> AlertDetail:
+    """One alert with its two-year series; NotFound (also for an alert the caller may not
+    see: its existence is not told)."""
+    stmt = sql.select_alert_detail(alert_id, include_sensitive=include_sensitive)
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        raise NotFound(f"no alert {alert_id}")
+    series = [SeriesPoint.model_validate(p) for p in row.series]
+    outline = json.loads(row.outline) if row.outline else None
+    return _alert(row, AlertDetail, series=series, outline=outline)  # type: ignore[return-value]
+
+
+def published(item: AlertRecord, min_count: int) -> AlertRecord:
+    """The published view of an alert (callers below analyst): observed counts below
+    ``min_count`` withheld (in the alert and its series), and neither the analyst's
+    note nor who changed the state."""
+
+    def shown(v: float | None) -> float | None:
+        return v if v is not None and v >= min_count else None
+
+    update: dict[str, Any] = {
+        "observed": shown(item.observed),
+        "note": None,
+        "state_changed_by": None,
+    }
+    if isinstance(item, AlertDetail):
+        update["series"] = [
+            p.model_copy(update={"observed": shown(p.observed)}) for p in item.series
+        ]
+    return item.model_copy(update=update)
+
+
+async def change_state(
+    conn: AsyncConnection,
+    alert_id: int,
+    state: str,
+    note: str | None,
+    actor: str,
+    *,
+    include_sensitive: bool,
+) -> AlertDetail:
+    """Acknowledge (with a note) or close an alert, audited with the state before/after.
+    A closed alert stays closed (a new alarm raises a new alert)."""
+    row = (await conn.execute(sql.lock_alert(alert_id))).first()
+    if row is None or (row.sensitive and not include_sensitive):
+        raise NotFound(f"no alert {alert_id}")
+    if row.state == "closed":
+        raise Conflict(f"alert {alert_id} is closed: a new alarm raises a new alert")
+    if state == "acknowledged" and not (note and note.strip()):
+        raise InvalidParameter("acknowledging an alert needs a note (what is being done)")
+    note = note if note is not None else row.note
+    await conn.execute(sql.set_state(alert_id, state, note, actor))
+    await conn.execute(
+        audit_sql.insert_audit(
+            actor,
+            state if state == "closed" else "acknowledge",
+            "alert",
+            alert_id,
+            {"state": row.state, "note": row.note},
+            {"state": state, "note": note},
+        )
+    )
+    return await get_alert(conn, alert_id, include_sensitive=include_sensitive)

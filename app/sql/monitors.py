@@ -1,0 +1,274 @@
+"""SQL for early warning: monitor definitions (versioned), the count series a monitor
+reads, and alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Update,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+
+from app.models import admin_unit, alert, category, incident, monitor_definition
+from app.schemas.monitors import IncidentSelection
+from app.sql.incidents import IncidentFilter, conditions
+
+_COLUMNS = (
+    monitor_definition.c.code,
+    monitor_definition.c.version,
+    monitor_definition.c.definition,
+    monitor_definition.c.created_by,
+    monitor_definition.c.created_at,
+)
+
+# --- definitions ------------------------------------------------------------------------
+
+
+def next_version(code: str) -> Select:
+    """The next version number of ``code`` (1 when it does not exist)."""
+    return select(func.coalesce(func.max(monitor_definition.c.version), 0) + 1).where(
+        monitor_definition.c.code == code
+    )
+
+
+def lock_code(code: str) -> Select:
+    """A transaction-scoped advisory lock so two posts of one code do not race."""
+    return select(func.pg_advisory_xact_lock(func.hashtext("monitor_definition:" + code)))
+
+
+def insert_definition(code: str, version: int, definition: dict[str, Any], actor: str) -> Insert:
+    """INSERT one version of a monitor definition; returns the stored row."""
+    return (
+        insert(monitor_definition)
+        .values(code=code, version=version, definition=definition, created_by=actor)
+        .returning(*_COLUMNS)
+    )
+
+
+def select_definition(code: str, version: int | None = None) -> Select:
+    """One version of ``code`` (the latest when ``version`` is None)."""
+    stmt = select(*_COLUMNS).where(monitor_definition.c.code == code)
+    if version is not None:
+        return stmt.where(monitor_definition.c.version == version)
+    return stmt.order_by(monitor_definition.c.version.desc()).limit(1)
+
+
+def select_latest() -> Select:
+    """The latest version of every code, by code."""
+    m = monitor_definition.c
+    latest = (
+        select(m.code, func.max(m.version).label("version")).group_by(m.code).subquery("latest")
+    )
+    return (
+        select(*_COLUMNS)
+        .join_from(
+            monitor_definition,
+            latest,
+            (latest.c.code == m.code) & (latest.c.version == m.version),
+        )
+        .order_by(m.code)
+    )
+
+
+# --- series -----------------------------------------------------------------------------
+
+
+def selection_conditions(s: IncidentSelection) -> list[ColumnElement[bool]]:
+    """The live incidents a monitor counts, as SQL conditions."""
+    where = conditions(
+        IncidentFilter(
+            victim_sex=(s.victim_sex,) if s.victim_sex else (),
+            age_min=s.age_min,
+            age_max=s.age_max,
+            sources=(s.source,) if s.source else (),
+        )
+    )
+    kinds: list[ColumnElement[bool]] = []
+    if s.categories:
+        kinds.append(incident.c.category.in_(s.categories))
+    if s.category_groups:
+        grouped = select(category.c.code).where(category.c.category_group.in_(s.category_groups))
+        kinds.append(incident.c.category.in_(grouped))
+    if kinds:
+        where.append(or_(*kinds))
+    return where
+
+
+def _local_period(step: str, timezone: str) -> ColumnElement:
+    """The local start of the incident's week (ISO: Monday) or month, naive local time."""
+    local = func.timezone(timezone, incident.c.occurred_at)
+    return func.date_trunc(step, local)
+
+
+def counts_by_unit(s: IncidentSelection, level: int, step: str, timezone: str) -> Select:
+    """(unit code, local period start, count) of the selection: one GROUP BY over the
+    units of ``level`` each incident lies in."""
+    units = func.unnest(incident.c.unit_ids).table_valued("uid").render_derived(name="units")
+    period = _local_period(step, timezone).label("period")
+    return (
+        select(admin_unit.c.code, period, func.count().label("n"))
+        .select_from(incident)
+        .join(units, literal_column("true"))
+        .join(admin_unit, admin_unit.c.id == units.c.uid)
+        .where(*selection_conditions(s), admin_unit.c.level == level)
+        .group_by(admin_unit.c.code, period)
+    )
+
+
+def points(s: IncidentSelection, step: str, timezone: str) -> Select:
+    """(lon, lat, local period start) of every incident of the selection (H3 monitors)."""
+    return select(
+        func.ST_X(incident.c.geom).label("lon"),
+        func.ST_Y(incident.c.geom).label("lat"),
+        _local_period(step, timezone).label("period"),
+    ).where(*selection_conditions(s))
+
+
+def latest_incident() -> Select:
+    """When the latest live incident occurred (the end of every series)."""
+    return select(func.max(incident.c.occurred_at)).where(incident.c.deleted_at.is_(None))
+
+
+def units_of_level(level: int) -> Select:
+    """(code, name) of every unit of ``level``."""
+    return select(admin_unit.c.code, admin_unit.c.name).where(admin_unit.c.level == level)
+
+
+# --- alerts -----------------------------------------------------------------------------
+
+ALERT_COLUMNS = (
+    alert.c.id,
+    alert.c.monitor,
+    alert.c.monitor_version,
+    alert.c.sensitive,
+    alert.c.place_kind,
+    alert.c.unit_code,
+    alert.c.cells,
+    alert.c.first_period,
+    alert.c.period,
+    alert.c.period_start,
+    alert.c.observed,
+    alert.c.expected,
+    alert.c.threshold,
+    alert.c.lasted,
+    alert.c.state,
+    alert.c.note,
+    alert.c.state_changed_by,
+    alert.c.state_changed_at,
+    alert.c.created_at,
+    alert.c.updated_at,
+)
+
+
+def open_alert_of(monitor: str, unit_code: str | None, cells: Sequence[str]) -> Select:
+    """The open (not closed) alert of ``monitor`` on this unit, or on cells overlapping
+    ``cells``, most recent first: an alarm that goes on updates it."""
+    place = (
+        alert.c.unit_code == unit_code
+        if unit_code is not None
+        else alert.c.cells.overlap(list(cells))
+    )
+    return (
+        select(alert.c.id, alert.c.first_period, alert.c.period)
+        .where(alert.c.monitor == monitor, alert.c.state != "closed", place)
+        .order_by(alert.c.period_start.desc(), alert.c.id.desc())
+        .limit(1)
+        .with_for_update()
+    )
+
+
+def insert_alert(values: dict[str, Any]) -> Insert:
+    """INSERT a new alert; returns its id."""
+    return insert(alert).values(**values).returning(alert.c.id)
+
+
+def update_alert(alert_id: int, values: dict[str, Any]) -> Update:
+    """Bring an open alert up to the latest evaluation."""
+    return (
+        update(alert)
+        .where(alert.c.id == alert_id)
+        .values(**values, updated_at=func.now())
+        .returning(alert.c.id)
+    )
+
+
+def select_alerts(
+    *,
+    include_sensitive: bool,
+    monitor: str | None = None,
+    states: Sequence[str] = (),
+    period: str | None = None,
+    unit: str | None = None,
+    limit: int = 1000,
+) -> Select:
+    """Alerts, newest period first, with their monitor's title and unit's name."""
+    title = monitor_definition.c.definition["title"].astext
+    latest = (
+        select(monitor_definition.c.code, func.max(monitor_definition.c.version).label("v"))
+        .group_by(monitor_definition.c.code)
+        .subquery("latest")
+    )
+    stmt = (
+        select(*ALERT_COLUMNS, title.label("title"), admin_unit.c.name.label("unit_name"))
+        .select_from(alert)
+        .outerjoin(latest, latest.c.code == alert.c.monitor)
+        .outerjoin(
+            monitor_definition,
+            (monitor_definition.c.code == latest.c.code)
+            & (monitor_definition.c.version == latest.c.v),
+        )
+        .outerjoin(admin_unit, admin_unit.c.code == alert.c.unit_code)
+    )
+    if not include_sensitive:
+        stmt = stmt.where(alert.c.sensitive.is_(False))
+    if monitor is not None:
+        stmt = stmt.where(alert.c.monitor == monitor)
+    if states:
+        stmt = stmt.where(alert.c.state.in_(states))
+    if period is not None:
+        stmt = stmt.where(alert.c.period == period)
+    if unit is not None:
+        stmt = stmt.where(alert.c.unit_code == unit)
+    return stmt.order_by(alert.c.period_start.desc(), alert.c.id).limit(limit)
+
+
+def select_alert_detail(alert_id: int, *, include_sensitive: bool) -> Select:
+    """One alert with its series and outline (GeoJSON)."""
+    stmt = select_alerts(include_sensitive=include_sensitive).where(alert.c.id == alert_id)
+    return stmt.add_columns(
+        alert.c.series, alert.c.detail, func.ST_AsGeoJSON(alert.c.geom, 6).label("outline")
+    )
+
+
+def lock_alert(alert_id: int) -> Select:
+    """An alert's state, locked for a change by an analyst."""
+    return (
+        select(alert.c.id, alert.c.state, alert.c.note, alert.c.sensitive)
+        .where(alert.c.id == alert_id)
+        .with_for_update()
+    )
+
+
+def set_state(alert_id: int, state: str, note: str | None, actor: str) -> Update:
+    """An analyst's change of state (with the note)."""
+    return (
+        update(alert)
+        .where(alert.c.id == alert_id)
+        .values(
+            state=state,
+            note=note,
+            state_changed_by=actor,
+            state_changed_at=func.now(),
+            updated_at=func.now(),
+        )
+    )
