@@ -836,6 +836,7 @@ def _print_report(report: Any) -> None:
 
 
 def main() -> None:
+    """The ``observatory`` command."""
     cli()
 
 

@@ -73,6 +73,8 @@ async def _warm_up(done: asyncio.Event) -> None:
 
 
 def create_app(settings: Settings | None = None) -> ObservatoryApp:
+    """A new application for ``settings`` (the environment's by default): its middlewares,
+    routers and state; the database engine and background tasks start with its lifespan."""
     settings = settings or get_settings()
 
     @asynccontextmanager

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 @dataclass(eq=False)
 class AppState:
+    """What one application's routes, middlewares and background tasks share."""
+
     settings: Settings
     # Bumped by every change to published data; tile and count caches key on it.
     data_version: DataVersion = field(default_factory=DataVersion)

@@ -276,7 +276,10 @@ class RequestMetrics:
         self.app = app
         self.metrics = state.metrics = Metrics(state)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # One closure on the hot path of every cached tile: split into methods it would cost a
+    # call per message, so its complexity (11) stays above ruff's 10 on purpose.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
+        """Serve the request, time it, and hold a streamed answer's start (see above)."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -69,6 +69,9 @@ async def start_run(request: Request, engine, settings, *args) -> Response:
 async def create_hotspots(
     request: Request, body: HotspotRequest, engine: EngineDep, settings: SettingsDep, who: Analyst
 ) -> Response:
+    """Queue a hot spot run (analyst key) and answer the run: 201 when it ended within
+    ``analysis.wait_s``, else 202 with its ``Location`` to poll. A grid beyond
+    ``analysis.max_cells`` is a 422 before anything is stored."""
     await check_grid_size(engine, settings, body)  # 422 before anything is stored
     return await start_run(
         request, engine, settings, who.actor, "hotspots", body.method,
@@ -89,6 +92,8 @@ async def create_hotspots(
 async def create_emerging_hotspots(
     request: Request, body: EmergingRequest, engine: EngineDep, settings: SettingsDep, who: Analyst
 ) -> Response:
+    """Queue an emerging hot spot run on a space-time cube (analyst key); answered like
+    ``POST /analyses/hotspots``. A cube beyond ``analysis.max_cube_bins`` is a 422."""
     cells = await check_grid_size(engine, settings, body)  # 422 before anything is stored
     if cells is not None:
         await check_cube_size(engine, settings, body, cells)
@@ -107,6 +112,8 @@ async def list_analyses(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AnalysisRunList:
+    """The analysis runs, newest first (analyst key), each with its status, progress and
+    links; ``kind`` keeps one kind (``hotspots``, ``emerging``, ``evaluation``)."""
     rows = (await conn.execute(sql.select_runs(kind, limit, offset))).mappings().all()
     return AnalysisRunList(
         runs=[AnalysisRunPublic(**r, links=_links(request, r["id"])) for r in rows]
@@ -123,6 +130,9 @@ async def get_analysis(
     _: Analyst,
     format: Literal["geojson", "csv", "run"] = "geojson",
 ) -> Response:
+    """A run's units or cells with count, statistics and class as GeoJSON (or CSV; or
+    ``format=run`` for the run alone), analyst key. 202 while it runs, 422 when it
+    failed (with the reason), 409 when it was cancelled."""
     run = await _run_public(request, conn, run_id)
     if format == "run":
         return Response(run.model_dump_json(), media_type="application/json")

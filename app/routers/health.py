@@ -14,6 +14,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", summary="The process is alive")
 async def health() -> dict[str, str]:
+    """200 while the process answers (a liveness probe; it reads nothing)."""
     return {"status": "ok"}
 
 
@@ -22,6 +23,9 @@ async def health() -> dict[str, str]:
     summary="The database is reachable and migrated; analyses are warm; workers seen",
 )
 async def ready(request: Request, engine: EngineDep) -> dict[str, object]:
+    """200 once the database is reachable and migrated and the analysis kernels are
+    compiled, with the migration, the PostGIS version and how many workers were seen in
+    the last minute; 503 saying which is missing otherwise (a readiness probe)."""
     try:
         async with engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()

@@ -16,6 +16,8 @@ router = APIRouter(tags=["health"])
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
 async def metrics(request: Request) -> Response:
+    """The Prometheus exposition of this worker (public, like ``/health``): request counts
+    and latencies per route template, tile cache, connection pool, data version, job queue."""
     # Public like /health: it holds counts per route template, never data or paths.
     await refresh_queue_stats(request.app.state)
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

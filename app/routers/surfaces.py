@@ -85,6 +85,9 @@ KdeQueryDep = Annotated[KdeQuery, Depends(kde_query)]
 async def get_kde_geotiff(
     _: Analyst, engine: EngineDep, settings: SettingsDep, query: KdeQueryDep
 ) -> FileResponse:
+    """The kernel density of the filtered incidents as a GeoTIFF (analyst key): quartic
+    kernel, incidents per km², cells of ``cell_size_m`` in the territory's projected CRS.
+    422 when no incident matches or the raster would be too large."""
     surface = await service.kde_surface(engine, settings, query)
     crs = settings.territory.projected_crs
     path = await asyncio.to_thread(service.geotiff_file, surface, crs)
@@ -110,6 +113,8 @@ async def get_kde_areas(
         float, Query(ge=0, lt=100, description="of the non-zero cell densities")
     ] = 95,
 ) -> Response:
+    """Hot areas (analyst key): the polygons where the density of ``/analyses/kde.tif``
+    exceeds the given percentile of its non-zero cells, as GeoJSON in EPSG:4326."""
     surface = await service.kde_surface(engine, settings, query)
     crs = settings.territory.projected_crs
     collection = await asyncio.to_thread(service.hot_area_collection, surface, percentile, crs)
@@ -175,6 +180,9 @@ async def create_evaluation(
     who: Analyst,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
+    """Queue an evaluation of hot spot methods (analyst key): each method selects areas on
+    one period and is scored on the next by PAI and RRI. 201 with the table when it ended
+    within ``analysis.wait_s``, else 202 with its ``Location``."""
     await check_grid_size(engine, settings, body)  # 422 before anything is stored
     parameters = body.model_dump(mode="json", by_alias=True)
     method = "+".join(body.methods)
@@ -205,6 +213,8 @@ async def get_evaluation(
     _: Analyst,
     format: Literal["json", "csv"] = "json",
 ) -> Response:
+    """An evaluation run and its table as JSON or CSV (analyst key); 202 while it runs,
+    422 when it failed, 409 when it was cancelled."""
     run = await _evaluation(request, conn, run_id)
     if run.status == "running":
         return _evaluation_response(run, "json", status_code=202)
