@@ -168,7 +168,8 @@ class WorkerSettings(BaseModel):
     # ``timezone`` (None: territory.timezone), e.g. "0 2 * * *" at 02:00 local time. A slot
     # missed while no worker ran runs once when one starts, if missed by at most
     # missed_slot_s (default: a year), not once per missed slot.
-    schedules: dict[str, str] = {"housekeeping": "17 3 * * *"}
+    # evaluate_monitors: every early-warning monitor at its latest complete period (issue 19).
+    schedules: dict[str, str] = {"housekeeping": "17 3 * * *", "evaluate_monitors": "41 2 * * *"}
     timezone: str | None = None
     missed_slot_s: float = Field(default=366 * 86_400, ge=0)
     # Finished jobs older than this are deleted by the housekeeping task.

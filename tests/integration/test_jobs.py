@@ -286,7 +286,7 @@ def test_schedules_need_an_admin(client, keys):
     assert client.get("/schedules").status_code == 401
     assert client.get("/schedules", headers=auth(keys["analyst"])).status_code == 403
     listed = client.get("/schedules", headers=auth(keys["admin"])).json()["schedules"]
-    assert [s["name"] for s in listed] == ["housekeeping"]
+    assert [s["name"] for s in listed] == ["housekeeping", "evaluate_monitors"]
     assert listed[0]["cron"] == "17 3 * * *"
     next_run = datetime.fromisoformat(listed[0]["next_run"])  # 03:17 in Belize, UTC-6
     assert (next_run.utcoffset().total_seconds(), next_run.hour, next_run.minute) == (

@@ -304,3 +304,37 @@ def test_a_monitor_definition_is_checked_before_it_is_stored(client, keys):
     answer = client.post("/monitors", json=unknown, headers=admin)
     assert answer.status_code == 422 and "window" in answer.json()["detail"]
     assert client.get("/monitors/bad", headers=admin).status_code == 404
+
+
+def test_the_nightly_task_evaluates_every_monitor_through_the_queue(
+    evaluated, demo, tmp_path, client, keys
+):
+    """A worker started on the database runs the missed nightly slot of
+    ``evaluate_monitors`` (worker.schedules) once: every monitor is evaluated again, its
+    open alerts updated in place."""
+    import json
+    import time
+
+    from tests.conftest import worker_process
+
+    analyst = auth(keys["analyst"])
+    before = client.get("/alerts", params={"limit": 1000}, headers=analyst).json()["items"]
+    schedules = {"OBSERVATORY_WORKER__SCHEDULES": json.dumps({"evaluate_monitors": "41 2 * * *"})}
+    with worker_process(demo.libpq_url, tmp_path / "worker.log", queues="schedules", env=schedules):
+        deadline = time.monotonic() + 120
+        with psycopg.connect(demo.libpq_url, autocommit=True) as db:
+            while True:
+                status = db.execute(
+                    "SELECT status FROM procrastinate.procrastinate_jobs "
+                    "WHERE task_name = 'evaluate_monitors' ORDER BY id DESC LIMIT 1"
+                ).fetchone()
+                if status is not None and status[0] in ("succeeded", "failed"):
+                    break
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+                time.sleep(0.2)
+    assert status[0] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
+    after = client.get("/alerts", params={"limit": 1000}, headers=analyst).json()["items"]
+    # Same alerts (an alarm that goes on updates its alert); the latest ones touched.
+    assert {a["id"] for a in after} == {a["id"] for a in before}
+    changed = {a["id"] for a in after} - {(a["id"]) for a in before if a in after}
+    assert changed, "no alert was updated by the nightly evaluation"
