@@ -647,6 +647,9 @@ def monitors_run(
     load_defaults: Annotated[
         bool, typer.Option(help="first store the shipped monitors that are not stored yet")
     ] = True,
+    periods: Annotated[
+        int, typer.Option(min=1, max=104, help="the latest N complete periods, oldest first")
+    ] = 1,
 ) -> None:
     """Evaluate the monitors at their latest complete period and store their alerts."""
     from app.services.monitors import evaluate_all, load_default_definitions
@@ -657,7 +660,7 @@ def monitors_run(
         if load_defaults:
             await load_default_definitions(engine, actor=CLI_ACTOR)
         return await evaluate_all(
-            engine, settings.territory.timezone, codes=monitor or None,
+            engine, settings.territory.timezone, codes=monitor or None, periods=periods,
             progress=lambda code: console.print(f"[dim]evaluating {code}[/dim]"),
         )  # fmt: skip
 

@@ -70,6 +70,7 @@ async def load_demo(
         ).scalar_one()
     if existing >= incidents:
         await store_demo_hotspots(engine, settings, actor=actor)
+        await store_demo_alerts(engine, settings, actor=actor)
         return DemoReport(report.received, None, existing)
     districts = gpd.read_file(DISTRICTS).rename(columns={"iso_3166_2": "code", "district": "name"})
     frame = generate_incidents(districts, n=incidents, seed=seed)
@@ -86,7 +87,23 @@ async def load_demo(
         progress=progress,
     )
     await store_demo_hotspots(engine, settings, actor=actor)
+    await store_demo_alerts(engine, settings, actor=actor)
     return DemoReport(report.received, imported, existing)
+
+
+# Periods the demo's monitors are evaluated at when it loads (its last 12 weeks or
+# months), so the map and GET /alerts show alerts before the first night (issue 19).
+DEMO_ALERT_PERIODS = 12
+
+
+async def store_demo_alerts(engine: AsyncEngine, settings: Settings, *, actor: str) -> None:
+    """Store the shipped monitors and evaluate them at the demo's last periods (loading
+    again updates the same alerts)."""
+    from app.services.monitors import evaluate_all
+    from app.services.monitors import load_default_definitions as load_monitors
+
+    await load_monitors(engine, actor=actor)
+    await evaluate_all(engine, settings.territory.timezone, periods=DEMO_ALERT_PERIODS)
 
 
 # The demo's hot spot layer: Gi* of homicides and shootings in the last two years of the

@@ -232,8 +232,8 @@ def period_label(start: datetime | pd.Timestamp, step: str) -> str:
     return f"{start.year}-{start.month:02d}"
 
 
-def _step(start: pd.Timestamp, step: str) -> pd.Timestamp:
-    return start + (pd.Timedelta(days=7) if step == "week" else pd.DateOffset(months=1))
+def _step(start: pd.Timestamp, step: str, n: int = 1) -> pd.Timestamp:
+    return start + (pd.Timedelta(days=7 * n) if step == "week" else pd.DateOffset(months=n))
 
 
 def last_complete_period(latest: datetime, now: datetime, step: str, timezone: str) -> pd.Timestamp:
@@ -245,13 +245,9 @@ def last_complete_period(latest: datetime, now: datetime, step: str, timezone: s
     limit = min(day_end, pd.Timestamp(now.astimezone(zone).replace(tzinfo=None)))
     if step == "week":
         start = limit.normalize() - pd.Timedelta(days=limit.weekday())
-        back = pd.Timedelta(days=7)
     else:
         start = limit.normalize().replace(day=1)
-        back = pd.DateOffset(months=1)
-    if _step(start, step) > limit:
-        start = start - back
-    return start
+    return _step(start, step, -1) if _step(start, step) > limit else start
 
 
 # --- evaluation ---------------------------------------------------------------------------
@@ -390,8 +386,10 @@ async def evaluate_monitor(
     timezone: str,
     *,
     now: datetime | None = None,
+    back: int = 0,
 ) -> MonitorOutcome:
-    """Evaluate one monitor at the latest complete period; store or update its alerts."""
+    """Evaluate one monitor at the latest complete period (``back`` periods before it, to
+    catch up on past nights); store or update its alerts."""
     definition = load_monitor(record.definition)
     step = definition.step
     now = now or datetime.now(ZoneInfo(timezone))
@@ -400,6 +398,8 @@ async def evaluate_monitor(
         if latest is None:
             return MonitorOutcome(record.code, record.version, None, 0, 0, 0, 0, 0)
         last = last_complete_period(latest, now, step, timezone)
+        for _ in range(back):
+            last = _step(last, step, -1)
         series = await _series(conn, definition, timezone, last)
     label = period_label(last, step)
     if not series.places:
@@ -493,7 +493,9 @@ async def _upsert(
         values["geom"] = func.ST_Multi(func.ST_GeomFromText(_outline(g.cells), 4326))
     existing = (await conn.execute(sql.open_alert_of(record.code, g.unit, g.cells))).first()
     if existing is not None:
-        await conn.execute(sql.update_alert(existing.id, values))
+        # Evaluating an earlier period again (catching up) never takes an alert back.
+        if existing.period_start <= values["period_start"]:
+            await conn.execute(sql.update_alert(existing.id, values))
         return False
     values |= {
         "monitor": record.code,
@@ -513,9 +515,12 @@ async def evaluate_all(
     *,
     codes: list[str] | None = None,
     now: datetime | None = None,
+    periods: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> list[MonitorOutcome]:
-    """Evaluate every stored monitor (its latest version), or those of ``codes``."""
+    """Evaluate every stored monitor (its latest version), or those of ``codes``, at its
+    latest ``periods`` complete periods, oldest first (more than 1: catching up on nights
+    without an evaluation, or a new monitor's recent past)."""
     async with engine.connect() as conn:
         records = await list_definitions(conn, include_sensitive=True)
     if codes:
@@ -527,7 +532,8 @@ async def evaluate_all(
     for record in records:
         if progress is not None:
             progress(record.code)
-        out.append(await evaluate_monitor(engine, record, timezone, now=now))
+        for back in range(periods - 1, -1, -1):
+            out.append(await evaluate_monitor(engine, record, timezone, now=now, back=back))
     return out
 
 

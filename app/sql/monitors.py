@@ -179,7 +179,7 @@ def open_alert_of(monitor: str, unit_code: str | None, cells: Sequence[str]) -> 
         else alert.c.cells.overlap(list(cells))
     )
     return (
-        select(alert.c.id, alert.c.first_period, alert.c.period)
+        select(alert.c.id, alert.c.first_period, alert.c.period, alert.c.period_start)
         .where(alert.c.monitor == monitor, alert.c.state != "closed", place)
         .order_by(alert.c.period_start.desc(), alert.c.id.desc())
         .limit(1)

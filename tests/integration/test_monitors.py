@@ -108,16 +108,13 @@ def client(demo: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def evaluated(demo: Settings) -> list[monitors.MonitorOutcome]:
-    """The property monitor at each of the demo's last 12 weeks, oldest first (each
-    evaluation as a night 1 day after its week), then every monitor at the data's end."""
+    """The property monitor at each of the demo's last 12 weeks, oldest first (as 12
+    nights would), then every monitor at the data's end."""
 
     async def run(engine):
-        out = []
-        for back in range(11, -1, -1):
-            night = LAST_WEEK - timedelta(weeks=back) + timedelta(days=8)
-            out += await monitors.evaluate_all(engine, demo.territory.timezone, codes=[PROPERTY],
-                                               now=night)  # fmt: skip
-        out += await monitors.evaluate_all(engine, demo.territory.timezone)
+        tz = demo.territory.timezone
+        out = await monitors.evaluate_all(engine, tz, codes=[PROPERTY], periods=12)
+        out += await monitors.evaluate_all(engine, tz)
         return out
 
     return call_service(demo, run)
@@ -197,16 +194,30 @@ def test_an_alert_carries_two_years_of_its_series_and_its_counts_are_the_inciden
         assert outline.contains(shapely.Point(lon, lat))
 
 
-def test_evaluating_the_same_night_twice_updates_rather_than_duplicates(demo, evaluated):
-    async def run(engine):
-        return await monitors.evaluate_all(engine, demo.territory.timezone, codes=[PROPERTY],
-                                           now=LAST_WEEK + timedelta(days=8))  # fmt: skip
+def test_evaluating_again_updates_rather_than_duplicates(demo, evaluated, client, keys):
+    analyst = auth(keys["analyst"])
+    before = client.get("/alerts", params={"limit": 1000}, headers=analyst).json()["items"]
 
-    (again,) = call_service(demo, run)
+    async def run(engine):
+        tz = demo.territory.timezone
+        night = await monitors.evaluate_all(engine, tz, codes=[PROPERTY],
+                                            now=LAST_WEEK + timedelta(days=8))  # fmt: skip
+        return night, await monitors.evaluate_all(engine, tz, codes=[PROPERTY], periods=12)
+
+    (again,), caught_up = call_service(demo, run)
     last = [o for o in evaluated if o.monitor == PROPERTY][11]
     assert again.period == last.period == "2025-W52"
     assert again.alarms == last.alarms and again.alerts_new == 0
     assert again.alerts_updated == last.alerts_new + last.alerts_updated
+    # Catching up on the 12 weeks again: the same alarms, no new alert, and no alert taken
+    # back to an earlier period.
+    weekly = [o for o in evaluated if o.monitor == PROPERTY][:12]
+    assert [o.alarms for o in caught_up] == [o.alarms for o in weekly]
+    assert sum(o.alerts_new for o in caught_up) == 0
+    after = client.get("/alerts", params={"limit": 1000}, headers=analyst).json()["items"]
+    assert [(a["id"], a["period"], a["lasted"]) for a in after] == [
+        (a["id"], a["period"], a["lasted"]) for a in before
+    ]
 
 
 def test_an_analyst_acknowledges_with_a_note_and_the_audit_log_shows_it(evaluated, client, keys):
@@ -338,3 +349,40 @@ def test_the_nightly_task_evaluates_every_monitor_through_the_queue(
     assert {a["id"] for a in after} == {a["id"] for a in before}
     changed = {a["id"] for a in after} - {(a["id"]) for a in before if a in after}
     assert changed, "no alert was updated by the nightly evaluation"
+
+
+def test_the_cli_lists_monitors_runs_them_and_lists_alerts(evaluated, demo, client, keys):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OBSERVATORY_DATABASE_URL": demo.libpq_url, "COLUMNS": "250"}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    listed = cli("monitors", "list")
+    assert PROPERTY in listed and "H3 res 8" in listed and "units level 1" in listed
+    ran = cli("monitors", "run", "--monitor", "homicides-shootings-district-monthly")
+    assert "homicides-shootings-district-monthly" in ran and "2025-12" in ran
+    alerts = client.get("/alerts", params={"limit": 1000}, headers=auth(keys["analyst"]))
+    new = [a for a in alerts.json()["items"] if a["state"] == "new"]
+    shown = cli("alerts", "list", "--state", "new")
+    assert all(f" {a['period']} " in shown for a in new) and str(new[0]["id"]) in shown
+    assert "closed" not in cli("alerts", "list", "--state", "new")
+    assert "no monitor nope" in cli_fail(env, "monitors", "run", "--monitor", "nope")
+
+
+def cli_fail(env, *args: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    return done.stdout + done.stderr
