@@ -316,11 +316,15 @@ def _walk(value, path="$"):
             yield from _walk(v, f"{path}[{i}]")
 
 
-def _json_leaks(doc, *, hotspot: bool = False, aggregate_sex: bool = False) -> list[str]:
-    """Point geometries, victim attributes, small counts (any count for hot spot cells)."""
+def _json_leaks(
+    doc, *, hotspot: bool = False, aggregate_sex: bool = False, places: bool = False
+) -> list[str]:
+    """Point geometries (unless the answer is of ``places``, towns to label: the seeded
+    incidents' coordinates are still looked for in its text), victim attributes, small
+    counts (any count for hot spot cells)."""
     found = []
     for path, d in _walk(doc):
-        if d.get("type") in ("Point", "MultiPoint") and "coordinates" in d:
+        if d.get("type") in ("Point", "MultiPoint") and "coordinates" in d and not places:
             found.append(f"{path}: point geometry")
         # A value (not a schema, a filter list or a definition) of an incident's field.
         for name in ("victim_age", "source_id", "victim_sex"):
@@ -357,7 +361,9 @@ def _xlsx_rows(content: bytes) -> list[dict]:
     return out
 
 
-def check_response(response, secrets, *, hotspot=False, aggregate_sex=False) -> list[str]:
+def check_response(
+    response, secrets, *, hotspot=False, aggregate_sex=False, places=False
+) -> list[str]:
     """Every leak in one public response, whatever its format."""
     kind = response.headers.get("content-type", "")
     if "zip" in kind or response.content[:2] == b"PK":
@@ -381,7 +387,9 @@ def check_response(response, secrets, *, hotspot=False, aggregate_sex=False) -> 
     text = response.text
     found = _text_leaks(text, secrets)
     if "json" in kind:
-        found += _json_leaks(response.json(), hotspot=hotspot, aggregate_sex=aggregate_sex)
+        found += _json_leaks(
+            response.json(), hotspot=hotspot, aggregate_sex=aggregate_sex, places=places
+        )
     elif "csv" in kind:
         found += _json_leaks(_csv_rows(text), hotspot=hotspot, aggregate_sex=aggregate_sex)
     return found
@@ -497,6 +505,8 @@ def _public_requests(client, key, world) -> list[tuple[str, dict, dict, dict]]:
     add(("/units/BZ-CY", {}, {}, {}))
     add(("/units/BZ-OW", {}, {}, {}))
     add(("/categories", {}, {}, {}))
+    add(("/labels.geojson", {}, {}, {"places": True}))  # towns and district centres
+    add(("/fonts/DejaVu Sans/0-255.pbf", {}, {}, {}))
     # Index definitions select incidents by victim_sex: a filter, not a victim's value.
     definition = {"aggregate_sex": True}
     add(("/indexes", {}, {}, definition))
