@@ -82,6 +82,8 @@ class TerritorySettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
+    """The HTTP API: page sizes, body limits, CORS, rate limits, proxies and links."""
+
     default_limit: int = Field(default=1_000, ge=1)
     max_limit: int = Field(default=10_000, ge=1)
     # File uploads (POST /boundaries, /imports); larger bodies are a 413.
@@ -124,6 +126,8 @@ class ApiSettings(BaseModel):
 
 
 class TileSettings(BaseModel):
+    """Vector tiles: the in-process cache, zoom limits and HTTP caching."""
+
     # In-process cache of encoded tiles per worker (least recently used beyond this size).
     cache_mb: int = Field(default=256, ge=0)
     # Browser / proxy caching of tiles (Cache-Control max-age); ETags revalidate after it.
@@ -133,6 +137,8 @@ class TileSettings(BaseModel):
 
 
 class AnalysisSettings(BaseModel):
+    """Analyses: the largest grids and cubes, how long a request waits, the warm-up."""
+
     # Largest number of cells (H3 or grid) one analysis may build.
     max_cells: int = Field(default=300_000, ge=100)
     # Largest space-time cube (cells x time steps) of an emerging hot spot analysis: about
@@ -199,6 +205,9 @@ class PrivacySettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    """Every setting of the service: ``OBSERVATORY_*`` environment variables (nested with
+    ``__``), then the TOML file named by ``OBSERVATORY_CONFIG_FILE``, then these defaults."""
+
     model_config = SettingsConfigDict(
         env_prefix="OBSERVATORY_", env_nested_delimiter="__", extra="ignore"
     )
@@ -216,7 +225,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
-    def settings_customise_sources(
+    def settings_customise_sources(  # noqa: D102 - pydantic-settings' hook, documented there
         cls,
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
@@ -249,9 +258,11 @@ class Settings(BaseSettings):
 
     @property
     def uses_private_cluster(self) -> bool:
+        """Whether the service runs on the private cluster the CLI manages."""
         return self.database_url is None
 
 
 @lru_cache
 def get_settings() -> Settings:
+    """The settings of this process, read once."""
     return Settings()
