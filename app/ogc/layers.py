@@ -33,12 +33,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.models import admin_unit, analysis_cell, analysis_run, category, incident
+from app.models import admin_unit, alert, analysis_cell, analysis_run, category, incident
 
 log = logging.getLogger("observatory")
 
 JsonType = Literal["string", "integer", "number", "boolean", "date-time", "array", "object"]
-StyleKind = Literal["units", "hotspots", "incidents"]
+StyleKind = Literal["units", "hotspots", "incidents", "alerts"]
 
 
 @dataclass(frozen=True)
@@ -396,6 +396,51 @@ def hotspot_layer(
     )
 
 
+# --- early-warning alerts (issue 19) ---------------------------------------------------------
+
+ALERT_STATES = ("new", "acknowledged", "closed")
+
+
+def alerts_layer(*, sensitive: bool) -> Layer:
+    """The alerts of the monitors (``alerts``: public, non-sensitive monitors;
+    ``alerts-sensitive``: analysts only). A unit's alert is drawn with the unit's outline,
+    a group of H3 cells with its own; never a point. Counts (observed, expected,
+    threshold) are for analysts: the public sees where and since when, not how many."""
+    a = alert.c
+    unit = admin_unit.alias("alert_unit")
+    analyst = "analyst"
+    fields = (
+        Field("monitor", a.monitor, description="The monitor's code (GET /monitors)."),
+        Field("period", a.period, description="The latest period alarmed (2025-W51, 2025-12)."),
+        Field("first_period", a.first_period, description="The period the alert was raised."),
+        Field("lasted", a.lasted, "integer", "Consecutive alarmed periods up to `period`."),
+        Field("state", a.state, description="new, acknowledged or closed.", values=ALERT_STATES),
+        Field("unit_code", a.unit_code, description="The unit (alerts on units)."),
+        Field("cells", func.array_length(a.cells, 1), "integer", "H3 cells of the group."),
+        Field("observed", a.observed, "number", "Incidents in the period.", role=analyst),
+        Field("expected", a.expected, "number", "Expected incidents.", role=analyst),
+        Field("threshold", a.threshold, "number", "Upper threshold.", role=analyst),
+    )
+    which = "sensitive monitors (analysts only)" if sensitive else "non-sensitive monitors"
+    return Layer(
+        id="alerts-sensitive" if sensitive else "alerts",
+        title="Alerts, sensitive monitors" if sensitive else "Alerts",
+        description=f"Early-warning alerts of the {which}: places whose count rose above "
+        "the threshold of their monitor's detector. GET /alerts/{id} gives the series.",
+        source=alert.outerjoin(unit, unit.c.code == a.unit_code),
+        geom=func.coalesce(a.geom, unit.c.geom),
+        feature_id=a.id,
+        id_type="integer",
+        geometry_type="MultiPolygon",
+        fields=fields,
+        style="alerts",
+        where=(a.sensitive.is_(sensitive),),
+        role=analyst if sensitive else None,
+        tiles=TileOptions(minzoom=0, maxzoom=18, max_features=50_000),
+        keywords=("early warning", "alerts"),
+    )
+
+
 # --- the catalog ----------------------------------------------------------------------------
 
 # How many of the most recent hot spot runs are published as layers.
@@ -412,6 +457,9 @@ async def build_catalog(
     ).scalars()
     layers = [units_layer(level, index_columns.get(level, ())) for level in levels]
     layers.append(incidents_layer())
+    # An alerts layer once it has an alert (a collection needs an extent).
+    kinds = set((await conn.execute(select(alert.c.sensitive).distinct())).scalars())
+    layers += [alerts_layer(sensitive=k) for k in (False, True) if k in kinds]
     r = analysis_run.c
     runs = await conn.execute(
         select(r.id, r.kind, r.method, r.created_at, r.parameters)

@@ -24,6 +24,7 @@ QGZ = "application/zip"
 BOUNDARIES = "Boundaries and indexes"
 HOTSPOTS = "Hot spots"
 INCIDENTS = "Incidents"
+ALERTS = "Early-warning alerts"
 TILES = "Vector tiles (faster, same data)"
 
 
@@ -51,7 +52,7 @@ def project_layers(
     tile_maxzoom: int,
     authcfg: str | None = None,
 ) -> list[ProjectLayer]:
-    """Drawing order (first on top): incidents, hot spot runs newest first (only the
+    """Drawing order (first on top): incidents, alerts, hot spot runs newest first (only the
     newest shown), vector tiles (hidden), boundaries (country over districts, finer
     levels hidden). Layers behind a key (incidents, runs that count sensitive categories)
     carry the caller's key, or the authentication configuration ``authcfg``; public ones
@@ -77,6 +78,13 @@ def project_layers(
         )
         for layer in layers
         if layer.style == "incidents"
+    ]
+    out += [
+        ProjectLayer(
+            layer, styled[layer.id], "oapif", ALERTS, headers=headers(layer), authcfg=auth(layer)
+        )
+        for layer in layers
+        if layer.style == "alerts"
     ]
     out += [
         ProjectLayer(

@@ -230,6 +230,10 @@ def default_style(
         if layer.style == "hotspots":
             fills.append(_fill(layer, sym, visible=layer.id == latest))
             continue
+        if layer.style == "alerts":
+            fills.append(_fill(layer, sym, visible=True))
+            lines.append(_line(layer, sym, 1.2, visible=True))
+            continue
         level = layer.id.rsplit("-", 1)[-1]
         if level == "0":
             lines.append(_line(layer, sym, 1.6, visible=True))

@@ -158,6 +158,15 @@ def _index_title(layer: Layer, field: str) -> str:
     return description.split(":")[0] if description else field
 
 
+# Early-warning alerts by state: open ones in ColorBrewer Reds (new the darkest),
+# closed ones grey and faint.
+ALERT_STATES = (
+    Category("new", "#cb181d", "Alert: new", 0.7),
+    Category("acknowledged", "#fb6a4a", "Alert: acknowledged", 0.5),
+    Category("closed", "#bdbdbd", "Alert: closed", 0.3),
+)
+
+
 def symbology(layer: Layer, classes: int | None = None) -> Symbology:
     """The symbology of a layer.
 
@@ -171,6 +180,8 @@ def symbology(layer: Layer, classes: int | None = None) -> Symbology:
     """
     if layer.style == "incidents":
         return Symbology("point", None, (), INCIDENT, outline="#ffffff", outline_width_mm=0.2)
+    if layer.style == "alerts":
+        return Symbology("polygon", "state", ALERT_STATES, NO_DATA, "string", "#7f0000", 0.6)
     if layer.style == "hotspots":
         method = hotspot_method(layer)
         if method == "local_moran":

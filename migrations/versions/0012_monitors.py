@@ -7,6 +7,7 @@ Issue 19. ``monitor_definition`` mirrors ``index_definition`` (one row per code 
 version). ``alert`` keeps one row per alarmed place while the alarm lasts: a unit, or a
 group of contiguous H3 cells with its outline; the row's ``series`` is the chart of its
 last two years. ``sensitive`` is copied from the monitor so every read filters on it.
+Alerts are published layers, so their changes notify the caches (as in 0007).
 """
 
 from collections.abc import Sequence
@@ -84,9 +85,16 @@ def upgrade() -> None:
     )  # fmt: skip
     op.create_index("ix_alert_monitor_state", "alert", ["monitor", "state"])
     op.create_index("ix_alert_geom", "alert", ["geom"], postgresql_using="gist")
+    # Alerts are published layers (app.ogc.layers): their changes drop the cached tiles
+    # and counts, as for the tables of migration 0007.
+    op.execute(
+        "CREATE TRIGGER alert_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+        "ON alert FOR EACH STATEMENT EXECUTE FUNCTION notify_data_change()"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS alert_notify ON alert")
     op.drop_index("ix_alert_geom", table_name="alert")
     op.drop_index("ix_alert_monitor_state", table_name="alert")
     op.drop_table("alert")

@@ -386,3 +386,48 @@ def cli_fail(env, *args: str) -> str:
     )
     assert done.returncode == 1, done.stdout + done.stderr
     return done.stdout + done.stderr
+
+
+def test_alerts_are_a_layer_items_tiles_style_and_qgis_project(evaluated, client, keys):
+    import io
+    import zipfile
+
+    import mapbox_vector_tile
+
+    from tests.integration.test_privacy_matrix import tile_of
+
+    analyst = auth(keys["analyst"])
+    listed = client.get("/alerts", params={"limit": 1000}, headers=analyst).json()["items"]
+    public_ids = {a["id"] for a in listed if not a["sensitive"]}
+    sensitive_ids = {a["id"] for a in listed if a["sensitive"]}
+    for key in (None, keys["viewer"]):
+        ids = [c["id"] for c in client.get("/collections", headers=auth(key)).json()["collections"]]
+        assert "alerts" in ids and "alerts-sensitive" not in ids
+        page = client.get("/collections/alerts/items", params={"limit": 1000}, headers=auth(key))
+        assert page.status_code == 200, page.text
+        features = page.json()["features"]
+        assert {f["id"] for f in features} == public_ids
+        assert all(f["geometry"]["type"] == "MultiPolygon" for f in features)
+        assert all(f["properties"]["observed"] is None for f in features)
+        assert client.get("/collections/alerts-sensitive/items", headers=auth(key)).status_code in (
+            401, 403, 404,
+        )  # fmt: skip
+    page = client.get("/collections/alerts-sensitive/items", headers=analyst).json()
+    assert {f["id"] for f in page["features"]} == sensitive_ids
+    mine = client.get("/collections/alerts/items", params={"limit": 1000}, headers=analyst).json()
+    assert all(f["properties"]["observed"] >= 3 for f in mine["features"])
+    # A vector tile over Ladyville north carries its alerts.
+    z, x, y = tile_of(EMERGING[0].lon, EMERGING[0].lat, 12)
+    tile = client.get(f"/tiles/alerts/{z}/{x}/{y}.mvt")
+    assert tile.status_code == 200
+    layer = mapbox_vector_tile.decode(tile.content)["alerts"]
+    assert layer["features"] and all(f["properties"]["state"] for f in layer["features"])
+    style = client.get("/styles/default.json").json()
+    assert "alerts-fill" in {layer["id"] for layer in style["layers"]}
+    assert "alerts-sensitive-fill" not in {layer["id"] for layer in style["layers"]}
+    qml = client.get("/styles/alerts.qml")
+    assert qml.status_code == 200 and "acknowledged" in qml.text
+    project = client.get("/qgis/project.qgz", params={"embed_key": "false"}, headers=analyst)
+    with zipfile.ZipFile(io.BytesIO(project.content)) as archive:
+        text = "".join(archive.read(n).decode("utf-8", "replace") for n in archive.namelist())
+    assert "typename='alerts'" in text and "typename='alerts-sensitive'" in text
