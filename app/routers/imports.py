@@ -12,6 +12,7 @@ from app.deps import ConnDep, Editor, EngineDep, SettingsDep
 from app.files.exports import CSV, download
 from app.files.uploads import saved_upload
 from app.schemas.imports import ImportBatchDetail, ImportBatchList, ImportBatchPublic
+from app.services import monitors
 from app.services.imports import import_incidents, interrupt_stale_batches, rejections_csv
 from app.services.incident_rows import FORMATS, ReadOptions
 from app.sql import imports as sql
@@ -114,6 +115,8 @@ async def create_import(
             actor=who.actor,
             filename=file.filename or path.name,
         )
+    if report.inserted or report.updated:  # early warning sees the new incidents now
+        await monitors.defer_evaluation(request.app.state.queue, conn)
     detail = await _detail(request, conn, report.batch_id)
     return Response(
         detail.model_dump_json(),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ import h3
 import numpy as np
 import pandas as pd
 import shapely
+from procrastinate import App
+from procrastinate.exceptions import AlreadyEnqueued
 from shapely.geometry import MultiPolygon, shape
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -54,6 +57,7 @@ __all__ = [
     "DEFAULTS_DIR",
     "MonitorOutcome",
     "change_state",
+    "defer_evaluation",
     "evaluate_all",
     "evaluate_monitor",
     "get_alert",
@@ -67,6 +71,8 @@ __all__ = [
     "run_detector",
     "store_definition",
 ]
+
+log = logging.getLogger("observatory")
 
 DEFAULTS_DIR = DATA_DIR / "monitors"
 # Periods per year (the detectors' seasonal frequency) and the chart's length (two years).
@@ -535,6 +541,27 @@ async def evaluate_all(
         for back in range(periods - 1, -1, -1):
             out.append(await evaluate_monitor(engine, record, timezone, now=now, back=back))
     return out
+
+
+# The queueing lock of the evaluation deferred after imports: one waits at a time.
+EVALUATION_LOCK = "evaluate_monitors"
+
+
+async def defer_evaluation(queue: App, conn: AsyncConnection) -> bool:
+    """Queue one evaluation of every monitor (after an import changed incidents); True if
+    queued, False if no monitor is stored, one is already waiting or the queue could not
+    take it (the import stands either way: the nightly evaluation will see its incidents)."""
+    if (await conn.execute(sql.any_monitor())).scalar_one() is None:
+        return False
+    try:
+        task = queue.configure_task("evaluate_monitors", queueing_lock=EVALUATION_LOCK)
+        await task.defer_async()
+    except AlreadyEnqueued:
+        return False
+    except Exception:
+        log.exception("could not queue the evaluation of the monitors")
+        return False
+    return True
 
 
 # --- alerts ---------------------------------------------------------------------------------

@@ -63,6 +63,11 @@ def select_definition(code: str, version: int | None = None) -> Select:
     return stmt.order_by(monitor_definition.c.version.desc()).limit(1)
 
 
+def any_monitor() -> Select:
+    """One stored monitor's id, if any (NULL when none is stored)."""
+    return select(func.min(monitor_definition.c.id))
+
+
 def select_latest() -> Select:
     """The latest version of every code, by code."""
     m = monitor_definition.c

@@ -94,12 +94,12 @@ async def housekeeping(context: JobContext, timestamp: int) -> dict:
 async def evaluate_monitors(context: JobContext, timestamp: int | None = None) -> dict:
     """Evaluate every monitor at its latest complete period and store its alerts
     (issue 19; nightly by ``worker.schedules``, or deferred after an import)."""
-    from app.services.monitors import evaluate_all, load_default_definitions
+    from app.services.monitors import evaluate_all
 
     resources = context.additional_context
     settings: Settings = resources["settings"]
-    # The shipped monitors not stored yet (a new installation) are stored first.
-    await load_default_definitions(resources["engine"], actor="worker")
+    # The stored monitors only: the demo and `observatory monitors run` store the shipped
+    # ones, an administrator POSTs others.
     outcomes = await evaluate_all(resources["engine"], settings.territory.timezone)
     log.info("evaluate_monitors (slot %s): %d monitors", timestamp, len(outcomes))
     return {"monitors": [o.as_dict() for o in outcomes]}

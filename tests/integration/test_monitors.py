@@ -431,3 +431,28 @@ def test_alerts_are_a_layer_items_tiles_style_and_qgis_project(evaluated, client
     with zipfile.ZipFile(io.BytesIO(project.content)) as archive:
         text = "".join(archive.read(n).decode("utf-8", "replace") for n in archive.namelist())
     assert "typename='alerts'" in text and "typename='alerts-sensitive'" in text
+
+
+def test_an_import_queues_one_evaluation(evaluated, demo, client, keys, tmp_path):
+    """After an import that changed incidents one evaluation waits in the queue (a
+    queueing lock: a second import does not add another)."""
+    from tests.integration.helpers import write_incident_csv
+
+    def waiting() -> int:
+        with psycopg.connect(demo.libpq_url) as db:
+            return db.execute(
+                "SELECT count(*) FROM procrastinate.procrastinate_jobs WHERE task_name = "
+                "'evaluate_monitors' AND status = 'todo' AND queueing_lock = 'evaluate_monitors'"
+            ).fetchone()[0]
+
+    assert waiting() == 0
+    for i in range(2):
+        path = write_incident_csv(tmp_path / f"{i}.csv", n=5, source=f"monitor-import-{i}")
+        with path.open("rb") as f:
+            answer = client.post(
+                "/imports", files={"file": ("few.csv", f, "text/csv")},
+                headers=auth(keys["admin"]),
+            )  # fmt: skip
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["inserted"] == 5
+        assert waiting() == 1
