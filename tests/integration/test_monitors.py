@@ -456,3 +456,36 @@ def test_an_import_queues_one_evaluation(evaluated, demo, client, keys, tmp_path
         assert answer.status_code == 201, answer.text
         assert answer.json()["inserted"] == 5
         assert waiting() == 1
+
+
+def test_a_glr_cusum_monitor_is_judged_on_its_charted_range(evaluated, demo, client, keys):
+    """The negative-binomial GLR CUSUM accumulates: an alert's last charted period is an
+    alarm, and its run of alarms is what the chart shows."""
+    body = {
+        "name": "all-incidents-district-glr", "title": "All incidents by district (GLR)",
+        "places": {"kind": "units", "level": 1}, "step": "month", "min_count": 3,
+        "detector": {"name": "glrnb", "parameters": {"c_arl": 2.0}},
+    }  # fmt: skip
+    assert client.post("/monitors", json=body, headers=auth(keys["admin"])).status_code == 201
+
+    async def run(engine):
+        return await monitors.evaluate_all(
+            engine, demo.territory.timezone, codes=[body["name"]], periods=6
+        )
+
+    outcomes = call_service(demo, run)
+    assert [o.period for o in outcomes] == [f"2025-{m:02d}" for m in range(7, 13)]
+    assert all(o.places == 6 and o.evaluated == 6 for o in outcomes), outcomes
+    listed = client.get(
+        "/alerts", params={"monitor": body["name"]}, headers=auth(keys["analyst"])
+    ).json()["items"]
+    assert sum(o.alarms for o in outcomes) >= 1 and listed
+    for a in listed:
+        detail = client.get(f"/alerts/{a['id']}", headers=auth(keys["analyst"])).json()
+        assert len(detail["series"]) == 24 and detail["series"][-1]["alarm"] is True
+        run_length = 0
+        for point in reversed(detail["series"]):
+            if not point["alarm"]:
+                break
+            run_length += 1
+        assert detail["lasted"] == run_length
