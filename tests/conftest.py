@@ -174,9 +174,12 @@ def worker_process(
 
 @pytest.fixture(scope="session")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One real worker process for the session: the API queues analyses, it runs them."""
+    """One real worker process for the session: the API queues analyses, it runs them.
+    No schedule: a nightly evaluation of the monitors firing in the middle of the suite
+    would change public answers between two snapshots (tests of schedules start their
+    own worker)."""
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with worker_process(settings.libpq_url, log):
+    with worker_process(settings.libpq_url, log, env={"OBSERVATORY_WORKER__SCHEDULES": "{}"}):
         yield
 
 
