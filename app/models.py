@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     Table,
@@ -153,7 +154,21 @@ import_batch = Table(
     Column("finished_at", DateTime(timezone=True)),
     # What the import noticed without rejecting a row, e.g. headers renamed (migration 0009).
     Column("warnings", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
-    CheckConstraint("status IN ('running', 'completed', 'failed')", name="status_known"),
+    # How far a running batch has got, 0..1 (migration 0013; set by a queued import).
+    Column("progress", Float),
+    CheckConstraint("status IN ('queued', 'running', 'completed', 'failed')", name="status_known"),
+)
+
+# The file of a queued import, until a worker has imported it (migration 0013): in the
+# database, since the worker may run on another machine than the API that received it.
+import_upload = Table(
+    "import_upload",
+    metadata,
+    Column(
+        "batch_id", Integer, ForeignKey("import_batch.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 import_rejection = Table(

@@ -88,6 +88,10 @@ class ApiSettings(BaseModel):
     max_limit: int = Field(default=10_000, ge=1)
     # File uploads (POST /boundaries, /imports); larger bodies are a 413.
     max_upload_mb: int = Field(default=200, ge=1)
+    # An import file larger than this (MB) is imported by a worker, as a job: POST
+    # /imports answers 202 at once (so does ``?async=true`` for any size). Size, not rows:
+    # it is known before the file is read (25 MB: some 200,000-300,000 CSV rows).
+    async_import_mb: float = Field(default=25.0, ge=0)
     # Every other request body (JSON): one incident, an index spec, an analysis request
     # fit in a few KB, so a megabyte is generous and keeps parsing cheap.
     max_body_kb: int = Field(default=1024, ge=1)

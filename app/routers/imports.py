@@ -10,9 +10,11 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from app.core.errors import InvalidParameter, NotFound
 from app.deps import ConnDep, Editor, EngineDep, SettingsDep
 from app.files.exports import CSV, download
+from app.files.uploads import CHUNK as MB
 from app.files.uploads import saved_upload
 from app.schemas.imports import ImportBatchDetail, ImportBatchList, ImportBatchPublic
 from app.services import monitors
+from app.services.import_jobs import queue_import
 from app.services.imports import import_incidents, interrupt_stale_batches, rejections_csv
 from app.services.incident_rows import FORMATS, ReadOptions
 from app.sql import imports as sql
@@ -70,7 +72,13 @@ def _constants(constants: str | None) -> dict[str, str]:
     return {k: v if isinstance(v, str) else str(v) for k, v in mapping.items()}
 
 
-@router.post("", status_code=201, response_model=ImportBatchDetail, summary="Import incidents")
+@router.post(
+    "",
+    status_code=201,
+    response_model=ImportBatchDetail,
+    summary="Import incidents",
+    responses={202: {"model": ImportBatchDetail, "description": "queued: a worker imports it"}},
+)
 async def create_import(
     request: Request,
     engine: EngineDep,
@@ -92,9 +100,18 @@ async def create_import(
     delimiter: Annotated[str, Form(max_length=1)] = ",",
     encoding: Annotated[str, Form()] = "utf-8",
     layer: Annotated[str | None, Form(description="GeoPackage layer")] = None,
+    run_async: Annotated[
+        bool,
+        Query(
+            alias="async",
+            description="import as a job (answer 202 at once); files larger than "
+            "api.async_import_mb always are",
+        ),
+    ] = False,
 ) -> Response:
     """Import one incident file as one batch: valid rows upserted on (source, source_id),
-    every rejected row kept with its reasons."""
+    every rejected row kept with its reasons. A large file (or ``?async=true``) is
+    imported by a worker: 202 with the queued batch, whose URL shows its status."""
     options = ReadOptions(
         source=source,
         format=format,
@@ -107,6 +124,16 @@ async def create_import(
     )
     suffixes = tuple(FORMATS) if format is None else (*FORMATS, ".dat")
     with saved_upload(file, max_mb=settings.api.max_upload_mb, suffixes=suffixes) as path:
+        if run_async or path.stat().st_size > settings.api.async_import_mb * MB:
+            batch_id = await queue_import(
+                request.app.state.queue,
+                engine,
+                path,
+                options,
+                actor=who.actor,
+                filename=file.filename or path.name,
+            )
+            return _answer(await _detail(request, conn, batch_id), 202)
         report = await import_incidents(
             engine,
             settings,
@@ -117,10 +144,14 @@ async def create_import(
         )
     if report.inserted or report.updated:  # early warning sees the new incidents now
         await monitors.defer_evaluation(request.app.state.queue, conn)
-    detail = await _detail(request, conn, report.batch_id)
+    return _answer(await _detail(request, conn, report.batch_id), 201)
+
+
+def _answer(detail: ImportBatchDetail, status: int) -> Response:
+    """The batch as JSON, with its URL as Location."""
     return Response(
         detail.model_dump_json(),
-        status_code=201,
+        status_code=status,
         media_type="application/json",
         headers={"Location": detail.links[0]["href"]},
     )

@@ -37,6 +37,9 @@ class ImportBatchPublic(BaseModel):
     warnings: list[str] = []
     # Why a failed batch failed, in words a caller may read (never SQL or process ids).
     error: str | None
+    # How far a queued import's worker has got, 0..1 (None for a synchronous import's
+    # batch while it runs).
+    progress: float | None = None
     started_at: datetime
     finished_at: datetime | None
     links: list[dict[str, str]] = []

@@ -133,8 +133,10 @@ async def import_incidents(
     actor: str,
     filename: str | None = None,
     progress: Progress = _quiet,
-) -> ImportReport:
-    """Import one incident file as one batch; return its counts."""
+    batch_id: int | None = None,
+) -> ImportReport | None:
+    """Import one incident file as one batch; return its counts. With ``batch_id``: the
+    queued batch of that id (app.services.import_jobs); None when it had ended already."""
     filename = filename or path.name
     fmt = detect_format(filename, options.format)
 
@@ -144,7 +146,7 @@ async def import_incidents(
     total = count_data_rows(path) if fmt == "csv" else None
     return await import_frames(
         engine, settings, read(), options, actor=actor, filename=filename, fmt=fmt,
-        total=total, progress=progress, reread=read,
+        total=total, progress=progress, reread=read, batch_id=batch_id,
     )  # fmt: skip
 
 
@@ -182,13 +184,18 @@ async def import_frames(
     total: int | None = None,
     progress: Progress = _quiet,
     reread: Callable[[], Iterator[pd.DataFrame]] | None = None,
-) -> ImportReport:
+    batch_id: int | None = None,
+) -> ImportReport | None:
     """Import chunks of canonical columns (what ``read_incident_chunks`` yields) as one
     batch, in one transaction; on failure the batch is marked failed and re-raised.
 
     ``reread`` gives the same chunks again from the start: a batch whose transaction lost
     a deadlock (rolled back whole) is then written again, ``ATTEMPTS`` times in all;
-    without it, or after the last attempt, it fails with a 409 saying so."""
+    without it, or after the last attempt, it fails with a 409 saying so.
+
+    ``batch_id``: write that queued batch (a worker's job) rather than a new one, once
+    its lock is ours; None, writing nothing, when it has ended (another attempt of the
+    job stored it)."""
     first = await asyncio.to_thread(next, frames, pd.DataFrame())
     if "source" not in first and "source" not in options.filled:
         raise InvalidParameter(
@@ -199,17 +206,21 @@ async def import_frames(
     # One connection for the whole batch: it holds the batch's advisory lock from the
     # moment the batch exists until it is done, so a batch left 'running' by a killed
     # process is recognised as interrupted (``interrupt_stale_batches``).
+    queued = batch_id is not None
     async with engine.connect() as conn:
         async with conn.begin():
             await interrupt_stale_batches(conn)
             vocabulary = await load_vocabulary(conn)
             territory = await load_territory(conn, settings)
-            batch_id = (
-                await conn.execute(
-                    sql.insert_batch(filename, fmt, options.as_dict(), actor, warnings)
-                )
-            ).scalar_one()
-            await conn.execute(sql.lock_batch(batch_id))
+            if batch_id is None:
+                batch_id = (
+                    await conn.execute(
+                        sql.insert_batch(filename, fmt, options.as_dict(), actor, warnings)
+                    )
+                ).scalar_one()
+                await conn.execute(sql.lock_batch(batch_id))
+            elif not await _claim(conn, batch_id, warnings):
+                return None
         try:
             source = itertools.chain([first], frames)
             for attempt in itertools.count(1):
@@ -233,11 +244,22 @@ async def import_frames(
                     await asyncio.sleep(random.uniform(0.05, 0.25) * attempt)
                     source = reread()
         except BaseException as exc:
-            await _mark_failed(engine, batch_id, exc)
+            if not queued:  # a queued batch's job decides: retried, or failed with why
+                await _mark_failed(engine, batch_id, exc)
             await _release(conn, batch_id)
             raise
         await _release(conn, batch_id)
     return ImportReport(batch_id=batch_id, status="completed", warnings=tuple(warnings), **counts)
+
+
+async def _claim(conn: AsyncConnection, batch_id: int, warnings: list[str]) -> bool:
+    """Take a queued batch's lock (waiting for an earlier attempt still writing it) and
+    mark it running; False, lock released, when it has ended meanwhile."""
+    await conn.execute(sql.lock_batch(batch_id))
+    if (await conn.execute(sql.claim_batch(batch_id, warnings))).first() is not None:
+        return True
+    await conn.execute(sql.unlock_batch(batch_id))
+    return False
 
 
 def _deadlock_reason(attempts: int) -> str:
@@ -292,6 +314,8 @@ async def _write_batch(
         }
         counts = await _write_chunks(conn, chunks, params, total, progress)
         await conn.execute(sql.finish_batch(batch_id, **counts))
+        # A queued batch's file goes with its result, in the same transaction.
+        await conn.execute(sql.delete_upload(batch_id))
         after = {"filename": filename, **counts}
         audit = audit_sql.insert_audit(actor, "import", "import_batch", batch_id, after=after)
         await conn.execute(audit)

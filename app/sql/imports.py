@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Select, TextClause, func, insert, select, text, update
 from sqlalchemy.sql.dml import Insert, Update
 
-from app.models import INCIDENT_FIELDS, import_batch, import_rejection, incident
+from app.models import INCIDENT_FIELDS, import_batch, import_rejection, import_upload, incident
 from app.sql.units import units_containing, units_nearest
 
 # Columns of the staging table, in the order the COPY data carries them.
@@ -232,7 +232,73 @@ def finish_batch(batch_id: int, **counts: int) -> Update:
     return (
         update(import_batch)
         .where(import_batch.c.id == batch_id)
-        .values(status="completed", finished_at=func.now(), error=None, **counts)
+        .values(status="completed", finished_at=func.now(), error=None, progress=1.0, **counts)
+    )
+
+
+# --- queued imports (a worker's job) ---------------------------------------------------
+
+
+def insert_queued_batch(filename: str, fmt: str, options: dict, created_by: str) -> Insert:
+    """INSERT a queued import batch (a worker will import it); returns its id."""
+    return (
+        insert(import_batch)
+        .values(
+            filename=filename,
+            format=fmt,
+            options=options,
+            created_by=created_by,
+            status="queued",
+            progress=0.0,
+        )
+        .returning(import_batch.c.id)
+    )
+
+
+def insert_upload(batch_id: int, data: bytes) -> Insert:
+    """INSERT the file of a queued batch."""
+    return insert(import_upload).values(batch_id=batch_id, data=data)
+
+
+def select_upload(batch_id: int) -> Select:
+    """SELECT the file of a queued batch (no row once it is imported)."""
+    return select(import_upload.c.data).where(import_upload.c.batch_id == batch_id)
+
+
+def delete_upload(batch_id: int) -> TextClause:
+    """DELETE the file of a batch (no-op for a batch that never had one)."""
+    return text("DELETE FROM import_upload WHERE batch_id = :batch_id").bindparams(
+        batch_id=batch_id
+    )
+
+
+def claim_batch(batch_id: int, warnings: list[str]) -> Update:
+    """UPDATE a queued batch (or one whose earlier attempt died) to running; no row when
+    it has ended already (a retried job after the result was stored)."""
+    return (
+        update(import_batch)
+        .where(import_batch.c.id == batch_id, import_batch.c.status.in_(("queued", "running")))
+        .values(status="running", warnings=warnings, error=None)
+        .returning(import_batch.c.id)
+    )
+
+
+def fail_open_batch(batch_id: int, error: str) -> Update:
+    """UPDATE a batch that has not ended to failed, with why; no row if it had ended."""
+    return (
+        update(import_batch)
+        .where(import_batch.c.id == batch_id, import_batch.c.status.in_(("queued", "running")))
+        .values(status="failed", finished_at=func.now(), error=error)
+        .returning(import_batch.c.id)
+    )
+
+
+def set_batch_progress(batch_id: int, progress: float) -> Update:
+    """UPDATE a running batch's progress (0..1)."""
+    return (
+        update(import_batch)
+        .where(import_batch.c.id == batch_id, import_batch.c.status == "running")
+        .values(progress=progress)
     )
 
 
@@ -278,7 +344,8 @@ def interrupt_stale_batches() -> TextClause:
         f"""
         UPDATE import_batch b
         SET status = 'failed', finished_at = now(), error = :reason
-        WHERE b.status = 'running'
+        WHERE (b.status = 'running'
+               OR (b.status = 'queued' AND b.started_at < now() - interval '1 minute'))
           AND NOT EXISTS (
               SELECT 1 FROM pg_locks l
               WHERE l.locktype = 'advisory'
@@ -287,6 +354,13 @@ def interrupt_stale_batches() -> TextClause:
                 AND l.objid = CAST(b.id AS oid)
                 AND l.objsubid = 2
                 AND l.granted
+          )
+          -- A queued import whose job waits or runs is not interrupted: the job (taken
+          -- back from a dead worker, or retried) imports it again.
+          AND NOT EXISTS (
+              SELECT 1 FROM procrastinate.procrastinate_jobs j
+              WHERE j.task_name = 'import_file' AND j.status IN ('todo', 'doing')
+                AND (j.args->>'batch_id')::integer = b.id
           )
         RETURNING b.id
         """

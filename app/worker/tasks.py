@@ -1,4 +1,5 @@
-"""What the queue's jobs do: compute an analysis run, keep the queue tidy, nothing.
+"""What the queue's jobs do: compute an analysis run, import a large file, evaluate the
+monitors, keep the queue tidy, nothing.
 
 Every task gets the worker's engine and settings through the job context
 (``additional_context``, set by app.worker.run). An analysis job carries only its run's
@@ -73,6 +74,25 @@ async def analysis(context: JobContext, run_id: int, request: dict | None = None
     )
 
 
+async def import_file(context: JobContext, batch_id: int) -> str:
+    """Import queued batch ``batch_id`` and store its result once (see
+    app.services.import_jobs); then queue an evaluation of the monitors, as after a
+    synchronous import, when it changed incidents."""
+    from app.services import monitors
+    from app.services.import_jobs import run_queued_import
+
+    resources = context.additional_context
+    settings: Settings = resources["settings"]
+    engine: AsyncEngine = resources["engine"]
+    final = context.job.attempts + 1 >= settings.worker.max_attempts
+    outcome, report = await run_queued_import(engine, settings, batch_id, final=final)
+    if report is not None and (report.inserted or report.updated):
+        async with engine.connect() as conn:
+            await monitors.defer_evaluation(context.app, conn)
+    log.info("import batch %s: %s", batch_id, outcome)
+    return outcome
+
+
 async def housekeeping(context: JobContext, timestamp: int) -> dict:
     """Delete finished jobs older than ``worker.keep_finished_h``; fail the runs whose
     job ended without storing a result (a periodic task: ``timestamp`` is its slot)."""
@@ -122,6 +142,8 @@ def register(app: App, settings: Settings) -> None:
         retry_exceptions={jobs.TransientFailure},
     )
     app.task(name="analysis", queue=ANALYSES, pass_context=True, retry=retry)(analysis)
+    # Imports share the analyses' queue: long work, one core each.
+    app.task(name="import_file", queue=ANALYSES, pass_context=True, retry=retry)(import_file)
     app.task(name="housekeeping", queue=SCHEDULES, pass_context=True)(housekeeping)
     app.task(name="noop", queue=ANALYSES, pass_context=True)(noop)
     app.task(name="evaluate_monitors", queue=SCHEDULES, pass_context=True, retry=retry)(
