@@ -93,7 +93,9 @@ def test_collections_and_each_collection(client, keys, incidents, role):
         assert _document(client, Collection, f"/collections/{entry.id}", key) == entry
         assert entry.item_type == "feature" and entry.storage_crs == CRS84
         west, south, east, north = entry.extent.spatial.bbox[0]
-        assert -89.3 < west < east < -87.4 and 15.8 < south < north < 18.6  # Belize
+        # Belize, with a margin: grid cells of a run and incidents within the import's
+        # tolerance reach past the outline (an H3 cell on the western border: -89.319).
+        assert -89.4 < west < east < -87.3 and 15.7 < south < north < 18.7
     if role == "analyst":
         incidents_ = listing.collections[ids.index("incidents")]
         first, last = incidents_.extent.temporal.interval[0]
