@@ -10,6 +10,8 @@ packages=()
 [ -f /usr/share/postgresql/15/extension/postgis.control ] || packages+=(postgresql-15-postgis-3)
 if [ "${OBSERVATORY_SETUP_TESTS:-0}" = 1 ]; then
     command -v ogrinfo >/dev/null || packages+=(gdal-bin)
+    # The report tests read the PDF (pdftotext) and render its pages to PNG (pdftoppm).
+    command -v pdftoppm >/dev/null || packages+=(poppler-utils)
     # The browser tests drive Debian's Chromium: Playwright's own browser download does not
     # work on these machines.
     [ -x /usr/bin/chromium ] || packages+=(chromium)
