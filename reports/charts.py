@@ -1,0 +1,242 @@
+"""The report's charts, drawn with matplotlib (Agg) and returned as SVG text.
+
+SVG inline in the HTML and vector in the PDF (WeasyPrint draws inline SVG as vector). Text
+stays text (``svg.fonttype = none``) so the PDF's words can be searched and the language
+test sees every label; the font is DejaVu Sans, which ships with matplotlib and with Debian,
+so a chart looks the same on every machine. Every chart carries the document's source line.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from reports.i18n import Lang
+
+#: Printed width of a full-width figure: the A4 text block (210 mm - 2 x 18 mm) in inches.
+WIDTH_IN = 6.8
+ACCENT = "#c0392b"  # the period, increases
+INK = "#222222"
+MUTED = "#6b6b6b"
+FEMALE, MALE = "#b2547a", "#2f6f8f"
+
+RC = {
+    "font.family": "DejaVu Sans",
+    "font.size": 8.5,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 8.5,
+    "axes.edgecolor": "#999999",
+    "axes.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "xtick.color": INK,
+    "ytick.color": INK,
+    "text.color": INK,
+    "legend.fontsize": 7.5,
+    "legend.frameon": False,
+    "svg.fonttype": "none",
+    "svg.hashsalt": "observatory-report",  # the same ids in the same chart on every run
+}
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """The report's matplotlib settings, for this block only (no global state changed)."""
+    with matplotlib.rc_context(RC):
+        yield
+
+
+def to_svg(fig: Figure, title: str) -> str:
+    """The figure as an inline ``<svg>`` element (no XML prolog), titled for screen readers.
+
+    Each figure's element ids get a prefix from its title so that two charts inlined in one
+    HTML page never share an id.
+    """
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg") :]
+    prefix = f"f{zlib.crc32(title.encode()):08x}"
+    svg = re.sub(r'id="([^"]+)"', lambda m: f'id="{prefix}-{m[1]}"', svg)
+    svg = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}-{m[1]})", svg)
+    svg = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}-{m[1]}"', svg)
+    label = _escape(title)
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{label}" ', 1)
+    return re.sub(r"(<svg[^>]*>)", rf"\1<title>{label}</title>", svg, count=1)
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+def source(fig: Figure, lang: Lang, line: str) -> None:
+    """The source line under the figure, left-aligned, small and grey."""
+    if line:
+        fig.text(
+            0.01,
+            0.01,
+            f"{lang('source_prefix')} {line}",
+            fontsize=6.5,
+            color=MUTED,
+            ha="left",
+            va="bottom",
+        )
+
+
+# -- trend ------------------------------------------------------------------------------
+
+
+def trend(monthly: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
+    """Monthly counts over three years, one panel per group, the report period shaded."""
+    groups = list(dict.fromkeys(monthly["group"]))
+    months = sorted(monthly["month"].unique())
+    position = {m: i for i, m in enumerate(months)}
+    in_period = sorted(monthly.loc[monthly["in_period"].astype(bool), "month"].unique())
+    with style():
+        fig, axes = plt.subplots(
+            len(groups), 1, figsize=(WIDTH_IN, 0.5 + 1.75 * len(groups)), sharex=True, squeeze=False
+        )
+        for ax, group in zip(axes[:, 0], groups, strict=True):
+            rows = monthly[monthly["group"] == group].sort_values("month")
+            x = rows["month"].map(position).to_numpy()
+            y = rows["count"].to_numpy(dtype=float)
+            if in_period:
+                ax.axvspan(
+                    position[in_period[0]] - 0.5,
+                    position[in_period[-1]] + 0.5,
+                    color=ACCENT,
+                    alpha=0.1,
+                    lw=0,
+                )
+            ax.plot(x, y, color="#4a4a4a", lw=1.2, marker="o", ms=2.2)
+            period = rows["in_period"].astype(bool).to_numpy()
+            ax.plot(x[period], y[period], color=ACCENT, lw=0, marker="o", ms=3.6)
+            ax.set_title(lang.term(group), loc="left", fontweight="bold")
+            ax.set_ylim(bottom=0, top=max(1.0, np.nanmax(y) if len(y) else 1.0) * 1.15)
+            ax.yaxis.set_major_formatter(
+                matplotlib.ticker.FuncFormatter(lambda v, _: lang.integer(v))
+            )
+            ax.grid(axis="y", color="#e3e3e3", lw=0.5)
+            ax.set_axisbelow(True)
+        bottom = axes[-1, 0]
+        ticks = [i for i, m in enumerate(months) if int(m[5:7]) in (1, 4, 7, 10)]
+        bottom.set_xticks(ticks)
+        bottom.set_xticklabels([_month_tick(months[i], lang) for i in ticks])
+        bottom.set_xlim(-0.7, len(months) - 0.3)
+        axes[0, 0].text(
+            1.0, 1.02, lang("chart.trend.period"), transform=axes[0, 0].transAxes, ha="right",
+            va="bottom", fontsize=7.5, color=ACCENT,
+        )  # fmt: skip
+        fig.supylabel(lang("chart.trend.y"), fontsize=8, x=0.01)
+        fig.tight_layout(rect=(0.02, 0.04, 1, 1))
+        source(fig, lang, source_line)
+        return to_svg(fig, lang("chart.trend"))
+
+
+def _month_tick(month: str, lang: Lang) -> str:
+    name = lang.month_name(int(month[5:7]), "abbreviated").rstrip(".")
+    return f"{name}\n{month[:4]}" if month[5:7] == "01" else name
+
+
+# -- victims ----------------------------------------------------------------------------
+
+
+def pyramid(by_sex_age: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
+    """Victims by age group, women to the left and men to the right (a population pyramid)."""
+    ages = list(dict.fromkeys(by_sex_age["age_group"]))
+    table = by_sex_age.pivot_table(index="age_group", columns="sex", values="count", aggfunc="sum")
+    table = table.reindex(ages)
+    female = table.get("female", pd.Series(0, index=ages)).fillna(0).to_numpy(dtype=float)
+    male = table.get("male", pd.Series(0, index=ages)).fillna(0).to_numpy(dtype=float)
+    y = np.arange(len(ages))
+    with style():
+        fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.9 + 0.36 * len(ages)))
+        ax.barh(y, -female, color=FEMALE, height=0.72, label=lang.term("female"))
+        ax.barh(y, male, color=MALE, height=0.72, label=lang.term("male"))
+        peak = max(1.0, female.max(initial=0), male.max(initial=0))
+        for yi, f, m in zip(y, female, male, strict=True):
+            ax.text(-f - peak * 0.02, yi, lang.integer(f), ha="right", va="center", fontsize=7)
+            ax.text(m + peak * 0.02, yi, lang.integer(m), ha="left", va="center", fontsize=7)
+        ax.set_xlim(-peak * 1.22, peak * 1.22)
+        ax.set_yticks(y)
+        ax.set_yticklabels([lang.term(a) for a in ages])
+        ax.axvline(0, color="#999999", lw=0.6)
+        ax.xaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda v, _: lang.integer(abs(v)))
+        )
+        ax.set_xlabel(lang("chart.pyramid.x"))
+        ax.set_ylabel(lang("col.age_group"))
+        ax.text(
+            0.25,
+            1.02,
+            lang.term("female"),
+            transform=ax.transAxes,
+            ha="center",
+            color=FEMALE,
+            fontweight="bold",
+        )
+        ax.text(
+            0.75,
+            1.02,
+            lang.term("male"),
+            transform=ax.transAxes,
+            ha="center",
+            color=MALE,
+            fontweight="bold",
+        )
+        ax.spines["left"].set_visible(False)
+        ax.tick_params(axis="y", length=0)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        source(fig, lang, source_line)
+        return to_svg(fig, lang("chart.pyramid"))
+
+
+# -- when -------------------------------------------------------------------------------
+
+
+def heat(weekday_hour: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
+    """Day of week (rows, Monday first) by hour of day (columns), darker is more incidents."""
+    grid = (
+        weekday_hour.pivot_table(index="weekday", columns="hour", values="count", aggfunc="sum")
+        .reindex(index=range(7), columns=range(24))
+        .to_numpy(dtype=float)
+    )
+    with style():
+        fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.0))
+        image = ax.imshow(
+            np.ma.masked_invalid(grid), cmap="YlOrRd", aspect="auto", interpolation="nearest"
+        )
+        ax.set_xticks(range(0, 24, 2))
+        ax.set_xticklabels([f"{h:02d}" for h in range(0, 24, 2)])
+        ax.set_yticks(range(7))
+        ax.set_yticklabels([lang.weekday(d) for d in range(7)])
+        ax.set_xlabel(lang("chart.heat.x"))
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        bar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.015)
+        bar.set_label(lang("chart.heat.legend"))
+        bar.outline.set_visible(False)
+        bar.ax.yaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda v, _: lang.integer(v))
+        )
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        source(fig, lang, source_line)
+        return to_svg(fig, lang("chart.heat"))
