@@ -231,6 +231,10 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     "female": ("Female", "Mujeres"),
     "male": ("Male", "Hombres"),
     "unknown": ("Unknown", "Desconocido"),
+    # sources
+    "police": ("Police", "Policía"),
+    "forensic": ("Forensic medicine", "Medicina forense"),
+    "health": ("Health", "Salud"),
     # alert states, bands
     "open": ("open", "abierta"),
     "closed": ("closed", "cerrada"),
@@ -359,7 +363,8 @@ class Lang:
         """``2024-07`` as ``July 2024`` / ``julio de 2024``."""
         year, month = int(yyyy_mm[:4]), int(yyyy_mm[5:7])
         name = get_month_names(width, locale=self.locale)[month]
-        return self("period.month", month=name, year=year)
+        text = self("period.month", month=name, year=year)
+        return text[:1].upper() + text[1:]
 
     def weekday(self, day: int, width: str = "abbreviated") -> str:
         """Day 0 = Monday … 6 = Sunday, as a name."""
@@ -377,5 +382,5 @@ class Lang:
         if match["h"]:
             return self("period.half", ordinal=self(f"ordinal.{match['h'][1]}"), year=year)
         if match["m"]:
-            return self.month(label)[:1].upper() + self.month(label)[1:]
+            return self.month(label)
         return self("period.year", year=year)
