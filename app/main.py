@@ -41,6 +41,7 @@ from app.routers import (
     pages,
     qgis,
     rankings,
+    reports,
     schedules,
     stats,
     styles,
@@ -162,6 +163,7 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         schedules,
         monitors,
         alerts,
+        reports,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

@@ -1,0 +1,365 @@
+"""The periodic report (issue 20) on the Belize demo: every figure of the public report's
+bundle is the one /stats, /rankings and /alerts give a caller without a key for the same
+question; the analyst report has the sensitive sections and the public one never does;
+an empty period says so; a future or malformed period is a 422; asking again returns the
+stored report; analyst reports are for analysts only.
+
+The demo (20,000 synthetic incidents, seed 42, 2021-2025; census populations, the
+Territorial Violence Index, the demo's hot spot run and the monitors' alerts) is loaded in
+a database of its own, with a worker of its own for the report jobs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg import sql
+
+from app.core.cluster import Cluster
+from app.core.migrate import upgrade
+from app.core.settings import Settings
+from app.main import create_app
+from app.schemas.reports import load_report_definition
+from app.services.reports import DEFAULTS_DIR
+from tests.conftest import auth, call_service, worker_process
+
+DATABASE = "reports_demo"
+PERIOD, STATS_PERIOD = "2025Q2", "2025-Q2"
+PREVIOUS, YEAR_BEFORE = "2025-Q1", "2024-Q2"
+# The trend's 36 months end with the period.
+TREND_FROM, TREND_TO = "2022-07-01", "2025-07-01"
+PUBLIC_DEF = load_report_definition((DEFAULTS_DIR / "quarterly-public.yaml").read_text())
+ANALYST_DEF = load_report_definition((DEFAULTS_DIR / "quarterly-analyst.yaml").read_text())
+SENSITIVE = ("domestic_violence", "sexual_violence", "suicide")
+
+
+@pytest.fixture(scope="module")
+def demo(cluster: Cluster) -> Iterator[Settings]:
+    """The Belize demo with 20,000 incidents, in its own database."""
+    from app.demo.load import load_demo
+
+    admin = cluster.url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        name = sql.Identifier(DATABASE)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+    settings = Settings(
+        environment="test",
+        database=cluster.settings.model_copy(update={"name": DATABASE}),
+        database_url=None,
+        analysis={"warm_up": False, "wait_s": 0.5},
+    )
+    upgrade(settings.sqlalchemy_url)
+    call_service(settings, lambda e: load_demo(e, settings, incidents=20_000))
+    yield settings
+
+
+@pytest.fixture(scope="module")
+def keys(demo: Settings) -> dict[str, str]:
+    from app.services.keys import create_key
+
+    return {
+        role: call_service(demo, lambda e, r=role: create_key(e, role=r, name=r, actor="tests"))
+        for role in ("viewer", "analyst", "admin")
+    }
+
+
+@pytest.fixture(scope="module")
+def client(demo: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    log = tmp_path_factory.mktemp("reports") / "worker.log"
+    with (
+        worker_process(demo.libpq_url, log, env={"OBSERVATORY_WORKER__SCHEDULES": "{}"}),
+        TestClient(create_app(demo)) as c,
+    ):
+        yield c
+
+
+def build(client: TestClient, key: str, definition: str, period: str) -> dict:
+    """POST /reports and wait for the job; the stored report's metadata."""
+    answer = client.post(
+        "/reports", json={"definition": definition, "period": period}, headers=auth(key)
+    )
+    assert answer.status_code in (200, 201, 202), answer.text
+    if answer.status_code != 202:
+        return answer.json()
+    run_url = answer.headers["Location"]
+    deadline = time.monotonic() + 180
+    while True:
+        run = client.get(run_url, headers=auth(key)).json()
+        if run["status"] != "running":
+            break
+        assert time.monotonic() < deadline, run
+        time.sleep(0.5)
+    assert run["status"] == "completed", run
+    report_id = run["summary"]["report_id"]
+    return client.get(f"/reports/{report_id}", headers=auth(key)).json()
+
+
+def tables(client: TestClient, report_id: int, key: str | None = None) -> dict[str, pd.DataFrame]:
+    """The report's bundle: ``<section>-<table>`` → its CSV as a frame."""
+    answer = client.get(f"/reports/{report_id}.zip", headers=auth(key))
+    assert answer.status_code == 200, answer.text
+    out = {}
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as z:
+        for name in z.namelist():
+            if name.endswith(".csv"):
+                stem = Path(name).stem if "/" not in name else name[:-4].replace("/", "-")
+                out[stem] = pd.read_csv(z.open(name), keep_default_na=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def public_report(client: TestClient, keys: dict[str, str]) -> dict:
+    return build(client, keys["analyst"], "quarterly-public", PERIOD)
+
+
+@pytest.fixture(scope="module")
+def analyst_report(client: TestClient, keys: dict[str, str]) -> dict:
+    return build(client, keys["analyst"], "quarterly-analyst", PERIOD)
+
+
+def public_stats(client: TestClient, **params) -> list[dict]:
+    """/stats for a caller without a key (rows)."""
+    answer = client.get("/stats", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["rows"]
+
+
+def measure_params(m) -> dict:
+    return {"category": m.categories[0]} if m.categories else {"by": "category_group"}
+
+
+def measure_rows(rows: list[dict], m) -> list[dict]:
+    return [r for r in rows if m.category_group is None or r["category_group"] == m.category_group]
+
+
+def same(report_value, api_value) -> bool:
+    """A report cell (CSV: NaN for a withheld value) equals the API's (null)."""
+    if api_value is None:
+        return report_value is None or (
+            isinstance(report_value, float) and math.isnan(report_value)
+        )
+    return report_value == pytest.approx(api_value, rel=1e-9, abs=1e-9)
+
+
+def test_every_public_figure_is_the_public_apis(client, public_report):
+    t = tables(client, public_report["id"])
+    assert public_report["audience"] == "public"
+    figures = t["headline-figures"].set_index("measure")
+    assert list(figures.index) == [m.code for m in PUBLIC_DEF.measures]
+    shown = 0
+    for m in PUBLIC_DEF.measures:
+        row = figures.loc[m.code]
+        (now,) = measure_rows(
+            public_stats(client, level=0, period=STATS_PERIOD, **measure_params(m)), m
+        )
+        (prev,) = measure_rows(
+            public_stats(client, level=0, period=PREVIOUS, **measure_params(m)), m
+        )
+        (last,) = measure_rows(
+            public_stats(client, level=0, period=YEAR_BEFORE, **measure_params(m)), m
+        )
+        assert same(row["period"], now["count"]), m.code
+        assert same(row["previous"], prev["count"]), m.code
+        assert same(row["year_before"], last["count"]), m.code
+        assert same(row["rate_per_100k"], now["rate"]), m.code
+        if now["count"] is not None and prev["count"]:
+            assert row["change_previous_pct"] == pytest.approx(
+                round((now["count"] - prev["count"]) / prev["count"] * 100, 1)
+            )
+        if now["rate"] is not None:
+            # 2025-Q2: 91 days of a 365-day year.
+            assert row["projected_annual_rate"] == pytest.approx(now["rate"] * 365 / 91)
+            shown += 1
+    assert shown >= 3, figures  # most measures are published: the test compares numbers
+
+    trend = t["trend-monthly"]
+    for m in PUBLIC_DEF.measures:
+        rows = measure_rows(
+            public_stats(client, level=0, by="period", period="month", occurred_from=TREND_FROM,
+                         occurred_to=TREND_TO, **measure_params(m)),
+            m,
+        )  # fmt: skip
+        mine = trend[trend["group"] == m.code].set_index("month")
+        assert sorted(mine.index) == sorted(r["period"] for r in rows), m.code
+        for r in rows:
+            assert same(mine.loc[r["period"], "count"], r["count"]), (m.code, r["period"])
+        assert mine["in_period"].sum() == 3
+    m = PUBLIC_DEF.measure(PUBLIC_DEF.districts_measure)
+    districts = t["districts-districts"].set_index("unit_code")
+    now = measure_rows(public_stats(client, level=1, period=STATS_PERIOD, **measure_params(m)), m)
+    prev = measure_rows(public_stats(client, level=1, period=PREVIOUS, **measure_params(m)), m)
+    assert sorted(districts.index) == sorted(r["unit_code"] for r in now)
+    before = {r["unit_code"]: r["count"] for r in prev}
+    for r in now:
+        d = districts.loc[r["unit_code"]]
+        assert same(d["count"], r["count"]) and same(d["rate_per_100k"], r["rate"])
+        assert same(d["eb_rate_per_100k"], r["rate_eb_global"])
+        assert same(d["previous"], before[r["unit_code"]])
+    assert districts["count"].notna().sum() >= 4
+
+    m = PUBLIC_DEF.measure(PUBLIC_DEF.victims_measure)
+    victims = t["victims-by_sex_age"].set_index(["sex", "age_group"])
+    rows = measure_rows(
+        public_stats(client, level=0, period=STATS_PERIOD, by="victim_sex,age_group",
+                     **measure_params(m)),
+        m,
+    )  # fmt: skip
+    assert len(victims) == len(rows)
+    for r in rows:
+        assert same(victims.loc[(r["victim_sex"], r["age_group"]), "count"], r["count"])
+
+
+def test_public_ranking_and_alerts_are_the_public_apis(client, public_report):
+    t = tables(client, public_report["id"])
+    ranking = client.get("/rankings", params={"index": "territorial-violence", "period": "2024"})
+    assert ranking.status_code == 200, ranking.text
+    mine = t["index-ranking"]
+    expected = ranking.json()["rows"]
+    assert list(mine["unit_code"]) == [r["unit_code"] for r in expected]
+    for (_, row), r in zip(mine.iterrows(), expected, strict=True):
+        assert row["rank"] == r["rank"] and row["band"] == r["ranks"]
+        assert same(row["score"], r["score"])
+    alerts = client.get("/alerts", params={"state": ["new", "acknowledged"]}).json()["items"]
+    mine = t["where-alerts"].set_index("alert_id")
+    assert sorted(mine.index) == sorted(a["id"] for a in alerts)
+    assert len(alerts) > 0  # the demo's monitors alarm
+    for a in alerts:
+        row = mine.loc[a["id"]]
+        assert row["monitor"] == a["monitor"] and row["state"] == a["state"]
+        for mine_key, api_key in (("observed", "observed"), ("expected", "expected"),
+                                  ("threshold", "threshold"), ("periods_lasting", "lasted")):  # fmt: skip
+            assert same(row[mine_key], a[api_key]), (a["id"], mine_key)
+
+
+def test_public_report_holds_nothing_sensitive(client, keys, public_report, analyst_report):
+    t = tables(client, public_report["id"])
+    assert "victims-vawg" not in t and "when-weekday_hour" not in t
+    text = "\n".join(frame.to_csv(index=False) for frame in t.values())
+    for code in (*SENSITIVE, "violence_against_women"):
+        assert code not in text
+    # No point: the hot spot map of a public run is cells, and the bundle holds no
+    # coordinates at all.
+    assert "POINT" not in text
+    sections = {s["key"]: s["empty"] for s in public_report["summary"]["sections"]}
+    assert sections["when"] and "public" in sections["when"]
+    a = tables(client, analyst_report["id"], keys["analyst"])
+    assert {"victims-vawg", "when-weekday_hour"} <= set(a)
+    assert a["victims-vawg"]["count"].sum() > 0
+    assert a["when-weekday_hour"]["count"].sum() > 0 and len(a["when-weekday_hour"]) == 7 * 24
+
+
+def test_analyst_figures_are_the_analysts_stats(client, keys, analyst_report):
+    t = tables(client, analyst_report["id"], keys["analyst"])
+    figures = t["headline-figures"].set_index("measure")
+    m = ANALYST_DEF.measure("major_crimes")
+    answer = client.get(
+        "/stats",
+        params={"level": 0, "period": STATS_PERIOD, "category": ",".join(m.categories)},
+        headers=auth(keys["analyst"]),
+    )
+    (row,) = answer.json()["rows"]
+    assert figures.loc["major_crimes", "period"] == row["count"] > 0
+    weekday = t["when-weekday_hour"]["count"].sum()
+    assert weekday == row["count"]  # the chart counts the same incidents
+
+
+def test_same_period_and_data_return_the_stored_report(client, keys, public_report):
+    again = client.post(
+        "/reports", json={"definition": "quarterly-public", "period": PERIOD},
+        headers=auth(keys["analyst"]),
+    )  # fmt: skip
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == public_report["id"]
+    assert again.json()["data_version"] == public_report["data_version"]
+
+
+@pytest.mark.parametrize(
+    ("period", "words"),
+    [
+        ("2024Q5", "not a report period"),
+        ("2024-13", "not a report period"),
+        ("24Q1", "not a report period"),
+        ("2031Q1", "in the future"),
+        ("2026Q4", "has not ended"),
+    ],
+)
+def test_bad_periods_are_422(client, keys, period, words):
+    answer = client.post(
+        "/reports", json={"definition": "quarterly-public", "period": period},
+        headers=auth(keys["analyst"]),
+    )  # fmt: skip
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert words in answer.json()["detail"]
+
+
+def test_a_period_without_incidents_says_so(client, keys):
+    report = build(client, keys["analyst"], "quarterly-analyst", "2019Q3")
+    sections = {s["key"]: s["empty"] for s in report["summary"]["sections"]}
+    assert sections["headline"] == "No incidents were recorded in 2019Q3."
+    assert sections["methods"] is None
+    assert all(sections[k] for k in sections if k != "methods")
+
+
+def test_half_year_and_month_periods(client, keys):
+    report = build(client, keys["analyst"], "quarterly-analyst", "2025H1")
+    assert report["period"] == "2025H1"
+    figures = tables(client, report["id"], keys["analyst"])["headline-figures"]
+    q1 = client.get("/stats", params={"level": 0, "period": "2025-Q1", "category": "homicide"},
+                    headers=auth(keys["analyst"])).json()["rows"][0]["count"]  # fmt: skip
+    q2 = client.get("/stats", params={"level": 0, "period": "2025-Q2", "category": "homicide"},
+                    headers=auth(keys["analyst"])).json()["rows"][0]["count"]  # fmt: skip
+    assert figures.set_index("measure").loc["homicides", "period"] == q1 + q2
+
+
+def test_public_callers_read_public_reports_only(client, keys, public_report, analyst_report):
+    listed = client.get("/reports").json()["items"]
+    assert public_report["id"] in [r["id"] for r in listed]
+    assert all(r["audience"] == "public" for r in listed)
+    for path in ("", ".zip", ".pdf", ".html"):
+        answer = client.get(f"/reports/{analyst_report['id']}{path}")
+        assert answer.status_code == 404, (path, answer.status_code)
+        answer = client.get(f"/reports/{analyst_report['id']}{path}", headers=auth(keys["viewer"]))
+        assert answer.status_code == 404, (path, answer.status_code)
+    assert client.get(f"/reports/{public_report['id']}").status_code == 200
+    assert client.get(f"/reports/{analyst_report['id']}", headers=auth(keys["analyst"])).ok
+    # Building needs an analyst key.
+    answer = client.post("/reports", json={"definition": "quarterly-public", "period": PERIOD})
+    assert answer.status_code == 401
+    answer = client.post(
+        "/reports", json={"definition": "quarterly-public", "period": PERIOD},
+        headers=auth(keys["viewer"]),
+    )  # fmt: skip
+    assert answer.status_code == 403
+
+
+def test_definitions_are_versioned_and_spanish_is_a_field(client, keys):
+    listed = client.get("/reports/definitions").json()["items"]
+    assert [d["code"] for d in listed] == ["quarterly-public"]
+    spanish = (
+        (DEFAULTS_DIR / "quarterly-public.yaml").read_text().replace("language: en", "language: es")
+    )
+    answer = client.post(
+        "/reports/definitions", content=spanish,
+        headers={**auth(keys["admin"]), "Content-Type": "application/yaml"},
+    )  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["version"] == 2
+    report = build(client, keys["analyst"], "quarterly-public", PERIOD)
+    assert report["language"] == "es" and report["definition_version"] == 2
+    bad = client.post(
+        "/reports/definitions",
+        content=spanish.replace("categories: [homicide]", "categories: [homicide, shooting]"),
+        headers={**auth(keys["admin"]), "Content-Type": "application/yaml"},
+    )
+    assert bad.status_code == 422 and "analyst audience" in bad.json()["detail"]
