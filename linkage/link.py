@@ -530,9 +530,12 @@ def _train(linker: Linker, prepared: pd.DataFrame, *, within_source: bool, seed:
             deterministic, recall=DETERMINISTIC_RECALL
         )
     linker.training.estimate_u_using_random_sampling(max_pairs=U_MAX_PAIRS, seed=seed)
+    # below this many records every blocked pair trains (splink's sampling probe would
+    # find nothing to sample on small inputs anyway)
+    max_pairs = EM_MAX_PAIRS if len(prepared) > 20_000 else None
     for rule in _training_rules(prepared, within_source):
         linker.training.estimate_parameters_using_expectation_maximisation(
-            rule, max_pairs=EM_MAX_PAIRS
+            rule, max_pairs=max_pairs
         )
 
 

@@ -38,10 +38,12 @@ Output, :class:`LinkageResult`:
                 u_probability, bayes_factor}]}], ``blocking_rules``, ``thresholds``, ``seed``,
                 ``hashed``, ``within_source``, ``splink_version``.
 ``counts``      JSON-able dict: ``records``, ``records_by_source``, ``pairs_compared``
-                (total), ``pairs_by_blocking_rule`` ({rule: n}), ``pairs_by_band``,
+                (total), ``pairs_by_blocking_rule`` ({rule: n}, marginal), ``pairs_by_band``,
                 ``clusters``, ``clusters_by_size``, ``decisions_applied``,
-                ``reject_cuts`` (edges removed to honour rejects), ``decision_conflicts``
-                (rejects that accepts make impossible), ``seconds`` ({phase: s}).
+                ``decisions_unknown_records``, ``links_refused_reject`` (links not merged
+                because an analyst rejected a pair they would have joined),
+                ``links_refused_same_source``, ``decision_conflicts`` (accepts that a reject
+                overrides), ``seconds`` ({phase: s}).
 
 Entry points (the service calls only these):
 
