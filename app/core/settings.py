@@ -179,7 +179,13 @@ class WorkerSettings(BaseModel):
     # missed while no worker ran runs once when one starts, if missed by at most
     # missed_slot_s (default: a year), not once per missed slot.
     # evaluate_monitors: every early-warning monitor at its latest complete period (issue 19).
-    schedules: dict[str, str] = {"housekeeping": "17 3 * * *", "evaluate_monitors": "41 2 * * *"}
+    # build_reports: the stored report definitions for the period just ended (issue 20),
+    # on the first day of each quarter.
+    schedules: dict[str, str] = {
+        "housekeeping": "17 3 * * *",
+        "evaluate_monitors": "41 2 * * *",
+        "build_reports": "30 4 1 1,4,7,10 *",
+    }
     timezone: str | None = None
     missed_slot_s: float = Field(default=366 * 86_400, ge=0)
     # Finished jobs older than this are deleted by the housekeeping task.

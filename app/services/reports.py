@@ -19,13 +19,12 @@ version, period and data returns the stored one.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
-import io
 import logging
 import math
 import re
-import zipfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -58,6 +57,7 @@ from app.services.periods import period_containing, previous_period
 from app.sql import reports as sql
 from app.sql import stats as stats_sql
 from app.sql.incidents import IncidentFilter
+from reports import render
 from reports.document import ReportDocument, Section
 
 __all__ = [
@@ -67,7 +67,6 @@ __all__ = [
     "ReportPeriod",
     "build_document",
     "build_report",
-    "csv_bundle",
     "data_version",
     "get_definition",
     "last_complete_period",
@@ -76,6 +75,7 @@ __all__ = [
     "parse_definition",
     "parse_report_period",
     "reader_of",
+    "render_files",
     "store_definition",
 ]
 
@@ -970,26 +970,11 @@ def _check_published(ctx: _Context) -> None:
 # --- files ----------------------------------------------------------------------------------
 
 
-def csv_bundle(doc: ReportDocument) -> bytes:
-    """Every table of the document as CSV in one zip (``<section>-<table>.csv``): the
-    renderer's own bundle is used once it exists (:func:`render_files`)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for section in doc.sections:
-            for name, table in section.tables.items():
-                z.writestr(f"{section.key}-{name}.csv", table.to_csv(index=False))
-    return out.getvalue()
-
-
-def render_files(doc: ReportDocument) -> tuple[str | None, bytes | None, bytes]:
-    """(HTML, PDF, zip bundle) of the document; HTML and PDF are None until the renderer
-    (:mod:`reports.render`) is installed."""
-    try:
-        from reports import render
-    except ImportError:
-        log.warning("reports.render is not available: the report is stored as CSV only")
-        return None, None, csv_bundle(doc)
-    return render.render_html(doc), render.render_pdf(doc), render.bundle(doc)
+def render_files(doc: ReportDocument) -> tuple[str, bytes, bytes]:
+    """(HTML, PDF, zip of every table as CSV and XLSX) of the document
+    (:mod:`reports.render`: the PDF is laid out from the same HTML)."""
+    html = render.render_html(doc)
+    return html, render.render_pdf(doc, html), render.bundle(doc)
 
 
 def summary_of(doc: ReportDocument) -> dict:
@@ -1046,7 +1031,7 @@ async def build_report(
         doc = await build_document(conn, settings, record, period, data=data)
     if progress is not None:
         await progress(0.6, "rendering")
-    html, pdf, bundle = render_files(doc)
+    html, pdf, bundle = await asyncio.to_thread(render_files, doc)
     values = {
         "definition": code,
         "definition_version": record.version,

@@ -55,11 +55,20 @@ async def _evaluation(
     return await run_evaluation(engine, settings, body, run_id, progress)
 
 
+async def _report(
+    engine: AsyncEngine, settings: Settings, parameters: dict, run_id: int, progress: JobProgress
+) -> dict:
+    from app.services.reports import run_report
+
+    return await run_report(engine, settings, parameters, run_id, progress)
+
+
 # A run's kind (analysis_run.kind) -> what computes it.
 WORKS: dict[str, RunWork] = {
     "hotspots": _hotspots,
     "emerging": _emerging,
     "evaluation": _evaluation,
+    "report": _report,
 }
 
 
@@ -125,12 +134,24 @@ async def evaluate_monitors(context: JobContext, timestamp: int | None = None) -
     return {"monitors": [o.as_dict() for o in outcomes]}
 
 
+async def build_reports(context: JobContext, timestamp: int | None = None) -> dict:
+    """Build every stored report definition for its period that has just ended (issue 20;
+    on the first day of each quarter by ``worker.schedules``); a report stored already for
+    the same data is not built again."""
+    from app.services.reports import build_scheduled
+
+    resources = context.additional_context
+    built = await build_scheduled(resources["engine"], resources["settings"])
+    log.info("build_reports (slot %s): %s", timestamp, built)
+    return {"reports": built}
+
+
 async def noop(context: JobContext) -> None:
     """Nothing: the queue's own cost (bench/jobs.py)."""
 
 
 # Tasks a schedule (worker.schedules) may name: each takes the slot's ``timestamp``.
-SCHEDULABLE = ("housekeeping", "evaluate_monitors")
+SCHEDULABLE = ("housekeeping", "evaluate_monitors", "build_reports")
 
 
 def register(app: App, settings: Settings) -> None:
@@ -149,6 +170,7 @@ def register(app: App, settings: Settings) -> None:
     app.task(name="evaluate_monitors", queue=SCHEDULES, pass_context=True, retry=retry)(
         evaluate_monitors
     )
+    app.task(name="build_reports", queue=SCHEDULES, pass_context=True)(build_reports)
 
 
 def schedule_zone(settings: Settings) -> ZoneInfo:
