@@ -18,11 +18,20 @@ export function url(path, params = {}) {
 }
 
 export async function getJSON(path, params = {}, key = null) {
-  const headers = { Accept: "application/json" };
+  return request(url(path, params), {}, key);
+}
+
+// A JSON body sent with ``method`` (e.g. PATCH /alerts/{id}); the answer's JSON.
+export async function sendJSON(method, path, body, key = null) {
+  return request(url(path), { method, body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }, key);
+}
+
+async function request(target, init, key) {
+  const headers = { Accept: "application/json", ...(init.headers || {}) };
   if (key) headers.Authorization = `Bearer ${key}`;
   let response;
   try {
-    response = await fetch(url(path, params), { headers });
+    response = await fetch(target, { ...init, headers });
   } catch (error) {
     throw new ServiceError(`The service cannot be reached (${error.message}).`, 0);
   }

@@ -8,6 +8,7 @@
 // lattice.py): one whole month, quarter or year, at most one category and one victim's
 // sex, and an age range only when it is one declared age group. The district panel asks
 // for nothing else then (latticeParams); with an analyst key it keeps the free filters.
+import { alertAt, alertsUseKey, setupAlerts } from "./alerts.js";
 import { ServiceError, categoryName, clearError, element, getJSON, number, rankChange, sequential, showError, url } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -75,7 +76,9 @@ async function loadStyle() {
 
 function transformRequest(resource) {
   const own = resource.startsWith(location.origin) || resource.startsWith(new URL(document.baseURI).origin);
-  if (state.key && own && resource.includes("/tiles/incidents/")) {
+  // The sensitive monitors' alerts (alerts.js adds that layer once a key is accepted).
+  const keyed = resource.includes("/tiles/incidents/") || resource.includes("/tiles/alerts-sensitive");
+  if (state.key && own && keyed) {
     return { url: resource, headers: { Authorization: `Bearer ${state.key}` } };
   }
   return { url: resource };
@@ -239,6 +242,7 @@ async function start() {
   if (bounds) map.fitBounds([[bounds[0], bounds[1]], [bounds[2], bounds[3]]], { padding: 20, animate: false });
 
   map.on("click", "units-1-fill", (event) => {
+    if (alertAt(event.point)) return; // a click on an alert's place opens the alert
     const feature = event.features[0];
     if (feature) openPanel(feature.properties.code).catch((e) => fail(e, "District panel: "));
   });
@@ -277,6 +281,8 @@ async function start() {
   $("panel-close").addEventListener("click", closePanel);
   $("choices").addEventListener("submit", (event) => event.preventDefault());
   showRun();
+  // The alerts panel (alerts.js) reports its own errors; the map works without it.
+  await setupAlerts({ map, key: () => state.key, before: state.labelLayers[0] });
   await chooseIndex();
   document.body.dataset.state = "ready";
 }
@@ -386,6 +392,7 @@ async function useKey() {
   $("show-kde").disabled = false;
   $("show-incidents").checked = true;
   showIncidents();
+  await alertsUseKey();
   await refresh();
 }
 
