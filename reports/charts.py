@@ -220,9 +220,17 @@ def heat(weekday_hour: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
     )
     with style():
         fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.0))
-        image = ax.imshow(
-            np.ma.masked_invalid(grid), cmap="YlOrRd", aspect="auto", interpolation="nearest"
-        )
+        # pcolormesh, not imshow: cells stay vector (imshow would embed a PNG in the SVG).
+        # A few discrete steps: easier to read than a gradient, and the colour bar stays
+        # vector (matplotlib rasterises a colour bar of 50 or more steps).
+        top = max(1.0, float(np.nanmax(grid)) if np.isfinite(grid).any() else 1.0)
+        levels = matplotlib.ticker.MaxNLocator(nbins=8, integer=True).tick_values(0, top)
+        norm = matplotlib.colors.BoundaryNorm(levels, ncolors=256)
+        image = ax.pcolormesh(
+            np.arange(-0.5, 24), np.arange(-0.5, 7), np.ma.masked_invalid(grid), cmap="YlOrRd",
+            norm=norm, edgecolors="white", linewidth=0.4,
+        )  # fmt: skip
+        ax.invert_yaxis()
         ax.set_xticks(range(0, 24, 2))
         ax.set_xticklabels([f"{h:02d}" for h in range(0, 24, 2)])
         ax.set_yticks(range(7))

@@ -155,7 +155,6 @@ def scale_bar(ax: Axes, lang: Lang) -> None:
             va="bottom",
             fontsize=7,
             zorder=10,
-            path_effects=[patheffects.withStroke(linewidth=2, foreground="white")],
         )
 
 
