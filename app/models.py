@@ -451,3 +451,30 @@ report = Table(
     CheckConstraint("audience IN ('public', 'analyst')", name="audience_known"),
 )
 
+# Near-repeat risk zones (issue 19, migration 0016): each incident of a significant
+# near-repeat run's filters (app.services.near_repeat) as a disc of the run's significant
+# distance, valid for its significant time window after the incident. ``public_geom`` is
+# the same zone without the point: the grid square holding the incident, grown by the
+# distance (the published layer for non-sensitive runs).
+risk_zone = Table(
+    "risk_zone",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("run_id", Integer, ForeignKey("analysis_run.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "incident_id", BigInteger, ForeignKey("incident.id", ondelete="CASCADE"), nullable=False
+    ),
+    # Copied from the run: its categories include a sensitive one (or all categories).
+    Column("sensitive", Boolean, nullable=False),
+    Column("distance_m", Float, nullable=False),
+    Column("days", Float, nullable=False),
+    Column("valid_from", DateTime(timezone=True), nullable=False),
+    Column("valid_to", DateTime(timezone=True), nullable=False),
+    Column("geom", Geometry("POLYGON", srid=SRID, spatial_index=False), nullable=False),
+    Column("public_geom", Geometry("POLYGON", srid=SRID, spatial_index=False), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("run_id", "incident_id"),
+    Index("ix_risk_zone_valid_to", "valid_to"),
+    Index("ix_risk_zone_geom", "geom", postgresql_using="gist"),
+    Index("ix_risk_zone_public_geom", "public_geom", postgresql_using="gist"),
+)

@@ -12,6 +12,12 @@ Bands are closed on the right: the first distance band is ``[0, d1]``, the next
 ``(d1, d2]``, and so on; likewise for time. So the first cell is exactly the "close in
 space and time" count of ``pointpats.spacetime.Knox(delta=d1, tau=t1)``, whose global
 test (observed and expected tables, Poisson p-value) is reported alongside.
+
+The global test is computed here from the same pair counts, with pointpats' formulas
+(``pointpats.spacetime._knox``): pointpats keeps a Python set of temporal neighbours per
+event, about 40 million entries for 60,000 incidents over five years and a 14-day
+window, so it is run for small inputs only (``POINTPATS_MAX_EVENTS``, where it costs
+well under a second) and must agree; the tests pin both on pointpats' own example.
 """
 
 from __future__ import annotations
@@ -21,8 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from pointpats.spacetime import Knox
 from scipy.spatial import cKDTree
+from scipy.stats import poisson
 
-__all__ = ["KnoxBands", "knox_bands"]
+__all__ = ["POINTPATS_MAX_EVENTS", "KnoxBands", "count_pairs", "knox_bands", "near_repeat_zone"]
+
+# Up to this many events the global test is also pointpats' own (and must agree).
+POINTPATS_MAX_EVENTS = 2000
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,14 @@ def knox_bands(
         return cells.reshape(nd, nt)
 
     observed = table(t)
+    ns_band = np.bincount(d_band, minlength=nd)
+    within = _within(t, t_edges)
+    expected_analytic = np.outer(ns_band, np.diff(np.concatenate([[0], within])))
+    expected_analytic = expected_analytic / (len(t) * (len(t) - 1) / 2)
+    global_knox = _global_table(len(t), ns_band[0], within[0], observed[0, 0])
+    global_knox = {"delta": float(d_edges[0]), "tau": float(t_edges[0]), **global_knox}
+    if len(t) <= POINTPATS_MAX_EVENTS:
+        global_knox = _global(xy, t, d_edges[0], t_edges[0])
     rng = np.random.default_rng(seed)
     total = np.zeros((nd, nt))
     exceed = np.zeros((nd, nt))
@@ -141,28 +159,44 @@ def knox_bands(
         time_edges=t_edges,
         observed=observed,
         expected=expected,
-        expected_analytic=_analytic(xy, t, d_edges, t_edges, np.bincount(d_band, minlength=nd)),
+        expected_analytic=expected_analytic,
         knox_ratio=ratio,
         p_value=(exceed + 1) / (permutations + 1),
         permutations=permutations,
-        global_knox=_global(xy, t, d_edges[0], t_edges[0]),
+        global_knox=global_knox,
     )
 
 
-def _analytic(xy, t, d_edges, t_edges, ns_band) -> np.ndarray:
-    """Knox's expectation per cell: pairs in the distance band x pairs in the time band / pairs."""
+def _within(t: np.ndarray, t_edges: np.ndarray) -> np.ndarray:
+    """Pairs with ``|dt| <= edge`` for each edge, from the sorted times."""
     n = len(t)
     ts = np.sort(t)
-    # pairs with |dt| <= edge, from the sorted times
-    within = np.array(
+    return np.array(
         [np.sum(np.searchsorted(ts, ts + e, side="right") - np.arange(1, n + 1)) for e in t_edges]
     )
-    nt_band = np.diff(np.concatenate([[0], within]))
-    return np.outer(ns_band, nt_band) / (n * (n - 1) / 2)
+
+
+def _global_table(n: int, ns: int, nt: int, nst: int) -> dict:
+    """Knox's 2 x 2 test from the pair counts, with pointpats' formulas (``_knox``):
+    ``E[NST] = NS * NT / pairs`` and the one-sided Poisson p ``1 - F(NST; E[NST])``."""
+    pairs = n * (n - 1) / 2
+    ns, nt, nst = float(ns), float(nt), float(nst)
+    e = ns * nt / pairs
+    observed = [[nst, ns - nst], [nt - nst, pairs - ns - nt + nst]]
+    expected = [[e, ns - e], [nt - e, 0.0]]
+    expected[1][1] = pairs - (e + (ns - e) + (nt - e))
+    return {
+        "statistic": int(nst),
+        "expected": e,
+        "p_poisson": float(1 - poisson.cdf(nst, e)),
+        "observed_table": observed,
+        "expected_table": expected,
+    }
 
 
 def _global(xy, t, delta: float, tau: float) -> dict:
-    """pointpats' global Knox test for the first cell (no permutations: analytic p-value)."""
+    """pointpats' global Knox test for the first cell (no permutations: analytic p-value);
+    the same numbers as :func:`_global_table` (small inputs only: see the module's notes)."""
     k = Knox(xy, t.reshape(-1, 1), delta=delta, tau=tau, permutations=0)
     return {
         "delta": float(delta),
@@ -173,3 +207,37 @@ def _global(xy, t, delta: float, tau: float) -> dict:
         "observed_table": k.observed.tolist(),
         "expected_table": k.expected.tolist(),
     }
+
+
+def count_pairs(coords, max_distance: float) -> int:
+    """How many unordered pairs of events lie within ``max_distance`` of each other: the
+    pairs :func:`knox_bands` tallies once per permutation (its cost), counted without
+    listing them (a k-d tree's dual count)."""
+    xy = np.asarray(coords, dtype=float)
+    if len(xy) < 2:
+        return 0
+    tree = cKDTree(xy)
+    ordered = int(tree.count_neighbors(tree, float(max_distance)))
+    return (ordered - len(xy)) // 2  # every event counts itself once
+
+
+def near_repeat_zone(result: KnoxBands, alpha: float = 0.05) -> tuple[int, int] | None:
+    """The near-repeat zone of a result: the indices (distance band, time band) of its
+    outer corner, or None when the closest cell is not significant.
+
+    A cell is significant when its Monte Carlo p-value is at most ``alpha`` and its Knox
+    ratio above 1. The zone starts at the closest cell (same place, soon after) and
+    reaches outwards while the cells stay significant: along distance in the first time
+    band, along time in the first distance band (Ratcliffe's reading of the Near Repeat
+    Calculator's table: "within d metres and t days of an incident, the risk is raised").
+    """
+    ratio = np.nan_to_num(result.knox_ratio, nan=0.0)
+    significant = (result.p_value <= alpha) & (ratio > 1)
+    if not significant[0, 0]:
+        return None
+
+    def reach(flags: np.ndarray) -> int:
+        stops = np.flatnonzero(~flags)
+        return int(stops[0] - 1) if len(stops) else len(flags) - 1
+
+    return reach(significant[:, 0]), reach(significant[0, :])

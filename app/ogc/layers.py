@@ -33,12 +33,20 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.models import admin_unit, alert, analysis_cell, analysis_run, category, incident
+from app.models import (
+    admin_unit,
+    alert,
+    analysis_cell,
+    analysis_run,
+    category,
+    incident,
+    risk_zone,
+)
 
 log = logging.getLogger("observatory")
 
 JsonType = Literal["string", "integer", "number", "boolean", "date-time", "array", "object"]
-StyleKind = Literal["units", "hotspots", "incidents", "alerts"]
+StyleKind = Literal["units", "hotspots", "incidents", "alerts", "risk_zones"]
 
 
 @dataclass(frozen=True)
@@ -441,6 +449,76 @@ def alerts_layer(*, sensitive: bool) -> Layer:
     )
 
 
+# --- near-repeat risk zones (issue 19) ------------------------------------------------------
+
+
+def risk_zones_layer(*, exact: bool) -> Layer:
+    """The live near-repeat risk zones (``app.services.near_repeat``): only zones whose
+    window is open now (expired ones are never served).
+
+    ``risk_zones`` is public and holds the zones of runs over non-sensitive categories
+    only, each drawn without its incident's point: the grid square that holds the
+    incident grown by the zone's distance, with the day it expires. ``risk_zones-exact``
+    (analysts) holds every zone as the disc around its incident, with the incident's id
+    and category and the zone's window to the second."""
+    z = risk_zone.c
+    now = func.now()
+    live = (z.valid_from <= now, z.valid_to > now, incident.c.deleted_at.is_(None))
+    common = (
+        Field("run_id", z.run_id, "integer", "The near-repeat run (GET /analyses/{run_id})."),
+        Field("distance_m", z.distance_m, "number", "The zone's significant distance (m)."),
+        Field("days", z.days, "number", "The zone's significant time window (days)."),
+    )
+    source = risk_zone.join(incident, incident.c.id == z.incident_id)
+    keywords = ("near repeat", "risk zones", "early warning")
+    if not exact:
+        expires = func.to_char(func.timezone("UTC", z.valid_to), "YYYY-MM-DD")
+        return Layer(
+            id="risk_zones",
+            title="Near-repeat risk zones",
+            description="Where near-repeat analyses (Knox test) found the risk raised after "
+            "an incident, while it lasts: for each recent incident of a non-sensitive "
+            "category, the 500 m grid square (or larger) that holds it, grown by the "
+            "significant distance. No incident point is shown.",
+            source=source,
+            geom=z.public_geom,
+            feature_id=z.id,
+            id_type="integer",
+            geometry_type="Polygon",
+            fields=(*common, Field("expires", expires, description="UTC day it expires.")),
+            style="risk_zones",
+            where=(*live, z.sensitive.is_(False)),
+            tiles=TileOptions(minzoom=0, maxzoom=16, max_features=50_000),
+            keywords=keywords,
+        )
+    return Layer(
+        id="risk_zones-exact",
+        title="Near-repeat risk zones (exact)",
+        description="Every live near-repeat risk zone as the disc of the significant "
+        "distance around its incident, valid for the significant time after it. Analysts "
+        "only: the disc's centre is the incident's point.",
+        source=source,
+        geom=z.geom,
+        feature_id=z.id,
+        id_type="integer",
+        geometry_type="Polygon",
+        fields=(
+            *common,
+            Field("incident_id", z.incident_id, "integer", "The incident."),
+            Field("category", incident.c.category, lowercase=True),
+            Field("sensitive", z.sensitive, "boolean", "From a run over sensitive categories."),
+            Field("valid_from", z.valid_from, "date-time", "The incident's time (UTC)."),
+            Field("valid_to", z.valid_to, "date-time", "When the zone expires (UTC)."),
+        ),
+        style="risk_zones",
+        where=live,
+        datetime_field="valid_from",
+        role="analyst",
+        tiles=TileOptions(minzoom=0, maxzoom=18, max_features=50_000),
+        keywords=keywords,
+    )
+
+
 # --- the catalog ----------------------------------------------------------------------------
 
 # How many of the most recent hot spot runs are published as layers.
@@ -460,6 +538,16 @@ async def build_catalog(
     # An alerts layer once it has an alert (a collection needs an extent).
     kinds = set((await conn.execute(select(alert.c.sensitive).distinct())).scalars())
     layers += [alerts_layer(sensitive=k) for k in (False, True) if k in kinds]
+    # Risk-zone layers once a zone is live (the public one: a non-sensitive zone).
+    z = risk_zone.c
+    live = (
+        await conn.execute(select(z.sensitive).where(z.valid_to > func.now()).distinct())
+    ).scalars()
+    live_kinds = set(live)
+    if live_kinds:
+        layers.append(risk_zones_layer(exact=True))
+    if False in live_kinds:
+        layers.append(risk_zones_layer(exact=False))
     r = analysis_run.c
     runs = await conn.execute(
         select(r.id, r.kind, r.method, r.created_at, r.parameters)

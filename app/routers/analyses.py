@@ -15,6 +15,7 @@ from app.schemas.analyses import (
     EmergingRequest,
     HotspotRequest,
 )
+from app.schemas.near_repeat import NearRepeatRequest
 from app.services import jobs
 from app.services.emerging import check_cube_size
 from app.services.hotspots import check_grid_size
@@ -103,6 +104,33 @@ async def create_emerging_hotspots(
     )  # fmt: skip
 
 
+@router.post(
+    "/near-repeat",
+    status_code=201,
+    response_model=AnalysisRunPublic,
+    summary="Near repeat: Knox test per distance x time band, with risk zones if asked",
+    responses={
+        202: {"description": "Still running: poll the Location"},
+        422: {"description": "Invalid bands, too few incidents, or too many pairs"},
+    },
+)
+async def create_near_repeat(
+    request: Request,
+    body: NearRepeatRequest,
+    engine: EngineDep,
+    settings: SettingsDep,
+    who: Analyst,
+) -> Response:
+    """Queue a near-repeat run (analyst key), answered like ``POST /analyses/hotspots``.
+    Its summary holds the band table (Knox ratio, observed and expected pairs, p-value
+    per distance band x time band); ``GET /analyses/{id}?format=csv`` gives it as CSV.
+    With ``risk_zones`` a significant result draws risk zones (layers ``risk_zones``)."""
+    return await start_run(
+        request, engine, settings, who.actor, "near_repeat", "knox",
+        body.model_dump(mode="json"), body.model_dump(mode="json", exclude_unset=True),
+    )  # fmt: skip
+
+
 @router.get("", response_model=AnalysisRunList, summary="Analysis runs, newest first")
 async def list_analyses(
     request: Request,
@@ -142,6 +170,13 @@ async def get_analysis(
         raise jobs.AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
     if run.status == "cancelled":
         raise Conflict(f"analysis run {run_id} was cancelled", run_id=run_id)
+    if run.kind == "near_repeat":  # a band table, no cells (app.services.near_repeat)
+        if format != "csv":
+            return Response(run.model_dump_json(), media_type="application/json")
+        bands = run.summary.get("bands", [])
+        columns = list(bands[0]) if bands else []
+        table = csv_text(columns, ([b[c] for c in columns] for b in bands))
+        return download(table, CSV, f"near-repeat-{run_id}.csv")
     if format == "csv":
         result = await conn.execute(sql.select_cells_table(run_id))
         table = csv_text(list(result.keys()), result.all())

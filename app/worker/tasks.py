@@ -63,11 +63,22 @@ async def _report(
     return await run_report(engine, settings, parameters, run_id, progress)
 
 
+async def _near_repeat(
+    engine: AsyncEngine, settings: Settings, parameters: dict, run_id: int, progress: JobProgress
+) -> dict:
+    from app.schemas.near_repeat import NearRepeatRequest
+    from app.services.near_repeat import run_near_repeat
+
+    body = NearRepeatRequest.model_validate(parameters)
+    return await run_near_repeat(engine, settings, body, run_id, progress)
+
+
 # A run's kind (analysis_run.kind) -> what computes it.
 WORKS: dict[str, RunWork] = {
     "hotspots": _hotspots,
     "emerging": _emerging,
     "evaluation": _evaluation,
+    "near_repeat": _near_repeat,
     "report": _report,
 }
 
@@ -124,14 +135,19 @@ async def evaluate_monitors(context: JobContext, timestamp: int | None = None) -
     """Evaluate every monitor at its latest complete period and store its alerts
     (issue 19; nightly by ``worker.schedules``, or deferred after an import)."""
     from app.services.monitors import evaluate_all
+    from app.services.near_repeat import refresh_risk_zones
 
     resources = context.additional_context
     settings: Settings = resources["settings"]
     # The stored monitors only: the demo and `observatory monitors run` store the shipped
     # ones, an administrator POSTs others.
     outcomes = await evaluate_all(resources["engine"], settings.territory.timezone)
-    log.info("evaluate_monitors (slot %s): %d monitors", timestamp, len(outcomes))
-    return {"monitors": [o.as_dict() for o in outcomes]}
+    # Near-repeat risk zones of new incidents, and expired ones gone (issue 19).
+    zones = await refresh_risk_zones(resources["engine"], settings)
+    log.info(
+        "evaluate_monitors (slot %s): %d monitors, risk zones %s", timestamp, len(outcomes), zones
+    )
+    return {"monitors": [o.as_dict() for o in outcomes], "risk_zones": zones}
 
 
 async def build_reports(context: JobContext, timestamp: int | None = None) -> dict:

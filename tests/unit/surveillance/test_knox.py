@@ -75,3 +75,43 @@ def test_bad_input() -> None:
         knox_bands(np.zeros((5, 2)), np.arange(5), [20, 10], [5])
     with pytest.raises(ValueError, match="one time per event"):
         knox_bands(np.zeros((5, 2)), np.arange(4), [20], [5])
+
+
+def test_global_table_equals_pointpats(burkitt) -> None:
+    """The global test from our pair counts (used beyond POINTPATS_MAX_EVENTS) equals
+    pointpats' Knox on its documented example and on other thresholds."""
+    from surveillance.knox import _global, _global_table
+
+    xy, t = burkitt
+    for delta, tau in ((20, 5), (10, 30), (40, 60)):
+        res = knox_bands(xy, t, [delta], [tau], permutations=1, seed=0)
+        ns = int((np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1)) <= delta).sum() - len(t))
+        nt = int((np.abs(t[:, None] - t[None]) <= tau).sum() - len(t))
+        ours = _global_table(len(t), ns // 2, nt // 2, int(res.observed[0, 0]))
+        theirs = _global(xy, t, delta, tau)
+        assert ours["statistic"] == theirs["statistic"]
+        assert ours["p_poisson"] == pytest.approx(theirs["p_poisson"], abs=1e-15)
+        np.testing.assert_allclose(ours["observed_table"], theirs["observed_table"], rtol=1e-12)
+        np.testing.assert_allclose(ours["expected_table"], theirs["expected_table"], rtol=1e-12)
+
+
+def test_count_pairs_and_zone() -> None:
+    """count_pairs is the number of pairs query_pairs lists; the zone of a planted near
+    repeat (within 100 m and 7 days) is the first distance band and the first time band."""
+    from scipy.spatial import cKDTree
+
+    from surveillance.knox import count_pairs, near_repeat_zone
+
+    rng = np.random.default_rng(11)
+    xy = rng.uniform(0, 5000, (400, 2))
+    t = rng.uniform(0, 365, 400)
+    assert count_pairs(xy, 300) == len(cKDTree(xy).query_pairs(300))
+    assert count_pairs(xy[:1], 300) == 0
+    src = rng.integers(0, 400, 60)
+    xy = np.vstack([xy, xy[src] + rng.uniform(-40, 40, (60, 2))])
+    t = np.concatenate([t, t[src] + rng.uniform(0, 6, 60)])
+    res = knox_bands(xy, t, [100, 200, 400], [7, 14, 28], permutations=99, seed=5)
+    assert near_repeat_zone(res) == (0, 0)
+    # no pattern: times shuffled away from the places
+    flat = knox_bands(xy, rng.permutation(t), [100, 200], [7, 14], permutations=99, seed=5)
+    assert near_repeat_zone(flat, alpha=0.01) is None
