@@ -32,12 +32,26 @@ if TYPE_CHECKING:  # the catalog is only passed through; importing it here is a 
 EXACT_FIGURES_ROLE = "analyst"
 
 
+# The least role that reads the deceased's identifiers (name parts, person keys, agency
+# record ids) of the death records (issue 21): linker keys and admins, nobody else. No
+# layer, tile, statistic, export or analyst answer ever holds them.
+IDENTIFIERS_ROLE = "linker"
+
+
 def check_role(who: Principal, role: str) -> None:
     """401 for a caller without a key, 403 for a key below ``role``."""
+    side = role in security.SIDE_ROLES
     if who.role is None:
-        raise Unauthorized(f"This endpoint needs an API key with the {role} role or higher.")
+        needs = f"the {role} role (or admin)" if side else f"the {role} role or higher"
+        raise Unauthorized(f"This endpoint needs an API key with {needs}.")
     if not who.has(role):
-        raise Forbidden(f"Your key has the {who.role} role; this needs {role} or higher.")
+        needs = f"the {role} role (or admin)" if side else f"{role} or higher"
+        raise Forbidden(f"Your key has the {who.role} role; this needs {needs}.")
+
+
+def sees_identifiers(who: Principal) -> bool:
+    """Whether ``who`` reads the death records' identifiers (:data:`IDENTIFIERS_ROLE`)."""
+    return who.has(IDENTIFIERS_ROLE)
 
 
 def sees_published_view(who: Principal) -> bool:

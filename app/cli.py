@@ -24,7 +24,10 @@ console = Console()
 cli = typer.Typer(help="Crime observatory: PostGIS store, analyses and map services.")
 db_cli = typer.Typer(help="The private PostgreSQL + PostGIS cluster.")
 import_cli = typer.Typer(help="Load boundaries, incidents, populations, indicators, categories.")
-keys_cli = typer.Typer(help="API keys and their roles (viewer < analyst < editor < admin).")
+keys_cli = typer.Typer(
+    help="API keys and their roles (viewer < analyst < editor < admin; linker: an analyst "
+    "who also reads the deaths' identifiers)."
+)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(import_cli, name="import")
 cli.add_typer(keys_cli, name="keys")
@@ -281,7 +284,7 @@ def import_categories_cmd(
 
 @keys_cli.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option(help="viewer, analyst, editor or admin")],
+    role: Annotated[str, typer.Option(help="viewer, analyst, editor, admin, or linker")],
     name: Annotated[str, typer.Option(help="who or what uses the key")] = "unnamed",
 ) -> None:
     """Create a key; it is shown once and stored hashed."""
@@ -700,6 +703,39 @@ def alerts_list(
         table.add_row(str(a.id), a.monitor, place, a.period, num(a.observed), num(a.expected),
                       num(a.threshold), str(a.lasted), a.state)  # fmt: skip
     console.print(table)
+
+
+# -- record linkage of deaths (issue 21) ---------------------------------------------------
+
+
+@cli.command()
+def link(
+    within_source: Annotated[
+        bool, typer.Option(help="also link records of the same agency (duplicates)")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="seed (default: linkage.seed)")] = None,
+) -> None:
+    """Link the death records of the police, forensic service and health registry in this
+    process (as POST /linkage/runs does in a worker) and print the run's counts."""
+    from app.schemas.linkage import LinkageRunRequest
+    from app.services.linkage import link_here
+    from app.sql.linkage import select_linkage_run
+
+    settings = get_settings()
+    request = LinkageRunRequest(within_source=within_source, seed=seed)
+
+    async def run(engine) -> dict:
+        run_id = await link_here(engine, settings, request, "cli")
+        async with engine.connect() as conn:
+            row = (await conn.execute(select_linkage_run(run_id))).mappings().one()
+        return {"run": run_id, **row["summary"].get("counts", {})}
+
+    counts = _guard(lambda: _with_engine(run))
+    console.print(
+        f"linkage run {counts['run']}: {counts.get('records')} records, "
+        f"{counts.get('pairs_compared')} pairs compared, {counts.get('deaths')} deaths; "
+        f"pairs by band {counts.get('pairs_by_band')}"
+    )
 
 
 # -- demo and serving --------------------------------------------------------------------

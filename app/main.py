@@ -28,6 +28,7 @@ from app.routers import (
     audit,
     boundaries,
     categories,
+    deaths,
     features,
     health,
     imports,
@@ -36,6 +37,7 @@ from app.routers import (
     jobs,
     keys,
     labels,
+    linkage,
     metrics,
     monitors,
     pages,
@@ -164,6 +166,8 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         monitors,
         alerts,
         reports,
+        deaths,
+        linkage,
     ):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

@@ -9,6 +9,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Computed,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -37,6 +38,9 @@ metadata = MetaData(
 
 SRID = 4326
 ROLES = ("viewer", "analyst", "editor", "admin")
+# Roles off the ladder (issue 21): a linker reads what an analyst reads, plus the
+# deceased's identifiers of the death records, and reviews their linkage (app.security).
+KEY_ROLES = (*ROLES, "linker")
 SEXES = ("female", "male", "unknown")
 # An incident's fields besides its key (source, source_id) and its point, in the one order
 # that validation, staging, upserts and GeoJSON properties share.
@@ -233,7 +237,9 @@ api_key = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_used_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
-    CheckConstraint("role IN ('viewer', 'analyst', 'editor', 'admin')", name="role_known"),
+    CheckConstraint(
+        "role IN ('viewer', 'analyst', 'editor', 'admin', 'linker')", name="role_known"
+    ),  # linker: migration 0015
 )
 
 audit_log = Table(
@@ -449,6 +455,133 @@ report = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("definition", "definition_version", "period", "data_version"),
     CheckConstraint("audience IN ('public', 'analyst')", name="audience_known"),
+)
+
+
+# Deaths from three agencies (issue 21, migration 0015): every agency's record as it came,
+# keyed on (source, source_id). The name parts (or their HMAC tokens, names_hashed) and
+# person_key are the most sensitive data the service holds: they live in this table only,
+# and only the linker role and admins read them (app.access.sees_identifiers).
+MANNERS = ("homicide", "suicide", "accident", "undetermined", "natural", "other")
+death_record = Table(
+    "death_record",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("source_id", Text, nullable=False),
+    Column("given_name", Text),
+    Column("family_name", Text),
+    Column("person_key", Text),
+    Column("names_hashed", Boolean, nullable=False, server_default=text("false")),
+    Column("sex", Text),
+    Column("age", SmallInteger),
+    Column("birth_date", Date),
+    Column("death_date", Date),
+    # When the agency recorded the death (timeliness: the reporting delay).
+    Column("registered_at", Date),
+    Column("geom", Geometry("POINT", srid=SRID, spatial_index=False)),
+    Column("location_precision", Text),
+    # As given, else the district holding the point (set on import).
+    Column("unit_code", Text),
+    # The source's own coding, and the manner it normalises to (app.services.death_rows).
+    Column("manner_raw", Text),
+    Column("manner", Text),
+    Column("icd10", Text),
+    Column("iccs", Text),
+    Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("import_batch_id", Integer),
+    Column("import_batch_ids", ARRAY(Integer), nullable=False, server_default=text("'{}'")),
+    *_timestamps(),
+    UniqueConstraint("source", "source_id"),
+    CheckConstraint("sex IN ('female', 'male', 'unknown')", name="sex_known"),
+    CheckConstraint("age BETWEEN 0 AND 130", name="age_range"),
+    CheckConstraint(
+        "manner IN ('homicide', 'suicide', 'accident', 'undetermined', 'natural', 'other')",
+        name="manner_known",
+    ),
+    Index("ix_death_record_death_date", "death_date"),
+)
+
+# A linkage run is an analysis_run of kind 'linkage' (its summary: parameters, counts);
+# its pairs (record_l < record_r), clusters and consolidated deaths go with it.
+linkage_pair = Table(
+    "linkage_pair",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("run_id", Integer, ForeignKey("analysis_run.id", ondelete="CASCADE"), nullable=False),
+    Column("record_l", BigInteger, nullable=False),
+    Column("record_r", BigInteger, nullable=False),
+    Column("match_probability", Float),
+    Column("match_weight", Float),
+    Column("band", Text, nullable=False),
+    # The decision the run applied (the latest one at the time it ran).
+    Column("decided", Text),
+    CheckConstraint("band IN ('match', 'uncertain', 'non_match')", name="band_known"),
+    CheckConstraint("decided IN ('accept', 'reject')", name="decided_known"),
+    CheckConstraint("record_l < record_r", name="ordered"),
+    Index("ix_linkage_pair_run_id_band", "run_id", "band"),
+)
+
+linkage_cluster = Table(
+    "linkage_cluster",
+    metadata,
+    Column(
+        "run_id",
+        Integer,
+        ForeignKey("analysis_run.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("record_id", BigInteger, primary_key=True),
+    Column("cluster_id", BigInteger, nullable=False),
+    Index("ix_linkage_cluster_run_id_cluster_id", "run_id", "cluster_id"),
+)
+
+# One row per consolidated death (a cluster) of a run: linkage.consolidate's columns.
+linkage_death = Table(
+    "linkage_death",
+    metadata,
+    Column(
+        "run_id",
+        Integer,
+        ForeignKey("analysis_run.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("cluster_id", BigInteger, primary_key=True),
+    Column("n_records", Integer, nullable=False),
+    Column("sources", Text, nullable=False),
+    Column("n_sources", Integer, nullable=False),
+    Column("in_police", Boolean, nullable=False),
+    Column("in_forensic", Boolean, nullable=False),
+    Column("in_health", Boolean, nullable=False),
+    Column("manner_police", Text),
+    Column("manner_forensic", Text),
+    Column("manner_health", Text),
+    Column("manners_disagree", Boolean, nullable=False),
+    Column("manner", Text),
+    Column("manner_from", Text),
+    Column("death_date", Date),
+    Column("unit_code", Text),
+    Column("same_source_duplicates", Boolean, nullable=False),
+    Index("ix_linkage_death_run_id_death_date", "run_id", "death_date"),
+)
+
+# Every accept/reject a linker gave (never changed): the latest of a pair is respected
+# by the next run.
+linkage_decision = Table(
+    "linkage_decision",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("record_l", BigInteger, nullable=False),
+    Column("record_r", BigInteger, nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("note", Text),
+    Column("pair_id", BigInteger),
+    Column("run_id", Integer),
+    Column("decided_by", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("decision IN ('accept', 'reject')", name="decision_known"),
+    CheckConstraint("record_l < record_r", name="ordered"),
+    Index("ix_linkage_decision_record_l_record_r", "record_l", "record_r"),
 )
 
 # Near-repeat risk zones (issue 19, migration 0016): each incident of a significant

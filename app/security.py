@@ -1,4 +1,5 @@
-"""API keys: generation, hashing and the role ladder viewer < analyst < editor < admin.
+"""API keys: generation, hashing and the role ladder viewer < analyst < editor < admin
+(and ``linker`` beside it: an analyst who also reads the deaths' identifiers).
 
 Keys are 192-bit random secrets, so a plain SHA-256 is enough to store them (a slow
 password hash protects low-entropy secrets, which these are not).
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from app.models import ROLES
 
 KEY_PREFIX = "obs"
+# Roles off the ladder, and the ladder role each ranks as (app.models.KEY_ROLES).
+SIDE_ROLES = {"linker": "analyst"}
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,17 @@ class Principal:
         return f"key:{self.key_id}:{self.name}" if self.key_id else self.name
 
     def has(self, role: str) -> bool:
-        """Whether the caller's role is ``role`` or above it (``ROLES`` is in rising order)."""
-        return self.role is not None and ROLES.index(self.role) >= ROLES.index(role)
+        """Whether the caller's role is ``role`` or above it (``ROLES`` is in rising order).
+
+        ``linker`` is off the ladder (issue 21): only linker and admin keys have it, and
+        a linker key ranks as an analyst on the ladder (it reads what analysts read, and
+        the death records' identifiers besides; it is not an editor)."""
+        if self.role is None:
+            return False
+        if role in SIDE_ROLES:
+            return self.role in (role, "admin")
+        mine = SIDE_ROLES.get(self.role, self.role)
+        return ROLES.index(mine) >= ROLES.index(role)
 
 
 PUBLIC = Principal(role=None)

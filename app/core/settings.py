@@ -214,6 +214,36 @@ class PrivacySettings(BaseModel):
         return self
 
 
+class LinkageSettings(BaseModel):
+    """Deaths from three agencies (issue 21): the agencies, the match bands, name hashing."""
+
+    # The agencies whose death records are imported; a row of any other source is
+    # rejected. Their names are the linkage core's (linkage.model.SOURCES).
+    sources: tuple[str, ...] = ("police", "forensic", "health")
+    # When an agency may not share names in clear: each name part is stored as HMAC-SHA256
+    # tokens of its normalised words under ``secret`` (per installation; keep it secret
+    # and never change it, or stored tokens no longer match new ones).
+    hash_names: bool = False
+    secret: SecretStr | None = None
+    # Match probability bands (linkage.model.Thresholds): match >= match_threshold; the
+    # uncertain band a linker reviews from review_threshold; pairs below keep_threshold
+    # are not stored.
+    match_threshold: float = Field(default=0.95, ge=0, le=1)
+    review_threshold: float = Field(default=0.5, ge=0, le=1)
+    keep_threshold: float = Field(default=0.1, ge=0, le=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _secret_when_hashing(self) -> LinkageSettings:
+        if self.hash_names and (self.secret is None or len(self.secret.get_secret_value()) < 16):
+            raise ValueError(
+                "linkage.hash_names needs linkage.secret: at least 16 characters, per installation"
+            )
+        if not self.keep_threshold <= self.review_threshold <= self.match_threshold:
+            raise ValueError("linkage thresholds must satisfy keep <= review <= match")
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of the service: ``OBSERVATORY_*`` environment variables (nested with
     ``__``), then the TOML file named by ``OBSERVATORY_CONFIG_FILE``, then these defaults."""
@@ -233,6 +263,7 @@ class Settings(BaseSettings):
     analysis: AnalysisSettings = AnalysisSettings()
     worker: WorkerSettings = WorkerSettings()
     privacy: PrivacySettings = PrivacySettings()
+    linkage: LinkageSettings = LinkageSettings()
 
     @classmethod
     def settings_customise_sources(  # noqa: D102 - pydantic-settings' hook, documented there

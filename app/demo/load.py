@@ -68,11 +68,12 @@ async def load_demo(
                 select(func.count()).select_from(incident).where(incident.c.source == DEMO_SOURCE)
             )
         ).scalar_one()
+    districts = gpd.read_file(DISTRICTS).rename(columns={"iso_3166_2": "code", "district": "name"})
     if existing >= incidents:
         await store_demo_hotspots(engine, settings, actor=actor)
         await store_demo_alerts(engine, settings, actor=actor)
+        await _deaths(engine, settings, districts, incidents, seed, actor)
         return DemoReport(report.received, None, existing)
-    districts = gpd.read_file(DISTRICTS).rename(columns={"iso_3166_2": "code", "district": "name"})
     frame = generate_incidents(districts, n=incidents, seed=seed)
     frame = frame.astype(object).where(frame.notna(), "").astype(str)
     frame = frame.replace({"nan": "", "<NA>": "", "None": ""})
@@ -88,7 +89,15 @@ async def load_demo(
     )
     await store_demo_hotspots(engine, settings, actor=actor)
     await store_demo_alerts(engine, settings, actor=actor)
+    await _deaths(engine, settings, districts, incidents, seed, actor)
     return DemoReport(report.received, imported, existing)
+
+
+async def _deaths(engine, settings, districts, incidents: int, seed: int, actor: str) -> None:
+    """The SYNTHETIC death records of three agencies, linked (issue 21)."""
+    from app.demo.load_deaths import load_demo_deaths
+
+    await load_demo_deaths(engine, settings, districts, incidents=incidents, seed=seed, actor=actor)
 
 
 # Periods the demo's monitors are evaluated at when it loads (its last 12 weeks or

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
+from app.access import IDENTIFIERS_ROLE, check_role
 from app.core.errors import InvalidParameter, NotFound
-from app.deps import ConnDep, Editor, EngineDep, SettingsDep
+from app.deps import ConnDep, Editor, EngineDep, PrincipalDep, SettingsDep
 from app.files.exports import CSV, download
 from app.files.uploads import CHUNK as MB
 from app.files.uploads import saved_upload
 from app.schemas.imports import ImportBatchDetail, ImportBatchList, ImportBatchPublic
+from app.security import Principal
 from app.services import monitors
 from app.services.import_jobs import queue_import
 from app.services.imports import import_incidents, interrupt_stale_batches, rejections_csv
@@ -22,6 +24,25 @@ from app.sql import imports as sql
 router = APIRouter(prefix="/imports", tags=["imports"])
 
 REJECTIONS_SHOWN = 1_000
+
+
+async def _editor_or_linker(who: PrincipalDep) -> Principal:
+    """Editors read batches of incidents; linkers (issue 21) their batches of deaths."""
+    if not who.has(IDENTIFIERS_ROLE):
+        check_role(who, "editor")
+    return who
+
+
+EditorOrLinker = Annotated[Principal, Depends(_editor_or_linker)]
+
+
+async def _check_kind(conn, batch_id: int, who: Principal) -> None:
+    """404 for an unknown batch; 401/403 below the role its kind needs: a batch of death
+    records holds the deceased's names in its rejected rows (linker and admin only)."""
+    kind = (await conn.execute(sql.select_batch(batch_id))).mappings().first()
+    if kind is None:
+        raise NotFound(f"no import batch {batch_id}")
+    check_role(who, IDENTIFIERS_ROLE if kind["kind"] == "deaths" else "editor")
 
 
 def _links(request: Request, batch_id: int) -> list[dict[str, str]]:
@@ -176,19 +197,21 @@ async def list_imports(
 
 @router.get("/{batch_id}", response_model=ImportBatchDetail, summary="One batch and its rejections")
 async def get_import(
-    request: Request, batch_id: int, conn: ConnDep, _: Editor
+    request: Request, batch_id: int, conn: ConnDep, who: EditorOrLinker
 ) -> ImportBatchDetail:
     """One import batch with its first rejected rows and why each was refused (the CSV
-    link has them all). Editor keys and above; 404 for an unknown batch."""
+    link has them all). Editor keys and above; 404 for an unknown batch. A batch of death
+    records (kind ``deaths``: its rows hold names) is for linker keys and admins only."""
+    await _check_kind(conn, batch_id, who)
     return await _detail(request, conn, batch_id)
 
 
 @router.get("/{batch_id}/rejections.csv", summary="Every rejected row with its reason, as CSV")
-async def get_import_rejections(batch_id: int, conn: ConnDep, _: Editor) -> Response:
+async def get_import_rejections(batch_id: int, conn: ConnDep, who: EditorOrLinker) -> Response:
     """Every row of a batch that was refused, with its reason and the row as read, as
-    CSV. Editor keys and above; 404 for an unknown batch."""
-    if (await conn.execute(sql.select_batch(batch_id))).first() is None:
-        raise NotFound(f"no import batch {batch_id}")
+    CSV. Editor keys and above (a batch of death records: linker keys and admins only);
+    404 for an unknown batch."""
+    await _check_kind(conn, batch_id, who)
     rows = (await conn.execute(sql.select_rejections(batch_id))).all()
     return download(rejections_csv(rows), CSV, f"import-{batch_id}-rejected.csv")
 

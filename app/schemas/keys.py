@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Role = Literal["viewer", "analyst", "editor", "admin"]
+Role = Literal["viewer", "analyst", "editor", "admin", "linker"]
 
 
 class KeyCreate(BaseModel):

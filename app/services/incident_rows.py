@@ -173,7 +173,12 @@ def detect_format(filename: str, declared: str | None = None) -> str:
 
 
 def read_incident_chunks(
-    path: Path, options: ReadOptions, filename: str | None = None, *, chunk_rows: int = 100_000
+    path: Path,
+    options: ReadOptions,
+    filename: str | None = None,
+    *,
+    chunk_rows: int = 100_000,
+    canonical: tuple[str, ...] = CANONICAL,
 ) -> Iterator[pd.DataFrame]:
     """Read a CSV, GeoJSON or GeoPackage as frames of at most ``chunk_rows`` rows of strings
     with canonical column names (CSV is streamed, so a large file never sits whole in memory).
@@ -184,10 +189,10 @@ def read_incident_chunks(
     possibly only when the bad part is reached.
     """
     fmt = detect_format(filename or path.name, options.format)
-    unknown = [c for c in options.columns if c not in CANONICAL]
+    unknown = [c for c in options.columns if c not in canonical]  # death files: their own
     if unknown:
         raise InvalidParameter(
-            f"unknown target column(s) {', '.join(unknown)}; map onto: {', '.join(CANONICAL)}"
+            f"unknown target column(s) {', '.join(unknown)}; map onto: {', '.join(canonical)}"
         )
     header: list[str] | None = None
     with _read_errors(fmt, options):

@@ -9,15 +9,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import security
 from app.core.errors import InvalidParameter, NotFound
 from app.core.settings import Settings
-from app.models import ROLES
+from app.models import KEY_ROLES
 from app.sql import audit as audit_sql
 from app.sql import keys as sql
 
 
 async def create_key(engine: AsyncEngine, *, role: str, name: str, actor: str) -> str:
     """Make a key with ``role`` and audit it; returns the secret, which is stored only hashed."""
-    if role not in ROLES:
-        raise InvalidParameter(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+    if role not in KEY_ROLES:
+        raise InvalidParameter(f"role must be one of {', '.join(KEY_ROLES)} (got {role!r})")
     key, prefix, key_hash = security.new_key()
     async with engine.begin() as conn:
         key_id = (await conn.execute(sql.insert_key(name, prefix, key_hash, role))).scalar_one()
@@ -72,7 +72,7 @@ async def demo_keys(engine: AsyncEngine, settings: Settings) -> dict[str, str]:
             row = (await conn.execute(sql.select_active_key(prefix or ""))).first()
             if row is None or not security.key_matches(key, row.hash):
                 del keys[role]
-    for role in ROLES:
+    for role in KEY_ROLES:
         if role not in keys:
             keys[role] = await create_key(engine, role=role, name=f"demo-{role}", actor="demo")
     path.parent.mkdir(parents=True, exist_ok=True)

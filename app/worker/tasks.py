@@ -73,6 +73,14 @@ async def _near_repeat(
     return await run_near_repeat(engine, settings, body, run_id, progress)
 
 
+async def _linkage(
+    engine: AsyncEngine, settings: Settings, parameters: dict, run_id: int, progress: JobProgress
+) -> dict:
+    from app.services.linkage import run_linkage  # issue 21: deaths from three agencies
+
+    return await run_linkage(engine, settings, parameters, run_id, progress)
+
+
 # A run's kind (analysis_run.kind) -> what computes it.
 WORKS: dict[str, RunWork] = {
     "hotspots": _hotspots,
@@ -80,6 +88,7 @@ WORKS: dict[str, RunWork] = {
     "evaluation": _evaluation,
     "near_repeat": _near_repeat,
     "report": _report,
+    "linkage": _linkage,
 }
 
 
