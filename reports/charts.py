@@ -100,6 +100,16 @@ def source(fig: Figure, lang: Lang, line: str) -> None:
         )
 
 
+def wide(frame: pd.DataFrame, index: str, columns: str) -> pd.DataFrame:
+    """``count`` by ``index`` (rows) and ``columns``, first-seen order; a withheld count
+    stays missing (``pivot_table``'s sum would turn it into 0)."""
+    grouped = frame.groupby([index, columns], sort=False)["count"].sum(min_count=1)
+    table = grouped.unstack(columns)
+    return table.reindex(
+        index=list(dict.fromkeys(frame[index])), columns=list(dict.fromkeys(frame[columns]))
+    )
+
+
 # -- trend ------------------------------------------------------------------------------
 
 
@@ -109,9 +119,14 @@ def trend(monthly: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
     months = sorted(monthly["month"].unique())
     position = {m: i for i, m in enumerate(months)}
     in_period = sorted(monthly.loc[monthly["in_period"].astype(bool), "month"].unique())
+    panel = 1.75 if len(groups) <= 3 else 1.35  # five measures still fit one A4 page
     with style():
         fig, axes = plt.subplots(
-            len(groups), 1, figsize=(WIDTH_IN, 0.5 + 1.75 * len(groups)), sharex=True, squeeze=False
+            len(groups),
+            1,
+            figsize=(WIDTH_IN, 0.5 + panel * len(groups)),
+            sharex=True,
+            squeeze=False,
         )
         for ax, group in zip(axes[:, 0], groups, strict=True):
             rows = monthly[monthly["group"] == group].sort_values("month")
@@ -129,7 +144,8 @@ def trend(monthly: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
             period = rows["in_period"].astype(bool).to_numpy()
             ax.plot(x[period], y[period], color=ACCENT, lw=0, marker="o", ms=3.6)
             ax.set_title(lang.term(group), loc="left", fontweight="bold")
-            ax.set_ylim(bottom=0, top=max(1.0, np.nanmax(y) if len(y) else 1.0) * 1.15)
+            top = np.nanmax(y) if np.isfinite(y).any() else 1.0  # all withheld: an empty panel
+            ax.set_ylim(bottom=0, top=max(1.0, top) * 1.15)
             ax.yaxis.set_major_formatter(
                 matplotlib.ticker.FuncFormatter(lambda v, _: lang.integer(v))
             )
@@ -161,19 +177,21 @@ def _month_tick(month: str, lang: Lang) -> str:
 def pyramid(by_sex_age: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
     """Victims by age group, women to the left and men to the right (a population pyramid)."""
     ages = list(dict.fromkeys(by_sex_age["age_group"]))
-    table = by_sex_age.pivot_table(index="age_group", columns="sex", values="count", aggfunc="sum")
+    table = wide(by_sex_age, "age_group", "sex")
     table = table.reindex(ages)
-    female = table.get("female", pd.Series(0, index=ages)).fillna(0).to_numpy(dtype=float)
-    male = table.get("male", pd.Series(0, index=ages)).fillna(0).to_numpy(dtype=float)
+    # A withheld count (missing) draws no bar and prints a dash, never a zero.
+    female = table.get("female", pd.Series(np.nan, index=ages)).to_numpy(dtype=float)
+    male = table.get("male", pd.Series(np.nan, index=ages)).to_numpy(dtype=float)
     y = np.arange(len(ages))
     with style():
         fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.9 + 0.36 * len(ages)))
-        ax.barh(y, -female, color=FEMALE, height=0.72, label=lang.term("female"))
-        ax.barh(y, male, color=MALE, height=0.72, label=lang.term("male"))
-        peak = max(1.0, female.max(initial=0), male.max(initial=0))
+        ax.barh(y, -np.nan_to_num(female), color=FEMALE, height=0.72, label=lang.term("female"))
+        ax.barh(y, np.nan_to_num(male), color=MALE, height=0.72, label=lang.term("male"))
+        peak = max(1.0, np.nanmax(female, initial=0), np.nanmax(male, initial=0))
         for yi, f, m in zip(y, female, male, strict=True):
-            ax.text(-f - peak * 0.02, yi, lang.integer(f), ha="right", va="center", fontsize=7)
-            ax.text(m + peak * 0.02, yi, lang.integer(m), ha="left", va="center", fontsize=7)
+            f0, m0 = np.nan_to_num(f), np.nan_to_num(m)
+            ax.text(-f0 - peak * 0.02, yi, lang.integer(f), ha="right", va="center", fontsize=7)
+            ax.text(m0 + peak * 0.02, yi, lang.integer(m), ha="left", va="center", fontsize=7)
         ax.set_xlim(-peak * 1.22, peak * 1.22)
         ax.set_yticks(y)
         ax.set_yticklabels([lang.term(a) for a in ages])
@@ -214,7 +232,7 @@ def pyramid(by_sex_age: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
 def heat(weekday_hour: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
     """Day of week (rows, Monday first) by hour of day (columns), darker is more incidents."""
     grid = (
-        weekday_hour.pivot_table(index="weekday", columns="hour", values="count", aggfunc="sum")
+        wide(weekday_hour, "weekday", "hour")
         .reindex(index=range(7), columns=range(24))
         .to_numpy(dtype=float)
     )

@@ -205,6 +205,9 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     # measures and category groups
     "major_crimes": ("Major crimes", "Delitos graves"),
     "homicides": ("Homicides", "Homicidios"),
+    "shootings": ("Shootings", "Tiroteos"),
+    "robberies": ("Robberies", "Robos"),
+    "assaults": ("Assaults", "Agresiones"),
     "murders": ("Murders", "Asesinatos"),
     "property_crime": ("Property crime", "Delitos contra la propiedad"),
     "violent_crime": ("Violent crime", "Delitos violentos"),
@@ -236,6 +239,7 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     "forensic": ("Forensic medicine", "Medicina forense"),
     "health": ("Health", "Salud"),
     # alert states, bands
+    "new": ("new", "nueva"),
     "open": ("open", "abierta"),
     "closed": ("closed", "cerrada"),
     "acknowledged": ("acknowledged", "reconocida"),
@@ -260,6 +264,15 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     "oscillating cold spot": ("Oscillating cold spot", "Punto frío oscilante"),
     "historical cold spot": ("Historical cold spot", "Punto frío histórico"),
     "no pattern detected": ("No pattern detected", "Ningún patrón detectado"),
+    # Gi* bins as the service names them in the hot spot classes table
+    **{
+        f"{kind} spot, {level}% confidence": (
+            f"{kind.capitalize()} spot, {level} % confidence",
+            f"Punto {'caliente' if kind == 'hot' else 'frío'}, confianza {level} %",
+        )
+        for kind in ("hot", "cold")
+        for level in (90, 95, 99)
+    },
 }
 
 MISSING = "—"

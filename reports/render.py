@@ -154,10 +154,7 @@ def table(frame: pd.DataFrame, caption: str, lang: Lang, columns: list[str] | No
 def _wide(frame: pd.DataFrame, index: str, columns: str, lang: Lang, caption: str) -> Table:
     """A long table (index, columns, count) printed wide: one column per ``columns`` value."""
     order = list(dict.fromkeys(frame[columns]))
-    wide = frame.pivot_table(
-        index=index, columns=columns, values="count", aggfunc="sum", sort=False
-    )
-    wide = wide.reindex(index=list(dict.fromkeys(frame[index])), columns=order).reset_index()
+    wide = charts.wide(frame, index, columns).reset_index()
     out = table(wide, caption, lang, [index])
     out.headers += [(lang.term(c), True) for c in order]
     for row, values in zip(out.rows, wide[order].itertuples(index=False), strict=True):

@@ -10,6 +10,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -245,3 +246,19 @@ def test_spanish_pdf_pages_say_pagina(pdf_es, tmp_path):
     assert toc_entries(pages[1])["Distritos"] == next(
         i for i, page in enumerate(pages[2:], start=3) if "Distritos" in page
     )
+
+
+def test_withheld_counts_print_a_dash_and_draw_nothing(tmp_path):
+    doc = make_document("en")
+    trend = doc.section("trend").tables["monthly"]
+    trend.loc[trend["group"] == "homicides", "count"] = np.nan  # a whole measure withheld
+    victims = doc.section("victims").tables["by_sex_age"]
+    victims.loc[victims["age_group"] == "60+", "count"] = np.nan
+    doc.section("when").tables["weekday_hour"].loc[:10, "count"] = np.nan
+    html = render_html(doc)
+    pyramid = re.search(r'<section[^>]*id="sec-victims".*?</section>', html, flags=re.S)[0]
+    assert re.search(r"<td>60\+</td><td class=\"num\">—</td><td class=\"num\">—</td>", pyramid)
+    assert pyramid.count(">—</text>") == 2  # the chart's labels for the two withheld bars
+    assert "withheld (small count) or not available" in pyramid
+    pages = pdf_pages(render_pdf(doc, html), tmp_path)
+    assert len(pages) == 12
