@@ -249,6 +249,7 @@ def _prepare(recs: pd.DataFrame, hashed: bool) -> pd.DataFrame:
     birth = pd.to_datetime(recs["birth_date"])
     out["death_date"] = death
     out["death_ym"] = death.dt.strftime("%Y-%m")
+    out["death_ym_late"] = (death + pd.Timedelta(days=15)).dt.strftime("%Y-%m")
     out["birth_date"] = birth
     out["birth_str"] = birth.dt.strftime("%Y%m%d")
     out["birth_year"] = birth.dt.year.astype("Int64")
@@ -416,16 +417,27 @@ def _comparisons(prepared: pd.DataFrame, hashed: bool, within_source: bool) -> l
 
 
 # Blocking rules, most specific first; a rule is used only when its columns can be compared.
-# family Soundex + month of death: misspelt given names; given Soundex + day of death: a
-# misspelt or changed family name; day + unit + sex: both names wrong or missing; both
-# Soundex + birth year: a date of death typed in the wrong month; birth date: FEBRL-like
-# registers without a date of death; unit + family Soundex: as above, with a birth date typo.
+# Two month keys: the calendar month and the month of the date 15 days later. Two dates at
+# most 7 days apart always share one of them (the two kinds of boundary lie >= 13 days
+# apart), so a death recorded a few days off on either side of a month's end still meets.
+# family Soundex + month: misspelt given names; given Soundex + unit + month: a misspelt or
+# changed family name; given Soundex + day: idem, in another unit; day + unit + sex: both
+# names wrong or missing; both Soundex + birth year: a date of death far off; birth date: a
+# death registered under other names.
 _BLOCKING_KEYS: tuple[tuple[str, ...], ...] = (
     ("family_key", "death_ym"),
+    ("family_key", "death_ym_late"),
+    ("given_key", "unit_code", "death_ym"),
+    ("given_key", "unit_code", "death_ym_late"),
     ("given_key", "death_date"),
     ("death_date", "unit_code", "sex"),
     ("family_key", "given_key", "birth_year"),
     ("birth_date",),
+)
+# Registers without dates of death (FEBRL-like lists of persons) need rules on names and
+# place alone. They are left out when death dates exist: on 100,000 records a source, unit +
+# a common name's Soundex would put tens of millions of pairs through the model.
+_UNDATED_KEYS: tuple[tuple[str, ...], ...] = (
     ("unit_code", "family_key"),
     ("unit_code", "given_key"),
     ("given_key", "family_key"),
@@ -433,7 +445,10 @@ _BLOCKING_KEYS: tuple[tuple[str, ...], ...] = (
 
 
 def _blocking_rules(prepared: pd.DataFrame, hashed: bool, within_source: bool) -> list[Any]:
-    return [block_on(*keys) for keys in _BLOCKING_KEYS if _available(prepared, keys, within_source)]
+    keys = _BLOCKING_KEYS
+    if not _available(prepared, ("death_date",), within_source):
+        keys = keys + _UNDATED_KEYS
+    return [block_on(*k) for k in keys if _available(prepared, k, within_source)]
 
 
 def _rule_sql(rule: Any) -> str:
