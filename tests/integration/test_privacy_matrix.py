@@ -142,6 +142,15 @@ ROUTES = {
     "/audit": "admin",
     "/jobs": "admin",
     "/schedules": "admin",
+    # Deaths from three agencies (issue 21): the register and the scorecard for analysts
+    # (no identifier: tests/integration/test_linkage.py greps them for names), the pairs
+    # under review (both records, names included) for the linker role and admins only.
+    "/deaths": "analyst",
+    "/deaths/discrepancies": "analyst",
+    "/deaths/summary": "analyst",
+    "/quality": "analyst",
+    "/linkage/runs/{run_id}": "analyst",
+    "/linkage/pairs": "linker",
 }
 
 
@@ -442,6 +451,12 @@ RESTRICTED = [
     ("/audit", {}),
     ("/jobs", {}),
     ("/schedules", {}),
+    ("/deaths", {"period": "2024"}),
+    ("/deaths/discrepancies", {"period": "2024"}),
+    ("/deaths/summary", {}),
+    ("/quality", {"period": "2024-Q3"}),
+    ("/linkage/runs/{run}", {}),
+    ("/linkage/pairs", {"band": "uncertain"}),
     ("/collections/incidents", {}),
     ("/collections/incidents/items", {"source": SOURCE}),
     ("/collections/incidents/items/{incident}", {}),
