@@ -273,6 +273,15 @@ def hotspots(
         return _finish(fig, ax, lang, source_line, lang("map.hotspots"))
 
 
+def _alert_labels(frame: gpd.GeoDataFrame, lang: Lang) -> list[str]:
+    """The place when the layer names it, else "Alert 17" (the id in the alerts table)."""
+    if "place" in frame.columns:
+        return [str(p) for p in frame["place"]]
+    if "alert_id" in frame.columns:
+        return [f"{lang('col.alert_id')} {i}" for i in frame["alert_id"]]
+    return [""] * len(frame)
+
+
 def alerts(
     areas: gpd.GeoDataFrame, basemap: dict[str, gpd.GeoDataFrame], lang: Lang, source_line: str = ""
 ) -> str:
@@ -283,28 +292,11 @@ def alerts(
         _boundaries(ax, projected)
         frame = areas.to_crs(crs)
         frame.plot(ax=ax, facecolor=(0.75, 0.22, 0.17, 0.12), edgecolor=ALERT, lw=1.4, zorder=6)
-        column = (
-            "place"
-            if "place" in frame.columns
-            else "alert_id"
-            if "alert_id" in frame.columns
-            else None
-        )
-        if column:
-            halo = [patheffects.withStroke(linewidth=2.4, foreground="white")]
-            for geom, name in zip(frame.geometry, frame[column], strict=True):
-                _, _, x1, y1 = geom.bounds
-                ax.text(
-                    x1,
-                    y1,
-                    str(name),
-                    ha="left",
-                    va="bottom",
-                    fontsize=7,
-                    color=ALERT,
-                    path_effects=halo,
-                    zorder=11,
-                )
+        halo = [patheffects.withStroke(linewidth=2.4, foreground="white")]
+        for geom, name in zip(frame.geometry, _alert_labels(frame, lang), strict=True):
+            _, _, x1, y1 = geom.bounds
+            ax.text(x1, y1, name, ha="left", va="bottom", fontsize=7, color=ALERT,
+                    path_effects=halo, zorder=11)  # fmt: skip
         handles = [
             Patch(
                 facecolor=(0.75, 0.22, 0.17, 0.12),

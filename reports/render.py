@@ -139,6 +139,11 @@ def table(frame: pd.DataFrame, caption: str, lang: Lang, columns: list[str] | No
     """Format ``frame`` (its ``columns``, all by default) for printing."""
     columns = columns or list(frame.columns)
     formats = [_formatter(c, lang) for c in columns]
+    # "period" is a count in the headline and a label in the alerts: align as what it holds.
+    formats = [
+        (fmt, numeric and pd.api.types.is_numeric_dtype(frame[c]))
+        for c, (fmt, numeric) in zip(columns, formats, strict=True)
+    ]
     headers = [(lang.column(c), numeric) for c, (_, numeric) in zip(columns, formats, strict=True)]
     rows, missing = [], False
     for record in frame[columns].itertuples(index=False):
