@@ -122,7 +122,7 @@ def _estimate(deaths: list[dict[str, Any]]) -> dict[str, Any] | None:
         estimate = capture.loglinear(cells)
     except (ValueError, ArithmeticError) as exc:
         return {"error": str(exc)}
-    return _jsonable(estimate)
+    return _jsonable(estimate.as_dict() if hasattr(estimate, "as_dict") else estimate)
 
 
 def _jsonable(value: Any) -> Any:

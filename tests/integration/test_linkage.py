@@ -298,7 +298,12 @@ def test_discrepancies_list_the_planted_police_homicides(client, keys, imported,
     summary = client.get("/deaths/summary", headers=auth(keys["analyst"])).json()
     assert sum(summary["found_by"].values()) == summary["deaths"]
     assert sum(summary["by_manner"].values()) == summary["deaths"]
-    assert summary["deaths"] == imported["run"]["stored"]["deaths"]
+    latest = client.get(f"/linkage/runs/{summary['run_id']}", headers=auth(keys["analyst"]))
+    assert summary["deaths"] == latest.json()["stored"]["deaths"]
+    estimate = summary["estimate"]
+    assert estimate["observed"] == summary["deaths"]
+    assert estimate["lower"] <= estimate["total"] <= estimate["upper"]
+    assert estimate["total"] >= summary["deaths"] and estimate["model"]
 
 
 QUALITY_POLICE = """\
