@@ -150,6 +150,10 @@ class AnalysisSettings(BaseModel):
     max_cube_bins: int = Field(default=20_000_000, ge=1_000)
     # How long a request waits for its analysis before answering 202 with the run's URL.
     wait_s: float = Field(default=2.0, ge=0)
+    # How long a GET that computes (the KDE surface and hot areas, an index's sensitivity)
+    # waits for its run before answering 202 with the run's Location: QGIS and scripts
+    # ask with one GET and expect the file.
+    read_wait_s: float = Field(default=30.0, ge=0)
     # Compile esda's numba kernels at start-up so no analyst's first run pays for it
     # (about 50 s on 2 cores); the compiled code is cached on disk (NUMBA_CACHE_DIR,
     # default .data/numba-cache) and loads in about a second at the next start.

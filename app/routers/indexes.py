@@ -9,18 +9,24 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.deps import Admin, Analyst, ConnDep, SettingsDep
+from app.core.errors import NotFound
+from app.deps import Admin, Analyst, ConnDep, EngineDep, SettingsDep
 from app.files.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
+from app.schemas.analyses import AnalysisRunPublic
 from app.schemas.indexes import (
     IndexDefinitionList,
     IndexDefinitionRecord,
     IndexPeriods,
     IndexResults,
     IndexSensitivity,
+    SensitivityBody,
 )
 from app.services import indexes as service
+from app.services import jobs
 
 router = APIRouter(prefix="/indexes", tags=["indexes"])
 
@@ -146,14 +152,52 @@ async def get_results(
     return Response(json.dumps(collection, allow_nan=False), media_type=GEOJSON)
 
 
+_SENSITIVITY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Still computing: poll the Location"},
+    422: {"description": "A bad period or runs; data the index cannot use"},
+}
+
+
+def _sensitivity_links(request: Request, code: str, run_id: int) -> list[dict[str, str]]:
+    run = str(request.url_for("get_analysis", run_id=run_id))
+    url = str(request.url_for("get_sensitivity_run", code=code, run_id=run_id))
+    return [
+        {"rel": "self", "type": "application/json", "href": url},
+        {"rel": "describedby", "type": "application/json", "href": f"{run}?format=run"},
+    ]
+
+
+async def _sensitivity_answer(
+    request: Request, engine: AsyncEngine, code: str, run_id: int, *, created: bool = False
+) -> Response:
+    """The run's bands once it ended (200, or 201 for a POST); 202 with the run and the
+    ``Location`` of its bands while it runs; 422 when it failed, 409 when cancelled."""
+    run = await jobs.read_run(engine, run_id, "sensitivity")
+    links = _sensitivity_links(request, code, run_id)
+    headers = {"Location": links[0]["href"]}
+    if run["status"] == "running" or created:
+        public = AnalysisRunPublic(**run, links=links)
+        status = 202 if run["status"] == "running" else 201
+        return Response(
+            public.model_dump_json(), status_code=status, media_type="application/json",
+            headers=headers,
+        )  # fmt: skip
+    headers = {"Link": f'<{links[1]["href"]}>; rel="describedby"'}
+    return Response(
+        orjson.dumps(run["summary"]["sensitivity"]), media_type="application/json", headers=headers
+    )
+
+
 @router.get(
     "/{code}/sensitivity",
     response_model=IndexSensitivity,
     summary="Median rank and 5-95 % rank band per unit over Monte Carlo runs",
+    responses=_SENSITIVITY_RESPONSES,
 )
 async def get_sensitivity(
+    request: Request,
     code: str,
-    conn: ConnDep,
+    engine: EngineDep,
     settings: SettingsDep,
     who: Analyst,
     period: Annotated[str, Query(description="one period of the index's kind, e.g. 2024")],
@@ -165,12 +209,72 @@ async def get_sensitivity(
         int | None, Query(ge=0, description="default: the definition's (1), so bands repeat")
     ] = None,
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
-) -> IndexSensitivity:
+) -> Response:
     """Rank bands over Monte Carlo runs, and each unit's score and rank with and without
-    outlier treatment; runs and seed default to the definition's, as in ``/rankings``."""
-    return await service.compute_sensitivity(
-        conn, settings, who, code, period, runs=runs, seed=seed, version=version
-    )
+    outlier treatment; runs and seed default to the definition's, as in ``/rankings``.
+
+    A worker computes them as a sensitivity run; this GET reuses the run with the same
+    parameters on the same data when one is stored, or queues one and waits up to
+    ``analysis.read_wait_s`` (30 s): the bands, or 202 with the run and the ``Location``
+    of its bands to poll."""
+    async with engine.connect() as conn:
+        body = await service.resolve_sensitivity(
+            conn, settings, code, period, runs=runs, seed=seed, version=version
+        )
+    run_id = await jobs.reuse_or_enqueue(
+        request.app.state.queue, engine, who.actor, "sensitivity", "monte_carlo",
+        body.model_dump(mode="json"),
+    )  # fmt: skip
+    await jobs.wait_for_run(engine, run_id, settings.analysis.read_wait_s, max_pause_s=0.25)
+    return await _sensitivity_answer(request, engine, body.code, run_id)
+
+
+@router.post(
+    "/{code}/sensitivity",
+    status_code=201,
+    response_model=AnalysisRunPublic,
+    summary="A sensitivity run: Monte Carlo rank bands computed by a worker, stored",
+    responses=_SENSITIVITY_RESPONSES,
+)
+async def create_sensitivity(
+    request: Request,
+    code: str,
+    body: SensitivityBody,
+    engine: EngineDep,
+    settings: SettingsDep,
+    who: Analyst,
+) -> Response:
+    """Queue a sensitivity run (analyst key), always a new one, and answer the run: 201
+    when it ended within ``analysis.wait_s``, else 202; its ``Location`` gives the
+    bands (202 while it runs)."""
+    async with engine.connect() as conn:
+        resolved = await service.resolve_sensitivity(
+            conn, settings, code, body.period, runs=body.runs, seed=body.seed,
+            version=body.version,
+        )  # fmt: skip
+    parameters = resolved.model_dump(mode="json")
+    run_id, _ = await jobs.launch_run(
+        request.app.state.queue, engine, settings, who.actor, "sensitivity", "monte_carlo",
+        parameters, parameters,
+    )  # fmt: skip
+    return await _sensitivity_answer(request, engine, resolved.code, run_id, created=True)
+
+
+@router.get(
+    "/{code}/sensitivity/runs/{run_id:int}",
+    response_model=IndexSensitivity,
+    summary="A sensitivity run's rank bands; 202 while it runs",
+    responses=_SENSITIVITY_RESPONSES,
+)
+async def get_sensitivity_run(
+    request: Request, code: str, run_id: int, engine: EngineDep, _: Analyst
+) -> Response:
+    """The bands a sensitivity run of index ``code`` stored (analyst key); 202 with the
+    run while it runs, 422 when it failed (with the reason), 409 when cancelled."""
+    run = await jobs.read_run(engine, run_id, "sensitivity")
+    if run["parameters"].get("code") != code:
+        raise NotFound(f"no sensitivity run {run_id} of index {code!r}")
+    return await _sensitivity_answer(request, engine, code, run_id)
 
 
 def _table(results: IndexResults) -> tuple[list[str], list[list[Any]]]:

@@ -25,8 +25,10 @@ async def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
-    """Jobs of the queue, newest first, with their run, attempts, worker and age (queued:
-    ``todo``, running: ``doing``), and the workers seen in the last minute."""
+    """Jobs of the queue, newest first, each with what it is for (an analysis run's id and
+    kind, an import's batch and file name, the schedule that queued it; ``purpose`` says
+    it in words), attempts, worker and age (queued: ``todo``, running: ``doing``), and
+    the workers seen in the last minute."""
     statuses = list(status or ("todo", "doing", "failed"))
     async with reader.connect() as conn:
         jobs = (await conn.execute(sql.select_jobs(statuses, limit))).mappings().all()

@@ -1,24 +1,23 @@
 """Density surfaces and evaluation (analyst and above): the quartic KDE of the incidents as a
-GeoTIFF or as hot-area polygons, and PAI / RRI of hot spot methods stored as runs."""
+GeoTIFF or as hot-area polygons, and PAI / RRI of hot spot methods, all stored as runs a
+worker computes (app.services.jobs). ``GET /analyses/kde.tif`` and ``/kde/areas`` stay one
+GET for QGIS and scripts: they reuse or queue a run and wait for it."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse
 from pydantic import ValidationError
-from starlette.background import BackgroundTask
 
 from app.core.errors import Conflict, InvalidParameter, NotFound
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
 from app.files.exports import csv_text
 from app.params import split_list
-from app.schemas.analyses import AnalysisFilters
-from app.schemas.surfaces import EvaluationPublic, EvaluationRequest, KdeQuery
+from app.schemas.analyses import AnalysisFilters, AnalysisRunPublic
+from app.schemas.surfaces import EvaluationPublic, EvaluationRequest, KdeQuery, KdeRequest
 from app.services import jobs
 from app.services import surfaces as service
 from app.services.evaluation import ROW_COLUMNS
@@ -74,51 +73,183 @@ async def kde_query(
 
 
 KdeQueryDep = Annotated[KdeQuery, Depends(kde_query)]
+PercentileQuery = Annotated[
+    float, Query(ge=0, lt=100, description="of the non-zero cell densities")
+]
+
+
+def _sorted(body: KdeRequest) -> KdeRequest:
+    """The request with its lists in one order: equal requests share a stored run."""
+    f = body.filters
+    filters = f.model_copy(
+        update={k: sorted(getattr(f, k)) for k in ("categories", "victim_sex", "sources")}
+    )
+    return body.model_copy(update={"filters": filters})
+
+
+def _kde_links(request: Request, run_id: int) -> list[dict[str, str]]:
+    run = str(request.url_for("get_analysis", run_id=run_id))
+    return [
+        {"rel": "self", "type": TIFF, "href": str(request.url_for("get_run_kde", run_id=run_id))},
+        {
+            "rel": "alternate",
+            "type": GEOJSON,
+            "href": str(request.url_for("get_run_kde_areas", run_id=run_id)),
+            "title": "hot areas at the run's percentile",
+        },
+        {"rel": "describedby", "type": "application/json", "href": f"{run}?format=run"},
+    ]
+
+
+def _run_response(
+    request: Request, run: Mapping[str, Any], status_code: int, location: str
+) -> Response:
+    """A KDE run as JSON, with the URL to poll in ``Location``."""
+    public = AnalysisRunPublic(**run, links=_kde_links(request, run["id"]))
+    return Response(
+        public.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers={"Location": location},
+    )
+
+
+async def _kde_file(
+    request: Request, engine, run_id: int, name: str, *, wait_s: float = 0
+) -> Response:
+    """A KDE run's file (``kde.tif`` or ``areas.geojson``) once it ended within
+    ``wait_s``; 202 with the run and its Location while it goes on."""
+    route = "get_run_kde" if name == service.SURFACE_FILE else "get_run_kde_areas"
+    location = str(request.url_for(route, run_id=run_id))
+    if wait_s:
+        await jobs.wait_for_run(engine, run_id, wait_s, max_pause_s=0.25)
+    run = await jobs.read_run(engine, run_id, "kde")
+    if run["status"] == "running":
+        return _run_response(request, run, 202, location)
+    if name == service.AREAS_FILE and (reason := run["summary"].get("areas_error")):
+        raise jobs.AnalysisFailed(reason, run_id=run_id)
+    data, media_type = await jobs.read_file(engine, run_id, name)
+    filename = "kde.tif" if name == service.SURFACE_FILE else f"kde-{run_id}-areas.geojson"
+    disposition = "attachment" if name == service.SURFACE_FILE else "inline"
+    describedby = f"{request.url_for('get_analysis', run_id=run_id)}?format=run"
+    return Response(
+        data,
+        media_type=media_type,
+        headers={
+            "Content-Disposition": f'{disposition}; filename="{filename}"',
+            "Link": f'<{describedby}>; rel="describedby"',
+        },
+    )
+
+
+async def _read_through(
+    request: Request, engine, settings, who, body: KdeRequest, name: str
+) -> Response:
+    """A GET of a surface: the stored run on the same data, or a new one, waited for
+    ``analysis.read_wait_s``."""
+    await service.check_kde_request(engine, settings, body)  # 422 before anything is stored
+    body = _sorted(body)
+    run_id = await jobs.reuse_or_enqueue(
+        request.app.state.queue, engine, who.actor, "kde", "quartic", body.model_dump(mode="json")
+    )
+    return await _kde_file(request, engine, run_id, name, wait_s=settings.analysis.read_wait_s)
+
+
+_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Still computing after analysis.read_wait_s: poll the Location"},
+    422: {"description": "No incidents, a raster too large, bad filters"},
+}
 
 
 @router.get(
     "/kde.tif",
-    response_class=FileResponse,
     summary="Kernel density (quartic, incidents per km²) as a GeoTIFF in the projected CRS",
-    responses={200: {"content": {TIFF: {}}}, 422: {"description": "no incidents, too large"}},
+    responses={200: {"content": {TIFF: {}}}, **_READ_RESPONSES},
 )
 async def get_kde_geotiff(
-    _: Analyst, engine: EngineDep, settings: SettingsDep, query: KdeQueryDep
-) -> FileResponse:
+    request: Request, who: Analyst, engine: EngineDep, settings: SettingsDep, query: KdeQueryDep
+) -> Response:
     """The kernel density of the filtered incidents as a GeoTIFF (analyst key): quartic
     kernel, incidents per km², cells of ``cell_size_m`` in the territory's projected CRS.
-    422 when no incident matches or the raster would be too large."""
-    surface = await service.kde_surface(engine, settings, query)
-    crs = settings.territory.projected_crs
-    path = await asyncio.to_thread(service.geotiff_file, surface, crs)
-    return FileResponse(
-        path,
-        media_type=TIFF,
-        filename="kde.tif",
-        background=BackgroundTask(path.unlink, missing_ok=True),
-    )
+
+    A worker computes it as a KDE run; this GET reuses the run with the same parameters
+    on the same data when one is stored, or queues one and waits up to
+    ``analysis.read_wait_s`` (30 s): the file, or 202 with the run and the ``Location``
+    of its GeoTIFF to poll. 422 when no incident matches or the raster would be too
+    large."""
+    body = KdeRequest(**query.model_dump())
+    return await _read_through(request, engine, settings, who, body, service.SURFACE_FILE)
 
 
 @router.get(
     "/kde/areas",
     summary="Hot areas: polygons of the density above a percentile (GeoJSON, EPSG:4326)",
-    responses={200: {"content": {GEOJSON: {}}}},
+    responses={200: {"content": {GEOJSON: {}}}, **_READ_RESPONSES},
 )
 async def get_kde_areas(
-    _: Analyst,
+    request: Request,
+    who: Analyst,
     engine: EngineDep,
     settings: SettingsDep,
     query: KdeQueryDep,
-    percentile: Annotated[
-        float, Query(ge=0, lt=100, description="of the non-zero cell densities")
-    ] = 95,
+    percentile: PercentileQuery = 95,
 ) -> Response:
     """Hot areas (analyst key): the polygons where the density of ``/analyses/kde.tif``
-    exceeds the given percentile of its non-zero cells, as GeoJSON in EPSG:4326."""
-    surface = await service.kde_surface(engine, settings, query)
-    crs = settings.territory.projected_crs
-    collection = await asyncio.to_thread(service.hot_area_collection, surface, percentile, crs)
-    return Response(orjson.dumps(collection), media_type=GEOJSON)
+    exceeds the given percentile of its non-zero cells, as GeoJSON in EPSG:4326. Computed
+    by a KDE run and answered as ``/analyses/kde.tif`` is (the same run at the default
+    percentile, 95)."""
+    body = KdeRequest(**query.model_dump(), percentile=percentile)
+    return await _read_through(request, engine, settings, who, body, service.AREAS_FILE)
+
+
+@router.post(
+    "/kde",
+    status_code=201,
+    response_model=AnalysisRunPublic,
+    summary="A KDE run: the density surface (GeoTIFF) and its hot areas, stored",
+    responses={
+        202: {"description": "Still running: poll the Location"},
+        422: {"description": "No incidents, a raster too large, bad filters"},
+    },
+)
+async def create_kde(
+    request: Request, body: KdeRequest, engine: EngineDep, settings: SettingsDep, who: Analyst
+) -> Response:
+    """Queue a KDE run (analyst key), always a new one, and answer the run: 201 when it
+    ended within ``analysis.wait_s``, else 202; its ``Location`` is the GeoTIFF (202 while
+    it runs), its links name the hot areas."""
+    await service.check_kde_request(engine, settings, body)  # 422 before anything is stored
+    run_id, _ = await jobs.launch_run(
+        request.app.state.queue, engine, settings, who.actor, "kde", "quartic",
+        body.model_dump(mode="json"), body.model_dump(mode="json", exclude_unset=True),
+    )  # fmt: skip
+    run = await jobs.read_run(engine, run_id, "kde")
+    location = str(request.url_for("get_run_kde", run_id=run_id))
+    return _run_response(request, run, 202 if run["status"] == "running" else 201, location)
+
+
+@router.get(
+    "/runs/{run_id:int}/kde.tif",
+    summary="A KDE run's surface (GeoTIFF); 202 while it runs",
+    responses={200: {"content": {TIFF: {}}}, 202: {"description": "Still running"}},
+)
+async def get_run_kde(request: Request, run_id: int, engine: EngineDep, _: Analyst) -> Response:
+    """The GeoTIFF a KDE run stored (analyst key); 202 with the run while it runs, 422
+    when it failed (with the reason), 409 when it was cancelled."""
+    return await _kde_file(request, engine, run_id, service.SURFACE_FILE)
+
+
+@router.get(
+    "/runs/{run_id:int}/areas",
+    summary="A KDE run's hot areas at its percentile (GeoJSON); 202 while it runs",
+    responses={200: {"content": {GEOJSON: {}}}, 202: {"description": "Still running"}},
+)
+async def get_run_kde_areas(
+    request: Request, run_id: int, engine: EngineDep, _: Analyst
+) -> Response:
+    """The hot areas a KDE run stored, above the run's percentile (analyst key); as
+    ``/analyses/runs/{run_id}/kde.tif`` otherwise."""
+    return await _kde_file(request, engine, run_id, service.AREAS_FILE)
 
 
 def _links(request: Request, run_id: int) -> list[dict[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class IndexDefinitionRecord(BaseModel):
@@ -150,6 +150,29 @@ class IndexSensitivity(BaseModel):
         description="mean absolute rank shift caused by each assumption alone"
     )
     rows: list[SensitivityRow] = Field(description="by nominal rank")
+
+
+class SensitivityBody(BaseModel):
+    """What ``POST /indexes/{code}/sensitivity`` asks: the period and the Monte Carlo."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: str = Field(description="one period of the index's kind, e.g. 2024")
+    runs: int | None = Field(default=None, ge=1, description="default: the definition's")
+    seed: int | None = Field(default=None, ge=0, description="default: the definition's")
+    version: int | None = Field(default=None, ge=1, description="default: the latest")
+
+
+class SensitivityRequest(BaseModel):
+    """A sensitivity run's parameters, every default resolved (the key of a stored run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    version: int = Field(ge=1)
+    period: str
+    runs: int = Field(ge=1)
+    seed: int = Field(ge=0)
 
 
 class Contributor(BaseModel):

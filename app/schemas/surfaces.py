@@ -27,6 +27,14 @@ class KdeQuery(_Strict):
     victims: bool = Field(default=False, description="weight each incident by its victims")
 
 
+class KdeRequest(KdeQuery):
+    """A KDE run: the surface, and its hot areas above ``percentile``."""
+
+    percentile: float = Field(
+        default=95, ge=0, lt=100, description="hot areas: of the non-zero cell densities"
+    )
+
+
 class EvaluationFilters(_Strict):
     """The incident filters of ``GET /incidents`` without dates (the periods give them)."""
 

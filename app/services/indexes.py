@@ -14,6 +14,7 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import indexes
+from app.access import EXACT_FIGURES_ROLE
 from app.core.errors import InvalidParameter, NotFound
 from app.core.settings import DATA_DIR, Settings
 from app.schemas.indexes import (
@@ -21,12 +22,14 @@ from app.schemas.indexes import (
     IndexResultRow,
     IndexResults,
     IndexSensitivity,
+    SensitivityRequest,
     SensitivityRow,
     TreatedValue,
     TreatmentStatement,
 )
 from app.security import Principal
 from app.services.index_data import IndexData
+from app.services.jobs import JobProgress
 from app.services.periods import Period, one_period, period_containing, previous_period
 from app.sql import indexes as sql
 from app.sql import stats as stats_sql
@@ -51,6 +54,8 @@ __all__ = [
     "list_definitions",
     "load_default_definitions",
     "parse_definition",
+    "resolve_sensitivity",
+    "run_sensitivity",
     "store_definition",
     "unit_geometries",
 ]
@@ -333,6 +338,68 @@ async def compute_sensitivity(
             for unit, r in ranks.iterrows()
         ],
     )
+
+
+# A sensitivity run computes what every caller with exact figures sees (the route needs
+# that role), whoever posted it: one stored run serves them all.
+SENSITIVITY_RUNNER = Principal(role=EXACT_FIGURES_ROLE, name="sensitivity run")
+
+
+async def resolve_sensitivity(
+    conn: AsyncConnection,
+    settings: Settings,
+    code: str,
+    period_text: str,
+    *,
+    runs: int | None = None,
+    seed: int | None = None,
+    version: int | None = None,
+) -> SensitivityRequest:
+    """The parameters of a sensitivity run with every default resolved (the latest
+    version, the definition's runs and seed, the period's label), so that equal requests
+    share one stored run; 404 for an unknown index or version, 422 for a bad period or
+    runs, before anything is stored."""
+    record = await get_definition(conn, code, version)
+    definition = indexes.load_definition(record.definition)
+    period = one_period(period_text, definition.period, settings.territory.timezone)
+    runs = definition.sensitivity.runs if runs is None else runs
+    if not 1 <= runs <= MAX_RUNS:
+        raise InvalidParameter(f"runs must be between 1 and {MAX_RUNS} (got {runs})")
+    return SensitivityRequest(
+        code=record.code,
+        version=record.version,
+        period=period.label,
+        runs=runs,
+        seed=definition.sensitivity.seed if seed is None else seed,
+    )
+
+
+async def run_sensitivity(
+    engine: AsyncEngine,
+    settings: Settings,
+    body: SensitivityRequest,
+    run_id: int,
+    progress: JobProgress,
+) -> dict[str, Any]:
+    """Compute sensitivity run ``run_id`` (a worker's job): :func:`compute_sensitivity`,
+    stored as the run's summary (``sensitivity``). Data the index cannot use fails the
+    run with the reason."""
+    await progress(0.05, f"{body.runs:,} Monte Carlo runs")
+    try:
+        async with engine.connect() as conn:
+            result = await compute_sensitivity(
+                conn,
+                settings,
+                SENSITIVITY_RUNNER,
+                body.code,
+                body.period,
+                runs=body.runs,
+                seed=body.seed,
+                version=body.version,
+            )
+    except (indexes.IndexDataError, indexes.IndexDefinitionError) as exc:
+        raise InvalidParameter(str(exc)) from None
+    return {"sensitivity": result.model_dump(mode="json")}
 
 
 # --- maps and selectors --------------------------------------------------------

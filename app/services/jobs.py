@@ -7,6 +7,14 @@ a retried job (after a transient database error, or because its worker died) fin
 the run ended and does nothing, or clears its previous attempt's cells and computes it
 again. The row stays the user-facing record (status, progress, message, summary).
 
+A run may store files (a KDE run's GeoTIFF and hot areas): its computation returns them
+under :data:`FILES` in its summary, and they are stored as large objects with the
+result, in one statement, so a retried attempt leaves none behind.
+
+A GET that computes (``/analyses/kde.tif``, ``/indexes/{code}/sensitivity``) reuses a run
+of the same kind, parameters and data version when one is stored or running
+(:func:`reuse_or_enqueue`), queues one otherwise, and waits ``analysis.read_wait_s``.
+
 The CLI's ``run_here`` computes a run in its own process, as before.
 """
 
@@ -16,8 +24,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from sqlalchemy import exc as sa_exc
@@ -54,6 +62,10 @@ class RunCancelled(Exception):
 class TransientFailure(Exception):
     """A transient database error: the job is retried with back-off (app.worker)."""
 
+
+# The summary key under which a computation returns the files its run stores:
+# {name: (media type, bytes)}; the stored summary lists them under "files".
+FILES = "_files"
 
 # Progress callback of a job: (fraction done 0..1, what it is doing).
 JobProgress = Callable[[float, str], Awaitable[None]]
@@ -181,8 +193,9 @@ async def _attempt(
         log.exception("analysis run %s failed (log id %s)", run_id, log_id)
         await _end(engine, run_id, "failed", f"internal error; quote log id {log_id}")
         return "failed"
+    files = summary.pop(FILES, None)
     async with engine.begin() as conn:
-        stored = (await conn.execute(job_sql.finish_run(run_id, summary))).first()
+        stored = (await conn.execute(job_sql.finish_run(run_id, summary, files))).first()
     return "completed" if stored is not None else "skipped"
 
 
@@ -277,3 +290,49 @@ async def cancel_run(queue: App, engine: AsyncEngine, run_id: int) -> None:
         jobs = (await conn.execute(job_sql.select_run_jobs(run_id))).all()
     for job_id, _ in jobs:
         await queue.job_manager.cancel_job_by_id_async(job_id, abort=True)
+
+
+async def reuse_or_enqueue(
+    queue: App,
+    engine: AsyncEngine,
+    actor: str,
+    kind: str,
+    method: str,
+    parameters: dict,
+) -> int:
+    """The run of ``kind`` with these parameters on the current data: a completed one, or
+    one still running, else a new run queued (``parameters`` with every default filled
+    in: they are the key). The parameters are stored with ``data_version``; equal
+    requests at once wait for each other's lock and share one run."""
+    async with engine.connect() as conn, conn.begin():
+        version = (await conn.execute(job_sql.data_version())).scalar_one()
+        key = {**parameters, "data_version": version}
+        await conn.execute(job_sql.lock_reuse(kind, key))
+        found = (await conn.execute(job_sql.select_reusable_run(kind, key))).scalar()
+        if found is not None:
+            return found
+        # Queued while the lock is held: an equal request waits, then finds this run.
+        return await enqueue_run(queue, engine, actor, kind, method, key, parameters)
+
+
+async def read_run(engine: AsyncEngine, run_id: int, kind: str) -> Mapping[str, Any]:
+    """Run ``run_id`` of ``kind``, completed or running: 404 when there is none of that
+    kind, 422 (with its reason) when it failed, 409 when it was cancelled."""
+    async with engine.connect() as conn:
+        run = (await conn.execute(sql.select_run(run_id))).mappings().first()
+    if run is None or run["kind"] != kind:
+        raise NotFound(f"no {kind} run {run_id}")
+    if run["status"] == "failed":
+        raise AnalysisFailed(run["message"] or f"the {kind} run failed", run_id=run_id)
+    if run["status"] == "cancelled":
+        raise Conflict(f"{kind} run {run_id} was cancelled", run_id=run_id)
+    return run
+
+
+async def read_file(engine: AsyncEngine, run_id: int, name: str) -> tuple[bytes, str]:
+    """A completed run's stored file and its media type (404 when it stored none)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(job_sql.select_run_file(run_id, name))).first()
+    if row is None:
+        raise NotFound(f"analysis run {run_id} stored no {name}")
+    return bytes(row.data), row.media_type

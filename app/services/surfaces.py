@@ -1,5 +1,10 @@
 """Kernel density surfaces: read incidents from PostGIS → project them → quartic KDE (the pure
-package ``spatial``) → a GeoTIFF in the projected CRS, or hot-area polygons in EPSG:4326."""
+package ``spatial``) → a GeoTIFF in the projected CRS, or hot-area polygons in EPSG:4326.
+
+The API computes none of it: a KDE run (kind ``kde``, :func:`run_kde`) is a job a worker
+computes (app.services.jobs); it stores the GeoTIFF and the hot areas at its percentile
+as the run's files. The CLI computes a surface in its own process (:func:`kde_surface`).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import shapely
 from pyproj import Transformer
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.errors import InvalidParameter
 from app.core.settings import Settings
 from app.schemas.analyses import AnalysisFilters
-from app.schemas.surfaces import KdeQuery
+from app.schemas.surfaces import KdeQuery, KdeRequest
 from app.services.hotspots import incident_filter
+from app.services.jobs import FILES, JobProgress
 from app.sql import analyses as sql
 from spatial import AnalysisError
 from spatial.kde import (
@@ -34,6 +42,10 @@ from spatial.kde import (
 
 #: Largest raster side, in cells, one request may build (4,000 x 4,000 float64 is 128 MB).
 MAX_RASTER_SIDE = 4_000
+TIFF = "image/tiff"
+GEOJSON = "application/geo+json"
+#: The files a KDE run stores.
+SURFACE_FILE, AREAS_FILE = "kde.tif", "areas.geojson"
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,67 @@ async def kde_surface(engine: AsyncEngine, settings: Settings, query: KdeQuery) 
         points = await load_points(conn, settings, query.filters, victims=query.victims)
     bandwidth, cell_size = check_raster_size(points, query.bandwidth_m, query.cell_size_m)
     return await asyncio.to_thread(density, points, bandwidth, cell_size)
+
+
+async def check_kde_request(engine: AsyncEngine, settings: Settings, query: KdeQuery) -> None:
+    """Refuse, before a run is stored, filters naming an unknown unit or selecting no
+    incident (a 422 at once; a raster too large is found by the run, which needs the
+    default bandwidth)."""
+    async with engine.connect() as conn:
+        selected = await incident_filter(conn, query.filters, settings.territory.timezone)
+        found = (await conn.execute(select(sql.select_points(selected).exists()))).scalar()
+    if not found:
+        raise InvalidParameter("no incidents match the filters: there is nothing to spread")
+
+
+async def run_kde(
+    engine: AsyncEngine,
+    settings: Settings,
+    body: KdeRequest,
+    run_id: int,
+    progress: JobProgress,
+) -> dict[str, Any]:
+    """Compute KDE run ``run_id`` (a worker's job): the surface as a GeoTIFF, and its hot
+    areas above ``body.percentile`` as GeoJSON, both returned as the run's files. Hot
+    areas that cannot be drawn (e.g. a flat surface) leave the GeoTIFF standing: the
+    reason is kept as ``areas_error``."""
+    await progress(0.05, "reading the incidents")
+    async with engine.connect() as conn:
+        points = await load_points(conn, settings, body.filters, victims=body.victims)
+    bandwidth, cell_size = check_raster_size(points, body.bandwidth_m, body.cell_size_m)
+    await progress(0.2, f"spreading {points.x.size:,} incidents")
+    surface = await asyncio.to_thread(density, points, bandwidth, cell_size)
+    await progress(0.7, "writing the GeoTIFF and the hot areas")
+    crs = settings.territory.projected_crs
+    tiff = await asyncio.to_thread(geotiff_bytes, surface, crs)
+    rows, cols = surface.density.shape
+    summary: dict[str, Any] = {
+        "incidents": surface.total,
+        "bandwidth_m": surface.bandwidth,
+        "cell_size_m": surface.cell_size,
+        "rows": rows,
+        "cols": cols,
+        "method": surface.method,
+        "percentile": body.percentile,
+    }
+    files = {SURFACE_FILE: (TIFF, tiff)}
+    try:
+        areas = await asyncio.to_thread(hot_area_collection, surface, body.percentile, crs)
+    except InvalidParameter as exc:
+        summary["areas_error"] = exc.detail
+    else:
+        summary |= {"threshold": areas["threshold"], "areas": areas["numberReturned"]}
+        files[AREAS_FILE] = (GEOJSON, orjson.dumps(areas))
+    return {**summary, FILES: files}
+
+
+def geotiff_bytes(surface: KdeSurface, crs: str) -> bytes:
+    """The surface as GeoTIFF bytes (written to a temporary file, then deleted)."""
+    path = geotiff_file(surface, crs)
+    try:
+        return path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def geotiff_file(surface: KdeSurface, crs: str) -> Path:

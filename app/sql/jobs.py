@@ -6,7 +6,19 @@ statements name it, so they run on the service's ordinary connections.
 
 from __future__ import annotations
 
-from sqlalchemy import TextClause, func, text, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    LargeBinary,
+    TextClause,
+    bindparam,
+    cast,
+    func,
+    literal,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.dml import Update
 
 from app.models import analysis_run
@@ -52,16 +64,47 @@ def set_progress(run_id: int, progress: float, message: str) -> Update:
     )
 
 
-def finish_run(run_id: int, summary: dict) -> Update:
-    """The result, stored once: only while the run is still running."""
+def finish_run(
+    run_id: int, summary: dict, files: dict[str, tuple[str, bytes]] | None = None
+) -> Update:
+    """The result, stored once: only while the run is still running. ``files`` (name ->
+    media type, bytes) are stored as large objects in the same statement, their oids in
+    ``summary.files``: a retried attempt that did not get this far left none behind."""
+    value: ColumnElement = cast(literal(summary, JSONB), JSONB)
+    if files:
+        entries: list = []
+        for i, (name, (media_type, data)) in enumerate(files.items()):
+            oid = func.lo_from_bytea(0, bindparam(f"file_{i}", data, type_=LargeBinary))
+            entries += [
+                literal(name),
+                func.jsonb_build_object(
+                    literal("oid"), cast(oid, BigInteger),
+                    literal("media_type"), literal(media_type),
+                    literal("bytes"), literal(len(data)),
+                ),
+            ]  # fmt: skip
+        stored = func.jsonb_build_object(literal("files"), func.jsonb_build_object(*entries))
+        value = value.op("||")(stored)
     return (
         update(analysis_run)
         .where(analysis_run.c.id == run_id, analysis_run.c.status == "running")
         .values(
-            status="completed", progress=1.0, message=None, summary=summary, finished_at=func.now()
+            status="completed", progress=1.0, message=None, summary=value, finished_at=func.now()
         )
         .returning(analysis_run.c.id)
     )
+
+
+def select_run_file(run_id: int, name: str) -> TextClause:
+    """A completed run's stored file: its bytes and media type (no row: none stored)."""
+    return text(
+        """
+        SELECT lo_get((summary -> 'files' -> :name ->> 'oid')::bigint::oid) AS data,
+               summary -> 'files' -> :name ->> 'media_type' AS media_type
+        FROM analysis_run
+        WHERE id = :run_id AND status = 'completed' AND summary -> 'files' ? :name
+        """
+    ).bindparams(run_id=run_id, name=name)
 
 
 def end_run(run_id: int, status: str, message: str) -> Update:
@@ -72,6 +115,47 @@ def end_run(run_id: int, status: str, message: str) -> Update:
         .values(status=status, message=message, finished_at=func.now())
         .returning(analysis_run.c.id)
     )
+
+
+# The first key of the locks taken while a GET looks for a run to reuse (the second is a
+# hash of its kind and parameters): two equal requests at once store one run.
+REUSE_LOCK = 19
+# The tables an analysis reads that any write may change (migration 0007 lists those
+# behind published layers): a run is reused only on the same data.
+DATA_TABLES = ("incident", "category", "admin_unit", "population", "indicator_value")
+
+
+def data_version() -> TextClause:
+    """The data version an analysis is computed on: per table, its rows and the sum of
+    their transaction ids (any insert, update or delete, through the API, the CLI or
+    plain SQL, changes it). A full scan of the incidents: milliseconds per ten thousand."""
+    parts = ", ".join(
+        f"(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM {t})"
+        for t in DATA_TABLES
+    )
+    return text(f"SELECT md5(concat_ws('/', {parts}))")
+
+
+def lock_reuse(kind: str, parameters: dict) -> TextClause:
+    """Wait for the lock of one kind and parameters, held until the transaction ends."""
+    return text(
+        "SELECT pg_advisory_xact_lock(:space, hashtext(:kind || CAST(:parameters AS jsonb)::text))"
+    ).bindparams(bindparam("parameters", parameters, type_=JSONB), space=REUSE_LOCK, kind=kind)
+
+
+def select_reusable_run(kind: str, parameters: dict) -> TextClause:
+    """The newest run of ``kind`` with exactly these parameters (data version included)
+    that is completed, or still running with a job that may finish it."""
+    return text(
+        f"""
+        SELECT r.id FROM analysis_run r
+        WHERE r.kind = :kind AND r.parameters = CAST(:parameters AS jsonb)
+          AND (r.status = 'completed' OR (r.status = 'running' AND EXISTS (
+              SELECT FROM {Q}.procrastinate_jobs j WHERE j.task_name = 'analysis'
+              AND (j.args->>'run_id')::bigint = r.id AND j.status IN ('todo', 'doing'))))
+        ORDER BY r.id DESC LIMIT 1
+        """
+    ).bindparams(bindparam("parameters", parameters, type_=JSONB), kind=kind)
 
 
 def select_run_status(run_id: int) -> TextClause:
@@ -104,12 +188,15 @@ FAIL_ORPHANS = text(
 
 
 def select_jobs(statuses: list[str], limit: int) -> TextClause:
-    """Jobs with their run, attempts, worker and times (newest first)."""
+    """Jobs with what they are for (an analysis run's id and kind, an import's batch and
+    file name, a schedule's slot), attempts, worker and times (newest first)."""
     return text(
         f"""
         SELECT j.id, j.queue_name AS queue, j.task_name AS task, j.status::text AS status,
-               (j.args->>'run_id')::bigint AS run_id, j.attempts, j.worker_id,
-               j.scheduled_at,
+               r.id AS run_id, r.kind AS run_kind, b.id AS batch_id, b.filename,
+               (SELECT d.periodic_id FROM {Q}.procrastinate_periodic_defers d
+                 WHERE d.job_id = j.id LIMIT 1) AS schedule,
+               j.attempts, j.worker_id, j.scheduled_at,
                (SELECT min(e.at) FROM {Q}.procrastinate_events e WHERE e.job_id = j.id)
                    AS queued_at,
                (SELECT max(e.at) FROM {Q}.procrastinate_events e
@@ -117,6 +204,10 @@ def select_jobs(statuses: list[str], limit: int) -> TextClause:
                extract(epoch FROM now() - (SELECT min(e.at) FROM {Q}.procrastinate_events e
                  WHERE e.job_id = j.id)) AS age_s
         FROM {Q}.procrastinate_jobs j
+        LEFT JOIN analysis_run r
+          ON j.task_name = 'analysis' AND r.id = (j.args->>'run_id')::bigint
+        LEFT JOIN import_batch b
+          ON j.task_name = 'import_file' AND b.id = (j.args->>'batch_id')::bigint
         WHERE j.status::text = ANY(:statuses)
         ORDER BY j.id DESC LIMIT :limit
         """

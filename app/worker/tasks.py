@@ -81,11 +81,35 @@ async def _linkage(
     return await run_linkage(engine, settings, parameters, run_id, progress)
 
 
+async def _kde(
+    engine: AsyncEngine, settings: Settings, parameters: dict, run_id: int, progress: JobProgress
+) -> dict:
+    from app.schemas.surfaces import KdeRequest
+    from app.services.surfaces import run_kde
+
+    body = KdeRequest.model_validate({k: v for k, v in parameters.items() if k != "data_version"})
+    return await run_kde(engine, settings, body, run_id, progress)
+
+
+async def _sensitivity(
+    engine: AsyncEngine, settings: Settings, parameters: dict, run_id: int, progress: JobProgress
+) -> dict:
+    from app.schemas.indexes import SensitivityRequest
+    from app.services.indexes import run_sensitivity
+
+    body = SensitivityRequest.model_validate(
+        {k: v for k, v in parameters.items() if k != "data_version"}
+    )
+    return await run_sensitivity(engine, settings, body, run_id, progress)
+
+
 # A run's kind (analysis_run.kind) -> what computes it.
 WORKS: dict[str, RunWork] = {
     "hotspots": _hotspots,
     "emerging": _emerging,
     "evaluation": _evaluation,
+    "kde": _kde,
+    "sensitivity": _sensitivity,
     "near_repeat": _near_repeat,
     "report": _report,
     "linkage": _linkage,

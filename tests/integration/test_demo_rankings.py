@@ -33,7 +33,7 @@ from app.core.cluster import Cluster
 from app.core.migrate import upgrade
 from app.core.settings import Settings
 from app.main import create_app
-from tests.conftest import auth, call_service
+from tests.conftest import auth, call_service, worker_process
 
 DATABASE = "demo_rankings"
 TVI = "territorial-violence"
@@ -43,7 +43,7 @@ ORDER = ["BZ-BZ", "BZ-CY", "BZ-OW", "BZ-SC", "BZ-CZL", "BZ-TOL"]
 
 
 @pytest.fixture(scope="module")
-def demo(cluster: Cluster) -> Iterator[Settings]:
+def demo(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """The Belize demo, as ``observatory demo`` loads it, in its own database."""
     from app.demo.load import load_demo
 
@@ -60,7 +60,10 @@ def demo(cluster: Cluster) -> Iterator[Settings]:
     )
     upgrade(settings.sqlalchemy_url)
     call_service(settings, lambda e: load_demo(e, settings))
-    yield settings
+    # The sensitivity view is a run a worker computes (issue 18): one on this database.
+    log = tmp_path_factory.mktemp("demo-rankings") / "worker.log"
+    with worker_process(settings.libpq_url, log, env={"OBSERVATORY_WORKER__SCHEDULES": "{}"}):
+        yield settings
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ Left out or narrowed, to keep the budget (each says why):
 - ``GET /indexes/{code}/sensitivity``, ``GET /rankings``: Monte Carlo over up to
   ``MAX_RUNS`` runs per valid example; ``GET /analyses/kde.tif`` and
   ``/analyses/kde/areas``: a KDE raster at any bandwidth and cell size. Seconds each.
-- ``POST /analyses/{hotspots,emerging-hotspots,evaluate}``: invalid inputs only; a valid
-  one starts an analysis run (and compiles numba kernels) in the background.
+- ``POST /analyses/{hotspots,emerging-hotspots,evaluate,kde}``, ``POST
+  /indexes/{code}/sensitivity``: invalid inputs only; a valid one starts an analysis run
+  (and compiles numba kernels) in the background.
 - ``/keys`` operations never revoke or rotate the fuzzer's own key (``assume``).
 """
 
@@ -59,6 +60,8 @@ INVALID_ONLY = {
     "analyses-create_hotspots",
     "analyses-create_emerging_hotspots",
     "analyses-create_evaluation",
+    "analyses-create_kde",
+    "indexes-create_sensitivity",
 }
 
 

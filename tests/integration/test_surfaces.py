@@ -1,11 +1,17 @@
 """Density surfaces and evaluation through the API on the real PostGIS: the KDE GeoTIFF
-(CRS, place, integral), hot-area polygons, filters, limits, and PAI / RRI runs."""
+(CRS, place, integral), hot-area polygons, filters, limits, and PAI / RRI runs.
+
+Every surface is a KDE run the session's worker process computes (issue 18): a GET
+reuses the run of the same parameters on the same data, or queues one and waits for it;
+a run stores its files once."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import re
 import tempfile
 import time
 
@@ -14,9 +20,11 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from fastapi.testclient import TestClient
 from pyproj import Transformer
 
 from app.demo.incidents import generate_incidents
+from app.main import create_app
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from tests.conftest import BELIZE, auth, call_service
@@ -190,6 +198,154 @@ def test_surfaces_and_evaluation_need_an_analyst(client, keys):
     assert client.get("/analyses/kde/areas", headers=viewer).status_code == 403
     assert client.post("/analyses/evaluate", json=EVALUATION, headers=viewer).status_code == 403
     assert client.get("/analyses/evaluations/1", headers=viewer).status_code == 403
+
+
+def _run_id(response) -> int:
+    """The run a surface came from (its ``Link: <…/analyses/{id}?format=run>``)."""
+    return int(re.search(r"/analyses/(\d+)\?format=run", response.headers["link"]).group(1))
+
+
+def _kde_runs(db, **parameters) -> list[int]:
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT id FROM analysis_run WHERE kind = 'kde' AND parameters @> %s::jsonb "
+            "ORDER BY id",
+            [json.dumps(parameters)],
+        ).fetchall()
+    ]
+
+
+def test_a_get_reuses_the_run_of_the_same_data(client, keys, incidents, db):
+    analyst = keys["analyst"]
+    scale = {"bandwidth_m": 2200, "cell_size_m": 220}
+    first = _geotiff(client, analyst, category="theft,robbery", **scale)
+    again = _geotiff(client, analyst, category="robbery,theft", **scale)  # the same set
+    assert _run_id(again) == _run_id(first) and again.content == first.content
+    # The hot areas at the default percentile (95) are the same run's.
+    areas = client.get(
+        "/analyses/kde/areas",
+        params={"source": SOURCE, "category": "theft,robbery", **scale},
+        headers=auth(analyst),
+    )
+    assert areas.status_code == 200 and _run_id(areas) == _run_id(first)
+    assert len(_kde_runs(db, bandwidth_m=2200)) == 1
+    run = client.get(f"/analyses/{_run_id(first)}?format=run", headers=auth(analyst)).json()
+    assert run["kind"] == "kde" and run["status"] == "completed"
+    assert run["summary"]["incidents"] == float(_read(first)[4]["incidents"])
+    assert set(run["summary"]["files"]) == {"kde.tif", "areas.geojson"}
+    # Any write to the incidents is a new data version: the next GET computes again.
+    db.execute(
+        "UPDATE incident SET attributes = attributes "
+        "WHERE id = (SELECT min(id) FROM incident WHERE source = %s)",
+        [SOURCE],
+    )
+    changed = _geotiff(client, analyst, category="theft,robbery", **scale)
+    assert _run_id(changed) != _run_id(first)
+    assert _read(changed)[0] == pytest.approx(_read(first)[0])  # the same incidents
+    assert len(_kde_runs(db, bandwidth_m=2200)) == 2
+
+
+def test_a_get_that_waits_too_long_answers_the_run_to_poll(base_data, keys, incidents):
+    hasty = base_data.model_copy(
+        update={"analysis": base_data.analysis.model_copy(update={"read_wait_s": 0})}
+    )
+    analyst = auth(keys["analyst"])
+    params = {"source": SOURCE, "bandwidth_m": 3100, "cell_size_m": 310}
+    with TestClient(create_app(hasty)) as client:
+        response = client.get("/analyses/kde.tif", params=params, headers=analyst)
+        assert response.status_code == 202, response.text
+        run = response.json()
+        assert run["kind"] == "kde" and run["status"] == "running"
+        location = response.headers["location"]
+        assert location.endswith(f"/analyses/runs/{run['id']}/kde.tif")
+        deadline = time.monotonic() + 120
+        while (polled := client.get(location, headers=analyst)).status_code == 202:
+            assert time.monotonic() < deadline, "the KDE run never finished"
+            time.sleep(0.2)
+        assert polled.status_code == 200, polled.text
+        assert polled.headers["content-type"] == "image/tiff"
+        data, _, transform, _, tags = _read(polled)
+        assert transform.a == 310 and float(tags["bandwidth_m"]) == 3100
+        assert data.sum() * (310 * 310) / 1e6 == pytest.approx(N_INCIDENTS, rel=0.02)
+        # Asked again, the same GET is answered from the stored run at once.
+        stored = client.get("/analyses/kde.tif", params=params, headers=analyst)
+        assert stored.status_code == 200 and _run_id(stored) == run["id"]
+        assert stored.content == polled.content
+
+
+def test_a_posted_kde_run_stores_its_surface_and_hot_areas(client, keys, incidents, db):
+    analyst = auth(keys["analyst"])
+    body = {
+        "filters": {"sources": [SOURCE]},
+        "bandwidth_m": 2600,
+        "cell_size_m": 260,
+        "percentile": 90,
+    }
+    response = client.post("/analyses/kde", json=body, headers=analyst)
+    assert response.status_code in (201, 202), response.text
+    run = response.json()
+    assert run["kind"] == "kde" and run["parameters"]["percentile"] == 90
+    location = response.headers["location"]
+    assert location.endswith(f"/analyses/runs/{run['id']}/kde.tif")
+    deadline = time.monotonic() + 120
+    while (tif := client.get(location, headers=analyst)).status_code == 202:
+        assert time.monotonic() < deadline, "the KDE run never finished"
+        time.sleep(0.2)
+    assert tif.status_code == 200, tif.text
+    assert float(_read(tif)[4]["bandwidth_m"]) == 2600
+    areas = client.get(f"/analyses/runs/{run['id']}/areas", headers=analyst)
+    assert areas.status_code == 200 and areas.headers["content-type"] == "application/geo+json"
+    collection = areas.json()
+    assert collection["percentile"] == 90 and collection["features"]
+    city = shapely.Point(BELIZE_CITY)
+    assert shapely.geometry.shape(collection["features"][0]["geometry"]).contains(city)
+    listed = client.get("/analyses", params={"kind": "kde"}, headers=analyst).json()["runs"]
+    summary = next(r for r in listed if r["id"] == run["id"])["summary"]
+    assert summary["areas"] == len(collection["features"]) and summary["incidents"] == N_INCIDENTS
+    # A POST is always a new run.
+    second = client.post("/analyses/kde", json=body, headers=analyst).json()
+    assert second["id"] != run["id"]
+    # Nothing to spread: a 422 before any run is stored.
+    before = len(_kde_runs(db))
+    none = client.post("/analyses/kde", json={"filters": {"sources": ["nobody"]}}, headers=analyst)
+    assert none.status_code == 422 and "no incidents" in none.json()["detail"]
+    assert len(_kde_runs(db)) == before
+    # Another kind's run, or none, has no surface.
+    assert client.get("/analyses/runs/999999/kde.tif", headers=analyst).status_code == 404
+    viewer = auth(keys["viewer"])
+    assert client.get(location, headers=viewer).status_code == 403
+    assert client.post("/analyses/kde", json=body, headers=viewer).status_code == 403
+
+
+def test_a_retried_kde_job_stores_one_result(base_data, incidents, db):
+    """The job run twice (a retry after its result was stored) stores its files once."""
+    from app.schemas.surfaces import KdeRequest
+    from app.services import jobs
+    from app.sql import analyses as sql
+    from app.worker.tasks import WORKS
+
+    body = KdeRequest.model_validate({"filters": {"sources": [SOURCE]}, "bandwidth_m": 2700})
+
+    async def store(engine):
+        async with engine.begin() as conn:
+            insert = sql.insert_run("kde", "quartic", body.model_dump(mode="json"), "tests")
+            return (await conn.execute(insert)).scalar_one()
+
+    def attempt(run_id):
+        return call_service(
+            base_data,
+            lambda e: jobs.execute_run(e, base_data, run_id, WORKS, request=None, final=False),
+        )
+
+    objects = "SELECT count(*) FROM pg_largeobject_metadata"
+    run_id = call_service(base_data, store)
+    before = db.execute(objects).fetchone()[0]
+    assert attempt(run_id) == "completed"
+    assert attempt(run_id) == "skipped"
+    assert db.execute(objects).fetchone()[0] == before + 2  # the GeoTIFF and the areas
+    files = db.execute("SELECT summary->'files' FROM analysis_run WHERE id = %s", [run_id])
+    assert set(files.fetchone()[0]) == {"kde.tif", "areas.geojson"}
 
 
 EVALUATION = {
