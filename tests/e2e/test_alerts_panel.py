@@ -274,8 +274,10 @@ def test_clicking_an_alert_on_the_map_opens_it(browser: Browser, server: str):
         arg=unit["id"],
     )
     assert f"{unit['unit_name']} District" in page.inner_text("#alert-title")
-    # The click was the alert's, not the district panel's.
-    assert page.locator("#panel").is_hidden()
+    # The district panel opens too, and keeps the focus (as a click on a district does).
+    page.wait_for_selector("#panel-body dl")
+    assert unit["unit_name"] in page.inner_text("#panel-title")
+    assert page.evaluate("() => document.activeElement.id") == "panel"
     assert _chart(page)["points"] == [p["period"] for p in _alert(server, unit["id"])["series"]]
     # The layer toggle hides the outlines (and the chosen one's).
     page.uncheck("#show-alerts")

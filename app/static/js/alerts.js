@@ -90,18 +90,17 @@ function styleAlertLayer(id) {
   map.setPaintProperty(`${id}-line`, "line-color", OUTLINE);
   map.setPaintProperty(`${id}-line`, "line-width", ["interpolate", ["linear"], ["zoom"], 6, 1.5, 12, 2.5]);
   alerts.layers.push(`${id}-fill`);
+  // A click on the map opens the alert there beside the district panel (which keeps the
+  // focus); of overlapping alerts, an H3 group's (the smaller place) before a unit's.
   map.on("click", `${id}-fill`, (event) => {
-    const feature = event.features[0];
-    if (feature) selectAlert(Number(feature.id)).catch((e) => fail(e, "Alert: "));
+    const features = alerts.map.queryRenderedFeatures(event.point, { layers: alerts.layers.filter((l) => alerts.map.getLayer(l)) });
+    const feature = features.find((f) => !f.properties.unit_code) || features[0];
+    if (feature && Number(feature.id) !== alerts.selected) {
+      selectAlert(Number(feature.id), { focus: false }).catch((e) => fail(e, "Alert: "));
+    }
   });
   map.on("mouseenter", `${id}-fill`, () => (map.getCanvas().style.cursor = "pointer"));
   map.on("mouseleave", `${id}-fill`, () => (map.getCanvas().style.cursor = ""));
-}
-
-/** True when an open alert is drawn at a point of the map (its click is the alert's). */
-export function alertAt(point) {
-  const layers = alerts.layers.filter((id) => alerts.map.getLayer(id));
-  return layers.length > 0 && alerts.map.queryRenderedFeatures(point, { layers }).length > 0;
 }
 
 /** An analyst key was accepted: add the sensitive monitors' layer and list again (the
@@ -281,7 +280,7 @@ function markSelected(id) {
 
 // --- one alert: fly there, chart its series ---------------------------------------------
 
-async function selectAlert(id) {
+async function selectAlert(id, { focus = true } = {}) {
   alerts.selected = id;
   markSelected(id);
   const panel = $("alert-panel");
@@ -300,7 +299,7 @@ async function selectAlert(id) {
     alerts.map.fitBounds([[w, s], [e, n]], { padding, maxZoom: alert.place_kind === "h3" ? 12 : 9, duration: 800 });
   }
   renderAlert(alert);
-  panel.focus();
+  if (focus) panel.focus();
 }
 
 function renderAlert(alert) {

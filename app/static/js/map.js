@@ -8,7 +8,7 @@
 // lattice.py): one whole month, quarter or year, at most one category and one victim's
 // sex, and an age range only when it is one declared age group. The district panel asks
 // for nothing else then (latticeParams); with an analyst key it keeps the free filters.
-import { alertAt, alertsUseKey, setupAlerts } from "./alerts.js";
+import { alertsUseKey, setupAlerts } from "./alerts.js";
 import { ServiceError, categoryName, clearError, element, getJSON, number, rankChange, sequential, showError, url } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -242,7 +242,6 @@ async function start() {
   if (bounds) map.fitBounds([[bounds[0], bounds[1]], [bounds[2], bounds[3]]], { padding: 20, animate: false });
 
   map.on("click", "units-1-fill", (event) => {
-    if (alertAt(event.point)) return; // a click on an alert's place opens the alert
     const feature = event.features[0];
     if (feature) openPanel(feature.properties.code).catch((e) => fail(e, "District panel: "));
   });
