@@ -448,10 +448,16 @@ def _blocking_rules(prepared: pd.DataFrame, hashed: bool, within_source: bool) -
     keys = _BLOCKING_KEYS
     if not _available(prepared, ("death_date",), within_source):
         keys = keys + _UNDATED_KEYS
-    return [block_on(*k) for k in keys if _available(prepared, k, within_source)]
+    rules: list[Any] = [block_on(*k) for k in keys if _available(prepared, k, within_source)]
+    if _available(prepared, ("given_key", "family_key"), within_source):
+        # given and family names entered in each other's fields (the swapped name level)
+        rules.append("l.given_key = r.family_key AND l.family_key = r.given_key")
+    return rules
 
 
 def _rule_sql(rule: Any) -> str:
+    if isinstance(rule, str):
+        return rule
     return rule.get_blocking_rule("duckdb").blocking_rule_sql
 
 
@@ -665,7 +671,10 @@ def _clusters(
             forest.union(a, b)
 
     clusters = pd.DataFrame({"record_id": ids, "root": [forest.find(r) for r in ids]})
-    clusters["cluster_id"] = clusters.groupby("root")["record_id"].transform("min")
+    # the smallest id of each cluster: "first" after sorting (a "min" over strings falls
+    # back to Python, one call per cluster)
+    first = clusters.sort_values("record_id").groupby("root")["record_id"].first()
+    clusters["cluster_id"] = clusters["root"].map(first)
     clusters = clusters.loc[:, list(CLUSTER_COLUMNS)]
     sizes = clusters.groupby("cluster_id").size()
     counts = {
