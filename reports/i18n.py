@@ -187,7 +187,6 @@ LABELS: dict[str, tuple[str, str]] = {
     "map.alert_area": ("Alert area", "Zona de alerta"),
     "map.district_boundary": ("District boundary", "Límite de distrito"),
     "map.north": ("North", "Norte"),
-    "map.north_letter": ("N", "N"),
     "map.km": ("km", "km"),
     "gi.3": ("Hot spot, 99 % confidence", "Punto caliente, confianza 99 %"),
     "gi.2": ("Hot spot, 95 % confidence", "Punto caliente, confianza 95 %"),

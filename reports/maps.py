@@ -99,7 +99,7 @@ def north_arrow(ax: Axes, lang: Lang) -> None:
     ax.text(
         x,
         y + h + 0.012,
-        lang("map.north_letter"),
+        lang("map.north")[:1],  # N for North and for Norte
         transform=ax.transAxes,
         ha="center",
         va="bottom",

@@ -12,6 +12,8 @@ document's tables unchanged, and the bundle writes those tables as they are.
 from __future__ import annotations
 
 import io
+import logging
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -294,6 +296,17 @@ def _font_css(fonts_dir: Path) -> str:
     return "\n".join(faces)
 
 
+class _SvgStyleNoise(logging.Filter):
+    """Drops WeasyPrint's "Ignored `fill: …`, unknown property" for SVG presentation
+    properties: its CSS parser reports every matplotlib ``style=""`` attribute, then its SVG
+    renderer applies them (the PDF's colours are right). Other warnings pass."""
+
+    PATTERN = re.compile(r"^Ignored `(fill|stroke|text-anchor|clip-path|opacity)[a-z-]*:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.PATTERN.match(record.getMessage())
+
+
 def render_pdf(
     doc: ReportDocument, html: str | None = None, fonts_dir: Path | None = None
 ) -> bytes:
@@ -308,7 +321,12 @@ def render_pdf(
     html = html if html is not None else render_html(doc)
     fonts = FontConfiguration()
     css = CSS(string=_font_css(fonts_dir or DEFAULT_FONTS), font_config=fonts)
-    return HTML(string=html, base_url=str(HERE)).write_pdf(stylesheets=[css], font_config=fonts)
+    noise, logger = _SvgStyleNoise(), logging.getLogger("weasyprint")
+    logger.addFilter(noise)
+    try:
+        return HTML(string=html, base_url=str(HERE)).write_pdf(stylesheets=[css], font_config=fonts)
+    finally:
+        logger.removeFilter(noise)
 
 
 def table_files(doc: ReportDocument) -> dict[str, pd.DataFrame]:

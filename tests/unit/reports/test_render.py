@@ -143,6 +143,13 @@ def test_pdf_opens_and_holds_the_headline_figures_and_every_title(pdf, tmp_path)
     for key in SECTION_KEYS:
         assert lang(f"section.{key}") in text, key
     assert f"Page 3 of {len(reader.pages)}" in text
+    fonts = {
+        str(font["/BaseFont"])
+        for page in reader.pages
+        for font in page["/Resources"]["/Font"].values()
+    }
+    assert fonts and all("DejaVu-Sans" in name for name in fonts)  # embedded, one family
+    assert reader.metadata.title.startswith("Citizen Security Report")
 
 
 def toc_entries(page: str) -> dict[str, int]:
