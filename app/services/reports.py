@@ -618,7 +618,7 @@ async def _alerts(ctx: _Context, section: Section) -> None:
         {
             "alert_id": a.id,
             "monitor": a.monitor,
-            "place": a.unit_code or f"{len(a.cells)} H3 cells",
+            "place": a.unit_name or a.unit or f"{len(a.cells)} H3 cells",
             "period": a.period,
             "observed": a.observed,
             "expected": a.expected,
