@@ -19,6 +19,7 @@ from app.core.query import refuse_unknown_parameters
 from app.core.ratelimit import RATE_LIMIT_HEADERS, RateLimit
 from app.core.settings import Settings, get_settings
 from app.core.versions import DATA_CHANNEL, KEYS_CHANNEL, BumpOnWrite, listen
+from app.core.watchdog import LoopWatchdog, SlowRequests
 from app.ogc.links import VaryForwarded
 from app.ogc.openapi import openapi_30
 from app.ogc.tilecache import CachedTiles
@@ -93,9 +94,14 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         changes = asyncio.create_task(
             listen(
                 settings.libpq_url,
-                {DATA_CHANNEL: state.data_version.bump, KEYS_CHANNEL: state.key_cache.clear},
+                {
+                    DATA_CHANNEL: state.data_version.notified,
+                    KEYS_CHANNEL: lambda _: state.key_cache.clear(),
+                },
             )
         )
+        watchdog = LoopWatchdog(settings.api.loop_block_s)  # None: not watched
+        watchdog.start()
         if settings.analysis.warm_up:
             warming = asyncio.create_task(_warm_up(state.warm))
         else:
@@ -105,6 +111,7 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         finally:
             for task in (changes, *([warming] if settings.analysis.warm_up else [])):
                 task.cancel()
+            watchdog.stop()
             await state.queue.close_async()
             await state.engine.dispose()
 
@@ -138,6 +145,8 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
     app.add_middleware(BumpOnWrite, version=state.data_version)
     app.add_middleware(BodyLimit, api=settings.api)  # 413 before any route reads a body
     app.add_middleware(RequestMetrics, state=state)  # outermost: counts cached tiles too
+    if settings.api.slow_request_s is not None:
+        app.add_middleware(SlowRequests, threshold_s=settings.api.slow_request_s)
     install_error_handlers(app)
     for module in (
         pages,  # first: its /rankings route takes only browsers asking for HTML

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 
@@ -35,10 +35,16 @@ class TTLCache:
         """Drop every entry."""
         self._items.clear()
 
+    def discard(self, drop: Callable[[Hashable], bool]) -> None:
+        """Drop the entries whose key ``drop`` says to (e.g. those of one layer)."""
+        for key in [k for k in self._items if drop(k)]:
+            del self._items[key]
+
 
 def app_cache(state: Any, name: str, maxsize: int = 256, ttl_s: float = 600) -> TTLCache:
     """The app's cache called ``name`` (made on first use), for results a router keeps per
-    worker and data version (``app.core.versions``)."""
+    worker and data version (``app.core.versions``: ``value`` for answers that read much
+    of the data, ``of(tables)`` for those that read a few tables)."""
     if (cache := getattr(state, name, None)) is None:
         cache = TTLCache(maxsize=maxsize, ttl_s=ttl_s)
         setattr(state, name, cache)

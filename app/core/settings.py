@@ -109,6 +109,11 @@ class ApiSettings(BaseModel):
     # headers say. Unset: the request's Host, and X-Forwarded-Proto/-Host/-Prefix only
     # from trusted_proxy_hops proxies (app.ogc.links).
     public_url: str | None = None
+    # Requests slower than this many seconds are logged (route, status, time), and event
+    # loop blocks longer than ``loop_block_s`` with the stack that held the loop
+    # (app.core.watchdog); None turns either off.
+    slow_request_s: float | None = Field(default=1.0, gt=0)
+    loop_block_s: float | None = Field(default=0.5, gt=0)
 
     @field_validator("public_url")
     @classmethod

@@ -99,7 +99,8 @@ async def items_page(
             matched, await count(catalog, reader, layer, (), []), page_size
         )
     visible = visible_fields(layer, who)
-    key = ("items", layer.id, catalog.version.value, filters, tuple(visible), out.uri, page_size)
+    key = ("items", layer.id, catalog.data_version(layer), filters, tuple(visible), out.uri)
+    key += (page_size,)
     key += (nearest, edge is not None, cursor is not None, first)
     late = _late(edge, cursor)
     if (statement := catalog.statements.get(key)) is None:
@@ -151,7 +152,7 @@ async def count(
     a million rows). ``fresh``: count now, and keep it. The version is read before
     counting: a write committed during the count bumps it after, and the next page
     counts again instead of keeping a stale number."""
-    key = (layer.id, catalog.version.value, filters)
+    key = (layer.id, catalog.data_version(layer), filters)
     matched = None if fresh else catalog.counts.get(key)
     if matched is None:
         async with reader.connect() as conn:

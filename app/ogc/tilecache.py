@@ -1,22 +1,29 @@
 """The tile cache of a worker, and its fast path.
 
-Tiles are kept by layer, z/x/y, filters, the fields the caller may see and the data
-version (``app.core.versions``): a write anywhere makes every worker build fresh tiles, while
-repeated tiles never reach the database. :class:`CachedTiles` answers tiles before
-FastAPI's routing and dependencies run (they cost ~1 ms of CPU a request, more than a
-cached tile and as much as a sparse uncached one): a cached tile straight away, a
-missing one encoded in PostGIS and cached, whenever everything about it is already
-known (the caller's key, the layer catalog of the current data version, a valid tile).
-Anything else (an unknown key, a stale catalog, a tile out of range, a malformed filter
-or one on a field the caller may not filter on) goes the normal way
-(``app.routers.tiles``), which says why or fills the cache. Who may read a layer, see a
-field or filter on it is ``app.access``'s to say, here as on the routes.
+Tiles are kept by layer, z/x/y, filters, the fields the caller may see and the version of
+the data the layer reads (``Catalog.tile_version``, ``app.core.versions``): a new district
+boundary makes the district tiles fresh, and leaves a hot spot run's tiles alone. Incident
+tiles do not key on incident writes: a write names the positions it wrote (old and new),
+and the cache drops the incident tiles that hold one, at every zoom, with their buffer
+(:meth:`TileCache.follow`); the other incident tiles stay. Every response says
+``X-Cache: hit`` or ``miss``.
+
+:class:`CachedTiles` answers tiles before FastAPI's routing and dependencies run (they
+cost ~1 ms of CPU a request, more than a cached tile and as much as a sparse uncached
+one): a cached tile straight away, a missing one encoded in PostGIS and cached, whenever
+everything about it is already known (the caller's key, the layer catalog of the
+current data version, a valid tile). Anything else (an unknown key, a stale catalog, a
+tile out of range, a malformed filter or one on a field the caller may not filter on)
+goes the normal way (``app.routers.tiles``), which says why or fills the cache. Who may
+read a layer, see a field or filter on it is ``app.access``'s to say, here as on the
+routes.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
@@ -34,8 +41,9 @@ from app.access import (
     visible_fields,
 )
 from app.core.errors import ProblemError
+from app.core.versions import Box, DataVersion
 from app.ogc.filters import RESERVED
-from app.ogc.layers import Layer
+from app.ogc.layers import Layer, incidents_layer
 from app.security import PUBLIC, Principal
 from app.services.tiles import check_tile, render_tile
 
@@ -75,18 +83,64 @@ def make_tile(data: bytes) -> Tile:
     return Tile(data, '"' + hashlib.sha1(data, usedforsecurity=False).hexdigest()[:24] + '"')
 
 
+# Layers whose tiles follow located changes (a table's written positions) rather than
+# its version: table -> layer id. The margin is the tile's buffer (a point just outside a
+# tile still draws in it, and counts in its clusters) plus a pixel against rounding.
+_INCIDENTS = incidents_layer().tiles
+LOCATED = {"incident": "incidents"}
+LOCATED_MARGIN = (_INCIDENTS.buffer + 1) / _INCIDENTS.extent
+# Mercator's edge: the latitude of the grid's top and bottom rows.
+_MAX_LAT = 85.0511287798066
+
+
+def _column(lon: float, n: int) -> float:
+    return (lon + 180.0) / 360.0 * n
+
+
+def _row(lat: float, n: int) -> float:
+    lat = max(-_MAX_LAT, min(_MAX_LAT, lat))
+    return (1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n
+
+
+def _span(low: float, high: float, n: int, margin: float) -> range:
+    """The tiles (columns or rows, of ``n``) whose buffered extent reaches [low, high]:
+    tile t spans [t - margin, t + 1 + margin]."""
+    first = max(0, math.ceil(low - 1 - margin))
+    return range(first, min(n - 1, math.floor(high + margin)) + 1)
+
+
+def tiles_touched(box: Box, z: int, margin: float) -> tuple[range, range]:
+    """The columns and rows of the zoom ``z`` tiles whose extent, widened by ``margin``
+    (in tiles), holds some of the lon/lat ``box``."""
+    n = 2**z
+    west, south, east, north = box
+    columns = _span(_column(west, n), _column(east, n), n, margin)
+    return columns, _span(_row(north, n), _row(south, n), n, margin)
+
+
 class TileCache:
-    """Least recently used tiles, bounded by their total size in bytes."""
+    """Least recently used tiles, bounded by their total size in bytes.
+
+    Keys are :func:`tile_key`'s (layer id and z/x/y first); the cache also finds them by
+    layer and place, to drop the tiles a located change touches."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.hits = self.misses = 0
+        # Located changes of ``DataVersion`` applied so far (``follow``).
+        self.located_seen = 0
         self._tiles: OrderedDict[Hashable, Tile] = OrderedDict()
+        # layer id -> zoom -> (x, y) -> the keys of its tiles held (any filters).
+        self._places: dict[str, dict[int, dict[tuple[int, int], set[Hashable]]]] = {}
 
     def __contains__(self, key: Hashable) -> bool:
         """Whether a tile is held, without counting a hit or a miss (for tests)."""
         return key in self._tiles
+
+    def __len__(self) -> int:
+        """How many tiles are held."""
+        return len(self._tiles)
 
     def get(self, key: Hashable) -> Tile | None:
         """The tile under ``key``, or None; counts a hit or a miss."""
@@ -103,13 +157,72 @@ class TileCache:
         (a tile larger than the whole cache is not held)."""
         if tile.size > self.max_bytes:
             return
-        if (old := self._tiles.pop(key, None)) is not None:
-            self.bytes -= old.size
+        self.pop(key)
         self._tiles[key] = tile
         self.bytes += tile.size
+        self._place(key).add(key)
         while self.bytes > self.max_bytes:
-            _, evicted = self._tiles.popitem(last=False)
-            self.bytes -= evicted.size
+            self.pop(next(iter(self._tiles)))
+
+    def pop(self, key: Hashable) -> None:
+        """Drop the tile under ``key``, if held."""
+        if (old := self._tiles.pop(key, None)) is None:
+            return
+        self.bytes -= old.size
+        layer_id, (z, x, y) = key[0], key[1]  # type: ignore[index]
+        zooms = self._places[layer_id]
+        keys = zooms[z][x, y]
+        keys.discard(key)
+        if not keys:
+            del zooms[z][x, y]
+
+    def _place(self, key: Hashable) -> set[Hashable]:
+        layer_id, (z, x, y) = key[0], key[1]  # type: ignore[index]
+        return self._places.setdefault(layer_id, {}).setdefault(z, {}).setdefault((x, y), set())
+
+    def drop_layer(self, layer_id: str) -> int:
+        """Drop every tile of a layer; how many."""
+        keys = [k for tiles in self._places.get(layer_id, {}).values() for ks in tiles.values()
+                for k in ks]  # fmt: skip
+        for key in keys:
+            self.pop(key)
+        return len(keys)
+
+    def drop_near(self, layer_id: str, boxes: Iterable[Box], margin: float) -> int:
+        """Drop the tiles of a layer, at every zoom, whose extent widened by ``margin``
+        (in tiles) holds some of the lon/lat ``boxes``; how many. A point touches one to
+        four tiles a zoom: those are looked up; a box wider than the tiles held at a zoom
+        is tested against each of them instead."""
+        doomed: list[Hashable] = []
+        for z, held in self._places.get(layer_id, {}).items():
+            if not held:
+                continue
+            for box in boxes:
+                columns, rows = tiles_touched(box, z, margin)
+                if len(columns) * len(rows) <= len(held):
+                    places = ((x, y) for x in columns for y in rows if (x, y) in held)
+                else:
+                    places = (p for p in held if p[0] in columns and p[1] in rows)
+                for place in places:
+                    doomed.extend(held[place])
+        for key in doomed:
+            self.pop(key)
+        return len(doomed)
+
+    def follow(self, version: DataVersion) -> None:
+        """Drop the tiles the located changes since the last call touched (all of a
+        located layer's tiles if the changes are no longer all known)."""
+        if self.located_seen == version.located:
+            return
+        changes = version.located_since(self.located_seen)
+        self.located_seen = version.located
+        if changes is None:
+            for layer_id in LOCATED.values():
+                self.drop_layer(layer_id)
+            return
+        for change in changes:
+            if (layer_id := LOCATED.get(change.table or "")) and change.boxes:
+                self.drop_near(layer_id, change.boxes, LOCATED_MARGIN)
 
 
 def tile_key(
@@ -117,35 +230,57 @@ def tile_key(
     zxy: tuple[int, int, int],
     query: QueryParams,
     visible: Iterable[str],
-    version: int,
+    version: Hashable,
 ) -> Hashable:
     """``visible`` is in the key: a tile is only ever served again to callers who see
-    the same fields, and so may use the same filters (``app.access``)."""
+    the same fields, and so may use the same filters (``app.access``). ``version`` is
+    the layer's (``Catalog.tile_version``)."""
     return (layer.id, zxy, tuple(sorted(query.multi_items())), tuple(visible), version)
 
 
-async def cached_tile(
+def lookup(state, key: Hashable) -> Tile | None:
+    """The cached tile under ``key``, once the cache has dropped what the latest located
+    changes touched; counts a hit or a miss."""
+    state.tile_cache.follow(state.data_version)
+    return state.tile_cache.get(key)
+
+
+async def rendered_tile(
     state, layer: Layer, who: Principal, query: QueryParams, zxy: tuple[int, int, int]
 ) -> Tile:
-    """The tile from the worker's cache, or encoded in PostGIS and cached. ``state`` is
-    the app's; the caller has checked access and z/x/y."""
-    catalog = state.catalog
+    """The tile encoded in PostGIS now, and cached unless a located change arrived while
+    it was encoded (it may hold the data from before the change, and no key says so)."""
+    catalog, version = state.catalog, state.data_version
     visible = visible_fields(layer, who)
-    key = tile_key(layer, zxy, query, visible, catalog.version.value)
-    if (tile := state.tile_cache.get(key)) is None:
-        data = await render_tile(
-            state.reader, catalog.statements, state.settings, layer, who, visible, query, zxy
-        )
-        tile = make_tile(data)
+    key = tile_key(layer, zxy, query, visible, catalog.tile_version(layer))
+    seen = version.located
+    data = await render_tile(
+        state.reader, catalog.statements, state.settings, layer, who, visible, query, zxy
+    )
+    tile = make_tile(data)
+    if version.located == seen or layer.id not in LOCATED.values():
         state.tile_cache.put(key, tile)
     return tile
 
 
+async def cached_tile(
+    state, layer: Layer, who: Principal, query: QueryParams, zxy: tuple[int, int, int]
+) -> tuple[Tile, bool]:
+    """The tile from the worker's cache, or encoded in PostGIS and cached, and whether it
+    was cached. ``state`` is the app's; the caller has checked access and z/x/y."""
+    visible = visible_fields(layer, who)
+    key = tile_key(layer, zxy, query, visible, state.catalog.tile_version(layer))
+    if (tile := lookup(state, key)) is not None:
+        return tile, True
+    return await rendered_tile(state, layer, who, query, zxy), False
+
+
 def tile_reply(
-    tile: Tile, layer: Layer, who: Principal, headers: Headers, max_age_s: int
+    tile: Tile, layer: Layer, who: Principal, headers: Headers, max_age_s: int, hit: bool
 ) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body for a tile: 304 for a matching ETag, gzip only for a
-    client that accepts it (and then with ``Content-Encoding``)."""
+    client that accepts it (and then with ``Content-Encoding``); ``X-Cache`` says whether
+    the worker had it cached."""
     # Tiles the public would get may sit in shared caches; a tile with fields the public
     # may not see (an analyst's tile of a public layer) only in the client's, whatever a
     # shared cache makes of Vary.
@@ -155,6 +290,7 @@ def tile_reply(
         "ETag": tile.etag,
         "Cache-Control": f"{scope}, max-age={max_age_s}",
         "Vary": "Accept-Encoding, Authorization",
+        "X-Cache": "hit" if hit else "miss",
     }
     if tile.etag in headers.get("if-none-match", ""):
         return 304, reply, b""
@@ -239,17 +375,18 @@ class CachedTiles:
             return None  # the normal path answers the 400, never a tile
         visible = visible_fields(layer, who)
         zxy = (int(z), int(x), int(y))
-        key = tile_key(layer, zxy, query, visible, state.catalog.version.value)
-        tile = state.tile_cache.get(key)
+        key = tile_key(layer, zxy, query, visible, state.catalog.tile_version(layer))
+        tile = lookup(state, key)
+        hit = tile is not None
         if tile is None:
             if zxy[0] > MAX_Z:
                 return None
             try:
                 check_tile(layer, *zxy, state.settings.tiles.max_zoom)
-                tile = await cached_tile(state, layer, who, query, zxy)
+                tile = await rendered_tile(state, layer, who, query, zxy)
             except ProblemError:
                 return None  # out of range, a malformed filter: the normal path says so
-        return tile_reply(tile, layer, who, headers, state.settings.tiles.max_age_s)
+        return tile_reply(tile, layer, who, headers, state.settings.tiles.max_age_s, hit)
 
     @staticmethod
     async def _error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:

@@ -36,9 +36,9 @@ async def _tile(request: Request, layer_id: str, z: int, x: int, y: int, who) ->
     state = request.app.state
     layer = await readable_layer(state.catalog, layer_id, who)
     check_tile(layer, z, x, y, state.settings.tiles.max_zoom)
-    tile = await cached_tile(state, layer, who, request.query_params, (z, x, y))
+    tile, hit = await cached_tile(state, layer, who, request.query_params, (z, x, y))
     max_age = state.settings.tiles.max_age_s
-    status, headers, body = tile_reply(tile, layer, who, request.headers, max_age)
+    status, headers, body = tile_reply(tile, layer, who, request.headers, max_age, hit)
     return Response(body, status_code=status, headers=headers)
 
 

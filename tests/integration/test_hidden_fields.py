@@ -267,7 +267,7 @@ def _cached(client, layer_id: str, z: int, query: str = "") -> bool:
     zxy = tile_of(*next(iter(TOWNS)), z)
     visible = visible_fields(layer, PUBLIC)
     assert visible == visible_fields(layer, Principal(role="viewer"))
-    key = tile_key(layer, zxy, QueryParams(query), visible, state.catalog.version.value)
+    key = tile_key(layer, zxy, QueryParams(query), visible, state.catalog.tile_version(layer))
     return key in state.tile_cache
 
 
