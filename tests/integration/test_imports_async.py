@@ -1,16 +1,18 @@
 """Imports as jobs (issue 18): ``?async=true``, or a file above ``api.async_import_mb``,
 is answered 202 and imported by the session's worker process, with the same result as
-a synchronous import; bad input fails the batch with its reason, without a retry."""
+a synchronous import; bad input fails the batch with its reason, without a retry; a
+worker SIGKILLed mid-import leaves the batch to another worker, which imports it once."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pandas as pd
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import auth, call_service
+from tests.conftest import auth, call_service, worker_process
 from tests.integration.helpers import write_incident_csv
 
 BAD = [
@@ -165,3 +167,104 @@ def test_a_retried_job_stores_one_result(client, keys, tmp_path, db, base_data):
         "SELECT count(*) FROM import_rejection WHERE batch_id = %s", [done["id"]]
     ).fetchone()[0]
     assert (stored, rejected) == (200, 4)
+
+
+def _queue_on(settings, path, queue: str) -> int:
+    """A batch queued as the API queues it (batch, file, job), its job sent to ``queue``,
+    which only the test's own workers take."""
+    from app.services.incident_rows import ReadOptions
+    from app.sql import imports as sql
+    from app.worker.queue import make_app
+
+    async def go(engine):
+        async with engine.begin() as conn:
+            insert = sql.insert_queued_batch(path.name, "csv", ReadOptions().as_dict(), "tests")
+            batch_id = (await conn.execute(insert)).scalar_one()
+            await conn.execute(sql.insert_upload(batch_id, path.read_bytes()))
+        app = make_app(settings)
+        async with app.open_async():
+            deferrer = app.configure_task("import_file", queue=queue, lock=f"import:{batch_id}")
+            await deferrer.defer_async(batch_id=batch_id)
+        return batch_id
+
+    return call_service(settings, go)
+
+
+def _batch(db, batch_id: int) -> dict:
+    row = db.execute(
+        "SELECT status, inserted, error FROM import_batch WHERE id = %s", [batch_id]
+    ).fetchone()
+    return {"status": row[0], "inserted": row[1], "error": row[2]}
+
+
+def _import_job(db, batch_id: int) -> dict:
+    """The batch's one job: status, attempts, and how often a worker started it."""
+    rows = db.execute(
+        "SELECT j.status::text, j.attempts, (SELECT count(*) FROM "
+        "procrastinate.procrastinate_events e WHERE e.job_id = j.id AND e.type = 'started') "
+        "FROM procrastinate.procrastinate_jobs j "
+        "WHERE j.task_name = 'import_file' AND (j.args->>'batch_id')::integer = %s",
+        [batch_id],
+    ).fetchall()
+    assert len(rows) == 1, rows
+    return dict(zip(("status", "attempts", "started"), rows[0], strict=True))
+
+
+def _until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def test_a_killed_workers_import_is_imported_once_by_another(base_data, client, keys, tmp_path, db):
+    source, rows = "killed-async-import", 40_000
+    path = write_incident_csv(tmp_path / "killed-async.csv", n=rows, source=source, seed=29)
+    batch_id = _queue_on(base_data, path, "import-kill-test")
+    writing = (
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE query ILIKE '%incident_staging%'"
+        " AND state = 'active' AND pid <> pg_backend_pid()"
+    )
+    with worker_process(
+        base_data.libpq_url, tmp_path / "first.log", queues="import-kill-test"
+    ) as worker:
+        # The batch running and its rows being written, then the worker killed.
+        _until(lambda: _batch(db, batch_id)["status"] != "queued", 120, "the import to start")
+        _until(lambda: db.execute(writing).fetchone()[0], 120, "the rows to be written")
+        assert _batch(db, batch_id)["status"] == "running", "ended before it could be killed"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    # Nobody said the job stopped: it stalled. The killed transaction left no row, and
+    # the batch is not taken for interrupted while its job may still run.
+    assert _import_job(db, batch_id)["status"] == "doing"
+    left = db.execute("SELECT count(*) FROM incident WHERE source = %s", [source]).fetchone()[0]
+    assert left == 0
+    editor = auth(keys["editor"])
+    listed = client.get(f"/imports/{batch_id}", headers=editor).json()
+    assert listed["status"] == "running", listed
+    with worker_process(base_data.libpq_url, tmp_path / "second.log", queues="import-kill-test"):
+        _until(lambda: _batch(db, batch_id)["status"] != "running", 300, "the import to end")
+        # The job ends a moment after the batch it committed.
+        job = _until(
+            lambda: (j := _import_job(db, batch_id))["status"] != "doing" and j, 60, "the job"
+        )
+    batch = _batch(db, batch_id)
+    assert batch == {"status": "completed", "inserted": rows, "error": None}, batch
+    stored = db.execute(
+        "SELECT count(*), count(DISTINCT source_id), count(*) FILTER "
+        "(WHERE import_batch_id = %s) FROM incident WHERE source = %s",
+        [batch_id, source],
+    ).fetchone()
+    assert stored == (rows, rows, rows)  # once each, by this batch
+    assert job == {"status": "succeeded", "attempts": 2, "started": 2}
+    assert not _upload_kept(db, batch_id)
+    done = client.get(f"/imports/{batch_id}", headers=editor).json()
+    assert (done["status"], done["inserted"], done["progress"]) == ("completed", rows, 1.0)
+    # /jobs names what the job was for: the batch and its file.
+    listed = client.get("/jobs", params={"status": "succeeded"}, headers=auth(keys["admin"]))
+    mine = next(j for j in listed.json()["jobs"] if j["batch_id"] == batch_id)
+    assert mine["task"] == "import_file" and mine["filename"] == "killed-async.csv"
+    assert (
+        mine["run_id"] is None and mine["purpose"] == f"import batch {batch_id} (killed-async.csv)"
+    )

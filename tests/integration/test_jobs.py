@@ -212,6 +212,9 @@ def test_jobs_metrics_and_ready_show_the_queue(base_data, client, keys, incident
     assert listed.status_code == 200, listed.text
     job = next(j for j in listed.json()["jobs"] if j["run_id"] == waiting)
     assert job["status"] == "todo" and job["queue"] == "nobody-takes-this" and job["age_s"] >= 0
+    # What the job is for: the run's id and kind.
+    assert (job["run_kind"], job["batch_id"]) == ("hotspots", None)
+    assert job["purpose"] == f"hotspots run {waiting}"
     assert listed.json()["workers"], "the session's worker is alive"
     assert client.get("/jobs", headers=auth(keys["analyst"])).status_code == 403
     bad = client.get("/jobs?status=sleeping", headers=admin)
