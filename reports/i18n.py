@@ -45,6 +45,7 @@ LABELS: dict[str, tuple[str, str]] = {
         "— : no publicado (cifra pequeña) o no disponible.",
     ),
     "no_incidents": ("No incidents in the period.", "No hubo incidentes en el período."),
+    "no_rows": ("none in the period.", "ninguno en el período."),
     "no_data": ("No data for this section.", "No hay datos para esta sección."),
     "figure_data": (
         "The figures behind this chart are in the CSV/XLSX bundle.",

@@ -14,6 +14,7 @@ import geopandas as gpd
 import mapclassify
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib import colormaps, patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -262,7 +263,8 @@ def hotspots(
         fig, ax, crs, projected = _canvas(basemap, [cells])
         _land(ax, projected)
         frame = cells.to_crs(crs)
-        colours = frame["gi_bin"].astype(int).map(GI_COLOURS).fillna(NO_VALUE)
+        bins = pd.to_numeric(frame["gi_bin"], errors="coerce")
+        colours = bins.map(GI_COLOURS).fillna(NO_VALUE)  # a cell without a bin: grey
         frame.plot(ax=ax, color=colours.tolist(), edgecolor="white", lw=0.25, zorder=2)
         _boundaries(ax, projected)
         handles = [

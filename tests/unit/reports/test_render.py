@@ -269,3 +269,24 @@ def test_withheld_counts_print_a_dash_and_draw_nothing(tmp_path):
     assert "withheld (small count) or not available" in pyramid
     pages = pdf_pages(render_pdf(doc, html), tmp_path)
     assert len(pages) == 12
+
+
+def test_tables_without_rows_or_columns_render():
+    doc = make_document("en")
+    for section in doc.sections:
+        section.tables = {name: frame.iloc[0:0] for name, frame in section.tables.items()}
+        section.maps = {name: frame.iloc[0:0] for name, frame in section.maps.items()}
+    doc.section("index").tables["ranking"] = pd.DataFrame()
+    doc.basemap = {}
+    html = render_html(doc)
+    assert "<svg" not in html  # nothing to draw, nothing drawn
+    assert "<table>" not in html
+    assert "<strong>Ranking</strong>: none in the period." in html
+
+
+def test_a_section_with_nothing_in_it_says_so():
+    doc = make_document("es")
+    doc.section("methods").notes = []
+    html = render_html(doc)
+    section = re.search(r'<section[^>]*id="sec-methods".*?</section>', html, flags=re.S)[0]
+    assert "No hay datos para esta sección." in section
