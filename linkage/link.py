@@ -249,7 +249,9 @@ def _prepare(recs: pd.DataFrame, hashed: bool) -> pd.DataFrame:
     birth = pd.to_datetime(recs["birth_date"])
     out["death_date"] = death
     out["death_ym"] = death.dt.strftime("%Y-%m")
-    out["death_ym_late"] = (death + pd.Timedelta(days=15)).dt.strftime("%Y-%m")
+    day = (death - pd.Timestamp("1970-01-05")).dt.days  # a Monday
+    out["death_fortnight"] = (day // 14).astype("Int64")
+    out["death_fortnight_late"] = ((day + 7) // 14).astype("Int64")
     out["birth_date"] = birth
     out["birth_str"] = birth.dt.strftime("%Y%m%d")
     out["birth_year"] = birth.dt.year.astype("Int64")
@@ -417,18 +419,19 @@ def _comparisons(prepared: pd.DataFrame, hashed: bool, within_source: bool) -> l
 
 
 # Blocking rules, most specific first; a rule is used only when its columns can be compared.
-# Two month keys: the calendar month and the month of the date 15 days later. Two dates at
-# most 7 days apart always share one of them (the two kinds of boundary lie >= 13 days
-# apart), so a death recorded a few days off on either side of a month's end still meets.
-# family Soundex + month: misspelt given names; given Soundex + unit + month: a misspelt or
-# changed family name; given Soundex + day: idem, in another unit; day + unit + sex: both
-# names wrong or missing; both Soundex + birth year: a date of death far off; birth date: a
-# death registered under other names.
+# Two fortnight keys: 14-day periods, and the same periods shifted by 7 days. Two dates at
+# most 7 days apart always share one of them (to miss both, a boundary of each kind would
+# have to fall between them, and those lie 7 days apart), so a death recorded up to a week
+# off still meets its match; a month key would compare twice as many pairs.
+# family Soundex + fortnight: misspelt given names; given Soundex + unit + fortnight: a
+# misspelt or changed family name; given Soundex + day: idem, in another unit; day + unit +
+# sex: both names wrong or missing; both Soundex + birth year: a date of death far off;
+# birth date: a death registered under other names; and swapped names (below).
 _BLOCKING_KEYS: tuple[tuple[str, ...], ...] = (
-    ("family_key", "death_ym"),
-    ("family_key", "death_ym_late"),
-    ("given_key", "unit_code", "death_ym"),
-    ("given_key", "unit_code", "death_ym_late"),
+    ("family_key", "death_fortnight"),
+    ("family_key", "death_fortnight_late"),
+    ("given_key", "unit_code", "death_fortnight"),
+    ("given_key", "unit_code", "death_fortnight_late"),
     ("given_key", "death_date"),
     ("death_date", "unit_code", "sex"),
     ("family_key", "given_key", "birth_year"),
