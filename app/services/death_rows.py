@@ -282,6 +282,7 @@ def validate_deaths(
     age = pd.to_numeric(age_raw.replace("", None), errors="coerce")
     bad_age = (age_raw != "") & (age.isna() | (age % 1 != 0) | (age < 0) | (age > 130))
     reasons.add(bad_age, "age '" + age_raw + "' is not a whole number of years from 0 to 130")
+    age = age.where(~bad_age)  # a rejected row's value must not stop the typing of the rest
 
     dates = {}
     for name in ("birth_date", "death_date", "registered_at"):

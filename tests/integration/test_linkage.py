@@ -367,3 +367,72 @@ def test_quality_equals_hand_computed_scores(client, keys, linker, imported):
     assert "police,timeliness,median_days,2" in csv.text.replace("\r", "")
     refused = client.get("/quality", params={"period": "2019-Q5"}, headers=auth(keys["analyst"]))
     assert refused.status_code == 422
+
+
+def test_names_are_hashed_with_the_installation_secret(settings, imported, db_url):
+    """With linkage.hash_names the names never reach the store in clear (rejected rows
+    included); the run hashes the clear names of other imports with the same secret, so
+    hashed and clear records still link."""
+    from pydantic import SecretStr
+
+    from app.core.settings import LinkageSettings
+    from app.schemas.linkage import LinkageRunRequest
+    from app.services.death_imports import import_death_frame
+    from app.services.death_rows import hash_name
+    from app.services.incident_rows import ReadOptions
+    from app.services.linkage import link_here
+    from tests.conftest import call_service
+
+    secret = "a-secret-of-this-installation"
+    hashed = settings.model_copy(
+        update={"linkage": LinkageSettings(hash_names=True, secret=SecretStr(secret))}
+    )
+    frame = pd.DataFrame(
+        {
+            "source": ["police", "health", "police"],
+            "source_id": ["HASH-P1", "HASH-H1", "HASH-P2"],
+            "given_name": ["Ñandú", "Nandu", "Quillon"],
+            "family_name": ["Quetzalcoatl Brimble", "Quetzalcoatl  Brimble", "Vexmoor"],
+            "sex": ["male", "male", "male"],
+            "age": ["33", "33", "40"],
+            "death_date": ["2018-05-05", "2018-05-05", "2018-13-01"],
+            "unit_code": ["BZ-OW", "BZ-OW", ""],
+            "manner": ["Murder", "", ""],
+            "icd10": ["", "X95", ""],
+        }
+    )
+    report = call_service(
+        hashed,
+        lambda e: import_death_frame(
+            e, hashed, frame, ReadOptions(), actor="tests", filename="hashed.csv"
+        ),
+    )
+    assert (report.inserted, report.rejected) == (2, 1)
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute(
+            "SELECT given_name, family_name, names_hashed FROM death_record "
+            "WHERE source_id LIKE 'HASH-%' ORDER BY source_id"
+        ).fetchall()
+        rejected = conn.execute(
+            "SELECT raw::text FROM import_rejection WHERE batch_id = %s", [report.batch_id]
+        ).fetchone()[0]
+    token = hash_name("Nandu", secret.encode())
+    assert stored == [
+        (token, hash_name("quetzalcoatl brimble", secret.encode()), True),
+        (token, hash_name("Quetzalcoatl Brimble", secret.encode()), True),
+    ]
+    assert len(token) == 64 and "Quetzalcoatl" not in str(stored)
+    assert "Vexmoor" not in rejected and hash_name("Vexmoor", secret.encode()) in rejected
+    try:
+        run_id = call_service(hashed, lambda e: link_here(e, hashed, LinkageRunRequest(), "tests"))
+        with psycopg.connect(db_url) as conn:
+            clusters = conn.execute(
+                "SELECT count(DISTINCT c.cluster_id) FROM linkage_cluster c "
+                "JOIN death_record d ON d.id = c.record_id "
+                "WHERE c.run_id = %s AND d.source_id IN ('HASH-P1', 'HASH-H1')",
+                [run_id],
+            ).fetchone()[0]
+        assert clusters == 1
+    finally:  # later runs of the session's worker have no secret: take them out again
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM death_record WHERE source_id LIKE 'HASH-%'")
