@@ -19,7 +19,7 @@ from datetime import date, datetime
 import pandas as pd
 from babel import Locale
 from babel.dates import format_skeleton, get_day_names, get_month_names
-from babel.numbers import format_decimal
+from babel.numbers import format_decimal, format_percent
 
 LANGUAGES = ("en", "es")
 LOCALES = {"en": "en_BZ", "es": "es_BZ"}
@@ -189,13 +189,13 @@ LABELS: dict[str, tuple[str, str]] = {
     "map.district_boundary": ("District boundary", "Límite de distrito"),
     "map.north": ("North", "Norte"),
     "map.km": ("km", "km"),
-    "gi.3": ("Hot spot, 99 % confidence", "Punto caliente, confianza 99 %"),
-    "gi.2": ("Hot spot, 95 % confidence", "Punto caliente, confianza 95 %"),
-    "gi.1": ("Hot spot, 90 % confidence", "Punto caliente, confianza 90 %"),
+    "gi.3": ("Hot spot, 99% confidence", "Punto caliente, confianza 99%"),
+    "gi.2": ("Hot spot, 95% confidence", "Punto caliente, confianza 95%"),
+    "gi.1": ("Hot spot, 90% confidence", "Punto caliente, confianza 90%"),
     "gi.0": ("Not significant", "No significativo"),
-    "gi.-1": ("Cold spot, 90 % confidence", "Punto frío, confianza 90 %"),
-    "gi.-2": ("Cold spot, 95 % confidence", "Punto frío, confianza 95 %"),
-    "gi.-3": ("Cold spot, 99 % confidence", "Punto frío, confianza 99 %"),
+    "gi.-1": ("Cold spot, 90% confidence", "Punto frío, confianza 90%"),
+    "gi.-2": ("Cold spot, 95% confidence", "Punto frío, confianza 95%"),
+    "gi.-3": ("Cold spot, 99% confidence", "Punto frío, confianza 99%"),
     "yes": ("yes", "sí"),
     "no": ("no", "no"),
 }
@@ -267,8 +267,8 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     # Gi* bins as the service names them in the hot spot classes table
     **{
         f"{kind} spot, {level}% confidence": (
-            f"{kind.capitalize()} spot, {level} % confidence",
-            f"Punto {'caliente' if kind == 'hot' else 'frío'}, confianza {level} %",
+            f"{kind.capitalize()} spot, {level}% confidence",
+            f"Punto {'caliente' if kind == 'hot' else 'frío'}, confianza {level}%",
         )
         for kind in ("hot", "cold")
         for level in (90, 95, 99)
@@ -341,20 +341,29 @@ class Lang:
         pattern = "#,##0" + ("." + "0" * digits if digits else "")
         return format_decimal(float(value), format=pattern, locale=self.locale)
 
+    def _percent(self, value: float, digits: int) -> str:
+        """``value`` percent (0-100 scale) in the locale's percent pattern (Babel)."""
+        pattern = self.locale.percent_formats[None].pattern
+        decimals = "0." + "0" * digits if digits else "0"
+        pattern = re.sub(r"0(?=[^0-9#]*%)", decimals, pattern, count=1)
+        return format_percent(value / 100, format=pattern, locale=self.locale)
+
     def change(self, pct: object) -> str:
-        """A percentage change with its sign, e.g. ``+12.5 %``; zero has no sign."""
+        """A percentage change with its sign, e.g. ``+12.5%``; a change that rounds to zero
+        has no sign."""
         if _is_missing(pct):
             return MISSING
         value = float(pct)
-        number = format_decimal(abs(value), format="#,##0.0", locale=self.locale)
-        sign = "+" if value > 0.05 else "\u2212" if value < -0.05 else ""
-        return f"{sign}{number} %" if sign else f"{number} %"
+        text = self._percent(abs(value), 1)
+        if not re.search(r"[1-9]", text):
+            return text
+        return ("+" if value > 0 else "\u2212") + text
 
     def percent(self, pct: object, digits: int = 1) -> str:
-        """A share given in percent (0-100), e.g. ``93.4 %``."""
+        """A share given in percent (0-100), e.g. ``93.4%``."""
         if _is_missing(pct):
             return MISSING
-        return f"{self.decimal(pct, digits)} %"
+        return self._percent(float(pct), digits)
 
     # -- dates -------------------------------------------------------------------------
 

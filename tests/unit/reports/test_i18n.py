@@ -28,10 +28,10 @@ def test_numbers_follow_belize_conventions_in_both_languages():
         lang = Lang(language)
         assert lang.integer(12345.4) == "12,345"
         assert lang.decimal(1185.64) == "1,185.6"
-        assert lang.change(4.6) == "+4.6 %"
-        assert lang.change(-5.25) == "\u22125.2 %"  # half to even, as Babel rounds
-        assert lang.change(0.01) == "0.0 %"
-        assert lang.percent(97.34) == "97.3 %"
+        assert lang.change(4.6) == "+4.6%"
+        assert lang.change(-5.25) == "\u22125.2%"  # half to even, as Babel rounds
+        assert lang.change(0.01) == "0.0%"
+        assert lang.percent(97.34) == "97.3%"
         for missing in (None, np.nan, float("nan")):
             assert lang.integer(missing) == MISSING
             assert lang.change(missing) == MISSING
@@ -55,7 +55,7 @@ def test_codes_are_translated_and_unknown_ones_printed_readably():
     es = Lang("es")
     assert es.term("major_crimes") == "Delitos graves"
     assert es.term("intensifying hot spot") == "Punto caliente en intensificación"
-    assert es.term("hot spot, 99% confidence") == "Punto caliente, confianza 99 %"
+    assert es.term("hot spot, 99% confidence") == "Punto caliente, confianza 99%"
     assert es.term("stolen_bicycles") == "stolen bicycles"
     assert es.column("unit_name") == "Distrito"
     with pytest.raises(ValueError, match="language 'fr'"):
