@@ -874,6 +874,53 @@ def _print_report(report: Any) -> None:
     console.print_json(json.dumps(data, default=str))
 
 
+# -- the periodic report (issue 20) --------------------------------------------------------
+
+report_cli = typer.Typer(help="The periodic situational report, built from the database.")
+cli.add_typer(report_cli, name="report")
+_REPORT_KINDS = {"monthly": "month", "quarterly": "quarter", "half-yearly": "half-year",
+                 "annual": "year"}  # fmt: skip
+
+
+def _report_command(name: str, kind: str) -> None:
+    @report_cli.command(name)
+    def build(
+        period: Annotated[str, typer.Option(help="e.g. 2024Q3, 2024-07, 2024H2, 2024")],
+        out: Annotated[Path, typer.Option(help="the file: .pdf, .html or .zip (tables)")],
+        definition: Annotated[
+            str, typer.Option(help="a stored report definition (GET /reports/definitions)")
+        ] = "quarterly-public",
+        language: Annotated[
+            str | None, typer.Option(help="en or es (default: the definition's)")
+        ] = None,
+    ) -> None:
+        """Build the report for one period in this process and write it (not stored)."""
+        from app.services.reports import build_here
+        from reports import render
+
+        suffix = out.suffix.lower()
+        if suffix not in (".pdf", ".html", ".zip"):
+            raise typer.BadParameter("--out must end in .pdf, .html or .zip")
+        if language not in (None, "en", "es"):
+            raise typer.BadParameter("--language must be en or es")
+        settings = get_settings()
+        doc = _guard(lambda: _with_engine(lambda e: build_here(
+            e, settings, definition, period, kind=kind, language=language)))  # fmt: skip
+        if suffix == ".zip":
+            out.write_bytes(render.bundle(doc))
+        elif suffix == ".html":
+            out.write_text(render.render_html(doc), encoding="utf-8")
+        else:
+            out.write_bytes(render.render_pdf(doc))
+        console.print(f"{doc.definition} v{doc.definition_version} {doc.period_label} → {out}")
+
+    build.__doc__ = f"Build the {name} report for one {kind} and write it (not stored)."
+
+
+for _name, _kind in _REPORT_KINDS.items():
+    _report_command(_name, _kind)
+
+
 def main() -> None:
     """The ``observatory`` command."""
     cli()

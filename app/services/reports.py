@@ -1098,3 +1098,28 @@ async def build_scheduled(
             continue
         out.append({**parameters, "run_id": run_id})
     return out
+
+
+async def build_here(
+    engine: AsyncEngine,
+    settings: Settings,
+    code: str,
+    period_text: str,
+    *,
+    kind: str | None = None,
+    language: str | None = None,
+) -> ReportDocument:
+    """The report document of ``code`` for the period, computed in this process (the
+    CLI), not stored; ``language`` overrides the definition's; ``kind``: the period kind
+    the command asked for (another is a 422)."""
+    await load_default_definitions(engine, actor="shipped")
+    async with engine.connect() as conn:
+        record = await get_definition(conn, code, include_analyst=True)
+        period = parse_report_period(period_text, settings.territory.timezone)
+        if kind is not None and period.kind != kind:
+            raise InvalidParameter(f"{period_text} is a {period.kind}, not a {kind}")
+        check_ended(period)
+        if language is not None:
+            changed = {**record.definition, "language": language}
+            record = record.model_copy(update={"definition": changed})
+        return await build_document(conn, settings, record, period)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import subprocess
 import time
 import zipfile
 from collections.abc import Iterator
@@ -346,6 +347,40 @@ def test_public_callers_read_public_reports_only(client, keys, public_report, an
         headers=auth(keys["viewer"]),
     )  # fmt: skip
     assert answer.status_code == 403
+
+
+def test_the_cli_builds_the_same_report_from_the_database(demo, client, public_report, tmp_path):
+    import os
+    import sys
+
+    env = {**os.environ, "OBSERVATORY_DATABASE_URL": demo.libpq_url, "COLUMNS": "250"}
+
+    def cli(*args: str, code: int = 0) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", "report", *args],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == code, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    out = tmp_path / "q2.zip"
+    cli("quarterly", "--period", PERIOD, "--out", str(out), "--language", "en")
+    with zipfile.ZipFile(out) as z:
+        mine = {n[:-4].replace("_", "-", 1): pd.read_csv(z.open(n)) for n in z.namelist()
+                if n.endswith(".csv")}  # fmt: skip
+    stored = tables(client, public_report["id"])
+    assert sorted(mine) == sorted(stored)
+    for name, frame in stored.items():
+        pd.testing.assert_frame_equal(mine[name], frame, obj=name)
+    pdf = tmp_path / "q2.pdf"
+    cli("quarterly", "--period", PERIOD, "--out", str(pdf), "--language", "es")
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert "is a quarter, not a month" in cli(
+        "monthly", "--period", PERIOD, "--out", str(pdf), code=1
+    )
+    assert "not a report period" in cli(
+        "quarterly", "--period", "2024Q5", "--out", str(pdf), code=1
+    )
 
 
 def test_definitions_are_versioned_and_spanish_is_a_field(client, keys):
