@@ -14,6 +14,7 @@ never assumes another's state.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections import OrderedDict
@@ -205,22 +206,45 @@ def _build_grid(
     return Grid(key, "square", parameters, frame["cell_id"].to_numpy(dtype=object), frame)
 
 
-async def stored_grid_ids(engine: AsyncEngine, grid: Grid, cell_ids: np.ndarray) -> np.ndarray:
-    """The ``analysis_grid`` id holding the polygon of each of ``cell_ids`` (cells of
-    ``grid``), the polygons stored first where they are new: a completed grid's base
-    cells are in its base grid (stored once for every run), the added ones in a grid
-    of their own."""
+@dataclass(frozen=True)
+class StoredGrid:
+    """Where a grid's polygons are stored: its base grid's ``analysis_grid`` id, and the
+    id of the grid of its added cells (None for a grid over the area alone)."""
+
+    base_id: int
+    added_id: int | None = None
+
+    def cell_grid_ids(self, grid: Grid, cell_ids: np.ndarray) -> np.ndarray:
+        """The ``analysis_grid`` id holding the polygon of each of ``cell_ids``."""
+        if self.added_id is None:
+            return np.full(len(cell_ids), self.base_id, dtype=np.int64)
+        is_added = pd.Index(grid.added).get_indexer(np.asarray(cell_ids, dtype=object)) >= 0
+        return np.where(is_added, self.added_id, self.base_id).astype(np.int64)
+
+
+async def store_polygons(engine: AsyncEngine, grid: Grid) -> StoredGrid:
+    """Store the polygons of ``grid`` where they are new, and say where they are: a
+    completed grid's base cells are in its base grid (stored once for every run), the
+    added ones in a grid of their own. It needs only the grid, not a run's values, so a
+    run starts it as soon as it knows its grid and computes meanwhile
+    (``app.services.hotspots.run_hotspots``): the first run on a new grid then waits for
+    little of it."""
     if grid.base is None:
-        return np.full(len(cell_ids), await _stored_id(engine, grid), dtype=np.int64)
+        return StoredGrid(await _stored_id(engine, grid))
     base_id = await _stored_id(engine, grid.base)
     async with engine.connect() as conn:
         added_id = (await conn.execute(sql.select_grid_id(grid.key))).scalar()
     if added_id is None:
         added_id = await store_grid(
-            engine, grid.key, grid.kind, grid.parameters, grid.added, grid.added_polygons()
+            engine, grid.key, grid.kind, grid.parameters, grid.added, grid.added_polygons
         )
-    is_added = pd.Index(grid.added).get_indexer(np.asarray(cell_ids, dtype=object)) >= 0
-    return np.where(is_added, int(added_id), base_id).astype(np.int64)
+    return StoredGrid(base_id, int(added_id))
+
+
+async def stored_grid_ids(engine: AsyncEngine, grid: Grid, cell_ids: np.ndarray) -> np.ndarray:
+    """The ``analysis_grid`` id holding the polygon of each of ``cell_ids`` (cells of
+    ``grid``), the polygons stored first where they are new (:func:`store_polygons`)."""
+    return (await store_polygons(engine, grid)).cell_grid_ids(grid, cell_ids)
 
 
 async def _stored_id(engine: AsyncEngine, grid: Grid) -> int:
@@ -229,7 +253,13 @@ async def _stored_id(engine: AsyncEngine, grid: Grid) -> int:
         grid_id = (await conn.execute(sql.select_grid_id(grid.key))).scalar()
     if grid_id is not None:
         return int(grid_id)
-    return await store_grid(engine, grid.key, grid.kind, grid.parameters, grid.ids, grid.polygons())
+    return await store_grid(engine, grid.key, grid.kind, grid.parameters, grid.ids, grid.polygons)
+
+
+def _cells_csv(grid_id: int, ids: np.ndarray, polygons: np.ndarray) -> bytes:
+    """The COPY data of a grid's cells: id and polygon as hex EWKB."""
+    geom = shapely.to_wkb(shapely.set_srid(polygons, 4326), hex=True, include_srid=True)
+    return frame_to_csv(pd.DataFrame({"grid_id": grid_id, "cell_id": ids, "geom": geom}))
 
 
 async def store_grid(
@@ -238,12 +268,14 @@ async def store_grid(
     kind: str,
     parameters: dict,
     ids: np.ndarray,
-    polygons: np.ndarray,
+    polygons: np.ndarray | Callable[[], np.ndarray],
     run_id: int | None = None,
 ) -> int:
     """Store a grid's row and its cells' polygons in one transaction; return its id.
 
-    If a grid with the key exists (another worker stored it meanwhile), nothing is
+    ``polygons`` may be a function that makes them: it is called, and the rows encoded,
+    in a thread (213,000 H3 polygons take ~2.5 s of Python), and only when the grid is
+    new. If a grid with the key exists (another worker stored it meanwhile), nothing is
     written and its id is returned.
     """
     statement = sql.insert_grid(key, kind, parameters, len(ids), run_id)
@@ -251,14 +283,9 @@ async def store_grid(
         grid_id = (await conn.execute(statement)).scalar()
         if grid_id is None:
             return int((await conn.execute(sql.select_grid_id(key))).scalar_one())
-        rows = pd.DataFrame(
-            {
-                "grid_id": grid_id,
-                "cell_id": ids,
-                "geom": shapely.to_wkb(
-                    shapely.set_srid(polygons, 4326), hex=True, include_srid=True
-                ),
-            }
-        )
-        await copy_csv(conn, sql.COPY_GRID_CELLS, frame_to_csv(rows))
+
+        def encode() -> bytes:
+            return _cells_csv(grid_id, ids, polygons() if callable(polygons) else polygons)
+
+        await copy_csv(conn, sql.COPY_GRID_CELLS, await asyncio.to_thread(encode))
     return int(grid_id)

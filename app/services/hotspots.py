@@ -33,7 +33,15 @@ from app.schemas.analyses import (
     WeightsSpec,
 )
 from app.schemas.surfaces import EvaluationRequest
-from app.services.grids import Grid, cached_grid, store_grid, stored_grid_ids, with_cells
+from app.services.grids import (
+    Grid,
+    StoredGrid,
+    cached_grid,
+    store_grid,
+    store_polygons,
+    stored_grid_ids,
+    with_cells,
+)
 from app.services.jobs import JobProgress
 from app.sql import analyses as sql
 from app.sql.incidents import IncidentFilter, select_unit_id
@@ -420,20 +428,31 @@ async def run_hotspots(
         )
     if n_incidents == 0:
         raise InvalidParameter("no incidents match the filters")
-    crs = settings.territory.projected_crs
-    extra: dict = {}
-    if request.method == "optimized_gi_star":
-        await progress(0.2, "choosing the scale (incremental spatial autocorrelation)")
-        weights, extra = await asyncio.to_thread(optimized_weights, cells, n_incidents, crs)
-        request = request.model_copy(update={"fdr": True})
-    else:
-        await progress(0.3, "building spatial weights")
-        weights = await asyncio.to_thread(build_weights, cells, request, crs)
-    await progress(0.5, f"computing {request.method}")
-    table, computed = await asyncio.to_thread(compute, cells, weights, request)
-    extra.update(computed)
-    await progress(0.8, "storing results")
-    await store_cells(engine, run_id, table, cells)
+    # A new grid's polygons are stored while the run computes (the database encodes
+    # and indexes them on its own core): the first run on a grid waited ~5 s for them.
+    polygons = (
+        None if cells.grid is None else asyncio.create_task(store_polygons(engine, cells.grid))
+    )
+    try:
+        crs = settings.territory.projected_crs
+        extra: dict = {}
+        if request.method == "optimized_gi_star":
+            await progress(0.2, "choosing the scale (incremental spatial autocorrelation)")
+            weights, extra = await asyncio.to_thread(optimized_weights, cells, n_incidents, crs)
+            request = request.model_copy(update={"fdr": True})
+        else:
+            await progress(0.3, "building spatial weights")
+            weights = await asyncio.to_thread(build_weights, cells, request, crs)
+        await progress(0.5, f"computing {request.method}")
+        table, computed = await asyncio.to_thread(compute, cells, weights, request)
+        extra.update(computed)
+        await progress(0.8, "storing results")
+        stored = None if polygons is None else await polygons
+    finally:
+        if polygons is not None and not polygons.done():
+            polygons.cancel()  # the run failed: its transaction rolls back
+            await asyncio.gather(polygons, return_exceptions=True)
+    await store_cells(engine, run_id, table, cells, stored)
     if cells.grid is not None:
         counted = cover_summary(cells.grid, n_incidents, cells.counted)
     else:  # admin units: every incident is in its unit
@@ -461,16 +480,25 @@ async def run_hotspots(
 
 
 async def store_cells(
-    engine: AsyncEngine, run_id: int, table: pd.DataFrame, cells: Cells | np.ndarray
+    engine: AsyncEngine,
+    run_id: int,
+    table: pd.DataFrame,
+    cells: Cells | np.ndarray,
+    stored: StoredGrid | None = None,
 ) -> None:
     """Store a run's cells: the values of ``table`` (one row per cell, the columns of
-    ``analysis_cell`` it has), and their polygons unless their grid is stored already.
+    ``analysis_cell`` it has), and their polygons unless their grid is stored already
+    (``stored``: where the run's grid has them, if the run stored them already).
 
     ``cells`` are the run's units, or just their polygons (units of this run alone, such
     as admin units or a selection of cells): these are stored in a grid owned by the run.
     """
     if isinstance(cells, Cells) and cells.grid is not None:
-        grid_id = await stored_grid_ids(engine, cells.grid, table["cell_id"].to_numpy())
+        cell_ids = table["cell_id"].to_numpy()
+        if stored is None:
+            grid_id = await stored_grid_ids(engine, cells.grid, cell_ids)
+        else:
+            grid_id = stored.cell_grid_ids(cells.grid, cell_ids)
     else:
         polygons = cells.polygons() if isinstance(cells, Cells) else cells
         grid_id = await store_grid(
