@@ -36,14 +36,15 @@ Output, :class:`LinkageResult`:
 ``parameters``  JSON-able dict: ``lambda`` (prior probability that two compared records
                 match), ``comparisons``: [{name, levels: [{label, m_probability,
                 u_probability, bayes_factor}]}], ``blocking_rules``, ``thresholds``, ``seed``,
-                ``hashed``, ``within_source``, ``splink_version``.
+                ``hashed``, ``within_source``, ``link_type``, ``splink_version``.
 ``counts``      JSON-able dict: ``records``, ``records_by_source``, ``pairs_compared``
                 (total), ``pairs_by_blocking_rule`` ({rule: n}, marginal), ``pairs_by_band``,
                 ``clusters``, ``clusters_by_size``, ``decisions_applied``,
                 ``decisions_unknown_records``, ``links_refused_reject`` (links not merged
                 because an analyst rejected a pair they would have joined),
                 ``links_refused_same_source``, ``decision_conflicts`` (accepts that a reject
-                overrides), ``seconds`` ({phase: s}).
+                overrides), ``seconds`` ({phase: wall s}), ``cpu_seconds`` ({phase:
+                CPU s, all threads}).
 
 Entry points (the service calls only these):
 
@@ -181,10 +182,22 @@ class LinkageResult:
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
+def _map_distinct(series: pd.Series, fn: Any) -> pd.Series:
+    """``fn`` on each distinct non-missing value (values repeat: 300,000 records hold a few
+    thousand names), missing values as None."""
+    known = series.notna()
+    table = {v: fn(v) for v in series[known].unique()}
+    return series.astype("object").where(known, None).map(table).where(known, None)
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _empty_to_none(series: pd.Series) -> pd.Series:
     """Blank strings are missing values, not names."""
-    out = series.astype("object").where(series.notna(), None)
-    return out.map(lambda v: None if v is None or (isinstance(v, str) and not v.strip()) else v)
+    out = _map_distinct(series, _blank_to_none)
+    return out.where(out.notna(), None)
 
 
 def validate_records(records: pd.DataFrame) -> pd.DataFrame:
@@ -218,7 +231,7 @@ def _check_ids(df: pd.DataFrame) -> None:
 def _check_codes(df: pd.DataFrame) -> None:
     for col in ("given_name", "family_name", "unit_code", "sex", "manner"):
         df[col] = _empty_to_none(df[col])
-    df["sex"] = df["sex"].map(lambda v: v.strip().upper() if isinstance(v, str) else v)
+    df["sex"] = _map_distinct(df["sex"], lambda v: v.strip().upper() if isinstance(v, str) else v)
     bad_sex = set(df["sex"].dropna()) - set(SEXES)
     if bad_sex:
         raise LinkageInputError(f"sex must be M, F or missing, got {sorted(bad_sex)[:5]}")
