@@ -92,7 +92,7 @@ def source(fig: Figure, lang: Lang, line: str) -> None:
         fig.text(
             0.01,
             0.01,
-            f"{lang('source_prefix')} {line}",
+            lang.source(line),
             fontsize=6.5,
             color=MUTED,
             ha="left",
@@ -119,7 +119,8 @@ def trend(monthly: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
     months = sorted(monthly["month"].unique())
     position = {m: i for i, m in enumerate(months)}
     in_period = sorted(monthly.loc[monthly["in_period"].astype(bool), "month"].unique())
-    panel = 1.75 if len(groups) <= 3 else 1.35  # five measures still fit one A4 page
+    # five measures and the period's table still fit one A4 page
+    panel = 1.75 if len(groups) <= 3 else max(0.85, 5.5 / len(groups))
     with style():
         fig, axes = plt.subplots(
             len(groups),

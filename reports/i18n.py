@@ -326,6 +326,13 @@ class Lang:
         key = f"col.{name}"
         return self(key) if key in LABELS else name.replace("_", " ").capitalize()
 
+    def source(self, line: str) -> str:
+        """The source line with its prefix (``Source: …``), unless it already has one."""
+        prefixes = {pair[i].lower() for pair in (LABELS["source_prefix"],) for i in (0, 1)}
+        if line.split(" ", 1)[0].lower() in prefixes:
+            return line
+        return f"{self('source_prefix')} {line}"
+
     # -- numbers -----------------------------------------------------------------------
 
     def integer(self, value: object) -> str:

@@ -75,3 +75,10 @@ def test_class_breaks_are_fisher_jenks_upper_bounds():
     assert class_breaks(values).tolist() == [3, 12, 32, 62, 101]
     assert class_breaks(np.array([5.0, 7.0, np.nan])).tolist() == [5, 7]  # fewer values
     assert class_breaks(np.array([np.nan])).tolist() == []
+
+
+def test_the_source_line_gets_one_prefix():
+    es = Lang("es")
+    assert es.source("Observatorio del Delito") == "Fuente: Observatorio del Delito"
+    assert es.source("Fuente: observatorio del delito") == "Fuente: observatorio del delito"
+    assert Lang("en").source("Source: police") == "Source: police"
