@@ -202,7 +202,8 @@ class BumpOnWrite:
     after the client already asks for the new tile, so the middleware waits for it
     (:meth:`DataVersion.settle`). Refused writes (4xx: unauthenticated, invalid,
     rate-limited) changed nothing and wait for nothing, so nobody can empty the caches by
-    sending bad requests; errors and cut responses settle too (cheap, and never stale)."""
+    sending bad requests; errors and cut responses take everything as changed (never
+    stale, and no waiting on a database that may be away)."""
 
     def __init__(self, app: ASGIApp, version: DataVersion) -> None:
         self.app, self.version = app, version
@@ -223,6 +224,7 @@ class BumpOnWrite:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            if status is None or not 400 <= status < 500:
-                engine = getattr(scope["app"].state, "reader", None)
-                await self.version.settle(engine)
+            if status is None or status >= 500:
+                self.version.bump()  # it may have changed anything; the database may be away
+            elif not 400 <= status < 500:
+                await self.version.settle(getattr(scope["app"].state, "reader", None))
