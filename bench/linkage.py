@@ -98,7 +98,8 @@ def main() -> None:
     print(f"\npairs compared: {counts['pairs_compared']:,}")
     for rule, n in counts["pairs_by_blocking_rule"].items():
         print(f"  {n:>12,}  {rule}")
-    print("seconds by phase:", counts["seconds"])
+    print("wall seconds by phase:", counts["seconds"])
+    print("CPU seconds by phase (all threads):", counts["cpu_seconds"])
     print(
         f"link_records {link_s:.1f} s, consolidate {consolidate_s:.1f} s, "
         f"capture {capture_s:.2f} s; total {link_s + consolidate_s + capture_s:.1f} s"
@@ -121,6 +122,7 @@ def main() -> None:
         "records_by_source": counts["records_by_source"],
         "pairs_compared": counts["pairs_compared"],
         "pairs_by_blocking_rule": counts["pairs_by_blocking_rule"],
+        "cpu_seconds": counts["cpu_seconds"],
         "seconds": {
             **counts["seconds"],
             "link_records": link_s,
