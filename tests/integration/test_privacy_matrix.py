@@ -126,6 +126,13 @@ ROUTES = {
     "/monitors/{code}": "public",
     "/alerts": "public",
     "/alerts/{alert_id}": "public",
+    # The periodic report (issue 20): public reports for anyone, analyst reports answered
+    # 404 below analyst (test_analyst_reports_are_not_told_below_analyst); the files route
+    # first, so that _template_of files /reports/1.zip under it.
+    "/reports/{report_id}.{fmt}": "public",
+    "/reports/{report_id}": "public",
+    "/reports": "public",
+    "/reports/definitions": "public",
     "/incidents": "analyst",
     "/incidents/{incident_id}": "analyst",
     "/analyses": "analyst",
@@ -253,7 +260,25 @@ def world(base_data, client, keys, tmp_path_factory):
         runs[name] = _poll(client, analyst, response)
         assert runs[name]["run"]["status"] == "completed"
     _seed_alerts(base_data)
-    return {"incident_ids": [f["id"] for f in incidents], "runs": runs}
+    reports = {a: _build_report(client, analyst, f"quarterly-{a}") for a in ("public", "analyst")}
+    return {"incident_ids": [f["id"] for f in incidents], "runs": runs, "reports": reports}
+
+
+def _build_report(client, analyst: str, definition: str) -> int:
+    """The report of ``definition`` for 2024Q4 (built by the session's worker); its id."""
+    body = {"definition": definition, "period": "2024Q4"}
+    response = client.post("/reports", json=body, headers=auth(analyst))
+    assert response.status_code in (200, 201, 202), response.text
+    if response.status_code != 202:
+        return response.json()["id"]
+    deadline = time.monotonic() + 300
+    while (run := client.get(response.headers["location"], headers=auth(analyst)).json())[
+        "status"
+    ] == "running":
+        assert time.monotonic() < deadline, "the report was never built"
+        time.sleep(0.5)
+    assert run["status"] == "completed", run.get("message")
+    return run["summary"]["report_id"]
 
 
 def _seed_alerts(settings) -> None:
@@ -380,13 +405,23 @@ def check_response(
     kind = response.headers.get("content-type", "")
     if "zip" in kind or response.content[:2] == b"PK":
         with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-            if any(n.endswith(".xlsx") or n.startswith("xl/") for n in archive.namelist()):
+            if any(n.startswith("xl/") for n in archive.namelist()):
                 rows = _xlsx_rows(response.content)
                 return _json_leaks(rows, aggregate_sex=aggregate_sex) + _text_leaks(
                     json.dumps(rows, default=str), secrets
                 )
-            texts = [archive.read(n).decode("utf-8", "replace") for n in archive.namelist()]
+            # A bundle (the periodic report's): its workbooks are read cell by cell.
+            books = [archive.read(n) for n in archive.namelist() if n.endswith(".xlsx")]
+            texts = [
+                archive.read(n).decode("utf-8", "replace")
+                for n in archive.namelist()
+                if not n.endswith((".xlsx", ".pdf"))
+            ]
         found = []
+        for book in books:
+            rows = _xlsx_rows(book)
+            found += _json_leaks(rows, aggregate_sex=aggregate_sex)
+            found += _text_leaks(json.dumps(rows, default=str), secrets)
         for text in texts:
             found += _text_leaks(text, secrets)
             if re.search(r"typename=.?incidents\b|tiles/incidents|incidents_oapif", text):
@@ -547,6 +582,12 @@ def _public_requests(client, key, world) -> list[tuple[str, dict, dict, dict]]:
     # alerts of sensitive monitors are not listed, observed counts below the threshold
     # are withheld (_json_leaks: observed).
     add(("/monitors", {}, {}, definition))
+    # The periodic report: the public one's metadata and files (its tables are /stats's
+    # public answers; victims by sex are aggregates, as in /stats).
+    add(("/reports", {}, {}, {"aggregate_sex": True}))
+    add(("/reports/definitions", {}, {}, definition))
+    for suffix in ("", ".zip", ".html", ".pdf"):
+        add((f"/reports/{world['reports']['public']}{suffix}", {}, {}, {"aggregate_sex": True}))
     monitors = client.get("/monitors", headers=headers).json()["items"]
     assert monitors and not any(m["sensitive"] for m in monitors)
     for m in monitors:
@@ -1084,3 +1125,23 @@ def test_the_averaging_attack_cannot_beat_the_noise(client, keys, world, busy_ye
     ]
     assert len(errors) >= 20, errors
     assert len(set(errors)) >= 3 and sum(e != 0 for e in errors) >= 0.3 * len(errors), errors
+
+
+@pytest.mark.parametrize("role", ROLES_BELOW_ANALYST)
+def test_analyst_reports_are_not_told_below_analyst(client, keys, world, role):
+    """An analyst report (exact counts, sensitive categories) is not listed and its
+    metadata and files are a 404 below analyst, as if it did not exist."""
+    key = _key(keys, role)
+    analyst_report = world["reports"]["analyst"]
+    listed = client.get("/reports", headers=auth(key)).json()["items"]
+    assert world["reports"]["public"] in [r["id"] for r in listed]
+    assert analyst_report not in [r["id"] for r in listed]
+    for suffix in ("", ".zip", ".html", ".pdf"):
+        response = client.get(f"/reports/{analyst_report}{suffix}", headers=auth(key))
+        assert response.status_code == 404, (suffix, response.status_code)
+    codes = [
+        d["code"] for d in client.get("/reports/definitions", headers=auth(key)).json()["items"]
+    ]
+    assert "quarterly-analyst" not in codes and "quarterly-public" in codes
+    answer = client.get(f"/reports/{analyst_report}", headers=auth(keys["analyst"]))
+    assert answer.status_code == 200 and answer.json()["audience"] == "analyst"
