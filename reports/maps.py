@@ -266,6 +266,13 @@ def hotspots(
         bins = pd.to_numeric(frame["gi_bin"], errors="coerce")
         colours = bins.map(GI_COLOURS).fillna(NO_VALUE)  # a cell without a bin: grey
         frame.plot(ax=ax, color=colours.tolist(), edgecolor="white", lw=0.25, zorder=2)
+        # Cells of a few km vanish at country scale: significant ones also get an outline
+        # in their own colour, drawn over the boundaries, so a lone hot spot still shows.
+        significant = bins.fillna(0).ne(0).to_numpy()
+        if significant.any():
+            frame[significant].plot(
+                ax=ax, facecolor="none", edgecolor=colours[significant].tolist(), lw=1.1, zorder=6
+            )
         _boundaries(ax, projected)
         handles = [
             Patch(facecolor=GI_COLOURS[b], edgecolor="#999999", lw=0.4, label=lang(f"gi.{b}"))
@@ -273,6 +280,17 @@ def hotspots(
         ]
         _legend(fig, handles, "Gi*")
         return _finish(fig, ax, lang, source_line, lang("map.hotspots"))
+
+
+def _ring_small(ax: Axes, frame: gpd.GeoDataFrame) -> None:
+    """A ring around each area too small to see at the map's scale (under 2 % of its span)."""
+    x0, x1 = ax.get_xlim()
+    span = x1 - x0
+    for geom in frame.geometry:
+        minx, miny, maxx, maxy = geom.bounds
+        if max(maxx - minx, maxy - miny) < 0.02 * span:
+            point = geom.representative_point()
+            ax.plot(point.x, point.y, marker="o", ms=11, mfc="none", mec=ALERT, mew=1.3, zorder=7)
 
 
 def _alert_labels(frame: gpd.GeoDataFrame, lang: Lang) -> list[str]:
@@ -294,11 +312,14 @@ def alerts(
         _boundaries(ax, projected)
         frame = areas.to_crs(crs)
         frame.plot(ax=ax, facecolor=(0.75, 0.22, 0.17, 0.12), edgecolor=ALERT, lw=1.4, zorder=6)
+        _ring_small(ax, frame)
         halo = [patheffects.withStroke(linewidth=2.4, foreground="white")]
         for geom, name in zip(frame.geometry, _alert_labels(frame, lang), strict=True):
-            _, _, x1, y1 = geom.bounds
-            ax.text(x1, y1, name, ha="left", va="bottom", fontsize=7, color=ALERT,
-                    path_effects=halo, zorder=11)  # fmt: skip
+            _, _, x1, y1 = geom.bounds  # upper right, clear of a small area's ring
+            ax.annotate(
+                name, (x1, y1), xytext=(5, 4), textcoords="offset points", ha="left",
+                va="bottom", fontsize=7, color=ALERT, path_effects=halo, zorder=11,
+            )  # fmt: skip
         handles = [
             Patch(
                 facecolor=(0.75, 0.22, 0.17, 0.12),
