@@ -463,13 +463,22 @@ def risk_zones_layer(*, exact: bool) -> Layer:
     and category and the zone's window to the second."""
     z = risk_zone.c
     now = func.now()
-    live = (z.valid_from <= now, z.valid_to > now, incident.c.deleted_at.is_(None))
+    run = analysis_run.c
+    # A run's zones show once it has completed (a cancelled or failed one's never).
+    live = (
+        z.valid_from <= now,
+        z.valid_to > now,
+        incident.c.deleted_at.is_(None),
+        run.status == "completed",
+    )
     common = (
         Field("run_id", z.run_id, "integer", "The near-repeat run (GET /analyses/{run_id})."),
         Field("distance_m", z.distance_m, "number", "The zone's significant distance (m)."),
         Field("days", z.days, "number", "The zone's significant time window (days)."),
     )
-    source = risk_zone.join(incident, incident.c.id == z.incident_id)
+    source = risk_zone.join(incident, incident.c.id == z.incident_id).join(
+        analysis_run, run.id == z.run_id
+    )
     keywords = ("near repeat", "risk zones", "early warning")
     if not exact:
         expires = func.to_char(func.timezone("UTC", z.valid_to), "YYYY-MM-DD")

@@ -8,7 +8,6 @@ from sqlalchemy import (
     ColumnElement,
     Delete,
     Select,
-    and_,
     delete,
     func,
     literal,
@@ -127,11 +126,3 @@ def purge_expired(now: datetime) -> Delete:
     """Delete the zones expired by ``now`` (never served; their deletion also drops the
     workers' cached tiles and counts that still held them)."""
     return delete(risk_zone).where(risk_zone.c.valid_to <= now).returning(risk_zone.c.id)
-
-
-def live_zones(run_id: int, now: datetime) -> Select:
-    """How many zones of a run are live at ``now``."""
-    z = risk_zone.c
-    return select(func.count()).where(
-        z.run_id == run_id, and_(z.valid_from <= now, z.valid_to > now)
-    )
