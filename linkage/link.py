@@ -55,6 +55,7 @@ import splink
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 from splink.blocking_analysis import count_comparisons_from_blocking_rules
+from splink.internals.exceptions import SplinkException
 
 from linkage.model import (
     CLUSTER_COLUMNS,
@@ -547,32 +548,51 @@ def _run_splink(
         )
         linker = Linker(inputs, settings, log_level=_SPLINK_LOG_LEVEL)
         with clock("train"):
-            _train(linker, prepared, within_source=link_type != "link_only", seed=seed)
+            notes = _train(linker, prepared, within_source=link_type != "link_only", seed=seed)
         with clock("predict"):
             predictions = linker.inference.predict(threshold_match_probability=thresholds.keep)
             scored = predictions.as_pandas_dataframe()
         scored = scored[["unique_id_l", "unique_id_r", "match_probability", "match_weight"]]
         scored = scored.rename(columns={"unique_id_l": "record_id_l", "unique_id_r": "record_id_r"})
         scored.attrs["model"] = linker.misc.save_model_to_json()
+        scored.attrs["model"]["training_notes"] = notes
         return scored
     finally:
         con.close()
 
 
-def _train(linker: Linker, prepared: pd.DataFrame, *, within_source: bool, seed: int) -> None:
+# The prior is kept inside these bounds: on a handful of records the deterministic count can
+# reach 1 (every possible pair "matches"), and a prior of 1 has no match weight.
+LAMBDA_BOUNDS = (1e-8, 0.5)
+
+
+def _train(linker: Linker, prepared: pd.DataFrame, *, within_source: bool, seed: int) -> list[str]:
+    """u, lambda and m; returns what could not be trained (tiny inputs), for the parameters."""
+    notes: list[str] = []
     deterministic = _deterministic_rules(prepared, within_source)
     if deterministic:
         linker.training.estimate_probability_two_random_records_match(
             deterministic, recall=DETERMINISTIC_RECALL
         )
+        prior = linker.misc.save_model_to_json()["probability_two_random_records_match"]
+        bounded = min(max(prior, LAMBDA_BOUNDS[0]), LAMBDA_BOUNDS[1])
+        if bounded != prior:
+            # splink's training sets the same attribute; there is no public setter
+            linker._settings_obj._probability_two_random_records_match = bounded
+            notes.append(f"lambda {prior:.3g} from the deterministic rules bounded to {bounded}")
     linker.training.estimate_u_using_random_sampling(max_pairs=U_MAX_PAIRS, seed=seed)
     # below this many records every blocked pair trains (splink's sampling probe would
     # find nothing to sample on small inputs anyway)
     max_pairs = EM_MAX_PAIRS if len(prepared) > 20_000 else None
     for rule in _training_rules(prepared, within_source):
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            rule, max_pairs=max_pairs
-        )
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                rule, max_pairs=max_pairs
+            )
+        except (ValueError, ZeroDivisionError, SplinkException) as exc:
+            # too few pairs to iterate on: the m probabilities keep their defaults
+            notes.append(f"EM blocked on {_rule_sql(rule)} skipped: {exc}")
+    return notes
 
 
 def _parameters_from(model: dict[str, Any]) -> dict[str, Any]:
@@ -596,6 +616,7 @@ def _parameters_from(model: dict[str, Any]) -> dict[str, Any]:
     return {
         "lambda": model.get("probability_two_random_records_match"),
         "comparisons": comparisons,
+        "training_notes": model.get("training_notes", []),
     }
 
 

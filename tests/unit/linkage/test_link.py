@@ -183,3 +183,12 @@ def test_one_source_alone_links_nothing() -> None:
     result = link_records(police)
     assert result.counts["pairs_compared"] == 0
     assert result.clusters["record_id"].tolist() == result.clusters["cluster_id"].tolist()
+
+
+def test_a_handful_of_records_still_runs() -> None:
+    # too few pairs to train on: the run completes, says so, and clusters every record
+    records = synthetic_deaths(1, seed=1).drop(columns="death_id")
+    result = link_records(records)
+    assert sorted(result.clusters["record_id"]) == sorted(records["record_id"])
+    assert 0 < result.parameters["lambda"] < 1
+    assert isinstance(result.parameters["training_notes"], list)
