@@ -236,6 +236,9 @@ def test_risk_zones_for_new_incidents_expire_and_stay_private(data, client, keys
     )
     outcome = call_service(settings, lambda e: refresh_risk_zones(e, settings))
     assert outcome["zones_made"] >= 3 and outcome["armed_runs"] >= 2
+    # A run armed now draws the zones of the open windows itself (in the worker's job).
+    later = run(client, keys, body(risk_zones=True))
+    assert later["summary"]["risk_zones_made"] == 2  # fresh and closing, not old
 
     exact = [
         f for f in _features(client, "risk_zones-exact", keys["analyst"])
