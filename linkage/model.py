@@ -36,7 +36,8 @@ Output, :class:`LinkageResult`:
 ``parameters``  JSON-able dict: ``lambda`` (prior probability that two compared records
                 match), ``comparisons``: [{name, levels: [{label, m_probability,
                 u_probability, bayes_factor}]}], ``blocking_rules``, ``thresholds``, ``seed``,
-                ``hashed``, ``within_source``, ``link_type``, ``splink_version``.
+                ``hashed``, ``within_source``, ``link_type``, ``splink_version``,
+                ``training_notes`` (what tiny inputs could not train).
 ``counts``      JSON-able dict: ``records``, ``records_by_source``, ``pairs_compared``
                 (total), ``pairs_by_blocking_rule`` ({rule: n}, marginal), ``pairs_by_band``,
                 ``clusters``, ``clusters_by_size``, ``decisions_applied``,

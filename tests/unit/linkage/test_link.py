@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 import pytest
@@ -75,6 +76,13 @@ def test_parameters_and_counts_are_reported(base) -> None:
     assert counts["pairs_compared"] > len(base.pairs)
     assert set(counts["seconds"]) == {"prepare", "count", "train", "predict", "cluster"}
     assert counts["records"] == len(base.clusters)
+    # the service stores both as JSON
+    assert json.loads(json.dumps(params))["thresholds"] == {
+        "match": 0.95,
+        "review": 0.5,
+        "keep": 0.1,
+    }
+    assert json.loads(json.dumps(counts))["pairs_compared"] == counts["pairs_compared"]
 
 
 def test_a_reject_splits_a_cluster_even_through_a_third_record(deaths, base) -> None:
