@@ -32,6 +32,8 @@ INK = "#222222"
 MUTED = "#6b6b6b"
 FEMALE, MALE = "#b2547a", "#2f6f8f"
 
+SVG_FONTS = "'Report DejaVu Sans', 'DejaVu Sans', sans-serif"
+
 RC = {
     "font.family": "DejaVu Sans",
     "font.size": 8.5,
@@ -71,6 +73,8 @@ def to_svg(fig: Figure, title: str) -> str:
     plt.close(fig)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]
+    # The report's own font first (see reports.render.FONT_FAMILY), DejaVu Sans after it.
+    svg = svg.replace("font-family: 'DejaVu Sans'", f"font-family: {SVG_FONTS}")
     prefix = f"f{zlib.crc32(title.encode()):08x}"
     svg = re.sub(r'id="([^"]+)"', lambda m: f'id="{prefix}-{m[1]}"', svg)
     svg = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}-{m[1]})", svg)

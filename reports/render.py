@@ -31,6 +31,11 @@ from reports.i18n import MISSING, Lang
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 STYLESHEET = HERE / "static" / "report.css"
+#: The family the stylesheet and the charts ask for first. A name no system font has: an
+#: @font-face named "DejaVu Sans" loses to fontconfig's own DejaVu Sans, so the PDF would
+#: take whatever DejaVu the machine has; this one always resolves to ``fonts_dir``'s files
+#: (in a browser, where it is unknown, the next family in the list, DejaVu Sans, is used).
+FONT_FAMILY = "Report DejaVu Sans"
 #: DejaVu Sans as shipped inside matplotlib: the same font files on every machine.
 DEFAULT_FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONT_FACES = (
@@ -290,7 +295,7 @@ def _font_css(fonts_dir: Path) -> str:
         path = fonts_dir / name
         if path.exists():
             faces.append(
-                f'@font-face {{ font-family: "DejaVu Sans"; src: url("{path.as_uri()}"); '
+                f'@font-face {{ font-family: "{FONT_FAMILY}"; src: url("{path.as_uri()}"); '
                 f"font-weight: {weight}; font-style: {style}; }}"
             )
     return "\n".join(faces)

@@ -148,7 +148,8 @@ def test_pdf_opens_and_holds_the_headline_figures_and_every_title(pdf, tmp_path)
         for page in reader.pages
         for font in page["/Resources"]["/Font"].values()
     }
-    assert fonts and all("DejaVu-Sans" in name for name in fonts)  # embedded, one family
+    # the @font-face files (matplotlib's DejaVu Sans), not whatever DejaVu fontconfig has
+    assert fonts and all("+Report-DejaVu-Sans" in name for name in fonts), fonts
     assert reader.metadata.title.startswith("Citizen Security Report")
 
 
