@@ -61,19 +61,23 @@ class MseEstimate:
     models: list[dict[str, Any]] = field(default_factory=list)  # every model tried
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able form for the service."""
+        """JSON-able form for the service (an unbounded limit is None: JSON has no inf)."""
         return {
             "observed": self.observed,
             "missing": self.missing,
             "total": self.total,
-            "lower": self.lower,
-            "upper": self.upper,
+            "lower": _finite(self.lower),
+            "upper": _finite(self.upper),
             "model": self.model,
             "method": self.method,
             "alpha": self.alpha,
             "criterion": self.criterion,
             "models": self.models,
         }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def chapman(n1: int, n2: int, m: int, *, alpha: float = 0.05) -> MseEstimate:
@@ -124,6 +128,24 @@ def _fit(y: np.ndarray, x: np.ndarray) -> Any:
         return sm.GLM(y, x, family=sm.families.Poisson()).fit()
 
 
+def _cells_vector(cells: dict[str, int]) -> np.ndarray:
+    """The 7 observed cells in PATTERNS_3 order, checked for a three-list estimate."""
+    unknown = set(cells) - set(PATTERNS_3)
+    if unknown:
+        raise LinkageInputError(f"unknown capture patterns: {sorted(unknown)}")
+    y = np.array([float(cells.get(p, 0)) for p in PATTERNS_3])
+    if (y < 0).any():
+        raise LinkageInputError("cell counts must be >= 0")
+    if y.sum() == 0:
+        raise LinkageInputError("no deaths on any list")
+    on_list = [sum(n for p, n in zip(PATTERNS_3, y, strict=True) if p[j] == "1") for j in range(3)]
+    if min(on_list) == 0:
+        raise LinkageInputError("every list needs at least one death for a three-list estimate")
+    if y[3:].sum() == 0:
+        raise LinkageInputError("no death is on two lists: the lists do not overlap")
+    return y
+
+
 def loglinear(cells: dict[str, int], *, alpha: float = 0.05, criterion: str = "bic") -> MseEstimate:
     """Three-list estimate from the 7 observed cells (``"110"``: on lists 1 and 2, not 3).
 
@@ -134,15 +156,8 @@ def loglinear(cells: dict[str, int], *, alpha: float = 0.05, criterion: str = "b
     """
     if criterion not in ("aic", "bic"):
         raise LinkageInputError("criterion must be aic or bic")
-    unknown = set(cells) - set(PATTERNS_3)
-    if unknown:
-        raise LinkageInputError(f"unknown capture patterns: {sorted(unknown)}")
-    y = np.array([float(cells.get(p, 0)) for p in PATTERNS_3])
-    if (y < 0).any():
-        raise LinkageInputError("cell counts must be >= 0")
+    y = _cells_vector(cells)
     observed = int(y.sum())
-    if observed == 0:
-        raise LinkageInputError("no deaths on any list")
     tried = []
     for k in range(4):
         for inter in itertools.combinations(_PAIRS, k):

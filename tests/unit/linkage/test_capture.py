@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -102,3 +103,16 @@ def test_overlap_cells_from_consolidated_sources() -> None:
     )
     assert overlap_cells(consolidated) == {"111": 1, "100": 2, "101": 1, "010": 1}
     assert overlap_cells(consolidated, ("police", "health")) == {"11": 2, "10": 2}
+
+
+def test_loglinear_refuses_cells_without_overlap_and_is_json_safe() -> None:
+    with pytest.raises(LinkageInputError, match="at least one death"):
+        loglinear({"100": 5, "010": 3})
+    with pytest.raises(LinkageInputError, match="do not overlap"):
+        loglinear({"100": 5, "010": 3, "001": 2})
+    with pytest.raises(LinkageInputError, match="unknown capture patterns"):
+        loglinear({"200": 1})
+    sparse = loglinear({"100": 5, "010": 3, "001": 2, "110": 1})
+    assert sparse.observed == 11
+    as_json = json.loads(json.dumps(sparse.as_dict(), allow_nan=False))
+    assert as_json["observed"] == 11
