@@ -369,6 +369,24 @@ def test_quality_equals_hand_computed_scores(client, keys, linker, imported):
     assert refused.status_code == 422
 
 
+def test_observatory_link_runs_a_linkage_in_process(client, keys, settings, imported):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OBSERVATORY_DATABASE_URL": settings.libpq_url, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "link"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = re.search(r"linkage run (\d+): (\d+) records", done.stdout)
+    assert found, done.stdout
+    run = client.get(f"/linkage/runs/{found[1]}", headers=auth(keys["analyst"])).json()
+    assert run["status"] == "completed" and run["created_by"] == "cli"
+    assert run["counts"]["records"] == int(found[2]) >= len(imported["reports"]) * 300
+
+
 def test_names_are_hashed_with_the_installation_secret(settings, imported, db_url):
     """With linkage.hash_names the names never reach the store in clear (rejected rows
     included); the run hashes the clear names of other imports with the same secret, so
