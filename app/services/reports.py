@@ -25,6 +25,7 @@ import hashlib
 import logging
 import math
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -89,7 +90,8 @@ PUBLISHER = Principal(role="analyst", name="published ranking")
 COUNTRY_LEVEL, DISTRICT_LEVEL = 0, 1
 OPEN_STATES = ("new", "acknowledged")
 _MONTHS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
-_PERIOD = re.compile(r"^(\d{4})(?:Q([1-4])|-(0[1-9]|1[0-2])|H([12]))?$")
+# 2024Q3 (or 2024-Q3, as /stats writes it), 2024-07, 2024H2 (or 2024-H2), 2024.
+_PERIOD = re.compile(r"^(\d{4})(?:-?Q([1-4])|-(0[1-9]|1[0-2])|-?H([12]))?$")
 _GI_CLASSES = {
     3: "hot spot, 99% confidence",
     2: "hot spot, 95% confidence",
@@ -970,11 +972,17 @@ def _check_published(ctx: _Context) -> None:
 # --- files ----------------------------------------------------------------------------------
 
 
+# The charts are drawn with pyplot, whose figures and settings are global: one report is
+# rendered at a time in a process (render_files runs in a thread, off the event loop).
+_RENDERING = threading.Lock()
+
+
 def render_files(doc: ReportDocument) -> tuple[str, bytes, bytes]:
     """(HTML, PDF, zip of every table as CSV and XLSX) of the document
     (:mod:`reports.render`: the PDF is laid out from the same HTML)."""
-    html = render.render_html(doc)
-    return html, render.render_pdf(doc, html), render.bundle(doc)
+    with _RENDERING:
+        html = render.render_html(doc)
+        return html, render.render_pdf(doc, html), render.bundle(doc)
 
 
 def summary_of(doc: ReportDocument) -> dict:
