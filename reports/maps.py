@@ -266,12 +266,15 @@ def hotspots(
         bins = pd.to_numeric(frame["gi_bin"], errors="coerce")
         colours = bins.map(GI_COLOURS).fillna(NO_VALUE)  # a cell without a bin: grey
         frame.plot(ax=ax, color=colours.tolist(), edgecolor="white", lw=0.25, zorder=2)
-        # Cells of a few km vanish at country scale: significant ones also get an outline
-        # in their own colour, drawn over the boundaries, so a lone hot spot still shows.
-        significant = bins.fillna(0).ne(0).to_numpy()
-        if significant.any():
-            frame[significant].plot(
-                ax=ax, facecolor="none", edgecolor=colours[significant].tolist(), lw=1.1, zorder=6
+        # Cells of a few km vanish at country scale: small significant ones also get an
+        # outline in their own colour, so a lone hot spot still shows.
+        x0, x1 = ax.get_xlim()
+        bounds = frame.geometry.bounds
+        size = np.maximum(bounds["maxx"] - bounds["minx"], bounds["maxy"] - bounds["miny"])
+        small = (bins.fillna(0).ne(0) & (size < 0.015 * (x1 - x0))).to_numpy()
+        if small.any():
+            frame[small].plot(
+                ax=ax, facecolor="none", edgecolor=colours[small].tolist(), lw=1.1, zorder=3
             )
         _boundaries(ax, projected)
         handles = [
