@@ -200,3 +200,22 @@ def test_a_handful_of_records_still_runs() -> None:
     assert sorted(result.clusters["record_id"]) == sorted(records["record_id"])
     assert 0 < result.parameters["lambda"] < 1
     assert isinstance(result.parameters["training_notes"], list)
+
+
+def test_within_source_finds_an_agencys_duplicates_only_when_asked() -> None:
+    deaths = synthetic_deaths(300, seed=4)
+    copies = deaths[deaths["source"] == "police"].head(30).copy()
+    copies["record_id"] = copies["record_id"] + "-dup"  # the police registered them twice
+    records = pd.concat([deaths, copies], ignore_index=True).drop(columns="death_id")
+    originals = copies["record_id"].str.removesuffix("-dup")
+
+    deduped = link_records(records, within_source=True)
+    clusters = deduped.clusters.set_index("record_id")["cluster_id"]
+    assert deduped.parameters["link_type"] == "link_and_dedupe"
+    assert all(clusters[o] == clusters[o + "-dup"] for o in originals)
+
+    linked = link_records(records)
+    clusters = linked.clusters.set_index("record_id")["cluster_id"]
+    assert not any(clusters[o] == clusters[o + "-dup"] for o in originals)
+    # the forensic and health records match both copies: one link per copy is refused
+    assert linked.counts["links_refused_same_source"] >= 30
