@@ -231,6 +231,46 @@ def import_incidents_cmd(
         )
 
 
+@import_cli.command("deaths")
+def import_deaths_cmd(
+    file: FileArg,
+    source: Annotated[
+        str | None, typer.Option(help="the agency (police, forensic, health), if no source column")
+    ] = None,
+    format: Annotated[str | None, typer.Option(help="csv, geojson or gpkg")] = None,
+    crs: Annotated[str | None, typer.Option(help="CRS of the coordinates")] = None,
+    map: Annotated[
+        list[str] | None, typer.Option(help="OURS=THEIRS column mapping, repeatable")
+    ] = None,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    layer: Annotated[str | None, typer.Option(help="GeoPackage layer")] = None,
+) -> None:
+    """Import one agency's death records (issue 21): lossless, one batch; names hashed
+    when linkage.hash_names is on. Then `observatory link`."""
+    from app.services.death_imports import import_deaths
+    from app.services.incident_rows import ReadOptions
+
+    columns = _pairs(map, "--map", "OURS=THEIRS")
+    options = _guard(
+        lambda: ReadOptions(
+            source=source, format=format, columns=columns, crs=crs, layer=layer,
+            delimiter=delimiter, encoding=encoding,
+        )
+    )  # fmt: skip
+    settings = get_settings()
+    report = _guard(
+        lambda: _with_engine(
+            lambda engine: import_deaths(engine, settings, file, options, actor=CLI_ACTOR)
+        )
+    )
+    _print_report(report)
+    if report.rejected:
+        console.print(
+            f"{report.rejected} rejected rows: GET /imports/{report.batch_id}/rejections.csv"
+        )
+
+
 def _pairs(items: list[str] | None, option: str, form: str) -> dict[str, str]:
     """``NAME=VALUE`` options as a mapping (names and values trimmed)."""
     pairs = {}

@@ -141,7 +141,9 @@ async def _write(conn, head, frames, rules: DeathRules, options: ReadOptions, ba
     await conn.execute(sql.CREATE_STAGING)
     counts = dict.fromkeys(("received", "inserted", "updated", "unchanged", "rejected"), 0)
     next_row = 1
-    for part in _chain(head, frames):
+    parts = _chain(head, frames)
+    # The next chunk is read in a thread: a large CSV must not hold the event loop.
+    while (part := await asyncio.to_thread(next, parts, None)) is not None:
         if part.empty and not len(part.columns):
             continue
         part = _with_source(part, options)

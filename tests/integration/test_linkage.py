@@ -369,13 +369,32 @@ def test_quality_equals_hand_computed_scores(client, keys, linker, imported):
     assert refused.status_code == 422
 
 
-def test_observatory_link_runs_a_linkage_in_process(client, keys, settings, imported):
+def test_observatory_imports_deaths_and_links_them(client, keys, settings, imported, tmp_path):
+    import json
     import os
     import re
     import subprocess
     import sys
 
     env = {**os.environ, "OBSERVATORY_DATABASE_URL": settings.libpq_url, "COLUMNS": "200"}
+    path = tmp_path / "forensic-2017.csv"
+    path.write_text(
+        "case_no,fecha,nombre,apellido,manner\n"
+        "F-2017-1,2017-04-02,Ulrich,Zamfir,Homicide\n"
+        "F-2017-2,2017-04-31,Ulla,Zamfir,Homicide\n"
+    )
+    mapping = ["source_id=case_no", "death_date=fecha", "given_name=nombre"]
+    args = [str(path), "--source", "forensic", "--map", "family_name=apellido"]
+    for pair in mapping:
+        args += ["--map", pair]
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "import", "deaths", *args],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout[: done.stdout.rindex("}") + 1])
+    assert (report["received"], report["inserted"], report["rejected"]) == (2, 1, 1)
+    assert "rejections.csv" in done.stdout
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "link"], env=env, capture_output=True, text=True
     )
