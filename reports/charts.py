@@ -1,9 +1,13 @@
-"""The report's charts, drawn with matplotlib (Agg) and returned as SVG text.
+"""The report's charts, drawn with matplotlib and returned as SVG text.
 
 SVG inline in the HTML and vector in the PDF (WeasyPrint draws inline SVG as vector). Text
 stays text (``svg.fonttype = none``) so the PDF's words can be searched and the language
 test sees every label; the font is DejaVu Sans, which ships with matplotlib and with Debian,
 so a chart looks the same on every machine. Every chart carries the document's source line.
+
+Figures are ``matplotlib.figure.Figure`` objects, never pyplot's: no global figure registry
+to leak into or share between the worker threads that render reports (the settings of
+:func:`style` are still process-wide while a chart is drawn).
 """
 
 from __future__ import annotations
@@ -15,10 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
+import matplotlib.colors
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -70,7 +72,6 @@ def to_svg(fig: Figure, title: str) -> str:
     """
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]
     # The report's own font first (see reports.render.FONT_FAMILY), DejaVu Sans after it.
@@ -126,13 +127,8 @@ def trend(monthly: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
     # five measures and the period's table still fit one A4 page
     panel = 1.75 if len(groups) <= 3 else max(0.85, 5.5 / len(groups))
     with style():
-        fig, axes = plt.subplots(
-            len(groups),
-            1,
-            figsize=(WIDTH_IN, 0.5 + panel * len(groups)),
-            sharex=True,
-            squeeze=False,
-        )
+        fig = Figure(figsize=(WIDTH_IN, 0.5 + panel * len(groups)))
+        axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)
         for ax, group in zip(axes[:, 0], groups, strict=True):
             rows = monthly[monthly["group"] == group].sort_values("month")
             x = rows["month"].map(position).to_numpy()
@@ -189,7 +185,8 @@ def pyramid(by_sex_age: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
     male = table.get("male", pd.Series(np.nan, index=ages)).to_numpy(dtype=float)
     y = np.arange(len(ages))
     with style():
-        fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.9 + 0.36 * len(ages)))
+        fig = Figure(figsize=(WIDTH_IN, 0.9 + 0.36 * len(ages)))
+        ax = fig.subplots()
         ax.barh(y, -np.nan_to_num(female), color=FEMALE, height=0.72, label=lang.term("female"))
         ax.barh(y, np.nan_to_num(male), color=MALE, height=0.72, label=lang.term("male"))
         peak = max(1.0, np.nanmax(female, initial=0), np.nanmax(male, initial=0))
@@ -242,7 +239,8 @@ def heat(weekday_hour: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
         .to_numpy(dtype=float)
     )
     with style():
-        fig, ax = plt.subplots(figsize=(WIDTH_IN, 3.0))
+        fig = Figure(figsize=(WIDTH_IN, 3.0))
+        ax = fig.subplots()
         # pcolormesh, not imshow: cells stay vector (imshow would embed a PNG in the SVG).
         # A few discrete steps: easier to read than a gradient, and the colour bar stays
         # vector (matplotlib rasterises a colour bar of 50 or more steps).

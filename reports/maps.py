@@ -12,7 +12,6 @@ import math
 
 import geopandas as gpd
 import mapclassify
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps, patheffects
@@ -58,7 +57,7 @@ def metric_crs(*layers: gpd.GeoDataFrame) -> CRS:
 def _canvas(basemap: dict[str, gpd.GeoDataFrame], layers: list[gpd.GeoDataFrame]):
     """A figure with the map axes on the left 62 % and the basemap's extent, in UTM."""
     crs = metric_crs(*(basemap.values()), *layers)
-    fig = plt.figure(figsize=(WIDTH_IN, HEIGHT_IN))
+    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN))
     ax = fig.add_axes((0.01, 0.05, 0.6, 0.94))
     ax.set_axis_off()
     ax.set_aspect("equal")
