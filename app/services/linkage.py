@@ -151,8 +151,9 @@ async def _store(
             "run_id": run_id,
             "record_l": left.where(left < right, right),
             "record_r": right.where(left < right, left),
-            "match_probability": pairs["match_probability"].astype(float),
-            "match_weight": pairs["match_weight"].astype(float),
+            # A decided pair that blocking never compared has none (NaN in the core).
+            "match_probability": _or_none(pairs["match_probability"]),
+            "match_weight": _or_none(pairs["match_weight"]),
             "band": pairs["band"].astype(str),
             "decided": pairs["decided"].astype(object).where(pairs["decided"].notna(), None),
         },
@@ -188,6 +189,12 @@ async def _store(
             f"COPY linkage_death ({', '.join(_DEATH_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
             frame_to_csv(frame),
         )
+
+
+def _or_none(values: pd.Series) -> pd.Series:
+    """Floats with None for NaN (NULL in the store, not PostgreSQL's NaN)."""
+    numbers = values.astype(float)
+    return numbers.astype(object).where(numbers.notna(), None)
 
 
 async def latest_run(conn: AsyncConnection) -> int | None:
