@@ -473,3 +473,22 @@ def test_names_are_hashed_with_the_installation_secret(settings, imported, db_ur
     finally:  # later runs of the session's worker have no secret: take them out again
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("DELETE FROM death_record WHERE source_id LIKE 'HASH-%'")
+
+
+def test_the_linker_role_is_an_analyst_who_reads_identifiers(client, keys, linker):
+    """A linker reads what an analyst reads, and is no editor; below it and beside it
+    (editor), nobody reviews pairs; an admin does everything."""
+    assert client.get("/incidents", params={"limit": 1}, headers=auth(linker)).status_code == 200
+    assert client.get("/analyses", headers=auth(linker)).status_code == 200
+    assert client.get("/imports", headers=auth(linker)).status_code == 403
+    assert client.get("/keys", headers=auth(linker)).status_code == 403
+    refused = client.post("/incidents", json={}, headers=auth(linker))
+    assert refused.status_code == 403, refused.text
+    for role in ("viewer", "analyst", "editor"):
+        response = client.get("/linkage/pairs", headers=auth(keys[role]))
+        assert response.status_code == 403
+        assert "linker role (or admin)" in response.json()["detail"]
+        assert client.post("/linkage/runs", json={}, headers=auth(keys[role])).status_code == 403
+    assert client.get("/linkage/pairs", headers=auth(keys["admin"])).status_code in (200, 404)
+    anonymous = client.get("/linkage/pairs")
+    assert anonymous.status_code == 401 and "linker role (or admin)" in anonymous.json()["detail"]
