@@ -3,14 +3,16 @@ definitions), their evaluation into alerts, and an analyst's acknowledgement.
 
 An evaluation builds one count series per place (a unit of the monitor's level, or an H3
 cell with incidents) over every period from the first incident to the latest complete
-period, with one GROUP BY (H3 cells are assigned in Python from the points, as the
-analysis grids are), and runs the monitor's detector of :mod:`surveillance` on it. Only
-the latest complete period raises alerts, and only where at least ``min_count``
-incidents were counted, so the detector runs once per place that could alarm; an alarmed
-place is then evaluated over its last two years, for the alert's chart and for how many
-periods the alarm has lasted. Contiguous alarmed H3 cells make one alert with one
-outline. An alarm that goes on updates its open alert (the state an analyst gave it
-stays); once closed, a new alarm is a new alert.
+period, with one GROUP BY: counts per unit and period in SQL; for H3 cells, the points of
+each period as one multipoint, decoded into coordinate arrays, assigned to cells with h3's
+integer API and counted with numpy (cells as numbers, no Python object per incident). It
+then runs the monitor's detector of :mod:`surveillance` on it. Only the latest complete
+period raises alerts, and only where at least ``min_count`` incidents were counted, so the
+detector runs once per place that could alarm; an alarmed place is then evaluated over
+its last two years, for the alert's chart and for how many periods the alarm has lasted.
+Contiguous alarmed H3 cells make one alert with one outline. An alarm that goes on
+updates its open alert (the state an analyst gave it stays); once closed, a new alarm is
+a new alert.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import h3
 import numpy as np
 import pandas as pd
 import shapely
+from h3.api import basic_int as h3_int
 from procrastinate import App
 from procrastinate.exceptions import AlreadyEnqueued
 from shapely.geometry import MultiPolygon, shape
@@ -47,7 +50,6 @@ from app.schemas.monitors import (
 )
 from app.sql import audit as audit_sql
 from app.sql import monitors as sql
-from spatial.grids import points_to_h3
 from surveillance.ears import ears
 from surveillance.farrington import farrington_flexible
 from surveillance.glrnb import glrnb
@@ -291,33 +293,75 @@ async def _series(
     step = definition.step
     sel = definition.incidents
     if definition.places.kind == "units":
-        rows = (
-            await conn.execute(sql.counts_by_unit(sel, definition.places.level, step, timezone))
-        ).all()
-        frame = pd.DataFrame(rows, columns=["place", "period", "n"])
+        stmt = sql.counts_by_unit(sel, definition.places.level, step, timezone)
+        rows = (await conn.execute(stmt)).all()
+        place = np.array([r.code for r in rows], dtype=object)
+        period = np.array([r.period for r in rows], dtype="datetime64[us]")
+        n = np.array([r.n for r in rows], dtype=float)
     else:
-        rows = (await conn.execute(sql.points(sel, step, timezone))).all()
-        pts = pd.DataFrame(rows, columns=["lon", "lat", "period"])
-        cells = points_to_h3(
-            pts["lon"].to_numpy(float), pts["lat"].to_numpy(float), definition.places.resolution
-        )
-        frame = (
-            pd.DataFrame({"place": cells, "period": pts["period"]})
-            .groupby(["place", "period"], sort=False)
-            .size()
-            .rename("n")
-            .reset_index()
-        )
-    frame = frame[frame["period"] <= last] if len(frame) else frame
-    if not len(frame):
+        rows = (await conn.execute(sql.points_by_period(sel, step, timezone))).all()
+        place, period = _h3_cells(rows, definition.places.resolution)
+        n = np.ones(len(place))
+    return _count_table(definition, place, period, n, last)
+
+
+def _h3_cells(rows: list[Any], resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H3 cell as a 64-bit integer, local period start) of every point of the
+    ``points_by_period`` rows, points without a valid coordinate left out (as
+    ``spatial.grids.points_to_h3`` does). The cells are integers so that the counting
+    groups numbers, not 15-character strings; only the distinct ones become strings."""
+    if not rows:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype="datetime64[us]")
+    geoms = shapely.from_wkb([r.points for r in rows])
+    xy = shapely.get_coordinates(geoms)
+    period = np.repeat(
+        np.array([r.period for r in rows], dtype="datetime64[us]"),
+        shapely.get_num_coordinates(geoms),
+    )
+    lon, lat = xy[:, 0], xy[:, 1]
+    ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    # h3 has no vectorised latlng_to_cell; its integer API in one pass is the fast path
+    # (no string per point).
+    cell = h3_int.latlng_to_cell
+    res = int(resolution)
+    cells = np.fromiter(
+        (cell(a, o, res) for a, o in zip(lat[ok].tolist(), lon[ok].tolist(), strict=True)),
+        dtype=np.uint64,
+        count=int(ok.sum()),
+    )
+    return cells, period[ok]
+
+
+def _count_table(
+    definition: MonitorDefinition,
+    place: np.ndarray,
+    period: np.ndarray,
+    n: np.ndarray,
+    last: pd.Timestamp,
+) -> _Series:
+    """Counts (``n`` per place and period) as a places x periods array over every period
+    from the first counted one to ``last``; places sorted (H3 cells by their string)."""
+    kept = period <= np.datetime64(last.to_datetime64(), "us")
+    place, period, n = place[kept], period[kept], n[kept]
+    if not len(place):
         return _Series(definition, [], [], np.zeros((0, 0)))
-    first = pd.Timestamp(frame["period"].min())
-    periods = list(pd.date_range(first, last, freq=_PANDAS_FREQ[step]))
+    periods = list(
+        pd.date_range(pd.Timestamp(period.min()), last, freq=_PANDAS_FREQ[definition.step])
+    )
     if not periods or periods[-1] != last:
         periods = [p for p in periods if p <= last]
-    table = frame.pivot_table(index="place", columns="period", values="n", aggfunc="sum")
-    table = table.reindex(columns=pd.DatetimeIndex(periods), fill_value=0).fillna(0)
-    return _Series(definition, periods, list(table.index), table.to_numpy(dtype=float))
+    codes, row = np.unique(place, return_inverse=True)
+    names = [h3_int.int_to_str(int(c)) for c in codes] if codes.dtype == np.uint64 else list(codes)
+    # A count in a period off the calendar (none from date_trunc) is left out, as a place
+    # with no other count stays a row of zeros.
+    column = pd.DatetimeIndex(periods).get_indexer(pd.DatetimeIndex(period))
+    on = column >= 0
+    flat = np.bincount(
+        row[on] * len(periods) + column[on], weights=n[on], minlength=len(codes) * len(periods)
+    )
+    counts = flat.reshape(len(codes), len(periods))
+    order = sorted(range(len(names)), key=names.__getitem__)
+    return _Series(definition, periods, [names[i] for i in order], counts[order])
 
 
 def _points(result: DetectorResult, periods: list[pd.Timestamp], step: str) -> list[dict]:
