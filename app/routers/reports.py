@@ -137,7 +137,7 @@ async def post_report(
             conn, body.definition, body.version, include_analyst=True
         )
         period = service.parse_report_period(body.period, settings.territory.timezone)
-        service.check_ended(period)
+        service.check_request(settings, record, period)
         data = await service.data_version(conn)
         found = (
             await conn.execute(sql.find_report(record.code, record.version, period.label, data))

@@ -68,6 +68,8 @@ __all__ = [
     "ReportPeriod",
     "build_document",
     "build_report",
+    "check_ended",
+    "check_request",
     "data_version",
     "get_definition",
     "last_complete_period",
@@ -591,7 +593,7 @@ async def _hotspots(ctx: _Context, section: Section) -> None:
                 f"{f.get('occurred_to') or 'último incidente'}.",
             )
         )
-        ctx.notes.append(f"hot spots: run {run.id}, {run.method}, {run.parameters}")
+        ctx.notes.append(_run_note(ctx, run))
     emerging = (
         await ctx.conn.execute(
             sql.latest_run("emerging", public_only=ctx.public, sensitive=sensitive)
@@ -792,9 +794,16 @@ async def _methods(ctx: _Context, version: int, data: int) -> Section:
             f"{ctx.settings.territory.timezone}); versión de los datos {data}.",
         )
     ]
-    for m in d.measures:
-        what = ", ".join(m.categories) if m.categories else f"category group {m.category_group}"
-        notes.append(f"{m.name}: {what}.")
+    measures = "; ".join(
+        f"{m.name} = "
+        + (
+            ", ".join(m.categories)
+            if m.categories
+            else ctx.t("group ", "grupo ") + str(m.category_group)
+        )
+        for m in d.measures
+    )
+    notes.append(ctx.t(f"Measures: {measures}.", f"Medidas: {measures}."))
     notes.append(
         ctx.t(
             "Counts are incidents (not victims), cut by the local date of occurrence; rates "
@@ -834,17 +843,45 @@ async def _methods(ctx: _Context, version: int, data: int) -> Section:
         notes.append(
             ctx.t(
                 f"Monitor {monitor.title} (version {monitor.version}): detector "
-                f"{det.get('name')} {det.get('parameters', {})}, "
+                f"{det.get('name')} ({_pairs(det.get('parameters', {}))}), "
                 f"per {monitor.definition.get('step')}, "
                 f"no alert below {monitor.definition.get('min_count')} incidents.",
                 f"Monitor {monitor.title} (versión {monitor.version}): detector "
-                f"{det.get('name')} {det.get('parameters', {})}, por "
+                f"{det.get('name')} ({_pairs(det.get('parameters', {}))}), por "
                 f"{monitor.definition.get('step')}, sin alerta por debajo de "
                 f"{monitor.definition.get('min_count')} incidentes.",
             )
         )
     notes += ctx.notes
     return Section("methods", notes=notes)
+
+
+def _pairs(parameters: dict) -> str:
+    """``{"b": 3, "w": 2}`` → ``b=3, w=2`` (a detector's parameters, as written)."""
+    return ", ".join(f"{k}={v}" for k, v in parameters.items()) or "defaults"
+
+
+def _run_note(ctx: _Context, run: Any) -> str:
+    """The hot spot run of the map in one sentence: method, cells, incidents, test."""
+    p = run.parameters or {}
+    f = p.get("filters") or {}
+    units = p.get("units") or {}
+    cells = (
+        f"H3 {ctx.t('resolution', 'resolución')} {units.get('resolution')}"
+        if units.get("type") == "h3"
+        else f"{units.get('type')} {units.get('cell_size_m') or units.get('level') or ''}".strip()
+    )
+    categories = ", ".join(f.get("categories") or [ctx.t("all categories", "todas")])
+    to = ctx.t(" to ", " a ")
+    span = f"{(f.get('occurred_from') or '…')[:10]}{to}{(f.get('occurred_to') or '…')[:10]}"
+    fdr = ctx.t("with", "con") if p.get("fdr") else ctx.t("without", "sin")
+    return ctx.t(
+        f"Hot spot map: analysis run {run.id}, {run.method} on {cells} cells, {categories}, "
+        f"{span}, alpha {p.get('alpha')} {fdr} false discovery rate correction.",
+        f"Mapa de puntos calientes: análisis {run.id}, {run.method} en celdas {cells}, "
+        f"{categories}, {span}, alfa {p.get('alpha')} {fdr} corrección de la tasa de "
+        "falsos descubrimientos.",
+    )
 
 
 # --- the document ---------------------------------------------------------------------------
@@ -895,8 +932,7 @@ async def build_document(
         conn, settings, definition, period, reader_of(definition), vocabulary, sensitive,
         es=definition.language == "es",
     )  # fmt: skip
-    if ctx.public:
-        _check_published(ctx)
+    check_request(settings, record, period)
     data = await data_version(conn) if data is None else data
     incidents = (await conn.execute(sql.count_incidents(period.start, period.end))).scalar_one()
     sections = []
@@ -959,12 +995,22 @@ def _check_measures(
             )
 
 
-def _check_published(ctx: _Context) -> None:
-    """A public report covers a period inside the published window (privacy.published_*)."""
-    start, end = lattice.published_window(ctx.settings, ctx.period.kind)
-    if ctx.period.start < start or ctx.period.end > end:
+def check_request(settings: Settings, record: ReportDefinitionRecord, period: ReportPeriod) -> None:
+    """What a report of ``record`` for ``period`` needs before anything is queued (a
+    422 otherwise): an ended period and, for a public report, a month, quarter or year
+    inside the published window (``privacy.published_*``), the public tables' periods."""
+    check_ended(period)
+    if record.audience != "public":
+        return
+    if period.stats_label is None:
         raise InvalidParameter(
-            f"period {ctx.period.label} is outside the published window ({start.date()} to "
+            f"a public report covers a month, a quarter or a year (the public tables' "
+            f"periods), not a {period.kind}; the analyst definitions cover {period.label}"
+        )
+    start, end = lattice.published_window(settings, period.kind)
+    if period.start < start or period.end > end:
+        raise InvalidParameter(
+            f"period {period.label} is outside the published window ({start.date()} to "
             f"{end.date()}): a public report covers published periods only"
         )
 
@@ -985,7 +1031,7 @@ def render_files(doc: ReportDocument) -> tuple[str, bytes, bytes]:
         return html, render.render_pdf(doc, html), render.bundle(doc)
 
 
-def summary_of(doc: ReportDocument) -> dict:
+def summary_of(doc: ReportDocument, title: str = "") -> dict:
     """What the stored report says about itself without its files: the headline
     figures, and which sections are empty and why."""
     headline = doc.section("headline")
@@ -995,7 +1041,7 @@ def summary_of(doc: ReportDocument) -> dict:
         else []
     )
     return {
-        "title": doc.definition,
+        "title": title,
         "period_start": str(doc.period_start),
         "period_end": str(doc.period_end),
         "generated_at": doc.generated_at.isoformat(),
@@ -1027,7 +1073,7 @@ async def build_report(
     async with engine.connect() as conn:
         record = await get_definition(conn, code, version, include_analyst=True)
         period = parse_report_period(period_text, settings.territory.timezone)
-        check_ended(period)
+        check_request(settings, record, period)
         data = await data_version(conn)
         found = (
             await conn.execute(sql.find_report(code, record.version, period.label, data))
@@ -1051,7 +1097,7 @@ async def build_report(
         "html": html,
         "pdf": pdf,
         "bundle": bundle,
-        "summary": summary_of(doc),
+        "summary": summary_of(doc, record.title),
         "created_by": actor,
     }
     async with engine.begin() as conn:
@@ -1126,7 +1172,7 @@ async def build_here(
         period = parse_report_period(period_text, settings.territory.timezone)
         if kind is not None and period.kind != kind:
             raise InvalidParameter(f"{period_text} is a {period.kind}, not a {kind}")
-        check_ended(period)
+        check_request(settings, record, period)
         if language is not None:
             changed = {**record.definition, "language": language}
             record = record.model_copy(update={"definition": changed})

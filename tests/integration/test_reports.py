@@ -296,6 +296,9 @@ def test_same_period_and_data_return_the_stored_report(client, keys, public_repo
         ("24Q1", "not a report period"),
         ("2031Q1", "in the future"),
         ("2026Q4", "has not ended"),
+        # A public report is made of public tables: no half-year, nothing unpublished.
+        ("2025H1", "not a half-year"),
+        ("2020Q4", "outside the published window"),
     ],
 )
 def test_bad_periods_are_422(client, keys, period, words):
