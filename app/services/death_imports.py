@@ -22,6 +22,7 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.db import copy_csv, frame_to_csv
+from app.core.errors import InvalidParameter
 from app.core.settings import Settings
 from app.services.death_rows import DEATH_CANONICAL, DeathRules, hash_raw_names, validate_deaths
 from app.services.imports import (
@@ -96,6 +97,11 @@ async def import_death_frames(
     """Import chunks of a death file as one batch, in one transaction; on failure the
     batch is marked failed (with a reason a caller may read) and the error re-raised."""
     first = await asyncio.to_thread(next, frames, pd.DataFrame())
+    if "source" not in first and not options.source:
+        raise InvalidParameter(
+            "the file has no 'source' column: name the agency (police, forensic or health) "
+            "with the source option"
+        )
     warnings = list(first.attrs.get("warnings", ()))
     secret = death_secret(settings)
     async with engine.connect() as conn:

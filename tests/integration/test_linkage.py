@@ -134,6 +134,9 @@ def test_import_is_lossless_and_says_what_it_rejected(client, keys, linker, impo
     source, part = next(iter(truth.groupby("source")))
     again = _import(client, linker, f"{source}.csv", _csv(part[list(FILE_COLUMNS)]))
     assert again.json()["inserted"] == 0 and again.json()["unchanged"] == len(part)
+    # A file that names no agency is refused before anything is stored.
+    nameless = _import(client, linker, "x.csv", b"source_id,death_date\nA,2024-01-01\n")
+    assert nameless.status_code == 422 and "no 'source' column" in nameless.json()["detail"]
     # Analysts and editors may not import death records.
     for role in ("analyst", "editor"):
         refused = _import(client, keys[role], "x.csv", b"source,source_id\n")
