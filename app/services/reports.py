@@ -314,9 +314,11 @@ def _query(
     period: ReportPeriod | None = None,
     months: tuple[datetime, datetime] | None = None,
     by: tuple[str, ...] = (),
+    victim_sex: tuple[str, ...] = (),
 ) -> stats_service.StatsQuery:
     """The ``/stats`` query of ``measure``: one period (``period=2024-Q3``, or a range
-    for a half-year) or monthly counts over ``months`` (``by=period&period=month``)."""
+    for a half-year) or monthly counts over ``months`` (``by=period&period=month``),
+    of the victims of ``victim_sex`` (all when empty)."""
     settings = ctx.settings
     tz = settings.territory.timezone
     by = (*by, "category_group") if measure.category_group else by
@@ -332,7 +334,9 @@ def _query(
         assert period is not None
         start, end = period.start, period.end
     query = stats_service.StatsQuery(
-        filters=IncidentFilter(occurred_from=start, occurred_to=end, categories=categories),
+        filters=IncidentFilter(
+            occurred_from=start, occurred_to=end, categories=categories, victim_sex=victim_sex
+        ),
         level=level,
         by=tuple(dict.fromkeys(by)),
         period=granularity,
@@ -487,9 +491,12 @@ async def _victims(ctx: _Context) -> Section:
         if code is None or (name == "vawg" and ctx.public):
             continue
         m = d.measure(code)
+        # Violence against women and girls: its female victims, by age group.
+        sexes = ("female",) if name == "vawg" else ()
         rows = await _rows(
-            ctx, m, level=COUNTRY_LEVEL, period=ctx.period, by=("victim_sex", "age_group")
-        )
+            ctx, m, level=COUNTRY_LEVEL, period=ctx.period, by=("victim_sex", "age_group"),
+            victim_sex=sexes,
+        )  # fmt: skip
         tables[name] = pd.DataFrame.from_records(
             [
                 {

@@ -276,6 +276,32 @@ def test_analyst_figures_are_the_analysts_stats(client, keys, analyst_report):
     assert figures.loc["major_crimes", "period"] == row["count"] > 0
     weekday = t["when-weekday_hour"]["count"].sum()
     assert weekday == row["count"]  # the chart counts the same incidents
+    # Violence against women and girls: its female victims by age group.
+    params = {"level": 0, "period": STATS_PERIOD, "victim_sex": "female",
+              "by": "category_group,victim_sex,age_group"}  # fmt: skip
+    rows = client.get("/stats", params=params, headers=auth(keys["analyst"])).json()["rows"]
+    expected = {
+        r["age_group"]: r["count"] for r in rows if r["category_group"] == "violence_against_women"
+    }
+    vawg = t["victims-vawg"]
+    assert set(vawg["sex"]) == {"female"}
+    assert dict(zip(vawg["age_group"], vawg["count"], strict=True)) == expected
+    assert sum(expected.values()) > 0
+
+
+def test_the_schedule_builds_the_quarter_just_ended(demo, public_report, analyst_report):
+    """On 1 July 2025 the schedule builds 2025Q2 of every stored definition: the same data,
+    so the stored reports stand (nothing built twice)."""
+    from datetime import UTC, datetime
+
+    from app.services.reports import build_scheduled
+
+    now = datetime(2025, 7, 1, 10, tzinfo=UTC)
+    built = call_service(demo, lambda e: build_scheduled(e, demo, now))
+    assert sorted((b["definition"], b["period"]) for b in built) == [
+        ("quarterly-analyst", PERIOD), ("quarterly-public", PERIOD)
+    ]  # fmt: skip
+    assert all("error" not in b for b in built), built
 
 
 def test_same_period_and_data_return_the_stored_report(client, keys, public_report):
