@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict, InvalidParameter, NotFound
 from app.deps import Analyst, ConnDep, EngineDep, SettingsDep
 from app.files.exports import CSV, csv_text, download
 from app.schemas.analyses import (
@@ -26,12 +27,33 @@ router = APIRouter(prefix="/analyses", tags=["analyses"])
 GEOJSON = "application/geo+json"
 
 
-def _links(request: Request, run_id: int) -> list[dict[str, str]]:
-    url = str(request.url_for("get_analysis", run_id=run_id))
+def _links(request: Request, run: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Where a run's result is: its cells (GeoJSON, CSV) here, or the files of a KDE run
+    and the bands of a sensitivity run at their own routes."""
+    url = str(request.url_for("get_analysis", run_id=run["id"]))
+    described = {"rel": "describedby", "type": "application/json", "href": f"{url}?format=run"}
+    if run["kind"] == "kde":
+        tif = str(request.url_for("get_run_kde", run_id=run["id"]))
+        areas = str(request.url_for("get_run_kde_areas", run_id=run["id"]))
+        return [
+            {"rel": "self", "type": "application/json", "href": url},
+            {"rel": "enclosure", "type": "image/tiff", "href": tif, "title": "kde.tif"},
+            {"rel": "alternate", "type": GEOJSON, "href": areas, "title": "hot areas"},
+            described,
+        ]
+    if run["kind"] == "sensitivity":
+        code = run["parameters"].get("code", "")
+        bands = request.url_for("get_sensitivity_run", code=code, run_id=run["id"])
+        return [
+            {"rel": "self", "type": "application/json", "href": url},
+            {"rel": "alternate", "type": "application/json", "href": str(bands),
+             "title": "rank bands"},
+            described,
+        ]  # fmt: skip
     return [
         {"rel": "self", "type": GEOJSON, "href": url},
         {"rel": "alternate", "type": "text/csv", "href": f"{url}?format=csv"},
-        {"rel": "describedby", "type": "application/json", "href": f"{url}?format=run"},
+        described,
     ]
 
 
@@ -39,7 +61,7 @@ async def _run_public(request: Request, conn, run_id: int) -> AnalysisRunPublic:
     row = (await conn.execute(sql.select_run(run_id))).mappings().first()
     if row is None:
         raise NotFound(f"no analysis run {run_id}")
-    return AnalysisRunPublic(**row, links=_links(request, run_id))
+    return AnalysisRunPublic(**row, links=_links(request, row))
 
 
 async def start_run(request: Request, engine, settings, *args) -> Response:
@@ -143,9 +165,7 @@ async def list_analyses(
     """The analysis runs, newest first (analyst key), each with its status, progress and
     links; ``kind`` keeps one kind (``hotspots``, ``emerging``, ``evaluation``)."""
     rows = (await conn.execute(sql.select_runs(kind, limit, offset))).mappings().all()
-    return AnalysisRunList(
-        runs=[AnalysisRunPublic(**r, links=_links(request, r["id"])) for r in rows]
-    )
+    return AnalysisRunList(runs=[AnalysisRunPublic(**r, links=_links(request, r)) for r in rows])
 
 
 @router.get(
@@ -170,6 +190,11 @@ async def get_analysis(
         raise jobs.AnalysisFailed(run.message or "the analysis failed", run_id=run_id)
     if run.status == "cancelled":
         raise Conflict(f"analysis run {run_id} was cancelled", run_id=run_id)
+    if run.kind in ("kde", "sensitivity"):  # files or bands at their own routes (links)
+        if format == "csv":
+            where = ", ".join(link["href"] for link in run.links[1:-1])
+            raise InvalidParameter(f"a {run.kind} run has no table of cells: see {where}")
+        return Response(run.model_dump_json(), media_type="application/json")
     if run.kind == "near_repeat":  # a band table, no cells (app.services.near_repeat)
         if format != "csv":
             return Response(run.model_dump_json(), media_type="application/json")

@@ -12,17 +12,20 @@ for HTML gets the planners' page instead (``app.routers.pages``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from app.access import sees_published_view
 from app.core.cache import app_cache
-from app.deps import ConnDep, PrincipalDep, SettingsDep
+from app.deps import EngineDep, PrincipalDep, SettingsDep
 from app.files.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
-from app.schemas.indexes import Ranking, RankingRow
+from app.schemas.indexes import IndexSensitivity, Ranking, RankingRow
 from app.security import Principal
 from app.services import indexes as index_service
+from app.services import jobs
 from app.services import rankings as service
 
 router = APIRouter(prefix="/rankings", tags=["rankings"])
@@ -37,11 +40,18 @@ PUBLISHER = Principal(role="analyst", name="published ranking")
     "",
     response_model=Ranking,
     summary="Units in rank order with score, class, rank band, change and top contributors",
-    responses={200: {"content": {"text/csv": {}, XLSX: {}}}},
+    responses={
+        200: {"content": {"text/csv": {}, XLSX: {}}},
+        202: {
+            "description": "The rank bands are still being computed (a sensitivity run): "
+            "ask again at the Location after Retry-After seconds"
+        },
+        422: {"description": "A bad period, runs or seed; data the index cannot use"},
+    },
 )
 async def get_ranking(
     request: Request,
-    conn: ConnDep,
+    engine: EngineDep,
     settings: SettingsDep,
     who: PrincipalDep,
     index: Annotated[str, Query(description="index code, e.g. territorial-violence")],
@@ -66,9 +76,15 @@ async def get_ranking(
     ] = None,
     format: Literal["json", "csv", "xlsx"] = "json",
 ) -> Response:
-    """The ranking of an index for one period, for planners (see the module docstring)."""
-    # Deterministic for its parameters (the seed is fixed) until the data changes: kept
-    # per worker and data version, since the Monte Carlo band costs about half a second.
+    """The ranking of an index for one period, for planners (see the module docstring).
+
+    The index itself is computed here (a couple of index computations); its rank bands
+    come from a sensitivity run a worker computes, the one ``/indexes/{code}/sensitivity``
+    serves: the stored run with the same parameters on the same data, or a new one queued
+    and waited for up to ``analysis.read_wait_s``. A run still going after that is a 202:
+    ask again (``Location``, ``Retry-After``)."""
+    # The ranking is kept per API worker and data version: the run's bands and the index
+    # do not change until the data do.
     cache = app_cache(request.app.state, "rankings", maxsize=64)
     key = (
         request.app.state.data_version.value,
@@ -80,16 +96,24 @@ async def get_ranking(
         not sees_published_view(who),
     )
     if (ranking := cache.get(key)) is None:
-        ranking = await service.compute_ranking(
-            conn,
-            settings,
-            PUBLISHER,
-            index,
-            period,
-            reader=who,
-            runs=runs,
-            seed=seed,
-            version=version,
+        async with engine.connect() as conn:
+            draft = await service.draft_ranking(
+                conn, settings, PUBLISHER, index, period, reader=who, runs=runs, seed=seed,
+                version=version,
+            )  # fmt: skip
+        run_id = await jobs.reuse_or_enqueue(
+            request.app.state.queue, engine, who.actor, "sensitivity", "monte_carlo",
+            draft.bands.model_dump(mode="json"),
+        )  # fmt: skip
+        await jobs.wait_for_run(engine, run_id, settings.analysis.read_wait_s, max_pause_s=0.25)
+        try:
+            run = await jobs.read_run(engine, run_id, "sensitivity")
+        except jobs.AnalysisFailed as exc:
+            raise draft.failure(exc.detail, run_id) from None
+        if run["status"] == "running":
+            return _computing(request, who, run)
+        ranking = service.finish_ranking(
+            draft, IndexSensitivity.model_validate(run["summary"]["sensitivity"])
         )
         cache.set(key, ranking)
     if format == "json":
@@ -111,6 +135,25 @@ async def get_ranking(
         title=ranking.title,
     )
     return download(xlsx_bytes(columns, rows, about), XLSX, f"{stem}.xlsx")
+
+
+def _computing(request: Request, who: Principal, run: Mapping[str, Any]) -> Response:
+    """The 202 of a ranking whose bands are still being computed: how far the run got,
+    and this same URL to ask again (the next request finds the same run). The run itself
+    (who asked for it, its id) is linked for analysts only."""
+    body = {
+        "status": "running",
+        "progress": run["progress"],
+        "detail": "The rank bands are being computed (a sensitivity run of "
+        f"{run['parameters']['runs']:,} Monte Carlo runs): ask again in a moment.",
+    }
+    headers = {"Location": str(request.url), "Retry-After": "2"}
+    if not sees_published_view(who):
+        described = request.url_for("get_analysis", run_id=run["id"])
+        headers["Link"] = f'<{described}?format=run>; rel="describedby"'
+    return Response(
+        orjson.dumps(body), status_code=202, media_type="application/json", headers=headers
+    )
 
 
 def _treated_text(r: RankingRow) -> str | None:

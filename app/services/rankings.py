@@ -24,32 +24,48 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import indexes
 from app.access import sees_published_view
-from app.core.errors import InvalidParameter
+from app.core.errors import InvalidParameter, ProblemError
 from app.core.settings import Settings
 from app.schemas.indexes import (
     Contributor,
-    IndexDefinitionRecord,
     IndexResultRow,
     IndexResults,
     IndexSensitivity,
     Ranking,
     RankingRow,
+    SensitivityRequest,
     TreatmentComparisonRow,
 )
 from app.security import Principal
 from app.services.index_data import DASH
-from app.services.indexes import compute_results, compute_sensitivity, get_definition
+from app.services.indexes import (
+    compute_results,
+    compute_sensitivity,
+    get_definition,
+    resolve_sensitivity,
+)
+from app.services.jobs import AnalysisFailed
 from app.sql import stats as stats_sql
 from indexes.rank import shared_ranks
 from indexes.spec import IndexDefinition
 
-__all__ = ["TOP_CONTRIBUTORS", "compute_ranking", "published_bands"]
+__all__ = [
+    "TOP_CONTRIBUTORS",
+    "RankingDraft",
+    "compute_ranking",
+    "draft_ranking",
+    "finish_ranking",
+    "published_bands",
+]
 
 TOP_CONTRIBUTORS = 3
 # A contribution at or below this (score points) is "the lowest unit": never listed.
@@ -77,7 +93,30 @@ def _check_bands(
         )
 
 
-async def compute_ranking(
+@dataclass(frozen=True)
+class RankingDraft:
+    """A ranking before its rank bands: the index computed for the period, who reads it,
+    the indicators withheld from them, and the sensitivity run that gives the bands
+    (``bands``: its parameters with every default resolved, the key of a stored run)."""
+
+    definition: IndexDefinition
+    results: IndexResults
+    reader: Principal
+    withheld: frozenset[str]
+    bands: SensitivityRequest
+
+    def failure(self, message: str, run_id: int) -> ProblemError:
+        """The error a reader gets when the sensitivity run of the bands failed: its
+        reason, in the same words for every indicator when the reader may not see which
+        one (:func:`_public_error`), and without the run below the analyst role."""
+        if self.withheld:
+            return InvalidParameter(_public_error(message))
+        if sees_published_view(self.reader):
+            return InvalidParameter(message)
+        return AnalysisFailed(message, run_id=run_id)
+
+
+async def draft_ranking(
     conn: AsyncConnection,
     settings: Settings,
     who: Principal,
@@ -88,37 +127,41 @@ async def compute_ranking(
     runs: int | None = None,
     seed: int | None = None,
     version: int | None = None,
-) -> Ranking:
-    """The planners' view: :func:`compute_results` joined with the rank bands of
-    :func:`compute_sensitivity` (the definition's runs and seed unless an analyst gives
-    others), the ranks units share, and each unit's largest contributing indicators.
-
-    ``who`` computes the index; ``reader`` is who gets the page. Below the analyst role, when
-    any indicator is counted from sensitive categories (:func:`_withheld_indicators`), no
-    contribution value is shown at all: the contributions add up to the score and none is
-    negative, so any listed value would bound the withheld ones (the score minus the listed
-    ones, or an exact 0 when they add up to the score). ``top_indicators`` then names the
-    released indicators in order of contribution, without values, and the notes on the
-    withheld indicators (imputed values, outlier treatment, why the previous period is not
-    computable) are left out (:func:`_public_notes`).
-    """
+) -> RankingDraft:
+    """Everything of a ranking but its rank bands: the index for the period
+    (:func:`compute_results`, a couple of index computations: cheap), and the parameters
+    of the sensitivity run that gives the bands (the definition's runs and seed unless an
+    analyst gives others). A bad index, version, period, runs or seed, and data the index
+    cannot use, are refused here, before any run is stored."""
     record = await get_definition(conn, code, version)
     definition = indexes.load_definition(record.definition)
     _check_bands(definition, reader, runs, seed)
     withheld: set[str] = set()
-    published = sees_published_view(reader)
-    if published:
+    if sees_published_view(reader):
         sensitive = set((await conn.execute(stats_sql.select_sensitive_categories())).scalars())
         withheld = _withheld_indicators(definition, sensitive)
-    results, bands = await _compute(conn, settings, who, record, period_text, runs, seed, withheld)
+    with _scrubbed(withheld):
+        results = await compute_results(
+            conn, settings, who, record.code, period_text, record.version
+        )
+    bands = await resolve_sensitivity(
+        conn, settings, record.code, period_text, runs=runs, seed=seed, version=record.version
+    )
+    return RankingDraft(definition, results, reader, frozenset(withheld), bands)
+
+
+def finish_ranking(draft: RankingDraft, bands: IndexSensitivity) -> Ranking:
+    """The ranking of ``draft`` with the rank bands of its sensitivity run (see
+    :func:`compute_ranking`)."""
+    results, definition, withheld = draft.results, draft.definition, set(draft.withheld)
     notes = list(results.notes)
     total = len(definition.indicators)
     if withheld:
         notes = [*_public_notes(notes, withheld), _withheld_note(withheld, total)]
     shared, ties = _ties(results, bands)
+    analyst = not sees_published_view(draft.reader)
     rows = [
-        _ranking_row(r, results, bands, shared, definition, withheld, not published)
-        for r in results.rows
+        _ranking_row(r, results, bands, shared, definition, withheld, analyst) for r in results.rows
     ]
     return Ranking(
         index=results.code,
@@ -138,35 +181,56 @@ async def compute_ranking(
     )
 
 
-async def _compute(
+async def compute_ranking(
     conn: AsyncConnection,
     settings: Settings,
     who: Principal,
-    record: IndexDefinitionRecord,
+    code: str,
     period_text: str,
-    runs: int | None,
-    seed: int | None,
-    withheld: set[str],
-) -> tuple[IndexResults, IndexSensitivity]:
-    try:
-        results = await compute_results(
-            conn, settings, who, record.code, period_text, record.version
-        )
+    *,
+    reader: Principal,
+    runs: int | None = None,
+    seed: int | None = None,
+    version: int | None = None,
+) -> Ranking:
+    """The planners' view, computed here, rank bands included (for work that runs in a
+    worker already, such as a periodic report; ``GET /rankings`` takes its bands from a
+    sensitivity run instead): :func:`compute_results` joined with the rank bands of
+    :func:`compute_sensitivity` (the definition's runs and seed unless an analyst gives
+    others), the ranks units share, and each unit's largest contributing indicators.
+
+    ``who`` computes the index; ``reader`` is who gets the page. Below the analyst role, when
+    any indicator is counted from sensitive categories (:func:`_withheld_indicators`), no
+    contribution value is shown at all: the contributions add up to the score and none is
+    negative, so any listed value would bound the withheld ones (the score minus the listed
+    ones, or an exact 0 when they add up to the score). ``top_indicators`` then names the
+    released indicators in order of contribution, without values, and the notes on the
+    withheld indicators (imputed values, outlier treatment, why the previous period is not
+    computable) are left out (:func:`_public_notes`).
+    """
+    draft = await draft_ranking(
+        conn, settings, who, code, period_text, reader=reader, runs=runs, seed=seed,
+        version=version,
+    )  # fmt: skip
+    request = draft.bands
+    with _scrubbed(set(draft.withheld)):
         bands = await compute_sensitivity(
-            conn,
-            settings,
-            who,
-            record.code,
-            period_text,
-            runs=runs,
-            seed=seed,
-            version=record.version,
-        )
+            conn, settings, who, request.code, request.period, runs=request.runs,
+            seed=request.seed, version=request.version,
+        )  # fmt: skip
+    return finish_ranking(draft, bands)
+
+
+@contextmanager
+def _scrubbed(withheld: set[str]) -> Iterator[None]:
+    """An index error raised inside, in the same words for every indicator when some are
+    withheld from the reader (whichever indicator it names)."""
+    try:
+        yield
     except indexes.IndexDataError as exc:
-        if withheld:  # whichever indicator it names: the same words for every one
+        if withheld:
             raise indexes.IndexDataError(_public_error(str(exc))) from None
         raise
-    return results, bands
 
 
 def _rank_text(first: int | None, last: int | None) -> str:

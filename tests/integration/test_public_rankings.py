@@ -20,15 +20,21 @@ import csv
 import io
 import json
 import re
+import time
 
 import geopandas as gpd
 import pytest
+from fastapi.testclient import TestClient
 from openpyxl import load_workbook
 
 from app.demo.incidents import generate_incidents
+from app.main import create_app
+from app.routers.rankings import PUBLISHER
+from app.security import PUBLIC, Principal
 from app.services.imports import import_frame
 from app.services.incident_rows import ReadOptions
 from app.services.indexes import load_default_definitions
+from app.services.rankings import compute_ranking
 from app.services.tables import load_demo_population
 from tests.conftest import BELIZE, auth, call_service
 
@@ -346,3 +352,136 @@ def test_an_index_without_a_sensitive_indicator_keeps_its_values(client, keys, w
     if fmt == "json":
         notes = _get(client, _key(keys, role), OPEN_INDEX).json()["notes"]
         assert not any(n.startswith("Public view:") for n in notes)
+
+
+# --- the rank bands come from a sensitivity run (issue 18) -------------------------------
+
+
+def _band_runs(db, code: str, runs: int, seed: int) -> list[int]:
+    """The stored sensitivity runs of ``code`` for 2024 with these runs and seed."""
+    rows = db.execute(
+        "SELECT id FROM analysis_run WHERE kind = 'sensitivity' AND parameters->>'code' = %s "
+        "AND parameters->>'period' = %s AND (parameters->>'runs')::int = %s "
+        "AND (parameters->>'seed')::int = %s ORDER BY id",
+        [code, PERIOD, runs, seed],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _bands(ranking: dict) -> dict[str, tuple]:
+    return {
+        r["unit_code"]: (r["median_rank"], r["rank_q05"], r["rank_q95"], r["ranks"])
+        for r in ranking["rows"]
+    }
+
+
+async def _in_process(engine, settings, code: str, reader: Principal, **params):
+    """The ranking computed in this process, bands included (what a report does)."""
+    async with engine.connect() as conn:
+        ranking = await compute_ranking(
+            conn, settings, PUBLISHER, code, PERIOD, reader=reader, **params
+        )
+    return ranking.model_dump(mode="json", by_alias=True)
+
+
+def test_the_bands_come_from_one_sensitivity_run_shared_with_the_analysts(client, keys, world, db):
+    """No Monte Carlo run in the API worker: the ranking's bands are those of the stored
+    sensitivity run ``/indexes/{code}/sensitivity`` serves, one run for every reader on the
+    same data, and the same bands the in-process computation of a report gives."""
+    code = "territorial-violence"
+    assert _band_runs(db, code, 130, 5) == []
+    analyst = _get(client, keys["analyst"], code, runs=130, seed=5).json()
+    assert (analyst["runs"], analyst["seed"]) == (130, 5)
+    runs = _band_runs(db, code, 130, 5)
+    assert len(runs) == 1
+    sensitivity = client.get(
+        f"/indexes/{code}/sensitivity",
+        params={"period": PERIOD, "runs": 130, "seed": 5},
+        headers=auth(keys["analyst"]),
+    )
+    assert sensitivity.status_code == 200, sensitivity.text
+    assert f"/analyses/{runs[-1]}?format=run" in sensitivity.headers["link"]
+    by_unit = {r["unit_code"]: r for r in sensitivity.json()["rows"]}
+    assert len(by_unit) == len(analyst["rows"]) == 6
+    for r in analyst["rows"]:
+        band = by_unit[r["unit_code"]]
+        assert (r["median_rank"], r["rank_q05"], r["rank_q95"]) == (
+            band["median_rank"], band["rank_q05"], band["rank_q95"],
+        )  # fmt: skip
+    assert _band_runs(db, code, 130, 5) == runs  # served from the stored run
+    # The run itself: its parameters and a link to its bands (it stores no cells).
+    run = client.get(f"/analyses/{runs[-1]}", headers=auth(keys["analyst"]))
+    assert run.status_code == 200 and run.headers["content-type"] == "application/json"
+    assert run.json()["parameters"]["runs"] == 130 and run.json()["kind"] == "sensitivity"
+    bands = next(link for link in run.json()["links"] if link.get("title") == "rank bands")
+    assert client.get(bands["href"], headers=auth(keys["analyst"])).json() == sensitivity.json()
+    reference = call_service(
+        world, lambda e: _in_process(e, world, code, Principal(role="analyst"), runs=130, seed=5)
+    )
+    assert _bands(analyst) == _bands(reference)
+    # The published bands: the public and an analyst share one run.
+    public = _get(client, None, code).json()
+    published = _band_runs(db, code, 1000, 1)
+    assert published and _get(client, keys["analyst"], code).status_code == 200
+    assert _band_runs(db, code, 1000, 1) == published
+    reference = call_service(world, lambda e: _in_process(e, world, code, PUBLIC))
+    assert _bands(public) == _bands(reference)
+    assert public["rows"] == reference["rows"]
+
+
+def test_a_ranking_still_computing_answers_202_with_no_run_in_public(
+    base_data, client, keys, world, db
+):
+    """After ``analysis.read_wait_s`` the public gets 202 with this same URL to ask again,
+    and nothing of the run (its id, who asked for it) until the bands are there."""
+    code = "violence-against-women"
+    # A new data version: the published run of the data before is not reused.
+    db.execute(
+        "UPDATE incident SET attributes = attributes "
+        "WHERE id = (SELECT min(id) FROM incident WHERE source = %s)",
+        [SOURCE],
+    )
+    hasty = base_data.model_copy(
+        update={"analysis": base_data.analysis.model_copy(update={"read_wait_s": 0})}
+    )
+    with TestClient(create_app(hasty)) as impatient:
+        response = impatient.get("/rankings", params={"index": code, "period": PERIOD})
+        assert response.status_code == 202, response.text
+        assert response.headers["location"] == str(response.request.url)
+        assert int(response.headers["retry-after"]) >= 1
+        assert "link" not in response.headers
+        body = response.json()
+        assert body["status"] == "running" and "1,000 Monte Carlo runs" in body["detail"]
+        assert not {"id", "created_by", "parameters"} & set(body)
+        deadline = time.monotonic() + 120
+        while (polled := impatient.get(response.headers["location"])).status_code == 202:
+            assert time.monotonic() < deadline, "the rank bands were never computed"
+            time.sleep(0.2)
+        assert polled.status_code == 200, polled.text
+        # Unchanged data (the write rewrote a row as it was): the same ranking.
+        assert polled.json() == _get(client, None, code).json()
+        # An analyst waiting too is told which run to follow.
+        waiting = impatient.get(
+            "/rankings",
+            params={"index": code, "period": PERIOD, "runs": 1700, "seed": 11},
+            headers=auth(keys["analyst"]),
+        )
+        assert waiting.status_code == 202, waiting.text
+        run = re.search(r"/analyses/(\d+)\?format=run", waiting.headers["link"]).group(1)
+        assert int(run) in _band_runs(db, code, 1700, 11)
+
+
+def test_refused_before_a_run_is_stored(client, keys, world, db):
+    count = "SELECT count(*) FROM analysis_run WHERE kind = 'sensitivity'"
+    before = db.execute(count).fetchone()[0]
+    for key, params, status in (
+        (None, {"index": "territorial-violence", "period": PERIOD, "runs": 7}, 422),
+        (keys["analyst"], {"index": "territorial-violence", "period": "2024-Q1"}, 422),
+        (keys["analyst"], {"index": "territorial-violence", "period": "1990"}, 422),
+        (keys["analyst"], {"index": "no-such-index", "period": PERIOD}, 404),
+        (keys["analyst"], {"index": "territorial-violence", "period": PERIOD, "version": 99}, 404),
+    ):
+        response = client.get("/rankings", params=params, headers=auth(key))
+        assert response.status_code == status, (params, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    assert db.execute(count).fetchone()[0] == before
