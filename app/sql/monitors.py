@@ -11,6 +11,7 @@ from sqlalchemy import (
     Insert,
     Select,
     Update,
+    any_,
     func,
     insert,
     literal_column,
@@ -103,7 +104,10 @@ def selection_conditions(s: IncidentSelection) -> list[ColumnElement[bool]]:
         kinds.append(incident.c.category.in_(s.categories))
     if s.category_groups:
         grouped = select(category.c.code).where(category.c.category_group.in_(s.category_groups))
-        kinds.append(incident.c.category.in_(grouped))
+        # = ANY(ARRAY(subquery)), not IN (subquery): the codes become one array computed
+        # first, so the planner can use the category index (a semi-join read every
+        # incident: twice the time for the demo's violence against women).
+        kinds.append(incident.c.category == any_(func.array(grouped.scalar_subquery())))
     if kinds:
         where.append(or_(*kinds))
     return where
