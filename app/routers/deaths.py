@@ -26,7 +26,7 @@ from app.services import deaths as service
 from app.services import linkage as linkage_service
 from app.services.death_imports import import_deaths
 from app.services.incident_rows import FORMATS, ReadOptions
-from app.services.quality import CRITERIA, quality, quality_csv_rows
+from app.services.quality import CRITERIA, quality, quality_csv_rows, scorecard_svg
 from app.sql import imports as imports_sql
 from app.sql import linkage as sql
 
@@ -240,6 +240,17 @@ async def get_death_summary(
     return DeathSummary(period=label, unit=unit, run_id=run_id, **service.summary(deaths))
 
 
+async def _coherence_run(conn, run: int | None) -> int | None:
+    """The run the scorecard's coherence comes from: ``run``, else the latest; None
+    when no run has completed yet (coherence is then null)."""
+    try:
+        return await linkage_service.require_run(conn, run)
+    except NotFound:
+        if run is not None:
+            raise
+        return None
+
+
 @router.get("/quality", response_model=QualityReport, summary="Data quality of every agency")
 async def get_quality(
     conn: ConnDep,
@@ -260,15 +271,40 @@ async def get_quality(
     label, start, end = service.period_bounds(period, settings.territory.timezone)
     if label is None or start is None or end is None:
         raise InvalidParameter("period is required, e.g. 2024-Q3")
-    try:
-        run_id = await linkage_service.require_run(conn, run)
-    except NotFound:
-        if run is not None:
-            raise
-        run_id = None
+    run_id = await _coherence_run(conn, run)
     sources = await quality(conn, start, end, run_id, tuple(settings.linkage.sources))
     if (f or format) == "csv":
         header, rows = quality_csv_rows(sources)
         return download(csv_text(header, rows), CSV, f"quality-{label}.csv")
     report = QualityReport(period=label, run_id=run_id, criteria=CRITERIA, sources=sources)
     return Response(report.model_dump_json(), media_type="application/json")
+
+
+@router.get(
+    "/quality/chart.svg",
+    summary="The data quality scorecard as a chart (one panel per agency)",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}},
+)
+async def get_quality_chart(
+    conn: ConnDep,
+    settings: SettingsDep,
+    _: Analyst,
+    period: Annotated[str, Query(description="2024, 2024-Q3 (or 2024Q3) or 2024-03")],
+    source: Annotated[
+        str | None, Query(description="one agency (police, forensic, health); default: all")
+    ] = None,
+    run: Run = None,
+) -> Response:
+    """The scorecard of ``GET /quality`` drawn per agency: the share of its records with
+    each field, georeferenced, registered in time, linked to another agency and agreeing
+    on the manner, as SVG (for reports and dashboards). Analyst key and above."""
+    label, start, end = service.period_bounds(period, settings.territory.timezone)
+    if label is None or start is None or end is None:
+        raise InvalidParameter("period is required, e.g. 2024-Q3")
+    agencies = tuple(settings.linkage.sources)
+    if source is not None and source not in agencies:
+        raise InvalidParameter(f"source must be one of {', '.join(agencies)} (got {source!r})")
+    run_id = await _coherence_run(conn, run)
+    sources = await quality(conn, start, end, run_id, (source,) if source else agencies)
+    return Response(scorecard_svg(sources, label), media_type="image/svg+xml")

@@ -126,3 +126,50 @@ def quality_csv_rows(sources: list[SourceQuality]) -> tuple[list[str], list[list
         rows += [[s.source, "timeliness", k, v] for k, v in s.timeliness.items()]
         rows += [[s.source, "coherence", k, v] for k, v in s.coherence.items()]
     return header, rows
+
+
+# The measures a source's chart shows, as (label, how to read it off the scores).
+CHART_MEASURES = (
+    ("given name", lambda s: s.completeness["given_name"]),
+    ("family name", lambda s: s.completeness["family_name"]),
+    ("sex", lambda s: s.completeness["sex"]),
+    ("age", lambda s: s.completeness["age"]),
+    ("date of birth", lambda s: s.completeness["birth_date"]),
+    ("date of death", lambda s: s.completeness["death_date"]),
+    ("place (point or unit)", lambda s: s.completeness["place"]),
+    ("manner", lambda s: s.completeness["manner"]),
+    ("ICD-10 / ICCS code", lambda s: max(s.completeness["icd10"] or 0, s.completeness["iccs"] or 0)
+     if s.records else None),
+    ("georeferenced (point)", lambda s: s.georeferenced),
+    (f"registered within {TIMELY_DAYS} days", lambda s: s.timeliness[f"within_{TIMELY_DAYS}_days"]),
+    ("linked to another agency", lambda s: s.coherence["linked"]),
+    ("same manner as another agency", lambda s: s.coherence["same_manner"]),
+)  # fmt: skip
+
+
+def scorecard_svg(sources: list[SourceQuality], period: str) -> str:
+    """One panel per agency: the share (%) of its records of ``period`` meeting each
+    measure of :data:`CHART_MEASURES`, as SVG (the report's chart style)."""
+    from matplotlib.figure import Figure
+
+    from reports.charts import INK, MUTED, WIDTH_IN, style, to_svg
+
+    labels = [label for label, _ in CHART_MEASURES]
+    with style():
+        fig = Figure(figsize=(WIDTH_IN, 0.6 + 0.23 * len(labels) * max(len(sources), 1)))
+        axes = fig.subplots(max(len(sources), 1), 1, squeeze=False)[:, 0]
+        for ax, score in zip(axes, sources, strict=False):
+            values = [read(score) for _, read in CHART_MEASURES]
+            shares = np.array([np.nan if v is None else 100 * v for v in values])
+            y = np.arange(len(labels))[::-1]
+            ax.barh(y, np.nan_to_num(shares), color=INK, height=0.6)
+            for yi, share in zip(y, shares, strict=True):
+                text = "n/a" if np.isnan(share) else f"{share:.0f} %"
+                ax.text(min(np.nan_to_num(share), 100) + 1, yi, text, va="center", fontsize=7,
+                        color=MUTED)  # fmt: skip
+            ax.set_yticks(y, labels)
+            ax.set_xlim(0, 112)
+            ax.set_title(f"{score.source}: {score.records} records, {period}", loc="left")
+        axes[-1].set_xlabel("share of the agency's records (%)")
+        fig.tight_layout()
+        return to_svg(fig, f"Data quality of each agency's death records, {period}")

@@ -370,6 +370,21 @@ def test_quality_equals_hand_computed_scores(client, keys, linker, imported):
     assert "police,timeliness,median_days,2" in csv.text.replace("\r", "")
     refused = client.get("/quality", params={"period": "2019-Q5"}, headers=auth(keys["analyst"]))
     assert refused.status_code == 422
+    chart = client.get(
+        "/quality/chart.svg", params={"period": "2019-Q3"}, headers=auth(keys["analyst"])
+    )
+    assert chart.status_code == 200 and chart.headers["content-type"] == "image/svg+xml"
+    svg = chart.text
+    assert svg.startswith("<svg") and "police: 4 records, 2019-Q3" in svg
+    assert "health: 2 records, 2019-Q3" in svg and "forensic: 0 records" in svg
+    assert "75 %" in svg and "Quixwell" not in svg  # police completeness; never a name
+    one = client.get(
+        "/quality/chart.svg",
+        params={"period": "2019-Q3", "source": "health"},
+        headers=auth(keys["analyst"]),
+    )
+    assert "health: 2 records" in one.text and "police:" not in one.text
+    assert client.get("/quality/chart.svg", params={"period": "2019-Q3"}).status_code == 401
 
 
 def test_observatory_imports_deaths_and_links_them(client, keys, settings, imported, tmp_path):

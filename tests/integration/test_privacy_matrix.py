@@ -159,6 +159,7 @@ ROUTES = {
     "/deaths/discrepancies": "analyst",
     "/deaths/summary": "analyst",
     "/quality": "analyst",
+    "/quality/chart.svg": "analyst",
     "/linkage/runs/{run_id}": "analyst",
     "/linkage/pairs": "linker",
 }
@@ -496,6 +497,7 @@ RESTRICTED = [
     ("/deaths/discrepancies", {"period": "2024"}),
     ("/deaths/summary", {}),
     ("/quality", {"period": "2024-Q3"}),
+    ("/quality/chart.svg", {"period": "2024-Q3"}),
     ("/linkage/runs/{run}", {}),
     ("/linkage/pairs", {"band": "uncertain"}),
     ("/collections/incidents", {}),
