@@ -139,11 +139,14 @@ async def list_deaths(
     unit: Unit = None,
     run: Run = None,
     format: Format = "json",
+    limit: Annotated[int | None, Query(ge=1, description="a page (JSON); default: all")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
     """One line per death (a cluster of the agencies' records) dated in the period: the
     agencies that recorded it, each one's manner, the consolidated manner (forensic
-    wins, else police, else health) and where it came from, date and unit. From the
-    latest linkage run; ``records_not_linked_yet`` counts records it has not seen.
+    wins, else police, else health) and where it came from, date and unit, by date. From
+    the latest linkage run; ``records_not_linked_yet`` counts records it has not seen.
+    JSON pages with ``limit``/``offset`` (``numberMatched``: all of them); CSV has all.
     Analyst key and above; no identifier of the deceased."""
     label, run_id, deaths = await _register(conn, settings, period, unit, run)
     if format == "csv":
@@ -157,7 +160,7 @@ async def list_deaths(
         run_id=run_id,
         records_not_linked_yet=behind,
         numberMatched=len(deaths),
-        deaths=service.death_models(deaths),
+        deaths=service.death_models(deaths[offset : None if limit is None else offset + limit]),
     )
     return Response(page.model_dump_json(), media_type="application/json")
 

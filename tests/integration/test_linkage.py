@@ -297,12 +297,22 @@ def test_discrepancies_list_the_planted_police_homicides(client, keys, imported,
         assert own["police"] == "Murder" and own["forensic"] == "Undetermined"
         assert all(c["source_id"] is None for c in line["codings"])
     assert set(answer["single_source"]) <= {"police", "forensic", "health"}
+    # The register pages, in date order, and holds every death of the summary.
+    register = client.get("/deaths", headers=auth(keys["analyst"])).json()
+    page = client.get(
+        "/deaths", params={"limit": 10, "offset": 5}, headers=auth(keys["analyst"])
+    ).json()
+    assert page["numberMatched"] == register["numberMatched"] == len(register["deaths"])
+    assert page["deaths"] == register["deaths"][5:15]
+    dates = [d["death_date"] for d in register["deaths"]]
+    assert dates == sorted(dates)
     # The summary adds up.
     summary = client.get("/deaths/summary", headers=auth(keys["analyst"])).json()
     assert sum(summary["found_by"].values()) == summary["deaths"]
     assert sum(summary["by_manner"].values()) == summary["deaths"]
     latest = client.get(f"/linkage/runs/{summary['run_id']}", headers=auth(keys["analyst"]))
     assert summary["deaths"] == latest.json()["stored"]["deaths"]
+    assert summary["deaths"] == register["numberMatched"]
     estimate = summary["estimate"]
     assert estimate["observed"] == summary["deaths"]
     assert estimate["lower"] <= estimate["total"] <= estimate["upper"]
