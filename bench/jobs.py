@@ -1,5 +1,6 @@
 """Job queue benchmark (issue 18): enqueue-to-start latency, throughput with 1, 2 and 4
-workers, and a Gi* run through the queue against the same run computed in-process.
+workers, and a Gi* run and a KDE run through the queue against the same run computed
+in-process.
 
 Run ``.venv/bin/python -m bench.jobs [--incidents 60000] [--latency-jobs 200]
 [--throughput-jobs 1000] [--workers 1 2 4] [--repeats 3]``.
@@ -23,6 +24,12 @@ measures and prints (and writes ``bench/out/jobs.json``).
    the run's row says completed (polled every 20 ms), on one idle warm worker; in-process
    = the same request computed in this process (``app.services.jobs.run_here``, what the
    CLI does). Target: queue overhead under 5 % of the run.
+4. **KDE through the queue against in-process**: the surface (GeoTIFF) and hot areas of
+   every demo incident at the default bandwidth and cell size, ``--repeats`` times each,
+   warm. Through the queue as for Gi*; in-process = the same run stored and computed in
+   this process by the worker's own code (``app.services.jobs.execute_run``), files
+   stored as large objects both ways. A KDE run is shorter than the Gi* run, so the
+   queue's fixed cost weighs more.
 """
 
 from __future__ import annotations
@@ -48,9 +55,12 @@ from app.core.migrate import upgrade
 from app.core.settings import DatabaseSettings, Settings
 from app.demo.load import load_demo
 from app.schemas.analyses import HotspotRequest
+from app.schemas.surfaces import KdeRequest
 from app.services import jobs
 from app.services.hotspots import run_hotspots
+from app.sql import analyses as analyses_sql
 from app.worker.queue import make_app
+from app.worker.tasks import WORKS
 from bench._common import console, launch_worker, step, throwaway_cluster
 
 OUT = Path(__file__).parent / "out" / "jobs.json"
@@ -165,6 +175,53 @@ async def gi_star(settings: Settings, repeats: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+async def kde(settings: Settings, repeats: int) -> dict[str, Any]:
+    """A KDE run through the queue against the same run computed here (execute_run)."""
+    body = KdeRequest()
+    parameters = body.model_dump(mode="json")
+    engine = create_engine(settings)
+    app = make_app(settings)
+    queued, here, summary = [], [], {}
+    try:
+        async with app.open_async():
+            for repeat in range(repeats + 1):  # the first of each way is a warm-up
+                started = time.perf_counter()
+                run_id = await jobs.enqueue_run(
+                    app, engine, "bench", "kde", "quartic", parameters, parameters
+                )
+                if not await jobs.wait_for_run(engine, run_id, 600, max_pause_s=0.02):
+                    raise RuntimeError("the queued KDE run did not finish")
+                queued_s = time.perf_counter() - started
+
+                started = time.perf_counter()
+                async with engine.begin() as conn:
+                    insert = analyses_sql.insert_run("kde", "quartic", parameters, "bench")
+                    local_id = (await conn.execute(insert)).scalar_one()
+                outcome = await jobs.execute_run(
+                    engine, settings, local_id, WORKS, request=None, final=True
+                )
+                if outcome != "completed":
+                    raise RuntimeError(f"the in-process KDE run ended {outcome}")
+                if repeat:
+                    queued.append(queued_s)
+                    here.append(time.perf_counter() - started)
+        with psycopg.connect(settings.libpq_url) as conn:
+            summary = conn.execute(
+                "SELECT summary FROM analysis_run WHERE id = %s", [run_id]
+            ).fetchone()[0]
+    finally:
+        await engine.dispose()
+    q, h = statistics.median(queued), statistics.median(here)
+    return {
+        "case": f"KDE, {int(summary.get('incidents', 0)):,} incidents, bandwidth "
+        f"{summary.get('bandwidth_m', 0):.0f} m, {summary.get('rows')} x "
+        f"{summary.get('cols')} cells",
+        "through_queue_s": queued, "in_process_s": here,
+        "median_queue_s": q, "median_in_process_s": h,
+        "overhead_s": q - h, "overhead_pct": 100 * (q - h) / h,
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.jobs", description=__doc__.split("\n")[0]
@@ -173,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-jobs", type=int, default=200, help="jobs for the latency")
     parser.add_argument("--throughput-jobs", type=int, default=1000, help="jobs per throughput")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="worker counts")
-    parser.add_argument("--repeats", type=int, default=3, help="Gi* runs per way")
+    parser.add_argument("--repeats", type=int, default=3, help="Gi* and KDE runs per way")
     parser.add_argument("--output", type=Path, default=OUT, help="JSON results file")
     args = parser.parse_args(argv)
 
@@ -188,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def measure(args: argparse.Namespace, base: Path, spatial: Any) -> None:
-    """The three measurements on a throw-away cluster under ``base``."""
+    """The four measurements on a throw-away cluster under ``base``."""
     arguments = {**vars(args), "output": str(args.output)}
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "args": arguments}
     step("starting a throw-away PostgreSQL + PostGIS cluster")
@@ -205,7 +262,7 @@ def measure(args: argparse.Namespace, base: Path, spatial: Any) -> None:
 
         asyncio.run(load())
 
-        step(f"1/3 latency: {args.latency_jobs} jobs one at a time, one idle worker")
+        step(f"1/4 latency: {args.latency_jobs} jobs one at a time, one idle worker")
         with launch_worker(settings, base / "latency.log", env=WORKER_ENV):
             time.sleep(1)
             results["latency"] = asyncio.run(latency(settings, args.latency_jobs))
@@ -213,7 +270,7 @@ def measure(args: argparse.Namespace, base: Path, spatial: Any) -> None:
 
         results["throughput"] = []
         for count in args.workers:
-            step(f"2/3 throughput: {args.throughput_jobs} jobs, {count} worker(s)")
+            step(f"2/4 throughput: {args.throughput_jobs} jobs, {count} worker(s)")
             with ExitStack() as stack:
                 for i in range(count):
                     log = base / f"throughput-{count}-{i}.log"
@@ -223,12 +280,15 @@ def measure(args: argparse.Namespace, base: Path, spatial: Any) -> None:
             results["throughput"].append(row)
             console.print(row)
 
-        step("3/3 Gi* H3 resolution 8: warming the kernels here and in a worker")
+        step("3/4 Gi* H3 resolution 8: warming the kernels here and in a worker")
         spatial.warm_up()
         warm = {**WORKER_ENV, "OBSERVATORY_ANALYSIS__WARM_UP": "true"}
         with launch_worker(settings, base / "gi.log", env=warm):
             results["gi_star"] = asyncio.run(gi_star(settings, args.repeats))
-        console.print(results["gi_star"])
+            console.print(results["gi_star"])
+            step("4/4 KDE of every incident: through the queue and in-process")
+            results["kde"] = asyncio.run(kde(settings, args.repeats))
+        console.print(results["kde"])
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=str))
