@@ -26,7 +26,7 @@ export async function sendJSON(method, path, body, key = null) {
   return request(url(path), { method, body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }, key);
 }
 
-async function request(target, init, key) {
+async function request(target, init, key, polls = 0) {
   const headers = { Accept: "application/json", ...(init.headers || {}) };
   if (key) headers.Authorization = `Bearer ${key}`;
   let response;
@@ -34,6 +34,15 @@ async function request(target, init, key) {
     response = await fetch(target, { ...init, headers });
   } catch (error) {
     throw new ServiceError(`The service cannot be reached (${error.message}).`, 0);
+  }
+  // 202: still computing in a worker (e.g. a ranking's rank bands): ask the Location again
+  // after Retry-After seconds, for a few minutes at most.
+  if (response.status === 202 && !init.method) {
+    if (polls >= 120) throw new ServiceError("The service is still computing this: try again in a few minutes.", 202);
+    const seconds = Number(response.headers.get("Retry-After")) || 2;
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    const again = new URL(response.headers.get("Location") || target, response.url).toString();
+    return request(again, init, key, polls + 1);
   }
   if (!response.ok) {
     let detail = response.statusText;
