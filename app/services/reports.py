@@ -58,7 +58,6 @@ from app.services.periods import period_containing, previous_period
 from app.sql import reports as sql
 from app.sql import stats as stats_sql
 from app.sql.incidents import IncidentFilter
-from reports import render
 from reports.document import ReportDocument, Section
 
 __all__ = [
@@ -83,6 +82,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("observatory")
+# WeasyPrint logs every layout step at INFO: a worker's log would be mostly that.
+logging.getLogger("weasyprint").setLevel(logging.WARNING)
 
 DEFAULTS_DIR = DATA_DIR / "reports"
 # Who computes an analyst report's statistics, and the /rankings router's publisher.
@@ -1033,6 +1034,9 @@ _RENDERING = threading.Lock()
 def render_files(doc: ReportDocument) -> tuple[str, bytes, bytes]:
     """(HTML, PDF, zip of every table as CSV and XLSX) of the document
     (:mod:`reports.render`: the PDF is laid out from the same HTML)."""
+    # Imported here: the renderer's imports cost seconds, which the API's start need not pay.
+    from reports import render
+
     with _RENDERING:
         html = render.render_html(doc)
         return html, render.render_pdf(doc, html), render.bundle(doc)

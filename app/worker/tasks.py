@@ -58,9 +58,13 @@ async def _evaluation(
 async def _report(
     engine: AsyncEngine, settings: Settings, parameters: dict, run_id: int, progress: JobProgress
 ) -> dict:
-    from app.services.reports import run_report
+    import asyncio
+    import importlib
 
-    return await run_report(engine, settings, parameters, run_id, progress)
+    # The renderer's imports (matplotlib, WeasyPrint, numba kernels compiled on import)
+    # take seconds: made off the event loop, so the worker's heartbeat goes on meanwhile.
+    reports = await asyncio.to_thread(importlib.import_module, "app.services.reports")
+    return await reports.run_report(engine, settings, parameters, run_id, progress)
 
 
 async def _near_repeat(
