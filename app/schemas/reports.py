@@ -170,7 +170,7 @@ class ReportRequest(_Strict):
     period: str = Field(
         max_length=16, description="2024Q3, 2024-07, 2024H2 or 2024", examples=["2024Q3"]
     )
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2_147_483_647)
 
 
 class ReportRecord(BaseModel):

@@ -133,7 +133,11 @@ def parse_definition(body: bytes, content_type: str | None) -> ReportDefinition:
         raise InvalidParameter(f"the definition is not valid UTF-8 ({exc.reason})") from exc
     if not text.strip():
         raise InvalidParameter("the request body is empty: send a report definition")
-    return load_report_definition(text)
+    definition = load_report_definition(text)
+    # PostgreSQL's JSONB cannot hold NUL (YAML's "\0", JSON's "\u0000").
+    if "\\u0000" in definition.model_dump_json():
+        raise InvalidParameter("the definition must not contain NUL characters")
+    return definition
 
 
 async def store_definition(
