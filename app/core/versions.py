@@ -3,7 +3,9 @@
 Changes arrive as ``NOTIFY observatory_data`` from the database triggers (migrations 0007
 and 0017: any worker, the CLI or plain SQL) whose payload says what changed: a table and
 the operation (``alert:update``), and for incidents the positions written, old and new
-(``incident:{"p": [[lon, lat], ...]}``, or ``{"b": [w, s, e, n]}`` for many). Each worker
+(``incident:{"p": [[lon, lat], ...]}``, or ``{"b": [w, s, e, n]}`` for many) and the
+span of their times (``"t"``: the layer catalog keeps the index values when it is
+outside the periods they read). Each worker
 keeps counters per table (:class:`DataVersion`): a cache keys on the counters of the
 tables its answer reads (a hot spot run's tiles on none, a district's on the units), and
 the tile cache drops only the incident tiles that hold a written point
@@ -57,6 +59,8 @@ class Change:
     table: str | None
     op: str | None = None
     boxes: tuple[Box, ...] | None = None
+    # The earliest and latest time of the rows written (epoch seconds), where known.
+    times: tuple[float, float] | None = None
 
 
 EVERYTHING = Change(None)
@@ -78,7 +82,11 @@ def parse(payload: str | None) -> Change | None:
             boxes: tuple[Box, ...] = ((w, s, e, n),)
         else:
             boxes = tuple((float(x), float(y), float(x), float(y)) for x, y in body["p"])
-        return Change(table, body.get("op"), boxes)
+        times = None
+        if body.get("t") and None not in body["t"]:
+            first, last = body["t"]
+            times = (float(first), float(last))
+        return Change(table, body.get("op"), boxes, times)
     except (ValueError, KeyError, TypeError):
         log.warning("unreadable change notification on %s; taking it as a change anywhere", table)
         return Change(table)

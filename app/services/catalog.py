@@ -14,17 +14,21 @@ import asyncio
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.cache import TTLCache
 from app.core.errors import NotFound, ProblemError
 from app.core.settings import Settings
-from app.core.versions import DataVersion
+from app.core.versions import Change, DataVersion
 from app.ogc.layers import IndexColumn, Layer, build_catalog
 from app.security import Principal
 from app.services import indexes as index_service
+from app.services.periods import one_period, period_containing, previous_period
+from app.sql import stats as stats_sql
 from app.sql.features import select_extent
 
 log = logging.getLogger("observatory")
@@ -49,6 +53,20 @@ DATA_READ = {**TILES_READ, "incidents": ("incident", "admin_unit", "category")}
 # Tables whose changes alone leave every layer but the units layers (whose index values
 # they may move) as they were: the catalog built before them still answers.
 _LAYERS_KEPT_BY = frozenset({"incident", "incident:anywhere", "incident:removed"})
+# Changes of incidents whose positions and times are known: they may leave the units
+# layers as they were too (``Catalog._units_unchanged``).
+_LOCATED_INCIDENTS = frozenset({"incident", "incident:removed"})
+
+
+@dataclass(frozen=True)
+class _IndexPeriod:
+    """The incidents an index's latest values read: those from ``reads_from`` (the
+    previous period's start: a ``change`` indicator reads it) to ``latest_end``."""
+
+    granularity: str
+    label: str
+    reads_from: float
+    latest_end: float
 
 
 def _fingerprint(layer: Layer, index_columns: dict[int, tuple[IndexColumn, ...]]) -> Any:
@@ -93,30 +111,91 @@ class Catalog:
     _built_tables: tuple[int, dict[str, int]] = (-1, {})
     # The layers still current after changes of incidents only (not the units layers).
     _kept: dict[str, Layer] = field(default_factory=dict)
+    # What the index values of the last build read (None: some index may start to have
+    # values with any incident), the last incident then, the located changes seen.
+    _index_periods: list[_IndexPeriod] | None = None
+    _last_incident: float | None = None
+    _built_located: int = 0
 
     async def layers(self) -> dict[str, Layer]:
-        """Every layer by id, as of the current data version (rebuilt once per version)."""
+        """Every layer by id, as of the current data version (rebuilt once per version,
+        unless the changes since the last build cannot have changed a layer)."""
         if self._built_at != self.version.value:
             async with self._lock:
                 wanted = self.version.value
                 if self._built_at != wanted:
                     tables = (self.version.everything, dict(self.version.tables))
+                    located = self.version.located
+                    if self._changed_tables() <= _LOCATED_INCIDENTS and self._units_unchanged():
+                        self._built_at, self._built_tables = wanted, tables
+                        self._built_located = located
+                        return self._layers
                     self._layers = await self._rebuild()
                     self._kept = {k: v for k, v in self._layers.items() if v.style != "units"}
                     self._built_at, self._built_tables = wanted, tables
+                    self._built_located = located
         return self._layers
 
     def current(self) -> dict[str, Layer]:
         """The layers if they are up to date, else nothing (no waiting, no database).
         After changes of incidents only, the layers they cannot change (all but the units
-        layers, whose index values count incidents) are still up to date."""
+        layers, whose index values count incidents) are still up to date, and the units
+        layers too when the incidents changed lie outside the periods the index values
+        read (:meth:`_units_unchanged`)."""
         if self._built_at == self.version.value:
             return self._layers
-        everything, tables = self._built_tables
-        if everything != self.version.everything:
+        if self._built_tables[0] != self.version.everything:
             return {}
-        changed = (name for name, n in self.version.tables.items() if tables.get(name, 0) != n)
-        return self._kept if all(name in _LAYERS_KEPT_BY for name in changed) else {}
+        changed = self._changed_tables()
+        if not changed <= _LAYERS_KEPT_BY:
+            return {}
+        if changed <= _LOCATED_INCIDENTS and self._units_unchanged():
+            return self._layers
+        return self._kept
+
+    def _changed_tables(self) -> set[str]:
+        """The counters that moved since the last build."""
+        built = self._built_tables[1]
+        return {name for name, n in self.version.tables.items() if built.get(name, 0) != n}
+
+    def _units_unchanged(self) -> bool:
+        """Whether the incident changes since the last build (all located, with their
+        times) leave every index value as it was: none reads an incident of the periods
+        the latest values read, and none moves the latest complete period (an incident
+        entered after it, in a period not yet complete, does not). Anything unknown (an
+        index without values, changes no longer all known) says no."""
+        periods = self._index_periods
+        if periods is None:
+            return False
+        if not periods:
+            return True
+        changes = self.version.located_since(self._built_located)
+        if changes is None:
+            return False
+        return all(self._leaves_periods(change, periods) for change in changes)
+
+    def _leaves_periods(self, change: Change, periods: list[_IndexPeriod]) -> bool:
+        if change.times is None:
+            return False
+        first, last = change.times
+        for period in periods:
+            if last < period.reads_from:
+                continue
+            if change.op != "insert" or first < period.latest_end:
+                return False
+            if self._latest_label(last, period.granularity) != period.label:
+                return False
+        return True
+
+    def _latest_label(self, inserted: float, granularity: str) -> str:
+        """The latest complete period once an incident of ``inserted`` is in (as
+        ``app.services.indexes.latest_period`` finds it)."""
+        tz = self.settings.territory.timezone
+        moment = max(inserted, self._last_incident or inserted)
+        period = period_containing(datetime.fromtimestamp(moment, UTC), granularity, tz)
+        if period.end > pd.Timestamp.now(tz=tz):
+            period = previous_period(period, tz)
+        return period.label
 
     def tile_version(self, layer: Layer) -> Hashable:
         """The version a tile of ``layer`` keys on: its tables' counters and revision."""
@@ -138,6 +217,8 @@ class Catalog:
         async with self.engine.connect() as conn:
             index_columns = await self._index_columns(conn)
             built = await build_catalog(conn, index_columns)
+            last = (await conn.execute(stats_sql.select_last_incident())).scalar()
+        self._last_incident = None if last is None else last.timestamp()
         layers: dict[str, Layer] = {}
         changed: set[str] = set()
         for layer_id, layer in built.items():
@@ -176,15 +257,29 @@ class Catalog:
     async def _index_columns(self, conn) -> dict[int, tuple[IndexColumn, ...]]:
         """The latest complete period of every composite index, by unit level."""
         out: dict[int, list[IndexColumn]] = {}
+        periods: list[_IndexPeriod] | None = []
+        tz = self.settings.territory.timezone
         for record in await index_service.list_definitions(conn):
             try:
                 latest = await index_service.latest_scores(conn, self.settings, _SERVICE, record)
             except (ProblemError, ValueError) as exc:
                 log.warning("index %s left out of the unit layers: %s", record.code, exc)
+                periods = None
                 continue
             if latest is None:
+                periods = None
                 continue
             period, definition, values = latest
+            if periods is not None:
+                bounds = one_period(period, definition.period, tz)
+                periods.append(
+                    _IndexPeriod(
+                        definition.period,
+                        period,
+                        previous_period(bounds, tz).start.timestamp(),
+                        bounds.end.timestamp(),
+                    )
+                )
             out.setdefault(definition.unit_level, []).append(
                 IndexColumn(
                     code=record.code,
@@ -194,4 +289,5 @@ class Catalog:
                     values=values,
                 )
             )
+        self._index_periods = periods
         return {level: tuple(columns) for level, columns in out.items()}

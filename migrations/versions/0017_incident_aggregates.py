@@ -9,7 +9,9 @@ tile on each one. Now ``NOTIFY observatory_data`` says what changed
 and for incidents the positions written, old and new, so a worker drops only the
 incident tiles that hold one: ``incident:{"op": "insert", "p": [[lon, lat], ...]}`` for
 up to ``MAX_POINTS`` distinct positions, ``{"op": ..., "b": [west, south, east, north]}``
-beyond (a notification holds at most 8,000 bytes).
+beyond (a notification holds at most 8,000 bytes), with ``"t"``, the span of the written
+rows' ``occurred_at`` (epoch seconds: the units layers keep their index values when no
+written incident lies in the periods they read).
 
 A statement that changed no row sends nothing: 0007's statement triggers fired for every
 UPDATE, and the worker's watchman runs one on ``analysis_run`` (orphaned runs, usually
@@ -47,19 +49,23 @@ BEGIN
 END $$
 """
 
-# The written positions as the payload's JSON: each distinct one, or their extent.
+# The payload's JSON: the written positions (each distinct one, or their extent) and the
+# span of the written rows' times (epoch seconds).
 PLACES = f"""
-CREATE FUNCTION incident_change_places(operation text, points geometry[]) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION incident_change_places(
+    operation text, points geometry[], first timestamptz, last timestamptz
+) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN cardinality(points) <= {MAX_POINTS} THEN json_build_object(
             'op', operation,
             'p', (SELECT coalesce(json_agg(json_build_array(ST_X(g), ST_Y(g))), '[]')
-                  FROM unnest(points) AS g)
+                  FROM unnest(points) AS g),
+            't', json_build_array(extract(epoch FROM first), extract(epoch FROM last))
         )::text
         ELSE (SELECT json_build_object(
                   'op', operation,
-                  'b', json_build_array(ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e))
+                  'b', json_build_array(ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)),
+                  't', json_build_array(extract(epoch FROM first), extract(epoch FROM last))
               )::text
               FROM (SELECT ST_Extent(g) AS e FROM unnest(points) AS g) AS extent)
     END
@@ -72,19 +78,27 @@ NOTIFY_INCIDENT = """
 CREATE FUNCTION notify_incident_change() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     points geometry[];
+    first timestamptz;
+    last timestamptz;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NOT EXISTS (SELECT FROM new_rows) THEN RETURN NULL; END IF;
         points := ARRAY(SELECT DISTINCT geom FROM new_rows);
+        SELECT min(occurred_at), max(occurred_at) INTO first, last FROM new_rows;
     ELSIF TG_OP = 'UPDATE' THEN
         IF NOT EXISTS (SELECT FROM new_rows) THEN RETURN NULL; END IF;
         points := ARRAY(SELECT geom FROM new_rows UNION SELECT geom FROM old_rows);
+        SELECT min(t), max(t) INTO first, last FROM (
+            SELECT occurred_at FROM new_rows UNION ALL SELECT occurred_at FROM old_rows
+        ) AS rows (t);
     ELSE
         IF NOT EXISTS (SELECT FROM old_rows) THEN RETURN NULL; END IF;
         points := ARRAY(SELECT DISTINCT geom FROM old_rows);
+        SELECT min(occurred_at), max(occurred_at) INTO first, last FROM old_rows;
     END IF;
     PERFORM pg_notify(
-        'observatory_data', 'incident:' || incident_change_places(lower(TG_OP), points)
+        'observatory_data',
+        'incident:' || incident_change_places(lower(TG_OP), points, first, last)
     );
     RETURN NULL;
 END $$
@@ -163,6 +177,6 @@ def downgrade() -> None:
             f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION notify_data_change()"
         )
     op.execute("DROP FUNCTION notify_incident_change()")
-    op.execute("DROP FUNCTION incident_change_places(text, geometry[])")
+    op.execute("DROP FUNCTION incident_change_places(text, geometry[], timestamptz, timestamptz)")
     op.execute("DROP FUNCTION notify_rows_change()")
     op.execute(NOTIFY_TABLE_0007)

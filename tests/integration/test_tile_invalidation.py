@@ -202,3 +202,57 @@ def test_another_worker_drops_the_same_tiles_by_notify(client, keys, base_data, 
             assert fetch(client, "incidents", far, analyst, source=SOURCE) == ("miss", at_far + 1)
         finally:
             delete_incident(client, keys, incident_id)
+
+
+def _units(client) -> dict[str, dict]:
+    response = client.get("/collections/units-1/items", params={"limit": 50})
+    assert response.status_code == 200, response.text
+    return {f["properties"]["code"]: f["properties"] for f in response.json()["features"]}
+
+
+def test_district_tiles_follow_their_index_values_not_every_incident(client, keys, run_layer):
+    """The districts carry an index's latest values: an incident long before the periods
+    they read keeps their tiles cached, one in the latest period changes the values and
+    drops them (and the pages show the new values at once)."""
+    definition = {
+        "name": "invalidation-index",
+        "title": "Thefts (tile invalidation test)",
+        "unit_level": 1,
+        "period": "year",
+        "indicators": [
+            {
+                "code": "thefts",
+                "source": {"incidents": {"categories": ["theft"], "measure": "count"}},
+            }
+        ],
+    }
+    created = client.post("/indexes", json=definition, headers=auth(keys["admin"]))
+    assert created.status_code in (200, 201), created.text
+    _wait(lambda: "invalidation_index_score" in _units(client)["BZ-CY"], "no index values")
+    latest = client.get("/indexes/invalidation-index/periods").json()["latest"]
+    districts = ("units-1", tile_of(*HERE, 6))
+    before = _units(client)
+    warm(client, *districts)
+
+    old = post_incident(client, keys, HERE, "inv-4")  # 2015: outside what the index reads
+    try:
+        assert fetch(client, *districts)[0] == "hit"
+        assert _units(client) == before
+        body = {
+            "source": SOURCE,
+            "source_id": "inv-5",
+            "category": "theft",
+            "occurred_at": f"{latest}-06-15T10:00:00-06:00",
+            "geometry": {"type": "Point", "coordinates": list(HERE)},
+        }
+        created = client.post("/incidents", json=body, headers=auth(keys["editor"]))
+        assert created.status_code == 201, created.text
+        try:
+            after = _units(client)
+            assert after != before  # one more theft in Cayo moves the scores
+            assert fetch(client, *districts)[0] == "miss"
+        finally:
+            delete_incident(client, keys, created.json()["id"])
+        assert _units(client) == before
+    finally:
+        delete_incident(client, keys, old)

@@ -81,6 +81,9 @@ def test_payloads():
     assert parse('incident:{"op": "delete", "b": [1, 2, 3, 4]}') == Change(
         "incident", "delete", ((1.0, 2.0, 3.0, 4.0),)
     )
+    assert parse('incident:{"op": "insert", "p": [[1, 2]], "t": [10, 20.5]}') == Change(
+        "incident", "insert", ((1.0, 2.0, 1.0, 2.0),), (10.0, 20.5)
+    )
     version = DataVersion()
     version.notified("analysis_run:delete")
     version.notified("incident:truncate")
