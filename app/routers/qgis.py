@@ -25,6 +25,7 @@ BOUNDARIES = "Boundaries and indexes"
 HOTSPOTS = "Hot spots"
 INCIDENTS = "Incidents"
 ALERTS = "Early-warning alerts"
+RISK_ZONES = "Near-repeat risk zones"
 TILES = "Vector tiles (faster, same data)"
 
 
@@ -52,11 +53,12 @@ def project_layers(
     tile_maxzoom: int,
     authcfg: str | None = None,
 ) -> list[ProjectLayer]:
-    """Drawing order (first on top): incidents, alerts, hot spot runs newest first (only the
-    newest shown), vector tiles (hidden), boundaries (country over districts, finer
-    levels hidden). Layers behind a key (incidents, runs that count sensitive categories)
-    carry the caller's key, or the authentication configuration ``authcfg``; public ones
-    never do."""
+    """Drawing order (first on top): incidents, near-repeat risk zones (only the first
+    shown: the exact zones for an analyst, else the public ones), alerts, hot spot runs
+    newest first (only the newest shown), vector tiles (hidden), boundaries (country over
+    districts, finer levels hidden). Layers behind a key (incidents, runs that count
+    sensitive categories, exact risk zones) carry the caller's key, or the authentication
+    configuration ``authcfg``; public ones never do."""
 
     def headers(layer: Layer) -> dict[str, str]:
         return {} if may_read(layer, PUBLIC) else key_headers
@@ -78,6 +80,23 @@ def project_layers(
         )
         for layer in layers
         if layer.style == "incidents"
+    ]
+    # The exact zones (analysts) before the public squares of the same zones.
+    zones = sorted(
+        (layer for layer in layers if layer.style == "risk_zones"),
+        key=lambda z: may_read(z, PUBLIC),
+    )
+    out += [
+        ProjectLayer(
+            layer,
+            styled[layer.id],
+            "oapif",
+            RISK_ZONES,
+            visible=i == 0,
+            headers=headers(layer),
+            authcfg=auth(layer),
+        )
+        for i, layer in enumerate(zones)
     ]
     out += [
         ProjectLayer(

@@ -59,12 +59,13 @@ async def territory_extent(
 
 def styled_layers(layers: dict[str, Layer]) -> list[Layer]:
     """Units, then hot spot runs oldest first (the newest drawn on top), then alerts,
-    then incidents."""
+    near-repeat risk zones (small: drawn over the alerts), then incidents."""
     units = [layer for layer in layers.values() if layer.style == "units"]
     runs = sorted(
         (layer for layer in layers.values() if layer.style == "hotspots"),
         key=lambda layer: int(layer.id.rsplit("-", 1)[-1]),
     )
     alerts = [layer for layer in layers.values() if layer.style == "alerts"]
+    zones = [layer for layer in layers.values() if layer.style == "risk_zones"]
     points = [layer for layer in layers.values() if layer.style == "incidents"]
-    return [*units, *runs, *alerts, *points]
+    return [*units, *runs, *alerts, *zones, *points]

@@ -191,7 +191,8 @@ def default_style(
         The service's absolute base URL (``scheme://host[/prefix]``).
     layers : list of (Layer, Symbology)
         Admin units (country outline, district choropleth, finer levels hidden), hot spot
-        runs (the last one in the list visible, the older ones hidden) and incidents.
+        runs (the last one in the list visible, the older ones hidden), alerts, near-repeat
+        risk zones and incidents.
     extent : tuple, optional
         The territory (west, south, east, north), for the initial view.
     tile_maxzoom : int
@@ -233,6 +234,10 @@ def default_style(
         if layer.style == "alerts":
             fills.append(_fill(layer, sym, visible=True))
             lines.append(_line(layer, sym, 1.2, visible=True))
+            continue
+        if layer.style == "risk_zones":
+            fills.append(_fill(layer, sym, visible=True))
+            lines.append(_line(layer, sym, 0.8, visible=True))
             continue
         level = layer.id.rsplit("-", 1)[-1]
         if level == "0":

@@ -16,6 +16,9 @@ Ramps
   (ArcGIS draws these with hatching that other clients cannot reproduce).
 - Index classes: ColorBrewer YlOrRd (sequential, colour-blind safe), interpolated for any
   number of classes, class 1 (lowest scores) lightest.
+- Near-repeat risk zones: one translucent ColorBrewer Purples fill with a dark purple
+  outline, a hue no other layer uses, so a zone reads apart from hot spots and alerts
+  (reds) wherever they overlap.
 """
 
 from __future__ import annotations
@@ -167,6 +170,10 @@ ALERT_STATES = (
 )
 
 
+# Near-repeat risk zones (public squares and analysts' discs alike): one symbol.
+RISK_ZONE = Category("", "#9e9ac8", "Near-repeat risk zone", 0.45)
+
+
 def symbology(layer: Layer, classes: int | None = None) -> Symbology:
     """The symbology of a layer.
 
@@ -182,6 +189,8 @@ def symbology(layer: Layer, classes: int | None = None) -> Symbology:
         return Symbology("point", None, (), INCIDENT, outline="#ffffff", outline_width_mm=0.2)
     if layer.style == "alerts":
         return Symbology("polygon", "state", ALERT_STATES, NO_DATA, "string", "#7f0000", 0.6)
+    if layer.style == "risk_zones":
+        return Symbology("polygon", None, (), RISK_ZONE, "long", "#54278f", 0.4)
     if layer.style == "hotspots":
         method = hotspot_method(layer)
         if method == "local_moran":

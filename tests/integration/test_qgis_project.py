@@ -17,6 +17,7 @@ from app.core.settings import ApiSettings
 from app.main import create_app
 from tests.conftest import auth
 from tests.integration.publishing import completed_gi_run, local, tile_of
+from tests.integration.risk_zones import live_risk_zones
 
 SOURCE = "qgis-project-test"
 HEADER = "http-header:"
@@ -26,6 +27,13 @@ HEADER = "http-header:"
 def run_layer(client, keys, base_data, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("qgis")
     return completed_gi_run(client, base_data, keys["analyst"], folder, SOURCE)
+
+
+@pytest.fixture(scope="module")
+def zones(client, keys, base_data, tmp_path_factory) -> int:
+    """A live non-sensitive risk zone (both risk-zone layers exist); the run's id."""
+    folder = tmp_path_factory.mktemp("qgis-zones")
+    return live_risk_zones(client, base_data, keys, folder, "qgis-risk-zones", seed=29)
 
 
 def project(client, headers=None, **params) -> ET.Element:
@@ -222,3 +230,43 @@ def test_authcfg_takes_the_place_of_the_key(client, keys, run_layer):
     assert analyst not in ET.tostring(root, encoding="unicode")
     refused = client.get("/qgis/project.qgz", params={"authcfg": "x'; y"}, headers=auth(analyst))
     assert refused.status_code == 422
+
+
+def tree_layers(root: ET.Element) -> dict[str, tuple[str, str]]:
+    """Each layer's (group, checked state) in the layer tree."""
+    return {
+        node.get("id"): (group.get("name"), node.get("checked"))
+        for group in root.iter("layer-tree-group")
+        for node in group.findall("layer-tree-layer")
+    }
+
+
+def test_risk_zones_follow_the_callers_access(client, keys, run_layer, zones):
+    """The public and viewers get the public risk zones, shown and styled; an analyst also
+    the exact zones, shown in their stead (the public squares hidden), with the key."""
+    for headers in ({}, auth(keys["viewer"])):
+        root = project(client, headers=headers)
+        layers = layers_of(root)
+        assert "risk_zones_oapif" in layers and "risk_zones_exact_oapif" not in layers
+        assert tree_layers(root)["risk_zones_oapif"] == ("Near-repeat risk zones", "Qt::Checked")
+        uri = spaced_uri(layers["risk_zones_oapif"].find("datasource").text)
+        assert uri["typename"] == "risk_zones"
+        assert not any(k.startswith(HEADER) for k in uri)
+        renderer = layers["risk_zones_oapif"].find("renderer-v2")
+        assert renderer.get("type") == "singleSymbol"
+        colour = renderer.find("symbols/symbol/layer/Option/Option[@name='color']").get("value")
+        assert colour == "158,154,200,115"  # #9e9ac8 at 45 %
+        assert layers["risk_zones_oapif"].get("geometry") == "Polygon"
+    analyst = keys["analyst"]
+    root = project(client, headers=auth(analyst))
+    sources = check_sources_answer(client, root)  # every source answers, the key sent
+    assert sources["risk_zones-exact"][f"{HEADER}Authorization"] == f"Bearer {analyst}"
+    assert not any(k.startswith(HEADER) for k in sources["risk_zones"])
+    tree = tree_layers(root)
+    assert tree["risk_zones_exact_oapif"] == ("Near-repeat risk zones", "Qt::Checked")
+    assert tree["risk_zones_oapif"] == ("Near-repeat risk zones", "Qt::Unchecked")
+    # Drawn above the alerts and hot spots, below the incidents (the tree's first is on top).
+    order = [node.get("id") for node in root.iter("layer-tree-layer")]
+    assert order.index("incidents_oapif") < order.index("risk_zones_exact_oapif")
+    hotspots = next(i for i, layer_id in enumerate(order) if layer_id.startswith("hotspots_"))
+    assert order.index("risk_zones_oapif") < hotspots

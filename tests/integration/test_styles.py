@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import auth
 from tests.integration.publishing import completed_gi_run, local, tile_of
+from tests.integration.risk_zones import live_risk_zones
 
 SOURCE = "styles-test"
 # ArcGIS Pro's Gi_Bin renderer (Hot Spot Analysis output).
@@ -22,6 +23,8 @@ ARCGIS_GI_BIN = {
     2: "#ed7551",
     3: "#d62f27",
 }
+# Near-repeat risk zones: ColorBrewer Purples, translucent, with a dark purple outline.
+RISK_ZONE_FILL, RISK_ZONE_OUTLINE = "#9e9ac8", "#54278f"
 SLD = "{http://www.opengis.net/sld}"
 OGC = "{http://www.opengis.net/ogc}"
 
@@ -30,6 +33,13 @@ OGC = "{http://www.opengis.net/ogc}"
 def run_layer(client, keys, base_data, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("styles")
     return completed_gi_run(client, base_data, keys["analyst"], folder, SOURCE)
+
+
+@pytest.fixture(scope="module")
+def zones(client, keys, base_data, tmp_path_factory) -> int:
+    """A live non-sensitive risk zone (both risk-zone layers exist); the run's id."""
+    folder = tmp_path_factory.mktemp("styles-zones")
+    return live_risk_zones(client, base_data, keys, folder, "styles-risk-zones", seed=23)
 
 
 def test_maplibre_style_resolves_against_the_service(client, keys, run_layer):
@@ -266,3 +276,77 @@ def test_district_label_points_lie_inside_their_districts(client):
         assert shape.contains(point), feature
         # The pole of inaccessibility: well inside, not on an edge (> 5 km here).
         assert shape.boundary.distance(point) * 111 > 5, feature
+
+
+def test_risk_zones_are_styled_in_every_format(client, keys, run_layer, zones):
+    """The public risk zones: one translucent purple symbol in QML, SLD and the MapLibre
+    style, drawn over the hot spots; the exact zones are in no public style."""
+    response = client.get("/styles/default.json")
+    style = response.json()
+    assert style["sources"]["risk_zones"] == {
+        "type": "vector",
+        "url": "http://testserver/tiles/risk_zones.json",
+    }
+    assert "risk_zones-exact" not in style["sources"]
+    ids = [layer["id"] for layer in style["layers"]]
+    layers = dict(zip(ids, style["layers"], strict=True))
+    fill, line = layers["risk_zones-fill"], layers["risk_zones-line"]
+    assert fill["layout"]["visibility"] == "visible" and fill["source-layer"] == "risk_zones"
+    assert fill["paint"] == {"fill-color": RISK_ZONE_FILL, "fill-opacity": 0.45}
+    assert line["paint"]["line-color"] == RISK_ZONE_OUTLINE
+    assert fill["metadata"]["observatory:legend"] == [
+        {"label": "Near-repeat risk zone", "colour": RISK_ZONE_FILL}
+    ]
+    assert ids.index(f"{run_layer}-fill") < ids.index("risk_zones-fill")
+    assert ids.index("risk_zones-fill") < ids.index("incidents-circle")
+    # The tiles the style points at hold the zone (Belize City, zoom 12).
+    tilejson = client.get(local(style["sources"]["risk_zones"]["url"])).json()
+    x, y = tile_of(-88.2, 17.5, 12)
+    path = local(tilejson["tiles"][0].format(z=12, x=x, y=y))
+    tile = client.get(path)
+    assert tile.status_code == 200 and b"risk_zones" in tile.content
+
+    renderer = ET.fromstring(client.get("/styles/risk_zones.qml").content).find("renderer-v2")
+    assert renderer.get("type") == "singleSymbol"
+    symbol = renderer.find("symbols/symbol")
+    assert symbol.get("type") == "fill"
+    options = symbol.find("layer/Option")
+    colour = options.find("Option[@name='color']").get("value")
+    assert colour == "158,154,200,115"  # #9e9ac8 at 45 %
+    assert options.find("Option[@name='outline_color']").get("value") == "84,39,143,255"
+
+    root = ET.fromstring(client.get("/styles/risk_zones.sld").content)
+    assert root.find(f"{SLD}NamedLayer/{SLD}Name").text == "risk_zones"
+    (rule,) = root.findall(f".//{SLD}FeatureTypeStyle/{SLD}Rule")
+    assert rule.find(f"{SLD}Title").text == "Near-repeat risk zone"
+    polygon = rule.find(f"{SLD}PolygonSymbolizer")
+    css = {c.get("name"): c.text for c in polygon.iter(f"{SLD}CssParameter")}
+    assert css["fill"] == RISK_ZONE_FILL and css["fill-opacity"] == "0.45"
+    assert css["stroke"] == RISK_ZONE_OUTLINE
+
+
+@pytest.mark.parametrize("layer_id", ["risk_zones", "risk_zones-exact"])
+def test_collection_styles_of_risk_zones_follow_the_layers_access(client, keys, zones, layer_id):
+    """GET /collections/{id}/styles and every stylesheet it lists answer for the callers
+    who may read the layer: anyone for ``risk_zones``, analysts only for the exact zones
+    (401 without a key, 403 for a viewer)."""
+    analyst = auth(keys["analyst"])
+    public = layer_id == "risk_zones"
+    for path in (f"/collections/{layer_id}/styles", f"/styles/{layer_id}.qml",
+                 f"/styles/{layer_id}.sld"):  # fmt: skip
+        assert client.get(path).status_code == (200 if public else 401), path
+        viewer = client.get(path, headers=auth(keys["viewer"]))
+        assert viewer.status_code == (200 if public else 403), path
+        if not public:
+            assert viewer.headers["content-type"] == "application/problem+json"
+    (style,) = client.get(f"/collections/{layer_id}/styles", headers=analyst).json()["styles"]
+    types = set()
+    for link in style["links"]:
+        response = client.get(local(link["href"]), headers=analyst)
+        assert response.status_code == 200, link
+        types.add(link["type"].split(";")[0])
+    assert types == {"text/xml", "application/vnd.ogc.sld+xml", "application/vnd.mapbox.style+json"}
+    # The exact zones are drawn like the public ones (one symbol; the disc is the shape).
+    qml = ET.fromstring(client.get(f"/styles/{layer_id}.qml", headers=analyst).content)
+    fill = qml.find("renderer-v2/symbols/symbol/layer/Option/Option[@name='color']")
+    assert fill.get("value") == "158,154,200,115"
