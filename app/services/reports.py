@@ -281,9 +281,10 @@ def last_complete_period(kind: str, timezone: str, now: datetime | None = None) 
 
 
 async def data_version(conn: AsyncConnection) -> int:
-    """A fingerprint of everything a report reads, as a positive 63-bit integer."""
+    """A fingerprint of everything a report reads, as a positive 52-bit integer (exact
+    in JSON for JavaScript clients, whose numbers are doubles)."""
     text = (await conn.execute(sql.DATA_FINGERPRINT)).scalar_one()
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 12
 
 
 # --- statistics through /stats -------------------------------------------------------------
