@@ -11,6 +11,7 @@ while it held it. A load benchmark saw one stall of 5-7 s with an empty server l
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
@@ -81,12 +82,32 @@ class LoopWatchdog:
         self._task = asyncio.get_running_loop().create_task(self._beating())
         self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         self._thread.start()
+        gc.callbacks.append(self._collected)
 
     def stop(self) -> None:
         """Stop beating and watching."""
         self._stop.set()
         if self._task is not None:
             self._task.cancel()
+        if self._collected in gc.callbacks:
+            gc.callbacks.remove(self._collected)
+
+    def _collected(self, phase: str, info: dict) -> None:
+        """Log garbage collections that hold every thread for a quarter of the threshold
+        or more (a full collection of a large heap is one cause of a blocked loop)."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        took = time.perf_counter() - getattr(self, "_gc_started", time.perf_counter())
+        if self.threshold_s is not None and took > self.threshold_s / 4:
+            log.warning(
+                "garbage collection of generation %s took %.2f s (%s collected, %s objects "
+                "tracked)",
+                info.get("generation"),
+                took,
+                info.get("collected"),
+                len(gc.get_objects(info.get("generation", 2))),
+            )
 
     async def _beating(self) -> None:
         assert self.threshold_s is not None

@@ -56,6 +56,13 @@ _LAYERS_KEPT_BY = frozenset({"incident", "incident:anywhere", "incident:removed"
 # Changes of incidents whose positions and times are known: they may leave the units
 # layers as they were too (``Catalog._units_unchanged``).
 _LOCATED_INCIDENTS = frozenset({"incident", "incident:removed"})
+# What index values read: a rebuild after changes of other tables only (a run completed,
+# an alert raised) keeps the values of the last build instead of computing them again
+# (seconds of the event loop with a few indexes: it stalled every request of the worker).
+_INDEXES_READ = frozenset(
+    {"incident", "incident:anywhere", "incident:removed", "indicator_value", "population",
+     "index_definition", "admin_unit", "category"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,7 @@ class Catalog:
     _index_periods: list[_IndexPeriod] | None = None
     _last_incident: float | None = None
     _built_located: int = 0
+    _index_columns_built: dict[int, tuple[IndexColumn, ...]] | None = None
 
     async def layers(self) -> dict[str, Layer]:
         """Every layer by id, as of the current data version (rebuilt once per version,
@@ -126,11 +134,17 @@ class Catalog:
                 if self._built_at != wanted:
                     tables = (self.version.everything, dict(self.version.tables))
                     located = self.version.located
-                    if self._changed_tables() <= _LOCATED_INCIDENTS and self._units_unchanged():
+                    changed = self._changed_tables()
+                    unchanged = self._units_unchanged()
+                    if changed <= _LOCATED_INCIDENTS and unchanged:
                         self._built_at, self._built_tables = wanted, tables
                         self._built_located = located
                         return self._layers
-                    self._layers = await self._rebuild()
+                    same_indexes = self._built_tables[0] == self.version.everything and (
+                        not changed & _INDEXES_READ
+                        or (changed & _INDEXES_READ <= _LOCATED_INCIDENTS and unchanged)
+                    )
+                    self._layers = await self._rebuild(same_indexes)
                     self._kept = {k: v for k, v in self._layers.items() if v.style != "units"}
                     self._built_at, self._built_tables = wanted, tables
                     self._built_located = located
@@ -211,11 +225,15 @@ class Catalog:
             return ("all", self.version.value)
         return (self.version.of(names), self._revisions.get(layer.id, 0))
 
-    async def _rebuild(self) -> dict[str, Layer]:
-        """Build the layers; keep the previous build's object of a layer that has not
-        changed (its compiled statements stay valid), move the revision of one that has."""
+    async def _rebuild(self, same_indexes: bool = False) -> dict[str, Layer]:
+        """Build the layers (with the last build's index values if ``same_indexes``);
+        keep the previous build's object of a layer that has not changed (its compiled
+        statements stay valid), move the revision of one that has."""
         async with self.engine.connect() as conn:
-            index_columns = await self._index_columns(conn)
+            if same_indexes and self._index_columns_built is not None:
+                index_columns = self._index_columns_built
+            else:
+                index_columns = self._index_columns_built = await self._index_columns(conn)
             built = await build_catalog(conn, index_columns)
             last = (await conn.execute(stats_sql.select_last_incident())).scalar()
         self._last_incident = None if last is None else last.timestamp()
