@@ -84,7 +84,13 @@ from app.services.indexes import load_default_definitions
 from app.services.tables import load_demo_population
 from tests.conftest import auth, call_service
 from tests.integration.helpers import import_csv
-from tests.integration.test_privacy_matrix import GROUPS, ROUTES, _template_of, tile_of
+from tests.integration.test_privacy_matrix import (
+    GROUPS,
+    ROUTES,
+    _build_report,
+    _template_of,
+    tile_of,
+)
 
 SOURCE = "neighbouring"
 PROBES = "neighbouring-probe"
@@ -216,7 +222,15 @@ def world(base_data, client, keys, db_url, tmp_path_factory):
         time.sleep(0.2)
     assert run.status_code == 200, run.text
     run_id = run.json()["run"]["id"]
-    yield {"start": start, "end": end, "districts": districts, "run": f"hotspots-{run_id}"}
+    # A stored public report (issue 20): its files are fixed once built, whatever comes later.
+    report_id = _build_report(client, analyst, "quarterly-public")
+    yield {
+        "start": start,
+        "end": end,
+        "districts": districts,
+        "run": f"hotspots-{run_id}",
+        "report": report_id,
+    }
     # Leave the store as the other modules expect it.
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("DELETE FROM analysis_run WHERE id = %s", (run_id,))
@@ -394,6 +408,11 @@ def _battery(client, keys, world, probe: Probe, seed: int) -> list[Request]:
         for alert in client.get("/alerts", headers=headers).json()["items"][:5]:
             add(f"/alerts/{alert['id']}")
         add("/alerts/1")
+        # Periodic reports: the public ones and their files are stored answers.
+        add("/reports")
+        add("/reports/definitions")
+        for suffix in ("", ".html", ".pdf", ".zip"):
+            add(f"/reports/{world['report']}{suffix}")
         add("/collections")
         listed = client.get("/collections", headers=headers)
         assert listed.status_code == 200, listed.text
