@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import matplotlib
 import matplotlib.colors
+import matplotlib.lines
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
@@ -269,3 +270,77 @@ def heat(weekday_hour: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
         fig.tight_layout(rect=(0, 0.06, 1, 1))
         source(fig, lang, source_line)
         return to_svg(fig, lang("chart.heat"))
+
+
+# -- where: the open alerts' series -------------------------------------------------------
+
+#: Alerts drawn as small multiples; the others are in the alerts table and the bundle.
+MAX_ALERT_PANELS = 6
+
+
+def chosen_alerts(alerts: pd.DataFrame, limit: int = MAX_ALERT_PANELS) -> list[int]:
+    """The alerts to draw: the strongest first (observed over threshold; a withheld
+    observed count last), then the most recent (highest id), at most ``limit``."""
+    if not len(alerts):
+        return []
+    ratio = alerts["observed"].astype(float) / alerts["threshold"].astype(float).where(
+        alerts["threshold"].astype(float) > 0
+    )
+    order = alerts.assign(_ratio=ratio.fillna(-1.0)).sort_values(
+        ["_ratio", "alert_id"], ascending=[False, False]
+    )
+    return [int(a) for a in order["alert_id"].head(limit)]
+
+
+def alert_series(
+    series: pd.DataFrame, alerts: pd.DataFrame, lang: Lang, source_line: str = ""
+) -> str:
+    """Small multiples, one panel per alert of :func:`chosen_alerts`: the observed counts
+    (a withheld one: a gap), the expected count (dashed) and the alarm threshold (dotted),
+    the periods in alarm marked red."""
+    ids = chosen_alerts(alerts)
+    about = alerts.set_index("alert_id")
+    columns = 2 if len(ids) > 1 else 1
+    rows = (len(ids) + columns - 1) // columns
+    with style():
+        fig = Figure(figsize=(WIDTH_IN, 0.7 + 1.75 * rows))
+        axes = fig.subplots(rows, columns, squeeze=False).ravel()
+        for ax in axes[len(ids) :]:
+            ax.set_visible(False)
+        for ax, alert_id in zip(axes, ids, strict=False):
+            points = series[series["alert_id"] == alert_id]
+            x = np.arange(len(points))
+            observed = points["observed"].to_numpy(dtype=float)
+            ax.plot(x, observed, color="#4a4a4a", lw=1.0, marker="o", ms=1.6)
+            ax.plot(x, points["expected"].to_numpy(dtype=float), color=MUTED, lw=0.9, ls="--")
+            ax.plot(x, points["threshold"].to_numpy(dtype=float), color=ACCENT, lw=0.8, ls=":")
+            alarm = points["alarm"].astype(bool).to_numpy()
+            ax.plot(x[alarm], observed[alarm], color=ACCENT, lw=0, marker="o", ms=3.4)
+            labels = points["period"].astype(str).tolist()
+            step = max(1, len(labels) // 4)
+            ticks = list(range(0, len(labels), step))
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([labels[i] for i in ticks], fontsize=6.5)
+            ax.set_ylim(bottom=0)
+            ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4, integer=True))
+            ax.yaxis.set_major_formatter(
+                matplotlib.ticker.FuncFormatter(lambda v, _: lang.integer(v))
+            )
+            ax.grid(axis="y", color="#e3e3e3", lw=0.5)
+            row = about.loc[alert_id]
+            place = str(row.get("place", ""))
+            ax.set_title(
+                f"{lang('col.alert_id')} {alert_id}: {place}, {row.get('period', '')}",
+                loc="left", fontsize=8,
+            )  # fmt: skip
+        line = matplotlib.lines.Line2D
+        handles = [
+            line([], [], color="#4a4a4a", lw=1.0, label=lang("col.observed")),
+            line([], [], color=MUTED, lw=0.9, ls="--", label=lang("col.expected")),
+            line([], [], color=ACCENT, lw=0.8, ls=":", label=lang("col.threshold")),
+            line([], [], color=ACCENT, lw=0, marker="o", ms=3.4, label=lang("chart.alarm")),
+        ]
+        fig.legend(handles=handles, loc="upper center", ncol=4, bbox_to_anchor=(0.5, 1.0))
+        fig.tight_layout(rect=(0, 0.04, 1, 0.94))
+        source(fig, lang, source_line)
+        return to_svg(fig, lang("chart.alert_series"))

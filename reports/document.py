@@ -19,11 +19,17 @@ CSV header, in English whatever the language):
 ``when``       ``weekday_hour``: weekday (0 = Monday), hour (0-23), count
 ``where``      ``hotspot_classes``: category, cells; ``alerts``: alert_id, monitor, place,
                period, observed, expected, threshold, periods_lasting, state;
-               maps ``hotspots`` (cell geometry, gi_bin -3..3) and ``alerts`` (outline)
+               maps ``hotspots`` (cell geometry, gi_bin -3..3) and ``alerts`` (outline);
+               ``alert_series``: alert_id, period, observed, expected, threshold, alarm
+               (each open alert's series as ``GET /alerts/{id}`` gives it, the alert's
+               period last; small multiples draw the first few alerts of ``alerts``)
 ``index``      ``ranking``: rank, unit_code, unit_name, score, band
 ``quality``    ``georeferenced``: source, unit_name, incidents, georeferenced_pct;
                ``rejected``: batch_id, reason, rows; ``delay``: source, median_days,
-               p90_days
+               p90_days; ``sources`` (analyst audience only, as ``GET /quality`` is):
+               source, records, completeness_pct, georeferenced_pct, timely_pct,
+               median_delay_days, linked_pct, same_manner_pct (the death records' quality
+               scorecard of each agency; completeness: the mean share of the scored fields)
 ``methods``    no table: ``notes`` (paragraphs generated from the definitions used)
 
 A section may carry ``notes`` (short paragraphs, already in the report's language) and an
@@ -76,12 +82,23 @@ class ReportDocument:
     period_start: date  # first local day of the period
     period_end: date  # last local day of the period (inclusive)
     territory: str  # "Belize"
-    data_version: int
+    data_version: int  # the full fingerprint (metadata); print short_version(data_version)
     generated_at: datetime
     sections: list[Section]
     basemap: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)  # "country", "districts"
     source_line: str = ""  # printed under every map and chart
 
+    @property
+    def data_label(self) -> str:
+        """The data version as people read it (a short hash, like a commit's)."""
+        return short_version(self.data_version)
+
     def section(self, key: str) -> Section | None:
         """The section ``key``, or None when the definition leaves it out."""
         return next((s for s in self.sections if s.key == key), None)
+
+
+def short_version(version: int) -> str:
+    """A data version as 7 hexadecimal digits (the 52-bit fingerprint's first 28 bits),
+    short enough to print and quote; the full number stays in the metadata."""
+    return f"{version:013x}"[:7]

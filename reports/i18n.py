@@ -45,7 +45,7 @@ LABELS: dict[str, tuple[str, str]] = {
         "— : no publicado (cifra pequeña) o no disponible.",
     ),
     "no_incidents": ("No incidents in the period.", "No hubo incidentes en el período."),
-    "no_rows": ("none in the period.", "ninguno en el período."),
+    "no_rows": ("none in the period.", "ninguna en el período."),
     "no_data": ("No data for this section.", "No hay datos para esta sección."),
     "figure_data": (
         "The figures behind this chart are in the CSV/XLSX bundle.",
@@ -91,7 +91,15 @@ LABELS: dict[str, tuple[str, str]] = {
         "Categorías de puntos calientes emergentes",
     ),
     "table.where.alerts": ("Open early-warning alerts", "Alertas tempranas abiertas"),
+    "table.where.alert_series": (
+        "Series of the open alerts",
+        "Series de las alertas abiertas",
+    ),
     "table.index.ranking": ("Ranking", "Clasificación"),
+    "table.quality.sources": (
+        "Death records: quality by agency (%)",
+        "Registros de defunciones: calidad por institución (%)",
+    ),
     "table.quality.georeferenced": (
         "Share of incidents georeferenced",
         "Proporción de incidentes georreferenciados",
@@ -146,6 +154,13 @@ LABELS: dict[str, tuple[str, str]] = {
     "col.rows": ("Rows", "Filas"),
     "col.median_days": ("Median (days)", "Mediana (días)"),
     "col.p90_days": ("90th percentile (days)", "Percentil 90 (días)"),
+    "col.records": ("Records", "Registros"),
+    "col.completeness_pct": ("Complete fields", "Campos completos"),
+    "col.timely_pct": ("In time", "A tiempo"),
+    "col.median_delay_days": ("Median delay (days)", "Demora mediana (días)"),
+    "col.linked_pct": ("Linked", "Enlazados"),
+    "col.same_manner_pct": ("Same manner", "Misma manera"),
+    "col.alarm": ("Alarm", "Alarma"),
     "col.female": ("Female", "Mujeres"),
     "col.male": ("Male", "Hombres"),
     "col.total": ("Total", "Total"),
@@ -170,6 +185,11 @@ LABELS: dict[str, tuple[str, str]] = {
         "Incidentes por día de la semana y hora del día",
     ),
     "chart.heat.x": ("Hour of day", "Hora del día"),
+    "chart.alert_series": (
+        "Open alerts: observed, expected and threshold per period",
+        "Alertas abiertas: observado, esperado y umbral por período",
+    ),
+    "chart.alarm": ("Alarm", "Alarma"),
     "chart.heat.legend": ("Incidents", "Incidentes"),
     # maps
     "map.districts": (

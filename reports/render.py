@@ -55,10 +55,11 @@ _env = Environment(
 # -- cell formatting ----------------------------------------------------------------------
 
 COUNTS = ("count", "previous", "year_before", "incidents", "rows", "cells", "observed",
-          "periods_lasting", "rank", "alert_id", "batch_id")  # fmt: skip
+          "periods_lasting", "rank", "alert_id", "batch_id", "records")  # fmt: skip
 CHANGES = ("change_previous_pct", "change_year_pct", "change_pct")
 RATES = ("rate_per_100k", "eb_rate_per_100k", "projected_annual_rate", "expected", "threshold",
-         "median_days", "p90_days")  # fmt: skip
+         "median_days", "p90_days", "median_delay_days")  # fmt: skip
+SHARES = ("georeferenced_pct", "completeness_pct", "timely_pct", "linked_pct", "same_manner_pct")
 TERMS = ("measure", "group", "category", "sex", "state", "source", "age_group")
 #: Column -> kind of value; a column not listed prints as text (names, places, reasons).
 KINDS = {
@@ -66,11 +67,12 @@ KINDS = {
     **dict.fromkeys(CHANGES, "change"),
     **dict.fromkeys(RATES, "rate"),
     **dict.fromkeys(TERMS, "term"),
-    "georeferenced_pct": "share",
+    **dict.fromkeys(SHARES, "share"),
     "score": "score",
     "month": "month",
     "weekday": "weekday",
     "in_period": "flag",
+    "alarm": "flag",
     "period": "period",  # a count in the headline, a period label in the alerts
 }
 
@@ -228,6 +230,9 @@ def _figures(section: Section, doc: ReportDocument, lang: Lang) -> dict[str, Fig
     if "hotspots" in m and len(m["hotspots"]):
         svg = maps.hotspots(m["hotspots"], doc.basemap, lang, line)
         out["hotspots"] = Figure(lang("map.hotspots"), Markup(svg), "map")
+    if section.key == "where" and len(t.get("alert_series", ())) and "alerts" in t:
+        svg = charts.alert_series(t["alert_series"], t["alerts"], lang, line)
+        out["alert_series"] = Figure(lang("chart.alert_series"), Markup(svg))
     if "alerts" in m and len(m["alerts"]):
         svg = maps.alerts(m["alerts"], doc.basemap, lang, line)
         out["alerts"] = Figure(lang("map.alerts"), Markup(svg), "map")
@@ -247,6 +252,8 @@ def _tables(section: Section, lang: Lang) -> dict[str, Table]:
             out[name] = _wide(frame, "age_group", "sex", lang, caption)
         elif section.key == "when" and name == "weekday_hour":
             continue  # 168 cells: the chart shows them, the bundle has them
+        elif section.key == "where" and name == "alert_series":
+            continue  # two years per alert: the small multiples show them, the bundle has them
         else:
             out[name] = table(frame, caption, lang)
     return out

@@ -49,7 +49,7 @@ from app.schemas.reports import (
 )
 from app.schemas.stats import StatsRow
 from app.security import PUBLIC, Principal
-from app.services import definitions, lattice, monitors, rankings
+from app.services import definitions, lattice, linkage, monitors, quality, rankings
 from app.services import indexes as index_service
 from app.services import stats as stats_service
 from app.services.denominators import read_units
@@ -58,7 +58,8 @@ from app.services.periods import period_containing, previous_period
 from app.sql import reports as sql
 from app.sql import stats as stats_sql
 from app.sql.incidents import IncidentFilter
-from reports.document import ReportDocument, Section
+from reports.document import ReportDocument, Section, short_version
+from reports.i18n import VOCABULARY, Lang
 
 __all__ = [
     "ANALYST",
@@ -311,6 +312,19 @@ class _Context:
     def t(self, en: str, es: str) -> str:
         return es if self.es else en
 
+    @property
+    def lang(self) -> Lang:
+        return Lang("es" if self.es else "en")
+
+    def name(self, m: Measure) -> str:
+        """A measure's name in the report's language (the catalogue's word for its code,
+        else the definition's own name)."""
+        return self.lang.term(m.code) if m.code in VOCABULARY else m.name
+
+    def words(self, codes: list[str] | tuple[str, ...]) -> str:
+        """Category codes as the reader's words, e.g. ``homicidio, tiroteo``."""
+        return ", ".join(self.lang.term(c).lower() for c in codes)
+
 
 def _query(
     ctx: _Context,
@@ -418,8 +432,10 @@ async def _headline(ctx: _Context) -> Section:
             f"multiplica la del periodo por {days_in_year} / {p.days:g} días.",
         )
     )
-    names = "; ".join(f"{m.code}: {m.name}" for m in ctx.definition.measures)
-    section.notes.append(names)
+    names = "; ".join(
+        f"{ctx.name(m)}: {ctx.words(_codes(ctx, m))}" for m in ctx.definition.measures
+    )
+    section.notes.append(names + ".")
     return section
 
 
@@ -481,9 +497,9 @@ async def _districts(ctx: _Context) -> Section:
     section = Section("districts", tables={"districts": table}, maps=maps)
     section.notes.append(
         ctx.t(
-            f"{m.name}. Empirical Bayes rates shrink each district's rate toward the "
+            f"{ctx.name(m)}. Empirical Bayes rates shrink each district's rate toward the "
             "national rate (global, Marshall 1991), steadier where counts are small.",
-            f"{m.name}. Las tasas bayesianas empíricas acercan la tasa de cada distrito a la "
+            f"{ctx.name(m)}. Las tasas bayesianas empíricas acercan la tasa de cada distrito a la "
             "nacional (global, Marshall 1991), más estables con pocos casos.",
         )
     )
@@ -517,10 +533,10 @@ async def _victims(ctx: _Context) -> Section:
     section = Section("victims", tables=tables)
     section.notes.append(
         ctx.t(
-            f"Incidents of {d.measure(d.victims_measure).name.lower()} by the victim's sex "
-            "and age group.",
-            f"Incidentes de {d.measure(d.victims_measure).name.lower()} según el sexo y el "
-            "grupo de edad de la víctima.",
+            f"Incidents of {ctx.name(d.measure(d.victims_measure)).lower()} by the victim's "
+            "sex and age group.",
+            f"Incidentes de {ctx.name(d.measure(d.victims_measure)).lower()} según el sexo y "
+            "el grupo de edad de la víctima.",
         )
     )
     return section
@@ -557,7 +573,7 @@ async def _when(ctx: _Context) -> Section:
         ]
     )
     section = Section("when", tables={"weekday_hour": table})
-    section.notes.append(ctx.t(f"{m.name}, local time.", f"{m.name}, hora local."))
+    section.notes.append(ctx.t(f"{ctx.name(m)}, local time.", f"{ctx.name(m)}, hora local."))
     return section
 
 
@@ -594,16 +610,14 @@ async def _hotspots(ctx: _Context, section: Section) -> None:
             if n:
                 classes.append({"category": label, "cells": n})
         f = (run.parameters or {}).get("filters") or {}
+        categories = ctx.words(f.get("categories") or []) or ctx.t("all", "todas")
+        since, until = _day(ctx, f.get("occurred_from")), _day(ctx, f.get("occurred_to"))
         section.notes.append(
             ctx.t(
-                f"Hot spots: analysis run {run.id} ({run.method}), categories "
-                f"{', '.join(f.get('categories') or ['all'])}, "
-                f"{f.get('occurred_from') or 'first incident'} to "
-                f"{f.get('occurred_to') or 'last incident'}.",
-                f"Puntos calientes: análisis {run.id} ({run.method}), categorías "
-                f"{', '.join(f.get('categories') or ['todas'])}, "
-                f"{f.get('occurred_from') or 'primer incidente'} a "
-                f"{f.get('occurred_to') or 'último incidente'}.",
+                f"Hot spots: analysis run {run.id} ({run.method}), categories {categories}, "
+                f"{since or 'first incident'} to {until or 'last incident'}.",
+                f"Puntos calientes: análisis {run.id} ({run.method}), categorías {categories}, "
+                f"{since or 'primer incidente'} a {until or 'último incidente'}.",
             )
         )
         ctx.notes.append(_run_note(ctx, run))
@@ -635,7 +649,9 @@ async def _alerts(ctx: _Context, section: Section) -> None:
         {
             "alert_id": a.id,
             "monitor": a.monitor,
-            "place": a.unit_name or a.unit or f"{len(a.cells)} H3 cells",
+            "place": a.unit_name
+            or a.unit
+            or ctx.t(f"{len(a.cells)} H3 cell(s)", f"{len(a.cells)} celda(s) H3"),
             "period": a.period,
             "observed": a.observed,
             "expected": a.expected,
@@ -650,6 +666,7 @@ async def _alerts(ctx: _Context, section: Section) -> None:
         "periods_lasting", "state",
     ]  # fmt: skip
     section.tables["alerts"] = pd.DataFrame.from_records(records, columns=columns)
+    section.tables["alert_series"] = await _alert_series(ctx, [a.id for a in items])
     if records:
         rows = (await ctx.conn.execute(sql.alert_outlines([a.id for a in items]))).all()
         shapes = {r.id: shapely.from_wkb(bytes(r.wkb)) for r in rows if r.wkb is not None}
@@ -664,10 +681,37 @@ async def _alerts(ctx: _Context, section: Section) -> None:
         )
     section.notes.append(
         ctx.t(
-            f"{len(records)} open early-warning alert(s) (new or acknowledged).",
-            f"{len(records)} alerta(s) temprana(s) abierta(s) (nuevas o reconocidas).",
+            f"{len(records)} early-warning alert(s) open (new or acknowledged) when the "
+            f"report was built, {ctx.lang.date(date.today())}, whatever their period; the "
+            "charts show the strongest (observed count over threshold).",
+            f"{len(records)} alerta(s) temprana(s) abierta(s) (nuevas o reconocidas) al "
+            f"elaborar el informe, el {ctx.lang.date(date.today())}, sea cual sea su período; "
+            "los gráficos muestran las más fuertes (conteo observado sobre el umbral).",
         )
     )
+
+
+async def _alert_series(ctx: _Context, ids: list[int]) -> pd.DataFrame:
+    """Each alert's series as ``GET /alerts/{id}`` gives the report's reader (published:
+    small observed counts withheld), in the order of the alerts table."""
+    records = []
+    for alert_id in ids:
+        detail = await monitors.get_alert(ctx.conn, alert_id, include_sensitive=not ctx.public)
+        if ctx.public:
+            detail = monitors.published(detail, ctx.settings.privacy.min_count)
+        records += [
+            {
+                "alert_id": alert_id,
+                "period": point.period,
+                "observed": point.observed,
+                "expected": point.expected,
+                "threshold": point.threshold,
+                "alarm": point.alarm,
+            }
+            for point in detail.series  # type: ignore[attr-defined]
+        ]
+    columns = ["alert_id", "period", "observed", "expected", "threshold", "alarm"]
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 def _index_period(ctx: _Context, kind: str) -> str:
@@ -710,7 +754,7 @@ async def _index(ctx: _Context) -> Section:
         columns=["rank", "unit_code", "unit_name", "score", "band"],
     )
     section = Section("index", tables={"ranking": table})
-    ties = " ".join(ranking.ties)
+    ties = " ".join(ranking.ties) if not ctx.es else _ties_es(table)
     section.notes.append(
         ctx.t(
             f"{ranking.title} (version {ranking.version}), {ranking.period}. {ties}",
@@ -721,13 +765,55 @@ async def _index(ctx: _Context) -> Section:
         ctx.t(
             f"Index: {ranking.title}, version {ranking.version}, period {ranking.period}; "
             f"rank bands from {ranking.runs} Monte Carlo runs (seed {ranking.seed}); "
-            f"{ranking.treatment.rule}.",
+            f"{ranking.treatment.rule}",
             f"Índice: {ranking.title}, versión {ranking.version}, periodo {ranking.period}; "
             f"bandas de rango de {ranking.runs} simulaciones Monte Carlo (semilla "
-            f"{ranking.seed}); {ranking.treatment.rule}.",
+            f"{ranking.seed}); {_treatment_es(ranking.treatment)}",
         )
     )
     return section
+
+
+DASH = "\u2013"
+
+
+def _ties_es(table: pd.DataFrame) -> str:
+    """The ranking's ties in Spanish, from its bands (rankings words them in English)."""
+    out = []
+    for band, rows in table.groupby("band", sort=False):
+        if len(rows) > 1:
+            names = list(rows["unit_name"])
+            who = ", ".join(names[:-1]) + " y " + names[-1]
+            out.append(
+                f"{who} comparten los puestos {band}: sus bandas de rango (5{DASH}95 %) se solapan "
+                "y los datos no permiten ordenarlos."
+            )
+    return " ".join(out) or "Ninguna banda de rango se solapa: los datos ordenan cada unidad."
+
+
+def _treatment_es(treatment: Any) -> str:
+    """Which outlier rule applied, in Spanish (from the statement's fields)."""
+    if treatment.method == "none":
+        return "sin tratamiento de valores atípicos: la definición no lo pide."
+    if treatment.applied:
+        return (
+            "valores atípicos tratados con la regla del JRC (asimetría y curtosis altas: "
+            f"winsorización, si no logaritmo): {treatment.units} unidades, la regla necesita "
+            f"{treatment.min_units}."
+        )
+    return (
+        "sin tratamiento de valores atípicos: la regla del JRC no se aplica a "
+        f"{treatment.units} unidades, menos de las {treatment.min_units} que necesita para "
+        "distinguir un valor atípico de una unidad que simplemente se aparta; cada valor se "
+        "usa tal como se midió."
+    )
+
+
+def _day(ctx: _Context, moment: str | None) -> str | None:
+    """An ISO timestamp of a run's filters as a date in the report's language."""
+    if not moment:
+        return None
+    return ctx.lang.date(date.fromisoformat(moment[:10]))
 
 
 async def _quality(ctx: _Context) -> Section:
@@ -778,6 +864,22 @@ async def _quality(ctx: _Context) -> Section:
     section = Section(
         "quality", tables={"georeferenced": geo, "rejected": rejected, "delay": delay}
     )
+    if not ctx.public:  # GET /quality is for analysts: the public report leaves it out
+        section.tables["sources"] = await _death_sources(ctx)
+        section.notes.append(
+            ctx.t(
+                "Death records by agency (the scorecard of GET /quality): completeness is the "
+                "mean share of the scored fields; timely: registered within "
+                f"{quality.TIMELY_DAYS} days of the death; linked: matched to another "
+                "agency's record of the same death; same manner: of those, the share where "
+                "the agencies record the same manner of death.",
+                "Registros de defunciones por institución (la ficha de GET /quality): la "
+                "completitud es la proporción media de los campos evaluados; a tiempo: "
+                f"registrados dentro de los {quality.TIMELY_DAYS} días de la muerte; "
+                "enlazados: con un registro de otra institución de la misma muerte; misma "
+                "manera: entre estos, la proporción con la misma manera de muerte.",
+            )
+        )
     precise = " / ".join(sql.GEOREFERENCED)
     section.notes.append(
         ctx.t(
@@ -794,6 +896,41 @@ async def _quality(ctx: _Context) -> Section:
     return section
 
 
+async def _death_sources(ctx: _Context) -> pd.DataFrame:
+    """Each agency's death-records scorecard for the period (issue 21), the numbers of
+    ``GET /quality`` for the same period and its default (latest) linkage run, in %."""
+    try:
+        run_id: int | None = await linkage.require_run(ctx.conn, None)
+    except NotFound:
+        run_id = None  # no linkage run yet: coherence is unknown, as /quality says
+    p = ctx.period
+    scores = await quality.quality(
+        ctx.conn, p.start.date(), p.end.date(), run_id, tuple(ctx.settings.linkage.sources)
+    )
+
+    def pct(share: float | None) -> float | None:
+        return None if share is None else round(share * 100, 1)
+
+    records = []
+    for s in scores:
+        shares = [v for v in s.completeness.values() if v is not None]
+        records.append(
+            {
+                "source": s.source,
+                "records": float(s.records),
+                "completeness_pct": pct(sum(shares) / len(shares)) if shares else None,
+                "georeferenced_pct": pct(s.georeferenced),
+                "timely_pct": pct(s.timeliness.get(f"within_{quality.TIMELY_DAYS}_days")),
+                "median_delay_days": s.timeliness.get("median_days"),
+                "linked_pct": pct(s.coherence.get("linked")),
+                "same_manner_pct": pct(s.coherence.get("same_manner")),
+            }
+        )
+    columns = ["source", "records", "completeness_pct", "georeferenced_pct", "timely_pct",
+               "median_delay_days", "linked_pct", "same_manner_pct"]  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
 async def _methods(ctx: _Context, version: int, data: int) -> Section:
     d = ctx.definition
     p = ctx.period
@@ -801,18 +938,21 @@ async def _methods(ctx: _Context, version: int, data: int) -> Section:
         ctx.t(
             f"Report definition {d.name}, version {version} ({d.audience} audience), "
             f"period {p.label} ({p.start.date()} to {(p.end - timedelta(days=1)).date()}, "
-            f"{ctx.settings.territory.timezone}); data version {data}.",
-            f"Definición del informe {d.name}, versión {version} (público: {d.audience}), "
-            f"periodo {p.label} ({p.start.date()} a {(p.end - timedelta(days=1)).date()}, "
-            f"{ctx.settings.territory.timezone}); versión de los datos {data}.",
+            f"{ctx.settings.territory.timezone}); data version {short_version(data)} "
+            f"({data}).",
+            f"Definición del informe {d.name}, versión {version} (edición "
+            f"{'pública' if ctx.public else 'para analistas'}), periodo {p.label} "
+            f"({ctx.lang.date_range(p.start.date(), p.end.date() - timedelta(days=1))}, "
+            f"{ctx.settings.territory.timezone}); versión de los datos {short_version(data)} "
+            f"({data}).",
         )
     ]
     measures = "; ".join(
-        f"{m.name} = "
+        f"{ctx.name(m)} = "
         + (
-            ", ".join(m.categories)
+            ctx.words(m.categories)
             if m.categories
-            else ctx.t("group ", "grupo ") + str(m.category_group)
+            else ctx.t("group ", "grupo ") + ctx.lang.term(m.category_group).lower()
         )
         for m in d.measures
     )
@@ -852,26 +992,50 @@ async def _methods(ctx: _Context, version: int, data: int) -> Section:
             )
         )
     for monitor in await monitors.list_definitions(ctx.conn, include_sensitive=not ctx.public):
-        det = monitor.definition.get("detector", {})
-        notes.append(
-            ctx.t(
+        md = monitor.definition
+        det = md.get("detector", {})
+        parameters = _pairs(ctx, det.get("parameters", {}))
+        if not ctx.es:
+            notes.append(
                 f"Monitor {monitor.title} (version {monitor.version}): detector "
-                f"{det.get('name')} ({_pairs(det.get('parameters', {}))}), "
-                f"per {monitor.definition.get('step')}, "
-                f"no alert below {monitor.definition.get('min_count')} incidents.",
-                f"Monitor {monitor.title} (versión {monitor.version}): detector "
-                f"{det.get('name')} ({_pairs(det.get('parameters', {}))}), por "
-                f"{monitor.definition.get('step')}, sin alerta por debajo de "
-                f"{monitor.definition.get('min_count')} incidentes.",
+                f"{det.get('name')} ({parameters}), per {md.get('step')}, "
+                f"no alert below {md.get('min_count')} incidents."
             )
+            continue
+        # Spanish: the monitor described from its definition (its title is English data).
+        chosen = md.get("incidents") or {}
+        what = ctx.words([*chosen.get("categories", []), *chosen.get("category_groups", [])])
+        places = md.get("places") or {}
+        where = (
+            f"celdas H3 de resolución {places.get('resolution')}"
+            if places.get("kind") == "h3"
+            else "distrito"
+            if places.get("level") == DISTRICT_LEVEL
+            else "unidad"
+        )
+        step = {"week": "semanal", "month": "mensual"}.get(md.get("step"), md.get("step"))
+        notes.append(
+            f"Monitor {monitor.code} (versión {monitor.version}): {what or 'todos los delitos'} "
+            f"por {where}, serie {step}; detector {det.get('name')} ({parameters}); sin "
+            f"alerta por debajo de {md.get('min_count')} incidentes."
         )
     notes += ctx.notes
     return Section("methods", notes=notes)
 
 
-def _pairs(parameters: dict) -> str:
-    """``{"b": 3, "w": 2}`` → ``b=3, w=2`` (a detector's parameters, as written)."""
-    return ", ".join(f"{k}={v}" for k, v in parameters.items()) or "defaults"
+def _pairs(ctx: _Context, parameters: dict) -> str:
+    """``{"b": 3, "trend": True, "limit54": [3, 4]}`` → ``b=3, trend=yes, limit54=3 4``
+    (a detector's parameters by their names, values in the report's language)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return ctx.t("yes", "sí") if v else "no"
+        if isinstance(v, list | tuple):
+            return " ".join(value(x) for x in v)
+        return ctx.lang.decimal(v, 2) if isinstance(v, float) else str(v)
+
+    text = ", ".join(f"{k}={value(v)}" for k, v in parameters.items())
+    return text or ctx.t("defaults", "valores por defecto")
 
 
 def _run_note(ctx: _Context, run: Any) -> str:
@@ -884,9 +1048,9 @@ def _run_note(ctx: _Context, run: Any) -> str:
         if units.get("type") == "h3"
         else f"{units.get('type')} {units.get('cell_size_m') or units.get('level') or ''}".strip()
     )
-    categories = ", ".join(f.get("categories") or [ctx.t("all categories", "todas")])
+    categories = ctx.words(f.get("categories") or []) or ctx.t("all categories", "todas")
     to = ctx.t(" to ", " a ")
-    span = f"{(f.get('occurred_from') or '…')[:10]}{to}{(f.get('occurred_to') or '…')[:10]}"
+    span = f"{_day(ctx, f.get('occurred_from')) or '…'}{to}{_day(ctx, f.get('occurred_to')) or '…'}"
     fdr = ctx.t("with", "con") if p.get("fdr") else ctx.t("without", "sin")
     return ctx.t(
         f"Hot spot map: analysis run {run.id}, {run.method} on {cells} cells, {categories}, "
@@ -981,9 +1145,10 @@ async def build_document(
         sections=sections,
         basemap=await _basemap(conn),
         source_line=ctx.t(
-            f"Source: {settings.territory.name} crime observatory, data version {data}.",
+            f"Source: {settings.territory.name} crime observatory, data version "
+            f"{short_version(data)}.",
             f"Fuente: observatorio del delito de {settings.territory.name}, versión de los "
-            f"datos {data}.",
+            f"datos {short_version(data)}.",
         ),
     )
 

@@ -77,6 +77,16 @@ def test_class_breaks_are_fisher_jenks_upper_bounds():
     assert class_breaks(np.array([np.nan])).tolist() == []
 
 
+def test_class_breaks_equal_mapclassify_fisher_jenks():
+    # the reference: mapclassify's FisherJenks (the renderer uses jenkspy, lighter to import)
+    import mapclassify
+
+    rng = np.random.default_rng(7)
+    for n in (6, 9, 40):
+        values = rng.gamma(2.0, 40.0, n)
+        assert np.allclose(class_breaks(values), mapclassify.FisherJenks(values, k=5).bins)
+
+
 def test_the_source_line_gets_one_prefix():
     es = Lang("es")
     assert es.source("Observatorio del Delito") == "Fuente: Observatorio del Delito"
