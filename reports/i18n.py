@@ -87,8 +87,8 @@ LABELS: dict[str, tuple[str, str]] = {
         "Incidentes por día de la semana y hora",
     ),
     "table.where.hotspot_classes": (
-        "Emerging hot spot categories",
-        "Categorías de puntos calientes emergentes",
+        "Hot spot cells by class (and emerging hot spot categories)",
+        "Celdas por clase de punto caliente (y categorías emergentes)",
     ),
     "table.where.alerts": ("Open early-warning alerts", "Alertas tempranas abiertas"),
     "table.where.alert_series": (

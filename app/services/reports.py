@@ -611,7 +611,7 @@ async def _hotspots(ctx: _Context, section: Section) -> None:
                 classes.append({"category": label, "cells": n})
         f = (run.parameters or {}).get("filters") or {}
         categories = ctx.words(f.get("categories") or []) or ctx.t("all", "todas")
-        since, until = _day(ctx, f.get("occurred_from")), _day(ctx, f.get("occurred_to"))
+        since, until = _day(ctx, f.get("occurred_from")), _day(ctx, f.get("occurred_to"), True)
         section.notes.append(
             ctx.t(
                 f"Hot spots: analysis run {run.id} ({run.method}), categories {categories}, "
@@ -809,11 +809,15 @@ def _treatment_es(treatment: Any) -> str:
     )
 
 
-def _day(ctx: _Context, moment: str | None) -> str | None:
-    """An ISO timestamp of a run's filters as a date in the report's language."""
+def _day(ctx: _Context, moment: str | None, until: bool = False) -> str | None:
+    """An ISO timestamp of a run's filters as a date in the report's language; ``until``:
+    an exclusive end, so a midnight prints as the day before (the last day included)."""
     if not moment:
         return None
-    return ctx.lang.date(date.fromisoformat(moment[:10]))
+    day = date.fromisoformat(moment[:10])
+    if until and moment[11:19] in ("", "00:00:00"):
+        day -= timedelta(days=1)
+    return ctx.lang.date(day)
 
 
 async def _quality(ctx: _Context) -> Section:
@@ -964,7 +968,8 @@ async def _methods(ctx: _Context, version: int, data: int) -> Section:
             "age group (the latest census year before the period, else the nearest after).",
             "Los conteos son incidentes (no víctimas), según la fecha local del hecho; las "
             "tasas por 100.000 habitantes usan la población censal de la unidad, sexo y grupo "
-            "de edad correspondientes.",
+            "de edad correspondientes (el último censo anterior al periodo; si no lo hay, el "
+            "más cercano posterior).",
         )
     )
     if ctx.public:
@@ -1050,7 +1055,8 @@ def _run_note(ctx: _Context, run: Any) -> str:
     )
     categories = ctx.words(f.get("categories") or []) or ctx.t("all categories", "todas")
     to = ctx.t(" to ", " a ")
-    span = f"{_day(ctx, f.get('occurred_from')) or '…'}{to}{_day(ctx, f.get('occurred_to')) or '…'}"
+    since, until = _day(ctx, f.get("occurred_from")), _day(ctx, f.get("occurred_to"), True)
+    span = f"{since or '…'}{to}{until or '…'}"
     fdr = ctx.t("with", "con") if p.get("fdr") else ctx.t("without", "sin")
     return ctx.t(
         f"Hot spot map: analysis run {run.id}, {run.method} on {cells} cells, {categories}, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import subprocess
 import time
 import zipfile
@@ -463,3 +464,122 @@ def test_the_pdf_opens_with_its_titles_and_headline_figures(client, public_repor
     html = client.get(f"/reports/{public_report['id']}.html")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     assert en("section.headline") in html.text
+
+
+def test_the_quality_annex_is_get_quality(client, keys, analyst_report, public_report):
+    """The annex's death-records scorecard (issue 21) is GET /quality's for the period:
+    for analysts, as /quality is; the public report leaves it out."""
+    t = tables(client, analyst_report["id"], keys["analyst"])
+    answer = client.get("/quality", params={"period": STATS_PERIOD}, headers=auth(keys["analyst"]))
+    assert answer.status_code == 200, answer.text
+    sources = answer.json()["sources"]
+    mine = t["quality-sources"].set_index("source")
+    assert list(mine.index) == [s["source"] for s in sources]
+    assert sum(s["records"] for s in sources) > 0  # the demo's agencies have deaths in Q2
+
+    def pct(share):
+        return None if share is None else round(share * 100, 1)
+
+    for s in sources:
+        row = mine.loc[s["source"]]
+        shares = [v for v in s["completeness"].values() if v is not None]
+        assert row["records"] == s["records"]
+        assert same(row["completeness_pct"], pct(sum(shares) / len(shares)))
+        assert same(row["georeferenced_pct"], pct(s["georeferenced"]))
+        assert same(row["timely_pct"], pct(s["timeliness"]["within_30_days"]))
+        assert same(row["median_delay_days"], s["timeliness"]["median_days"])
+        assert same(row["linked_pct"], pct(s["coherence"]["linked"]))
+        assert same(row["same_manner_pct"], pct(s["coherence"]["same_manner"]))
+    assert "quality-sources" not in tables(client, public_report["id"])
+    assert client.get("/quality", params={"period": STATS_PERIOD}).status_code == 401
+
+
+def test_the_alert_series_are_get_alerts_id(client, keys, analyst_report, public_report):
+    """Each open alert's series in the where section is GET /alerts/{id}'s, for the
+    report's reader (public: withheld small counts stay withheld)."""
+    for report, key in ((public_report, None), (analyst_report, keys["analyst"])):
+        t = tables(client, report["id"], key)
+        series = t["where-alert_series"]
+        ids = list(t["where-alerts"]["alert_id"])
+        assert ids and sorted(set(series["alert_id"])) == sorted(ids)
+        for alert_id in ids:
+            answer = client.get(f"/alerts/{alert_id}", headers=auth(key))
+            assert answer.status_code == 200, answer.text
+            expected = answer.json()["series"]
+            mine = series[series["alert_id"] == alert_id]
+            assert list(mine["period"].astype(str)) == [p["period"] for p in expected]
+            for (_, row), p in zip(mine.iterrows(), expected, strict=True):
+                for name in ("observed", "expected", "threshold"):
+                    assert same(row[name], p[name]), (alert_id, p["period"], name)
+                assert bool(row["alarm"]) == p["alarm"]
+            assert mine["alarm"].astype(bool).any()  # the alert comes from an alarm
+
+
+def test_the_spanish_report_has_no_english_note(demo):
+    """The service-built Spanish report (analyst: every section, monitors, index and
+    quality notes) prints no English sentence; the data version is short."""
+    from app.services.reports import build_here
+    from reports.i18n import LABELS, VOCABULARY
+    from reports.render import render_html
+    from tests.unit.reports.test_render import visible_text
+
+    doc = call_service(
+        demo, lambda e: build_here(e, demo, "quarterly-analyst", PERIOD, language="es")
+    )
+    notes = [note for s in doc.sections for note in (*s.notes, s.empty or "")]
+    assert len(notes) > 15
+    for note in notes:
+        # no English function word; codes like property-crime-h3-weekly are names
+        words = re.sub(r"\b[\w]+(?:-[\w]+)+\b", " ", note)
+        assert re.findall(r"\b(?:the|and|per|by|of|vs|with|from|to|in|at|not|no alert)\b",
+                          words) == [], note  # fmt: skip
+        assert not re.search(r"[{}]|\bTrue\b|\bFalse\b|\[\d", note), note  # no Python reprs
+    text = visible_text(render_html(doc))
+    english = {pair[0] for pair in (*LABELS.values(), *VOCABULARY.values()) if pair[0] != pair[1]}
+    left = sorted(w for w in english if len(w) > 3 and re.search(rf"\b{re.escape(w)}\b", text))
+    assert left == []
+    assert str(doc.data_version) not in text.replace(f"({doc.data_version})", "")
+    assert f"versión de los datos {doc.data_label}" in text and len(doc.data_label) == 7
+
+
+def test_the_pdf_contents_give_the_right_pages_and_every_page_renders(
+    client, keys, analyst_report, tmp_path
+):
+    """Poppler: each title is on the page the table of contents gives (pdftotext page by
+    page), and pdftoppm renders every page."""
+    import shutil
+
+    from reports.i18n import Lang
+
+    assert shutil.which("pdftotext") and shutil.which("pdftoppm"), "poppler-utils is missing"
+    answer = client.get(f"/reports/{analyst_report['id']}.pdf", headers=auth(keys["analyst"]))
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(answer.content)
+    info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True)
+    pages = int(re.search(r"^Pages:\s+(\d+)", info.stdout, flags=re.M)[1])
+
+    def page_text(number: int) -> str:
+        done = subprocess.run(
+            ["pdftotext", "-layout", "-f", str(number), "-l", str(number), str(pdf), "-"],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        return done.stdout
+
+    contents = page_text(2)
+    toc = {
+        title.strip(" ."): int(number)
+        for title, number in re.findall(
+            r"^\s*\d+\.\s+(.+?)\s*\.{2,}\s*(\d+)\s*$", contents, flags=re.M
+        )
+    }
+    en = Lang("en")
+    assert list(toc) == [en(f"section.{key}") for key in ANALYST_DEF.sections]
+    for title, number in toc.items():
+        assert 2 < number <= pages, title
+        assert title in page_text(number), (title, number)
+        # and not on the page before (a running header repeats it after its start)
+        assert title not in page_text(number - 1) or number - 1 == 2, (title, number)
+    subprocess.run(["pdftoppm", "-r", "50", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    rendered = sorted(tmp_path.glob("page-*.png"))
+    assert len(rendered) == pages
+    assert all(p.stat().st_size > 1000 for p in rendered)
