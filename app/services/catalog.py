@@ -11,7 +11,9 @@ values move."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -229,6 +231,10 @@ class Catalog:
         """Build the layers (with the last build's index values if ``same_indexes``);
         keep the previous build's object of a layer that has not changed (its compiled
         statements stay valid), move the revision of one that has."""
+        if "mapclassify" not in sys.modules:
+            # The map classes of index values import it, and it compiles numba kernels at
+            # import: 1.5-3 s that held the event loop at a worker's first build.
+            await asyncio.to_thread(importlib.import_module, "mapclassify")
         async with self.engine.connect() as conn:
             if same_indexes and self._index_columns_built is not None:
                 index_columns = self._index_columns_built
