@@ -276,6 +276,8 @@ def heat(weekday_hour: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
 
 #: Alerts drawn as small multiples; the others are in the alerts table and the bundle.
 MAX_ALERT_PANELS = 6
+#: Periods a panel draws (the latest): a year of weeks; the bundle has the whole series.
+LAST_PERIODS = 53
 
 
 def chosen_alerts(alerts: pd.DataFrame, limit: int = MAX_ALERT_PANELS) -> list[int]:
@@ -308,7 +310,8 @@ def alert_series(
         for ax in axes[len(ids) :]:
             ax.set_visible(False)
         for ax, alert_id in zip(axes, ids, strict=False):
-            points = series[series["alert_id"] == alert_id]
+            # the last year at most: two years of weeks are too dense for a small panel
+            points = series[series["alert_id"] == alert_id].tail(LAST_PERIODS)
             x = np.arange(len(points))
             observed = points["observed"].to_numpy(dtype=float)
             ax.plot(x, observed, color="#4a4a4a", lw=1.0, marker="o", ms=1.6)
