@@ -297,10 +297,17 @@ def chosen_alerts(alerts: pd.DataFrame, limit: int = MAX_ALERT_PANELS) -> list[i
 def alert_series(
     series: pd.DataFrame, alerts: pd.DataFrame, lang: Lang, source_line: str = ""
 ) -> str:
-    """Small multiples, one panel per alert of :func:`chosen_alerts`: the observed counts
+    """Small multiples, one panel per alert of :func:`chosen_alerts` ("" when none has
+    most of its observed counts shown): the observed counts
     (a withheld one: a gap), the expected count (dashed) and the alarm threshold (dotted),
     the periods in alarm marked red."""
-    ids = chosen_alerts(alerts)
+    # An alert whose observed counts are mostly withheld (a public report's small counts)
+    # would draw a panel without its line: the table lists it, no panel is drawn.
+    shown = series.groupby("alert_id")["observed"].agg(lambda v: v.notna().mean())
+    drawable = alerts[alerts["alert_id"].map(shown).fillna(0) >= 0.5]
+    ids = chosen_alerts(drawable)
+    if not ids:
+        return ""
     about = alerts.set_index("alert_id")
     columns = 2 if len(ids) > 1 else 1
     rows = (len(ids) + columns - 1) // columns

@@ -232,7 +232,8 @@ def _figures(section: Section, doc: ReportDocument, lang: Lang) -> dict[str, Fig
         out["hotspots"] = Figure(lang("map.hotspots"), Markup(svg), "map")
     if section.key == "where" and len(t.get("alert_series", ())) and "alerts" in t:
         svg = charts.alert_series(t["alert_series"], t["alerts"], lang, line)
-        out["alert_series"] = Figure(lang("chart.alert_series"), Markup(svg))
+        if svg:
+            out["alert_series"] = Figure(lang("chart.alert_series"), Markup(svg))
     if "alerts" in m and len(m["alerts"]):
         svg = maps.alerts(m["alerts"], doc.basemap, lang, line)
         out["alerts"] = Figure(lang("map.alerts"), Markup(svg), "map")

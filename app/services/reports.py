@@ -427,7 +427,7 @@ async def _headline(ctx: _Context) -> Section:
             f"{p.label} against {before.label} and {year_before.label}. Rates per 100,000 "
             "residents are for the period (not annualised); the projected annual rate "
             f"multiplies the period's rate by {days_in_year} / {p.days:g} days.",
-            f"{p.label} frente a {before.label} y {year_before.label}. Las tasas por 100.000 "
+            f"{p.label} frente a {before.label} y {year_before.label}. Las tasas por 100 000 "
             "habitantes son del periodo (no anualizadas); la tasa anual proyectada "
             f"multiplica la del periodo por {days_in_year} / {p.days:g} días.",
         )
@@ -885,6 +885,10 @@ async def _quality(ctx: _Context) -> Section:
             )
         )
     precise = " / ".join(sql.GEOREFERENCED)
+    if ctx.es:  # the import's precision codes, as the Spanish reader says them
+        precise = " / ".join(
+            {"exact": "exacta", "street": "calle"}.get(c, c) for c in sql.GEOREFERENCED
+        )
     section.notes.append(
         ctx.t(
             f"Georeferenced: located at an address or a street (location precision {precise}), "
@@ -967,7 +971,7 @@ async def _methods(ctx: _Context, version: int, data: int) -> Section:
             "per 100,000 residents use the census population of the matching unit, sex and "
             "age group (the latest census year before the period, else the nearest after).",
             "Los conteos son incidentes (no víctimas), según la fecha local del hecho; las "
-            "tasas por 100.000 habitantes usan la población censal de la unidad, sexo y grupo "
+            "tasas por 100 000 habitantes usan la población censal de la unidad, sexo y grupo "
             "de edad correspondientes (el último censo anterior al periodo; si no lo hay, el "
             "más cercano posterior).",
         )
