@@ -138,12 +138,13 @@ class Catalog:
                     tables = (self.version.everything, dict(self.version.tables))
                     located = self.version.located
                     changed = self._changed_tables()
-                    unchanged = self._units_unchanged()
+                    same_everything = self._built_tables[0] == self.version.everything
+                    unchanged = same_everything and self._units_unchanged()
                     if changed <= _LOCATED_INCIDENTS and unchanged:
                         self._built_at, self._built_tables = wanted, tables
                         self._built_located = located
                         return self._layers
-                    same_indexes = self._built_tables[0] == self.version.everything and (
+                    same_indexes = same_everything and (
                         not changed & _INDEXES_READ
                         or (changed & _INDEXES_READ <= _LOCATED_INCIDENTS and unchanged)
                     )
@@ -173,6 +174,10 @@ class Catalog:
         if not changed <= _LAYERS_KEPT_BY:
             return {}
         if changed <= _LOCATED_INCIDENTS and self._units_unchanged():
+            # Still the layers of now: say so once, not on every tile.
+            self._built_at = self.version.value
+            self._built_tables = (self.version.everything, dict(self.version.tables))
+            self._built_located = self.version.located
             return self._layers
         return self._kept
 
