@@ -49,7 +49,7 @@ from app.schemas.reports import (
 )
 from app.schemas.stats import StatsRow
 from app.security import PUBLIC, Principal
-from app.services import definitions, lattice, linkage, monitors, quality, rankings
+from app.services import definitions, lattice, monitors, rankings
 from app.services import indexes as index_service
 from app.services import stats as stats_service
 from app.services.denominators import read_units
@@ -869,6 +869,10 @@ async def _quality(ctx: _Context) -> Section:
         "quality", tables={"georeferenced": geo, "rejected": rejected, "delay": delay}
     )
     if not ctx.public:  # GET /quality is for analysts: the public report leaves it out
+        # Imported here: the death records' modules bring GDAL's reader (~30 MiB) that a
+        # public report does not need.
+        from app.services import quality
+
         section.tables["sources"] = await _death_sources(ctx)
         section.notes.append(
             ctx.t(
@@ -907,6 +911,8 @@ async def _quality(ctx: _Context) -> Section:
 async def _death_sources(ctx: _Context) -> pd.DataFrame:
     """Each agency's death-records scorecard for the period (issue 21), the numbers of
     ``GET /quality`` for the same period and its default (latest) linkage run, in %."""
+    from app.services import linkage, quality
+
     try:
         run_id: int | None = await linkage.require_run(ctx.conn, None)
     except NotFound:
