@@ -683,10 +683,12 @@ async def _alerts(ctx: _Context, section: Section) -> None:
         ctx.t(
             f"{len(records)} early-warning alert(s) open (new or acknowledged) when the "
             f"report was built, {ctx.lang.date(date.today())}, whatever their period; the "
-            "charts show the strongest (observed count over threshold).",
+            "charts show the strongest (observed count over threshold) of those whose counts "
+            "are shown.",
             f"{len(records)} alerta(s) temprana(s) abierta(s) (nuevas o reconocidas) al "
             f"elaborar el informe, el {ctx.lang.date(date.today())}, sea cual sea su período; "
-            "los gráficos muestran las más fuertes (conteo observado sobre el umbral).",
+            "los gráficos muestran las más fuertes (conteo observado sobre el umbral) entre "
+            "las que tienen sus conteos publicados.",
         )
     )
 
