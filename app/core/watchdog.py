@@ -51,12 +51,26 @@ class SlowRequests:
             elapsed = time.perf_counter() - started
             if elapsed > self.threshold_s:
                 log.warning(
-                    "slow request: %s %s -> %s in %.2f s",
+                    "slow request: %s %s -> %s in %.2f s (%s)",
                     scope["method"],
                     scope["path"],
                     status if status is not None else "no response",
                     elapsed,
+                    _pool(scope),
                 )
+
+
+def _pool(scope: Scope) -> str:
+    """The database pool's state when a slow request ends: a request that waited for a
+    connection finds it full."""
+    engine = getattr(scope["app"].state, "engine", None)
+    if engine is None:
+        return "no pool"
+    pool = engine.sync_engine.pool
+    try:
+        return f"pool: {pool.checkedout()} of {pool.size()} connections checked out"
+    except AttributeError:  # a pool without a size (NullPool)
+        return type(pool).__name__
 
 
 class LoopWatchdog:

@@ -52,4 +52,5 @@ def test_slow_requests_are_logged_and_quick_ones_not(caplog):
         assert client.get("/slow?secret=1").status_code == 202
     (line,) = [r.getMessage() for r in caplog.records if "slow request" in r.getMessage()]
     assert line.startswith("slow request: GET /slow -> 202 in 0.")
+    assert line.endswith("(no pool)")
     assert "secret" not in line
