@@ -217,22 +217,36 @@ class BumpOnWrite:
         self.app, self.version = app, version
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on; after a write that was not refused (4xx), settle."""
+        """Pass the request on; after a write that was not refused (4xx), settle before
+        the answer leaves: a client that reads right after its write sees the write."""
         if scope["type"] != "http" or scope["method"] in _READS:
             await self.app(scope, receive, send)
             return
-        status: int | None = None
+        start: Message | None = None
+        settled = False
+        reader = getattr(scope["app"].state, "reader", None)
 
-        async def send_status(message: Message) -> None:
-            nonlocal status
+        async def settle(status: int) -> None:
+            nonlocal settled
+            settled = True
+            if status >= 500:
+                self.version.bump()  # it may have changed anything; the database may be away
+            elif not 400 <= status < 500:
+                await self.version.settle(reader)
+
+        async def send_after_settling(message: Message) -> None:
+            nonlocal start
             if message["type"] == "http.response.start":
-                status = message["status"]
+                start = message  # held until the body: the route's transaction is over then
+                return
+            if start is not None:
+                await settle(start["status"])
+                await send(start)
+                start = None
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send_after_settling)
         finally:
-            if status is None or status >= 500:
-                self.version.bump()  # it may have changed anything; the database may be away
-            elif not 400 <= status < 500:
-                await self.version.settle(getattr(scope["app"].state, "reader", None))
+            if not settled:
+                self.version.bump()  # no answer went out: take everything as changed
