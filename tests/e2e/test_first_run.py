@@ -145,8 +145,13 @@ def _rankings_and_stats(base: str, analyst: dict[str, str], env: dict[str, str])
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(r["rank_q05"] <= r["rank"] <= r["rank_q95"] for r in rows)
     assert all(r["top_indicators"] and r["score"] is not None for r in rows)
-    table = pd.read_csv(io.StringIO(httpx.get(url + "&format=csv", headers=analyst).text))
-    sheet = pd.read_excel(io.BytesIO(httpx.get(url + "&format=xlsx", headers=analyst).content))
+    # Another API worker may answer these: its first request builds its catalogue, and
+    # the bands come from the same sensitivity run (analysis.read_wait_s): not 5 s.
+    csv = httpx.get(url + "&format=csv", headers=analyst, timeout=60)
+    xlsx = httpx.get(url + "&format=xlsx", headers=analyst, timeout=60)
+    assert csv.status_code == xlsx.status_code == 200, (csv.text[:300], xlsx.status_code)
+    table = pd.read_csv(io.StringIO(csv.text))
+    sheet = pd.read_excel(io.BytesIO(xlsx.content))
     for frame in (table, sheet):
         assert list(frame["unit_code"]) == [r["unit_code"] for r in rows]
         assert list(frame["score"].round(6)) == [round(r["score"], 6) for r in rows]
