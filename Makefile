@@ -11,7 +11,7 @@ test:
 	@OBSERVATORY_SETUP_TESTS=1 ./scripts/setup.sh
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/pytest
+	.venv/bin/pytest --durations=30
 
 setup:
 	@./scripts/setup.sh
