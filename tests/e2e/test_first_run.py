@@ -21,6 +21,11 @@ import shapely.geometry
 
 from tests.conftest import _free_port
 
+# A freshly started service answers its first requests while its workers still warm up
+# (numba kernels, the first catalogue build): seconds on a busy 2-core machine, more than
+# httpx's 5 s default when the rest of the suite runs beside it.
+FIRST = 60
+
 
 def _open_for_postgres(path: Path) -> None:
     for p in (path, *path.parents):
@@ -77,20 +82,20 @@ def test_up_serves_the_demo_and_can_run_again(tmp_path):
     process, keys = _start(env, port)
     try:
         assert set(keys) == {"viewer", "analyst", "editor", "admin"}
-        units = httpx.get(f"{base}/units?level=1").json()
+        units = httpx.get(f"{base}/units?level=1", timeout=FIRST).json()
         assert sorted(f["id"] for f in units["features"]) == [
             "BZ-BZ", "BZ-CY", "BZ-CZL", "BZ-OW", "BZ-SC", "BZ-TOL",
         ]  # fmt: skip
         analyst = {"Authorization": f"Bearer {keys['analyst']}"}
         url, seen, matched = f"{base}/incidents?unit=BZ-CY&limit=500", [], None
         while url:
-            page = httpx.get(url, headers=analyst).json()
+            page = httpx.get(url, headers=analyst, timeout=FIRST).json()
             matched = page["numberMatched"]
             seen += [f["id"] for f in page["features"]]
             url = next((x["href"] for x in page["links"] if x["rel"] == "next"), None)
         assert len(seen) == len(set(seen)) == matched > 100
         viewer = {"Authorization": f"Bearer {keys['viewer']}"}
-        assert httpx.get(f"{base}/incidents", headers=viewer).status_code == 403
+        assert httpx.get(f"{base}/incidents", headers=viewer, timeout=FIRST).status_code == 403
         _hot_spots_around_belize_city(base, analyst)
         _rankings_and_stats(base, analyst, env)
     finally:
@@ -122,10 +127,11 @@ def _hot_spots_around_belize_city(base: str, analyst: dict[str, str]) -> None:
             "occurred_from": "2024-01-01T00:00:00-06:00",
         },
     }
-    response = httpx.post(f"{base}/analyses/hotspots", json=body, headers=analyst, timeout=60)
+    response = httpx.post(f"{base}/analyses/hotspots", json=body, headers=analyst, timeout=FIRST)
     assert response.status_code in (201, 202), response.text
     deadline = time.monotonic() + 120
-    while (layer := httpx.get(response.headers["location"], headers=analyst)).status_code == 202:
+    poll = response.headers["location"]
+    while (layer := httpx.get(poll, headers=analyst, timeout=FIRST)).status_code == 202:
         assert time.monotonic() < deadline
         time.sleep(0.5)
     hot = [f for f in layer.json()["features"] if f["properties"]["bin"] >= 2]
@@ -139,7 +145,7 @@ def _rankings_and_stats(base: str, analyst: dict[str, str], env: dict[str, str])
     """The index issue's check: the planners' ranking of the 6 districts, the same numbers
     in CSV and XLSX, and statistics that match a direct SQL count."""
     url = f"{base}/rankings?index=territorial-violence&period=2024"
-    ranking = httpx.get(url, headers=analyst, timeout=60)
+    ranking = httpx.get(url, headers=analyst, timeout=FIRST)
     assert ranking.status_code == 200, ranking.text
     rows = ranking.json()["rows"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -147,8 +153,8 @@ def _rankings_and_stats(base: str, analyst: dict[str, str], env: dict[str, str])
     assert all(r["top_indicators"] and r["score"] is not None for r in rows)
     # Another API worker may answer these: its first request builds its catalogue, and
     # the bands come from the same sensitivity run (analysis.read_wait_s): not 5 s.
-    csv = httpx.get(url + "&format=csv", headers=analyst, timeout=60)
-    xlsx = httpx.get(url + "&format=xlsx", headers=analyst, timeout=60)
+    csv = httpx.get(url + "&format=csv", headers=analyst, timeout=FIRST)
+    xlsx = httpx.get(url + "&format=xlsx", headers=analyst, timeout=FIRST)
     assert csv.status_code == xlsx.status_code == 200, (csv.text[:300], xlsx.status_code)
     table = pd.read_csv(io.StringIO(csv.text))
     sheet = pd.read_excel(io.BytesIO(xlsx.content))
