@@ -611,3 +611,20 @@ risk_zone = Table(
     Index("ix_risk_zone_geom", "geom", postgresql_using="gist"),
     Index("ix_risk_zone_public_geom", "public_geom", postgresql_using="gist"),
 )
+
+# Each incident's H3 cell at a resolution a monitor counts on (issue 19, migration 0018),
+# filled lazily by the evaluation of the monitors (h3 in Python: no H3 extension here);
+# cell 0 marks a point without a cell. A moved incident loses its rows (trigger).
+incident_h3 = Table(
+    "incident_h3",
+    metadata,
+    Column(
+        "incident_id",
+        BigInteger,
+        ForeignKey("incident.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("resolution", SmallInteger, primary_key=True),
+    Column("cell", BigInteger, nullable=False),
+    CheckConstraint("resolution BETWEEN 0 AND 15", name="resolution_range"),
+)
