@@ -11,11 +11,13 @@ itself is statsmodels'.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import statsmodels.api as sm
 from scipy.special import digamma, gammaln, polygamma
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
+if TYPE_CHECKING:
+    import statsmodels.api as sm
 
 EPSILON = 1e-8  # R glm.control(epsilon)
 MAXIT = 25  # R glm.control(maxit)
@@ -23,6 +25,10 @@ MAXIT = 25  # R glm.control(maxit)
 
 def poisson_family() -> sm.families.Family:
     """Poisson with log link, started as R's ``poisson()$initialize``."""
+    # statsmodels (~30 MiB) is imported where a fit needs it: the report and the API read
+    # alerts through app.services.monitors, which imports the detectors, without fitting.
+    import statsmodels.api as sm
+
     family = sm.families.Poisson()
     family.starting_mu = lambda y: y + 0.1
     return family
@@ -30,6 +36,8 @@ def poisson_family() -> sm.families.Family:
 
 def negbin_family(theta: float) -> sm.families.Family:
     """Negative binomial with fixed theta (alpha = 1/theta), started as MASS's."""
+    import statsmodels.api as sm
+
     family = sm.families.NegativeBinomial(alpha=1.0 / theta)
     family.starting_mu = lambda y: y + (y == 0) / 6.0
     return family
@@ -42,6 +50,9 @@ def fit(y, x, family, *, var_weights=None, offset=None, start_params=None, scale
     the scale); take the quasi-Poisson dispersion from :func:`r_dispersion`. Returns the
     statsmodels results; ``.converged`` as R's ``converged``.
     """
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
     model = sm.GLM(y, x, family=family, var_weights=var_weights, offset=offset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
