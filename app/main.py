@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -22,7 +23,7 @@ from app.core.versions import DATA_CHANNEL, KEYS_CHANNEL, BumpOnWrite, listen
 from app.core.watchdog import LoopWatchdog, SlowRequests
 from app.ogc.links import VaryForwarded
 from app.ogc.openapi import openapi_30
-from app.ogc.tilecache import CachedTiles
+from app.ogc.tilecache import CachedTiles, TileHits
 from app.routers import (
     alerts,
     analyses,
@@ -63,17 +64,52 @@ def _operation_id(route: APIRoute) -> str:
     return f"{tag}-{route.name}"
 
 
-async def _warm_up(done: asyncio.Event) -> None:
-    """Compile the statistics kernels in a thread while the service already answers."""
+async def _warm_up(app: FastAPI, state: AppState, settings: Settings) -> None:
+    """What a worker's first requests would otherwise wait for, done before ``/ready``
+    says yes (issue 22: a worker that got none of a benchmark's warm-up requests paid for
+    all of it under load, several seconds of every request it held): FastAPI's routes,
+    which it builds router by router at their first request; the pool's connections (each
+    a SCRAM handshake); the layer catalog's first build (the index values of the unit
+    layers, and mapclassify, which compiles numba kernels at import: 17 s for the first
+    district tile on a busy 2-core machine); and, if ``analysis.warm_up``, the statistics
+    kernels. A failure only means the first request does it instead."""
     import spatial
 
     log = logging.getLogger("observatory")
-    try:
-        seconds = await asyncio.to_thread(spatial.warm_up)
-        log.info("analysis engine warm (numba kernels ready in %.1f s)", seconds)
-    except Exception:  # a failed warm-up only means the first analysis compiles instead
-        log.exception("analysis warm-up failed")
-    done.set()
+    # What the imports built lives as long as the worker: out of the collector's way (a
+    # full collection walked ~460,000 such objects, 0.3-3 s, until the catalog's freeze).
+    gc.freeze()
+
+    async def routes() -> None:
+        app.openapi()  # builds every router's routes, as their first requests would (0.6 s)
+
+    steps = {
+        "routes": routes,
+        "pool": lambda: _fill_pool(state.engine, settings.database.pool_size),
+        "layer catalog": state.catalog.layers,
+    }
+    for name, step in steps.items():
+        try:
+            await step()
+        except Exception:
+            log.exception("warm-up of the %s failed", name)
+    if settings.analysis.warm_up:
+        try:
+            seconds = await asyncio.to_thread(spatial.warm_up)
+            log.info("analysis engine warm (numba kernels ready in %.1f s)", seconds)
+        except Exception:
+            log.exception("analysis warm-up failed")
+    state.warm.set()
+
+
+async def _fill_pool(engine, size: int) -> None:
+    """Open the pool's ``size`` connections now rather than under the first requests."""
+
+    async def one() -> None:
+        async with engine.connect():
+            await asyncio.sleep(0.05)  # held together, so each is a connection of its own
+
+    await asyncio.gather(*(one() for _ in range(size)))
 
 
 def create_app(settings: Settings | None = None) -> ObservatoryApp:
@@ -102,14 +138,11 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         )
         watchdog = LoopWatchdog(settings.api.loop_block_s)  # None: not watched
         watchdog.start()
-        if settings.analysis.warm_up:
-            warming = asyncio.create_task(_warm_up(state.warm))
-        else:
-            state.warm.set()
+        warming = asyncio.create_task(_warm_up(app, state, settings))
         try:
             yield
         finally:
-            for task in (changes, *([warming] if settings.analysis.warm_up else [])):
+            for task in (changes, warming):
                 task.cancel()
             watchdog.stop()
             await state.queue.close_async()
@@ -123,6 +156,9 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
         lifespan=lifespan,
         # Every route refuses a query parameter it does not declare (app.core.query).
         dependencies=[Depends(refuse_unknown_parameters)],
+        # FastAPI's OpenTelemetry hooks look for configured providers on every request
+        # (~3 µs, a fifth of a cached tile); the service exports its own metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     state = app.state = AppState(settings)
     if settings.api.trusted_proxy_hops and settings.api.public_url is None:
@@ -147,6 +183,10 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
     app.add_middleware(RequestMetrics, state=state)  # outermost: counts cached tiles too
     if settings.api.slow_request_s is not None:
         app.add_middleware(SlowRequests, threshold_s=settings.api.slow_request_s)
+    if settings.api.rate_limit_per_minute is None:
+        # Outermost of all: a tile this worker holds leaves before the rest run (it does
+        # their part itself: metrics, CORS's Vary). A rate limit counts cached tiles.
+        app.add_middleware(TileHits)
     install_error_handlers(app)
     for module in (
         pages,  # first: its /rankings route takes only browsers asking for HTML
@@ -187,5 +227,9 @@ def create_app(settings: Settings | None = None) -> ObservatoryApp:
             state.openapi_30 = orjson.dumps(openapi_30(app, settings))
         return Response(state.openapi_30, media_type="application/vnd.oai.openapi+json;version=3.0")
 
-    logging.basicConfig(level=logging.INFO)
+    # Time and process in every line: a stall is matched across workers, the database's
+    # log and a benchmark's timeline (app.core.watchdog).
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s:%(name)s:%(message)s"
+    )
     return app

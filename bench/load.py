@@ -7,8 +7,9 @@ On a throw-away PostgreSQL 15 + PostGIS cluster (temporary data directory, free 
 server) loaded with the Belize demo (``app.demo.load.load_demo``: real boundaries and
 populations, the default composite index, ``--incidents`` seeded synthetic incidents and
 the demo's public hot spot run), the service runs under uvicorn with ``--workers``
-processes (the Dockerfile runs 2), the analysis warm-up off. Nothing is downloaded and
-nothing is asserted.
+processes (the Dockerfile runs 2), the analysis warm-up off, beside one ``observatory
+worker`` (the rank bands of ``/rankings`` are a sensitivity run it computes; its schedules
+off). Nothing is downloaded and nothing is asserted.
 
 Load
 ----
@@ -40,7 +41,16 @@ processes, PostgreSQL and this client used during the load (in cores: client, se
 database share the machine); and the service's peak memory: ``VmHWM`` of each uvicorn
 process (the supervisor and its workers, from ``/proc``), reset just before the load, and
 their sum. The issue's target: zero errors and zero 5xx, p99 under 1 s for cached tiles
-and for stats. Written to ``bench/out/load.json`` (with the tail of the server's log).
+and for stats.
+
+Stalls (issue 22: once per run every kind and the probe waited 5-7 s): every request
+slower than ``SLOW_S`` is kept with its start time, and the probe's samples with theirs;
+the spans where requests took longer than ``STALL_S`` are printed with the kinds they hit
+and what the probe saw meanwhile. The database logs its checkpoints, autovacuum runs, lock
+waits and statements slower than 0.5 s; the service its slow requests and event-loop
+blocks (``app.core.watchdog``), each line with its time and process. Written to
+``bench/out/load.json`` (with the tail of the server's log), the logs beside it: the
+service's (``.log``), the database's (``.pg.log``) and the worker's (``.worker.log``).
 """
 
 from __future__ import annotations
@@ -77,6 +87,7 @@ from bench._common import (
     console,
     create_analyst_key,
     launch_app,
+    launch_worker,
     machine_info,
     session_url,
     step,
@@ -102,6 +113,22 @@ MIX: dict[str, float] = {
 TARGET_KINDS = ("tiles-public-cached", "tiles-incidents-cached", "stats")
 TARGET_P99_MS = 1_000.0
 ANALYST_KINDS = frozenset({"tiles-incidents-cached", "tiles-incidents-new", "items-incidents"})
+# Requests slower than this are kept with their start time; spans of requests slower than
+# STALL_S are the stalls (the issue's target: none longer than 2 s).
+SLOW_S = 1.0
+STALL_S = 2.0
+# The worker computes the rankings' bands; its schedules would start reports and
+# evaluations (missed slots) in the middle of the load.
+WORKER_ENV = {"OBSERVATORY_WORKER__SCHEDULES": "{}", "OBSERVATORY_ANALYSIS__WARM_UP": "false"}
+# What the database logs during the load (bench/out/load.pg.log).
+PG_LOGGING = {
+    "log_checkpoints": "on",
+    "log_autovacuum_min_duration": "0",
+    "log_lock_waits": "on",
+    "deadlock_timeout": "200ms",
+    "log_min_duration_statement": "500ms",
+    "log_line_prefix": "%m [%p] %a ",
+}
 
 
 # -- tiles ---------------------------------------------------------------------------------
@@ -286,8 +313,20 @@ class Recorder:
         self.sizes: dict[str, list[int]] = defaultdict(list)
         self.statuses: dict[str, Counter] = defaultdict(Counter)
         self.errors: dict[str, list[str]] = defaultdict(list)
+        # (start, seconds, kind, status) of requests slower than SLOW_S; start in epoch s.
+        self.slow: list[tuple[float, float, str, str]] = []
 
-    def add(self, kind: str, seconds: float, status: str, size: int, error: str | None) -> None:
+    def add(
+        self,
+        kind: str,
+        seconds: float,
+        status: str,
+        size: int,
+        error: str | None,
+        started: float | None = None,
+    ) -> None:
+        if seconds > SLOW_S and started is not None:
+            self.slow.append((started, seconds, kind, status))
         self.latency[kind].append(seconds)
         self.sizes[kind].append(size)
         self.statuses[kind][status] += 1
@@ -316,17 +355,17 @@ class Recorder:
 async def one_request(
     http: httpx.AsyncClient, kind: str, url: str, headers: dict[str, str], rec: Recorder
 ) -> None:
-    t = time.perf_counter()
+    t, started = time.perf_counter(), time.time()
     try:
         response = await http.get(url, headers=headers)
     except httpx.HTTPError as exc:
         name = type(exc).__name__
-        rec.add(kind, time.perf_counter() - t, name, 0, f"{name}: {url}")
+        rec.add(kind, time.perf_counter() - t, name, 0, f"{name}: {url}", started)
         return
     elapsed = time.perf_counter() - t
     ok = response.status_code in (200, 304)
     error = None if ok else f"{response.status_code} {url}: {response.text[:200]}"
-    rec.add(kind, elapsed, str(response.status_code), len(response.content), error)
+    rec.add(kind, elapsed, str(response.status_code), len(response.content), error, started)
 
 
 async def run_load(
@@ -422,14 +461,14 @@ host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 seconds, interval = float(sys.argv[4]), float(sys.argv[5])
 out, end = [], time.monotonic() + seconds
 while time.monotonic() < end:
-    t = time.perf_counter()
+    t, wall = time.perf_counter(), time.time()
     try:
         c = http.client.HTTPConnection(host, port, timeout=60)
         c.request("GET", path)
         r = c.getresponse(); r.read(); c.close()
-        out.append([time.perf_counter() - t, r.status])
+        out.append([time.perf_counter() - t, r.status, wall])
     except OSError as e:
-        out.append([time.perf_counter() - t, type(e).__name__])
+        out.append([time.perf_counter() - t, type(e).__name__, wall])
     time.sleep(interval)
 print(json.dumps(out))
 """
@@ -453,7 +492,35 @@ def probe_result(probe: subprocess.Popen) -> dict[str, Any]:
         "p99_ms": quantile_ms(ordered, 0.99),
         "max_ms": ordered[-1] * 1e3 if ordered else math.nan,
         "statuses": dict(Counter(str(s[1]) for s in samples)),
+        "slow": [[s[2], s[0]] for s in samples if s[0] > SLOW_S],
     }
+
+
+def stalls(slow: list[tuple[float, float, str, str]], probe_slow: list, origin: float) -> list:
+    """Spans in which requests took longer than STALL_S (overlapping ones merged), with
+    the kinds they hit and the probe's slowest sample meanwhile; times in seconds from
+    the start of the load."""
+    spans: list[list] = []
+    for started, seconds, kind, _ in sorted(r for r in slow if r[1] > STALL_S):
+        end = started + seconds
+        if spans and started <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end)
+            spans[-1][2][kind] += 1
+        else:
+            spans.append([started, end, Counter({kind: 1})])
+    out = []
+    for begin, end, kinds in spans:
+        probe = [s for w, s in probe_slow if w < end and w + s > begin]
+        out.append(
+            {
+                "from_s": round(begin - origin, 2),
+                "to_s": round(end - origin, 2),
+                "at": datetime.fromtimestamp(begin, UTC).strftime("%H:%M:%S.%f")[:-3],
+                "requests_over_stall": dict(kinds),
+                "probe_max_ms": round(max(probe) * 1e3) if probe else None,
+            }
+        )
+    return out
 
 
 # -- memory --------------------------------------------------------------------------------
@@ -580,6 +647,16 @@ def print_summary(result: dict[str, Any]) -> None:
         f"{fmt_ms(probe['p50_ms'])} ms, p99 {fmt_ms(probe['p99_ms'])} ms, max "
         f"{fmt_ms(probe['max_ms'])} ms, statuses {probe['statuses']}"
     )
+    spans = load["stalls"]
+    console.print(
+        f"stalls (requests over {STALL_S:g} s, overlapping spans merged): "
+        + ("none" if not spans else "")
+    )
+    for span in spans:
+        console.print(
+            f"  {span['from_s']:.1f}-{span['to_s']:.1f} s into the load ({span['at']} UTC): "
+            f"{span['requests_over_stall']}, probe max {span['probe_max_ms']} ms"
+        )
     if verdict["processes_gone_after_load"] or not verdict["server_alive_after_load"]:
         console.print(f"[red]service processes gone during the load: "
                       f"{verdict['processes_gone_after_load']}")  # fmt: skip
@@ -638,6 +715,9 @@ def main(argv: list[str] | None = None) -> None:
             url = session_url(settings)
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
+                for name, value in PG_LOGGING.items():
+                    conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+                conn.execute("SELECT pg_reload_conf()")
             machine = machine_info(settings.libpq_url)
             analyst = {"Authorization": f"Bearer {create_analyst_key(url)}"}
             step(f"starting uvicorn with {args.workers} worker(s)")
@@ -645,9 +725,13 @@ def main(argv: list[str] | None = None) -> None:
                 "OBSERVATORY_ANALYSIS__WARM_UP": "false",
                 "UVICORN_WORKERS": str(args.workers),
             }
-            with launch_app(
-                settings, base_dir / "uvicorn.log", env=env, ready_timeout_s=READY_TIMEOUT_S
-            ) as app:
+            step("starting one observatory worker (the rankings' bands)")
+            with (
+                launch_worker(settings, base_dir / "worker.log", env=WORKER_ENV),
+                launch_app(
+                    settings, base_dir / "uvicorn.log", env=env, ready_timeout_s=READY_TIMEOUT_S
+                ) as app,
+            ):
                 plan = build_plan(app.base, analyst, url, args.seed)
                 step(
                     f"warming {sum(len(v) for v in plan.repeated.values())} repeated URLs "
@@ -667,6 +751,7 @@ def main(argv: list[str] | None = None) -> None:
                 hot = plan.repeated["tiles-public-cached"]
                 probe_path = next((u for u in hot if "/hotspots-" in u), hot[0])
                 probe = start_probe(app.base, probe_path, args.duration)
+                origin = time.time()
                 seconds = asyncio.run(
                     run_load(app.base, plan, mix, analyst, args.clients, args.duration,
                              args.timeout, args.seed, rec)
@@ -691,6 +776,8 @@ def main(argv: list[str] | None = None) -> None:
                 server_alive = app.process.poll() is None
                 replaced = sorted(set(processes) - set(service_processes(app.pid)))
             server_log = (base_dir / "uvicorn.log").read_text(errors="replace")
+            pg_log = (data_dir / "server.log").read_text(errors="replace")
+            worker_log = (base_dir / "worker.log").read_text(errors="replace")
     except BaseException:
         with contextlib.suppress(OSError):
             console.print((base_dir / "uvicorn.log").read_text(errors="replace")[-4000:])
@@ -742,6 +829,10 @@ def main(argv: list[str] | None = None) -> None:
             "probe": probed,
             "service_cpu_cores": sum(service_cpu.values()),
             "postgres_cpu_cores": pg_cpu,
+            "stalls": stalls(rec.slow, probed["slow"], origin),
+            "slow_requests": [
+                [round(t - origin, 3), round(d, 3), k, st] for t, d, k, st in sorted(rec.slow)
+            ],
         },
         "memory": {
             "processes": memory,
@@ -762,6 +853,8 @@ def main(argv: list[str] | None = None) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, default=str))
     args.output.with_suffix(".log").write_text(server_log)
+    args.output.with_suffix(".pg.log").write_text(pg_log)
+    args.output.with_suffix(".worker.log").write_text(worker_log)
     console.print(f"written to {args.output} (the server's log beside it, .log)")
 
 
