@@ -628,3 +628,38 @@ incident_h3 = Table(
     Column("cell", BigInteger, nullable=False),
     CheckConstraint("resolution BETWEEN 0 AND 15", name="resolution_range"),
 )
+
+# Incident counts and coordinate sums per cell of the tile clustering grids (issue 22,
+# migration 0019), kept by statement triggers on incident: per zoom (0-11) and category,
+# and per month (in incident_tile_zone's time zone) at a few zooms. Read by
+# app.sql.tiles.tile_cells for low-zoom incident tiles.
+incident_tile_cell = Table(
+    "incident_tile_cell",
+    metadata,
+    Column("z", SmallInteger, primary_key=True),
+    Column("cx", Integer, primary_key=True),
+    Column("cy", Integer, primary_key=True),
+    Column("category", Text, primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("sum_lon", Float, nullable=False),
+    Column("sum_lat", Float, nullable=False),
+)
+incident_tile_month = Table(
+    "incident_tile_month",
+    metadata,
+    Column("z", SmallInteger, primary_key=True),
+    Column("cx", Integer, primary_key=True),
+    Column("cy", Integer, primary_key=True),
+    Column("category", Text, primary_key=True),
+    Column("month", Date, primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("sum_lon", Float, nullable=False),
+    Column("sum_lat", Float, nullable=False),
+)
+incident_tile_zone = Table(
+    "incident_tile_zone",
+    metadata,
+    Column("one", Boolean, primary_key=True, server_default=text("true")),
+    Column("timezone", Text, nullable=False),
+    CheckConstraint("one", name="one_row"),
+)

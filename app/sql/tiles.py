@@ -18,7 +18,8 @@ within the tile's buffer.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Select,
     Text,
     bindparam,
+    case,
     cast,
     func,
     literal,
@@ -35,12 +37,17 @@ from sqlalchemy import (
     select,
 )
 
+from app.models import incident_tile_cell, incident_tile_month, incident_tile_zone
 from app.ogc.layers import Layer
 
 # Web Mercator: the world is a square of this many metres a side.
 WORLD_M = 40_075_016.685578488
 # Cells of the clustering grid per tile side.
 CLUSTER_CELLS = 64
+# The zooms whose clusters are precomputed per category (migration 0019), and those also
+# per month: the migration's ZOOMS and MONTH_ZOOMS.
+AGGREGATE_ZOOMS = range(12)
+MONTH_ZOOMS = (2, 5, 8, 11)
 
 _Z = bindparam("z", type_=Integer)
 _X = bindparam("x", type_=Integer)
@@ -128,12 +135,15 @@ def tile_features(
 
 
 def tile_clusters(layer: Layer, conditions: list[ColumnElement[bool]]) -> Select:
-    """One point per occupied grid cell (at the mean position of its features) with the
-    number of features in it.
+    """One point per occupied grid cell (at the mean longitude and latitude of its
+    features, projected) with the number of features in it.
 
     The cell of each point is computed from its longitude and latitude with the Web
     Mercator formulas: a few float operations per row, where transforming every point
     (PROJ) cost most of a tile of 400,000 points. Only the cluster centres are projected.
+    The cells counted are those of the tile and of its buffer (one cell wide): the
+    points within the buffered tile, tested on their coordinates as for single points,
+    which is what :func:`tile_cells` reads from the precomputed cells.
     """
     cells = func.power(2, _Z) * CLUSTER_CELLS  # across the world, at the tile's zoom
     across, down = _world_position(layer)
@@ -142,12 +152,99 @@ def tile_clusters(layer: Layer, conditions: list[ColumnElement[bool]]) -> Select
     centre = func.ST_Transform(
         func.ST_SetSRID(func.ST_MakePoint(func.avg(lon), func.avg(lat)), 4326), 3857
     )
+    area = _search_area(layer)
     return (
         select(_mvt_geom(centre, layer).label("geom"), cast(func.count(), Integer).label("count"))
         .select_from(layer.source)
-        .where(layer.geom.op("&&")(_search_area(layer)), *layer.where, *conditions)
+        .where(
+            layer.geom.op("&&")(area),
+            # The index's float boxes take points a hair outside the area: the cells
+            # beyond the buffer would get a few of their points.
+            lon.between(func.ST_XMin(area), func.ST_XMax(area)),
+            lat.between(func.ST_YMin(area), func.ST_YMax(area)),
+            *layer.where,
+            *conditions,
+        )
         .group_by(column, row)
     )
+
+
+def aggregate_level(z: int, months: bool) -> int | None:
+    """The zoom whose precomputed cells serve a clustered tile at zoom ``z``: ``z``
+    itself, or with a period the nearest zoom at or above it stored per month (its
+    cells are grouped by 2 ** (level - z) a side); None beyond the stored zooms."""
+    if z not in AGGREGATE_ZOOMS:
+        return None
+    return min(m for m in MONTH_ZOOMS if m >= z) if months else z
+
+
+def _level(months: bool) -> ColumnElement[Any]:
+    if not months:
+        return _Z
+    return case(*[(m >= _Z, literal(m, Integer)) for m in MONTH_ZOOMS])
+
+
+def tile_cells(
+    layer: Layer,
+    categories: Sequence[str] | None,
+    months: tuple[date | None, date | None] | None,
+) -> Select:
+    """The clusters of :func:`tile_clusters`, from the precomputed cells (migration
+    0019) instead of the points: the same features, counts and centres (to the float
+    sums' last bits). ``categories``: any of these (None: all); ``months``: the first
+    months of a period of whole months, the end exclusive (None: all time; a None end
+    is open), in the time zone the cells were counted in (:func:`zone_matches`).
+
+    A cell's row holds its count and the sums of its longitudes and latitudes, so the
+    mean of a group of cells is exact; its column and row are integers, so a coarser
+    grid is a shift."""
+    cells = incident_tile_cell if months is None else incident_tile_month
+    level = _level(months is not None)
+    shift = level - _Z
+    ring = _ring(layer)
+
+    def span(tile: ColumnElement[Any], cell: ColumnElement[Any]) -> ColumnElement[bool]:
+        first = (tile * CLUSTER_CELLS - ring).op("<<")(shift)
+        last = ((tile * CLUSTER_CELLS + CLUSTER_CELLS + ring).op("<<")(shift)) - 1
+        return cell.between(first, last)
+
+    where = [cells.c.z == level, span(_X, cells.c.cx), span(_Y, cells.c.cy)]
+    if categories is not None:
+        where.append(cells.c.category.in_(list(categories)))
+    if months is not None:
+        start, end = months
+        if start is not None:
+            where.append(incident_tile_month.c.month >= start)
+        if end is not None:
+            where.append(incident_tile_month.c.month < end)
+    n = func.sum(cells.c.n)
+    centre = func.ST_Transform(
+        func.ST_SetSRID(
+            func.ST_MakePoint(func.sum(cells.c.sum_lon) / n, func.sum(cells.c.sum_lat) / n),
+            4326,
+        ),
+        3857,
+    )
+    return (
+        select(_mvt_geom(centre, layer).label("geom"), cast(n, Integer).label("count"))
+        .where(*where)
+        .group_by(cells.c.cx.op(">>")(shift), cells.c.cy.op(">>")(shift))
+        .having(n > 0)
+    )
+
+
+def _ring(layer: Layer) -> int:
+    """The cells of the tile's buffer a side: the buffer is a whole number of cells."""
+    ring, rest = divmod(layer.tiles.buffer * CLUSTER_CELLS, layer.tiles.extent)
+    if rest:
+        raise ValueError(f"{layer.id}: a tile buffer of {layer.tiles.buffer} is no whole cell")
+    return ring
+
+
+def zone_matches(timezone: str) -> ColumnElement[bool]:
+    """Whether the months of ``incident_tile_month`` are months in ``timezone``."""
+    zone = select(incident_tile_zone.c.timezone).scalar_subquery()
+    return func.coalesce(zone == literal(timezone, Text), False)
 
 
 def tile_mvt(layer: Layer, features: Select) -> Select:
