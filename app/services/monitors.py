@@ -36,6 +36,7 @@ from procrastinate import App
 from procrastinate.exceptions import AlreadyEnqueued
 from shapely.geometry import MultiPolygon, shape
 from sqlalchemy import func
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.errors import Conflict, InvalidParameter, NotFound
@@ -299,37 +300,77 @@ async def _series(
         period = np.array([r.period for r in rows], dtype="datetime64[us]")
         n = np.array([r.n for r in rows], dtype=float)
     else:
-        rows = (await conn.execute(sql.points_by_period(sel, step, timezone))).all()
-        place, period = _h3_cells(rows, definition.places.resolution)
+        place, period = await _h3_places(conn, definition, timezone)
         n = np.ones(len(place))
     return _count_table(definition, place, period, n, last)
 
 
-def _h3_cells(rows: list[Any], resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H3 cell as a 64-bit integer, local period start) of every point of the
-    ``points_by_period`` rows, points without a valid coordinate left out (as
-    ``spatial.grids.points_to_h3`` does). The cells are integers so that the counting
-    groups numbers, not 15-character strings; only the distinct ones become strings."""
-    if not rows:
+async def _h3_places(
+    conn: AsyncConnection, definition: MonitorDefinition, timezone: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H3 cell as a 64-bit integer, local period start) of every incident of the
+    selection with a cell, read as arrays. Cells come stored (``incident_h3``); those of
+    incidents without one yet (new or moved since the last evaluation) are computed here
+    and stored for the next. ``conn`` is committed when cells were stored."""
+    resolution = int(definition.places.resolution)
+    stmt = sql.cells_by_period(definition.incidents, resolution, definition.step, timezone)
+    row = (await conn.execute(stmt)).one()
+    if not row.cells:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype="datetime64[us]")
-    geoms = shapely.from_wkb([r.points for r in rows])
-    xy = shapely.get_coordinates(geoms)
-    period = np.repeat(
-        np.array([r.period for r in rows], dtype="datetime64[us]"),
-        shapely.get_num_coordinates(geoms),
-    )
-    lon, lat = xy[:, 0], xy[:, 1]
+    cells = np.frombuffer(row.cells, dtype=">i8").astype(np.int64)
+    # Whole seconds (period starts are local midnights), exact in a float64.
+    period = np.frombuffer(row.periods, dtype=">f8").astype(np.int64).astype("datetime64[s]")
+    if row.missing:
+        lon = np.array(row.lon, dtype=np.float64)
+        lat = np.array(row.lat, dtype=np.float64)
+        computed = _h3_cells(lon, lat, resolution)
+        cells[cells == -1] = computed
+        await _store_cells(conn, resolution, row.missing, lon, lat, computed)
+    kept = cells != 0  # 0: a point without a cell
+    return cells[kept].astype(np.uint64), period[kept].astype("datetime64[us]")
+
+
+def _h3_cells(lon: np.ndarray, lat: np.ndarray, resolution: int) -> np.ndarray:
+    """The H3 cell of every point as a 64-bit integer, 0 for a point without a valid
+    coordinate (left out of the counts, as ``spatial.grids.points_to_h3`` leaves it)."""
     ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
     # h3 has no vectorised latlng_to_cell; its integer API in one pass is the fast path
-    # (no string per point).
+    # (no string per point). Valid cells have the top bit 0: they fit an int64.
     cell = h3_int.latlng_to_cell
     res = int(resolution)
-    cells = np.fromiter(
+    out = np.zeros(len(lon), dtype=np.int64)
+    out[ok] = np.fromiter(
         (cell(a, o, res) for a, o in zip(lat[ok].tolist(), lon[ok].tolist(), strict=True)),
-        dtype=np.uint64,
+        dtype=np.int64,
         count=int(ok.sum()),
     )
-    return cells, period[ok]
+    return out
+
+
+async def _store_cells(
+    conn: AsyncConnection,
+    resolution: int,
+    ids: list[int],
+    lon: np.ndarray,
+    lat: np.ndarray,
+    cells: np.ndarray,
+) -> None:
+    """Store computed cells for the next evaluation. Only a cache: this evaluation has
+    counted them already, so a failure is logged and the next evaluation computes them
+    again."""
+    params = {
+        "resolution": resolution,
+        "ids": list(ids),
+        "lon": lon.tolist(),
+        "lat": lat.tolist(),
+        "cells": cells.tolist(),
+    }
+    try:
+        await conn.execute(sql.STORE_CELLS, params)
+        await conn.commit()
+    except DBAPIError:
+        await conn.rollback()
+        log.warning("could not store %d H3 cells; computed again next time", len(ids))
 
 
 def _count_table(
@@ -343,25 +384,41 @@ def _count_table(
     from the first counted one to ``last``; places sorted (H3 cells by their string)."""
     kept = period <= np.datetime64(last.to_datetime64(), "us")
     place, period, n = place[kept], period[kept], n[kept]
-    if not len(place):
-        return _Series(definition, [], [], np.zeros((0, 0)))
-    periods = list(
-        pd.date_range(pd.Timestamp(period.min()), last, freq=_PANDAS_FREQ[definition.step])
-    )
-    if not periods or periods[-1] != last:
+    ones = bool((n == 1).all())  # one incident each (H3): counted without weights
+    periods = _calendar(pd.Timestamp(period.min()), last, definition.step) if len(place) else []
+    if periods and periods[-1] != last:
         periods = [p for p in periods if p <= last]
+    if not periods:
+        return _Series(definition, [], [], np.zeros((0, 0)))
     codes, row = np.unique(place, return_inverse=True)
     names = [h3_int.int_to_str(int(c)) for c in codes] if codes.dtype == np.uint64 else list(codes)
+    # Rows in the order of the names: each place's rank, so the counts land sorted.
+    order = sorted(range(len(names)), key=names.__getitem__)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
     # A count in a period off the calendar (none from date_trunc) is left out, as a place
     # with no other count stays a row of zeros.
-    column = pd.DatetimeIndex(periods).get_indexer(pd.DatetimeIndex(period))
-    on = column >= 0
+    calendar = np.array(periods, dtype="datetime64[us]")
+    column = np.minimum(np.searchsorted(calendar, period), len(calendar) - 1)
+    on = calendar[column] == period
     flat = np.bincount(
-        row[on] * len(periods) + column[on], weights=n[on], minlength=len(codes) * len(periods)
+        rank[row[on]] * len(periods) + column[on],
+        weights=None if ones else n[on],
+        minlength=len(codes) * len(periods),
     )
-    counts = flat.reshape(len(codes), len(periods))
-    order = sorted(range(len(names)), key=names.__getitem__)
-    return _Series(definition, periods, [names[i] for i in order], counts[order])
+    counts = flat.reshape(len(codes), len(periods)).astype(float, copy=False)
+    return _Series(definition, periods, [names[i] for i in order], counts)
+
+
+def _calendar(first: pd.Timestamp, last: pd.Timestamp, step: str) -> list[pd.Timestamp]:
+    """Every period start from ``first`` (rolled forward to a period start) to ``last``,
+    as ``pd.date_range`` with the step's frequency. Weeks by fixed 7-day steps from the
+    first Monday: the same dates (local naive times have no DST), without W-MON's
+    date-by-date generation (8 ms of a 50 ms series for five years of weeks)."""
+    if step != "week" or first != first.normalize():  # (period starts are midnights)
+        return list(pd.date_range(first, last, freq=_PANDAS_FREQ[step]))
+    monday = first + pd.Timedelta(days=-first.weekday() % 7)
+    return list(pd.date_range(monday, last, freq="7D"))
 
 
 def _points(result: DetectorResult, periods: list[pd.Timestamp], step: str) -> list[dict]:

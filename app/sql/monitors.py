@@ -17,10 +17,18 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     update,
 )
 
-from app.models import admin_unit, alert, category, incident, monitor_definition
+from app.models import (
+    admin_unit,
+    alert,
+    category,
+    incident,
+    incident_h3,
+    monitor_definition,
+)
 from app.schemas.monitors import IncidentSelection
 from app.sql.incidents import IncidentFilter, conditions
 
@@ -121,30 +129,77 @@ def _local_period(step: str, timezone: str) -> ColumnElement:
 
 def counts_by_unit(s: IncidentSelection, level: int, step: str, timezone: str) -> Select:
     """(unit code, local period start, count) of the selection: one GROUP BY over the
-    units of ``level`` each incident lies in."""
+    units of ``level`` each incident lies in, their codes joined to the groups after.
+    The units of the level as one array computed first, not a join per incident: with
+    no statistics yet (a fresh import) the join became a nested loop reading the unit
+    index once per incident (97 ms for the demo's violence against women, 7 ms now)."""
     units = func.unnest(incident.c.unit_ids).table_valued("uid").render_derived(name="units")
+    of_level = select(admin_unit.c.id).where(admin_unit.c.level == level)
     period = _local_period(step, timezone).label("period")
-    return (
-        select(admin_unit.c.code, period, func.count().label("n"))
+    counts = (
+        select(units.c.uid, period, func.count().label("n"))
         .select_from(incident)
         .join(units, literal_column("true"))
-        .join(admin_unit, admin_unit.c.id == units.c.uid)
-        .where(*selection_conditions(s), admin_unit.c.level == level)
-        .group_by(admin_unit.c.code, period)
+        .where(
+            *selection_conditions(s),
+            units.c.uid == any_(func.array(of_level.scalar_subquery())),
+        )
+        .group_by(units.c.uid, period)
+        .subquery("counts")
+    )
+    return select(admin_unit.c.code, counts.c.period, counts.c.n).join_from(
+        counts, admin_unit, admin_unit.c.id == counts.c.uid
     )
 
 
-def points_by_period(s: IncidentSelection, step: str, timezone: str) -> Select:
-    """(local period start, WKB multipoint) of the selection: the points of every incident
-    of a period in one value (H3 monitors). One row per period, not per incident: the
-    reader decodes a few hundred blobs into coordinate arrays at once instead of building
-    tens of thousands of rows."""
-    period = _local_period(step, timezone).label("period")
+def cells_by_period(s: IncidentSelection, resolution: int, step: str, timezone: str) -> Select:
+    """One row of the selection's incidents as packed arrays (H3 monitors): ``cells``, the
+    stored H3 cell of each at ``resolution`` (``incident_h3``; -1 where none is stored
+    yet, 0 for a point without a cell), and ``periods``, the local start of its period
+    (epoch seconds of the naive local time), both as big-endian 8-byte values (``int8send``,
+    ``float8send``) that numpy reads without a Python object per incident. The incidents
+    without a stored cell come again in ``missing`` (id), ``lon`` and ``lat``, in the
+    order of their -1s in ``cells`` (one aggregation feeds each array the same rows in
+    the same order).
+
+    Neither a row per incident (tens of thousands of Python objects) nor a GROUP BY on
+    (cell, period): the demo's property crime has ~24,000 distinct cell-weeks for 38,050
+    incidents, and grouping cost the database more than numpy's bincount does."""
+    stored = incident_h3.c.cell
+    missing = stored.is_(None)
+    seconds = func.date_part("epoch", _local_period(step, timezone))
+    joined = incident.outerjoin(
+        incident_h3,
+        (incident_h3.c.incident_id == incident.c.id) & (incident_h3.c.resolution == resolution),
+    )
+    empty = literal_column("''::bytea")
     return (
-        select(period, func.ST_AsBinary(func.ST_Collect(incident.c.geom)).label("points"))
+        select(
+            func.string_agg(func.int8send(func.coalesce(stored, -1)), empty).label("cells"),
+            func.string_agg(func.float8send(seconds), empty).label("periods"),
+            func.array_agg(incident.c.id).filter(missing).label("missing"),
+            func.array_agg(func.ST_X(incident.c.geom)).filter(missing).label("lon"),
+            func.array_agg(func.ST_Y(incident.c.geom)).filter(missing).label("lat"),
+        )
+        .select_from(joined)
         .where(*selection_conditions(s))
-        .group_by(period)
     )
+
+
+# The cells of incidents computed in Python (h3: there is no H3 extension here), stored
+# for the next evaluation. Only where the incident still lies where it was read: a point
+# moved since (committed, or in a transaction the row lock waits for) is left for the
+# next evaluation, as the trigger of migration 0018 would have dropped its cell. A cell
+# stored meanwhile by a concurrent evaluation stays.
+STORE_CELLS = text("""
+INSERT INTO incident_h3 (incident_id, resolution, cell)
+SELECT i.id, CAST(:resolution AS smallint), u.cell
+FROM unnest(CAST(:ids AS bigint[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
+            CAST(:cells AS bigint[])) AS u (id, lon, lat, cell)
+JOIN incident AS i ON i.id = u.id AND ST_X(i.geom) = u.lon AND ST_Y(i.geom) = u.lat
+FOR SHARE OF i
+ON CONFLICT (incident_id, resolution) DO NOTHING
+""")
 
 
 def latest_incident() -> Select:

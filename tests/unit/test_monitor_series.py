@@ -1,20 +1,17 @@
 """A monitor's count series (app.services.monitors): the numpy builder against the
-reference it replaced, ``spatial.grids.points_to_h3`` and a pandas pivot, on points read
-the way the database hands them over (one WKB multipoint per local period)."""
+reference it replaced, ``spatial.grids.points_to_h3`` and a pandas pivot (the series read
+from the database, stored cells and all, are checked against it in
+tests/integration/test_monitor_cells.py)."""
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 import pandas as pd
-import shapely
+import pytest
 
 from app.schemas.monitors import load_monitor
-from app.services.monitors import _count_table, _h3_cells
+from app.services.monitors import _calendar, _count_table, _h3_cells
 from spatial.grids import points_to_h3
-
-Row = namedtuple("Row", "period points")
 
 
 def definition(step: str = "week", kind: str = "h3"):
@@ -60,14 +57,10 @@ def test_h3_series_equal_the_pandas_reference():
     lon[:3] = [np.nan, 200.0, -88.2]
     lat[:3] = [17.5, 17.5, 95.0]
     last = mondays[35]  # the weeks after it are not counted
-    rows = []
-    for start in mondays:
-        on = period == start
-        if on.any():
-            points = shapely.multipoints(np.column_stack([lon[on], lat[on]]))
-            rows.append(Row(start.to_pydatetime(), shapely.to_wkb(points)))
-    place, when = _h3_cells(rows, 8)
-    assert len(place) == n - 3 and place.dtype == np.uint64
+    cells = _h3_cells(lon, lat, 8)
+    assert cells.dtype == np.int64 and (cells[:3] == 0).all() and (cells[3:] > 0).all()
+    place = cells[cells != 0].astype(np.uint64)
+    when = np.array(period[3:], dtype="datetime64[us]")
     got = _count_table(definition(), place, when, np.ones(len(place)), last)
     periods, places, counts = reference(lon, lat, period, last, "week")
     assert got.periods == periods and got.periods[-1] == last
@@ -96,4 +89,20 @@ def test_no_counts_up_to_last_is_an_empty_series():
         np.ones(1), pd.Timestamp("2025-01-27"),
     )  # fmt: skip
     assert got.periods == [] and got.places == [] and got.counts.shape == (0, 0)
-    assert _h3_cells([], 8)[0].shape == (0,)
+    assert _h3_cells(np.zeros(0), np.zeros(0), 8).shape == (0,)
+
+
+@pytest.mark.parametrize("step, freq", [("week", "W-MON"), ("month", "MS")])
+def test_the_calendar_is_pandas_date_range(step, freq):
+    """The weeks by 7-day steps from the first Monday, the months by pandas: the dates
+    of ``pd.date_range`` with W-MON (MS), first day off a period start or on one, last
+    before the first, time of day or not."""
+    rng = np.random.default_rng(5)
+    for _ in range(500):
+        first = pd.Timestamp("2019-01-01") + pd.Timedelta(minutes=int(rng.integers(0, 576_000)))
+        if rng.random() < 0.5:
+            first = first.normalize()
+        last = first + pd.Timedelta(days=int(rng.integers(-10, 2000)))
+        if rng.random() < 0.5:
+            last = last.normalize()
+        assert _calendar(first, last, step) == list(pd.date_range(first, last, freq=freq))
