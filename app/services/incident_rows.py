@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pandas as pd
-import pyogrio
 import shapely
 from pyproj import CRS, Transformer
 
@@ -230,6 +229,10 @@ def count_data_rows(path: Path) -> int:
 @contextmanager
 def _read_errors(fmt: str, options: ReadOptions) -> Iterator[None]:
     """Turn the readers' exceptions into one clear 422 each."""
+    # GDAL's reader (~27 MiB) is imported when a file is read, not by every importer of
+    # this module (the report reads the death sources' columns through it).
+    import pyogrio
+
     try:
         yield
     except UnicodeDecodeError as exc:
@@ -325,6 +328,8 @@ def _canonical(
 
 
 def _read_vector(path: Path, options: ReadOptions) -> tuple[pd.DataFrame, str]:
+    import pyogrio
+
     gdf = pyogrio.read_dataframe(path, layer=options.layer)
     crs = options.crs or (gdf.crs.to_string() if gdf.crs is not None else "EPSG:4326")
     geoms = gdf.geometry.values
