@@ -282,7 +282,8 @@ def run_floors(settings: Settings, copy_csv: Path, rows: int) -> FloorResult:
         bare_copy_s = copy_file(conn, "incident_bare", copy_csv)
         conn.execute("DROP TABLE incident_bare")
 
-        conn.execute("TRUNCATE incident RESTART IDENTITY")
+        # CASCADE: risk_zone and incident_h3 refer to incident (empty here).
+        conn.execute("TRUNCATE incident RESTART IDENTITY CASCADE")
         conn.execute("CHECKPOINT")
         copy_s = copy_file(conn, "incident", copy_csv)
         copied = conn.execute("SELECT count(*) FROM incident").fetchone()[0]

@@ -505,6 +505,9 @@ RESTRICTED = [
     ("/collections/incidents/items/{incident}", {}),
     ("/collections/incidents/queryables", {}),
     ("/tiles/incidents/6/{x6}/{y6}.mvt", {}),
+    # Low zooms read the precomputed cells for these filters (issue 22): same refusal.
+    ("/tiles/incidents/6/{x6}/{y6}.mvt", {"category": "homicide"}),
+    ("/tiles/incidents/6/{x6}/{y6}.mvt", {"occurred_from": "2024-01-01"}),
     ("/collections/incidents/tiles/WebMercatorQuad/6/{y6}/{x6}", {}),
     ("/tiles/incidents.json", {}),
 ]
