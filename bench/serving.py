@@ -108,6 +108,7 @@ from app.core.migrate import upgrade
 from app.core.settings import DatabaseSettings, Settings
 from app.demo.incidents import generate_incidents
 from app.sql.units import assign_incident_units
+from bench import writes as bench_writes
 from bench._common import (
     ROOT,
     console,
@@ -954,7 +955,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--tipg-venv", type=Path, default=TIPG_VENV)
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=("ours", "tipg", "floor"), help="servers to skip"
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=("ours", "tipg", "floor", "writes"),
+        help="servers (or the phase under writes) to skip",
+    )
+    parser.add_argument(
+        "--writes-seconds",
+        type=float,
+        default=20.0,
+        help='seconds of each half of the phase "under writes" (bench.writes: still, writing)',
     )
     parser.add_argument(
         "--quick", action="store_true", help="100,000 rows, 50 tiles, 4 bboxes, 10 s phases"
@@ -964,6 +975,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.rows, args.tiles, args.bboxes, args.item_repeats = 100_000, 50, 4, 3
         args.phase_seconds = min(args.phase_seconds, 10.0)
+        args.writes_seconds = min(args.writes_seconds, 10.0)
     concurrencies = sorted(set(args.concurrency))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -1060,6 +1072,13 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)
 
+    under_writes = None
+    if "writes" not in args.skip:
+        # Issue 22: map tiles while an editor posts an incident a second, on the demo
+        # (districts with index values, a hot spot run), in a cluster of its own.
+        step("under writes: bench.writes on the demo")
+        options = ["--duration", str(args.writes_seconds), "--seed", str(args.seed)]
+        under_writes = bench_writes.measure(bench_writes.parser().parse_args(options))
     rows = [asdict(r) for r in results]
     rat = ratios(rows, concurrencies)
     result: dict[str, Any] = {
@@ -1087,11 +1106,15 @@ def main(argv: list[str] | None = None) -> None:
         "results": rows,
         "ratios": rat,
         "targets": target_figures(rows, rat),
+        "under_writes": under_writes
+        and {k: under_writes[k] for k in ("still", "under_writes", "writes", "tiles")},
         "output": str(args.output),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print_summary(result)
+    if under_writes is not None:
+        bench_writes.print_summary(under_writes)
 
 
 if __name__ == "__main__":

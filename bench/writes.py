@@ -257,8 +257,8 @@ def print_summary(result: dict[str, Any]) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark (see the module docstring)."""
+def parser() -> argparse.ArgumentParser:
+    """The benchmark's options (``bench.serving``'s phase "under writes" takes its defaults)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.writes", description=__doc__.split("\n")[0]
     )
@@ -269,9 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--incidents", type=int, default=60_000, help="demo incidents")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", type=Path, default=OUT, help="JSON results file")
-    args = parser.parse_args(argv)
+    return parser
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Both phases on a throw-away demo cluster, destroyed on the way out; the results."""
     started_at = datetime.now(UTC)
     base_dir = Path(tempfile.mkdtemp(prefix="observatory-bench-writes-"))
     try:
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
             server_log = (base_dir / "uvicorn.log").read_text(errors="replace")
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)
-    result |= {
+    return result | {
         "started_at": started_at.isoformat(),
         "arguments": {k: str(v) for k, v in vars(args).items()},
         "tiles": {layer: len(v) for layer, v in tiles.items()},
@@ -313,6 +315,13 @@ def main(argv: list[str] | None = None) -> None:
             :200
         ],
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark (see the module docstring)."""
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    result = measure(args)
     print_summary(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, default=str))
