@@ -85,14 +85,19 @@ EVERY_ROW = "SELECT geom, category, occurred_at, 1 FROM incident WHERE deleted_a
 # Adds a change (``delta``) to both tables; the keys whose count fell to zero are
 # deleted after (a statement cannot see its own data-modifying CTEs' rows). The cell
 # formulas are app.sql.tiles._world_position's, term for term: a cell is the same float.
+# Run with EXECUTE (``$1``: the time zone of the months), so it is planned for each
+# statement's rows: a cached plan keeps the row count of the first call's transition
+# tables, and an UPDATE's join planned for one row (a PATCH) ran as a nested loop over
+# the next import's thousands.
 APPLY = f"""
+    EXECUTE $apply$
     WITH delta (geom, category, occurred_at, sign) AS ({{delta}}),
     fine AS (
         SELECT floor((ST_X(geom) + 180) / 360 * {FINE})::int AS cx,
                floor((1 - ln(tan(pi() / 4 + radians(ST_Y(geom)) / 2)) / pi()) / 2 * {FINE})::int
                    AS cy,
                category,
-               date_trunc('month', occurred_at AT TIME ZONE zone)::date AS month,
+               date_trunc('month', occurred_at AT TIME ZONE $1)::date AS month,
                sum(sign)::int AS n, sum(sign * ST_X(geom)) AS sum_lon,
                sum(sign * ST_Y(geom)) AS sum_lat
         FROM delta
@@ -140,7 +145,7 @@ APPLY = f"""
     )
     SELECT (SELECT coalesce(array_agg(m.cell), '{{{{}}}}') FROM months AS m WHERE (m.cell).n = 0),
            (SELECT coalesce(array_agg(c.cell), '{{{{}}}}') FROM cells AS c WHERE (c.cell).n = 0)
-    INTO empty_months, empty_cells;
+    $apply$ INTO empty_months, empty_cells USING zone;
     DELETE FROM incident_tile_month AS t USING unnest(empty_months) AS e
     WHERE (t.z, t.cx, t.cy, t.category, t.month) = (e.z, e.cx, e.cy, e.category, e.month)
       AND t.n = 0;
