@@ -4,9 +4,12 @@ The query filters on the tile envelope transformed to the storage SRID (4326), s
 spatial index on ``geom`` is used, clips and encodes ``ST_AsMVTGeom`` on the 3857
 geometry, and caps the features per tile. Points below a layer's ``cluster_below`` zoom
 are aggregated into one point per cell of a 64 x 64 grid over the tile, with their count,
-so no tile carries hundreds of thousands of points. Tiles are planned with their real
-bounds (``plan_cache_mode = force_custom_plan`` on every connection, ``app/core/db.py``): a
-generic plan made a capped z6 tile ten times slower (DESIGN.md section 7).
+so no tile carries hundreds of thousands of points; the incidents' clusters are also
+kept per cell by the database (migration 0019, :func:`tile_cells`), so a tile filtered on
+nothing but categories and whole months reads those instead of the points. Tiles are
+planned with their real bounds (``plan_cache_mode = force_custom_plan`` on every
+connection, ``app/core/db.py``): a generic plan made a capped z6 tile ten times slower
+(DESIGN.md section 7).
 
 Points are placed on the tile's pixel grid from their longitude and latitude with the Web
 Mercator formulas, not with ``ST_Transform`` and ``ST_AsMVTGeom``: PostGIS has no cheaper
