@@ -131,7 +131,7 @@ APPLY = f"""
             n = t.n + excluded.n,
             sum_lon = t.sum_lon + excluded.sum_lon,
             sum_lat = t.sum_lat + excluded.sum_lat
-        RETURNING t AS cell
+        {{returning}}
     ),
     cells AS (
         INSERT INTO incident_tile_cell AS t (z, cx, cy, category, n, sum_lon, sum_lat)
@@ -141,10 +141,9 @@ APPLY = f"""
             n = t.n + excluded.n,
             sum_lon = t.sum_lon + excluded.sum_lon,
             sum_lat = t.sum_lat + excluded.sum_lat
-        RETURNING t AS cell
+        {{returning}}
     )
-    SELECT (SELECT coalesce(array_agg(m.cell), '{{{{}}}}') FROM months AS m WHERE (m.cell).n = 0),
-           (SELECT coalesce(array_agg(c.cell), '{{{{}}}}') FROM cells AS c WHERE (c.cell).n = 0)
+    {{emptied}}
     $apply$ INTO empty_months, empty_cells USING zone;
     DELETE FROM incident_tile_month AS t USING unnest(empty_months) AS e
     WHERE (t.z, t.cx, t.cy, t.category, t.month) = (e.z, e.cx, e.cy, e.category, e.month)
@@ -152,6 +151,25 @@ APPLY = f"""
     DELETE FROM incident_tile_cell AS t USING unnest(empty_cells) AS e
     WHERE (t.z, t.cx, t.cy, t.category) = (e.z, e.cx, e.cy, e.category) AND t.n = 0;
 """
+
+# A change that only adds (an INSERT) empties no cell: no need to return the rows written.
+EMPTIED = {
+    True: {
+        "returning": "RETURNING t AS cell",
+        "emptied": "SELECT "
+        "(SELECT coalesce(array_agg(m.cell), '{}') FROM months AS m WHERE (m.cell).n = 0), "
+        "(SELECT coalesce(array_agg(c.cell), '{}') FROM cells AS c WHERE (c.cell).n = 0)",
+    },
+    False: {
+        "returning": "",
+        "emptied": "SELECT '{}'::incident_tile_month[], '{}'::incident_tile_cell[]",
+    },
+}
+
+
+def _apply(delta: str, *, removes: bool) -> str:
+    return APPLY.format(delta=delta, **EMPTIED[removes])
+
 
 DECLARE = """
     zone text := (SELECT timezone FROM incident_tile_zone);
@@ -165,13 +183,13 @@ DECLARE {DECLARE}
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NOT EXISTS (SELECT FROM new_rows) THEN RETURN NULL; END IF;
-        {APPLY.format(delta=INSERTED)}
+        {_apply(INSERTED, removes=False)}
     ELSIF TG_OP = 'UPDATE' THEN
         IF NOT EXISTS (SELECT FROM new_rows) THEN RETURN NULL; END IF;
-        {APPLY.format(delta=UPDATED)}
+        {_apply(UPDATED, removes=True)}
     ELSE
         IF NOT EXISTS (SELECT FROM old_rows) THEN RETURN NULL; END IF;
-        {APPLY.format(delta=DELETED)}
+        {_apply(DELETED, removes=True)}
     END IF;
     RETURN NULL;
 END $$
@@ -186,7 +204,7 @@ BEGIN
     DELETE FROM incident_tile_zone;
     INSERT INTO incident_tile_zone (timezone) VALUES (new_zone);
     zone := new_zone;
-    {APPLY.format(delta=EVERY_ROW)}
+    {_apply(EVERY_ROW, removes=False)}
 END $$
 """
 
