@@ -142,7 +142,11 @@ def trend(monthly: pd.DataFrame, lang: Lang, source_line: str = "") -> str:
                     alpha=0.1,
                     lw=0,
                 )
-            ax.plot(x, y, color="#4a4a4a", lw=1.2, marker="o", ms=2.2)
+            # a line without a dot per month: 36 markers a panel are each an SVG <use>
+            # that WeasyPrint lays out apart (memory), and the line reads the same
+            ax.plot(x, y, color="#4a4a4a", lw=1.2)
+            alone = np.isfinite(y) & ~_neighboured(y)  # between withheld months: a dot
+            ax.plot(x[alone], y[alone], color="#4a4a4a", lw=0, marker="o", ms=2.2)
             period = rows["in_period"].astype(bool).to_numpy()
             ax.plot(x[period], y[period], color=ACCENT, lw=0, marker="o", ms=3.6)
             ax.set_title(lang.term(group), loc="left", fontweight="bold")
@@ -294,6 +298,14 @@ def chosen_alerts(alerts: pd.DataFrame, limit: int = MAX_ALERT_PANELS) -> list[i
     return [int(a) for a in order["alert_id"].head(limit)]
 
 
+def _neighboured(values: np.ndarray) -> np.ndarray:
+    """Whether each value has a finite neighbour (a line segment reaches it)."""
+    finite = np.isfinite(values)
+    left = np.r_[False, finite[:-1]]
+    right = np.r_[finite[1:], False]
+    return left | right
+
+
 def alert_series(
     series: pd.DataFrame, alerts: pd.DataFrame, lang: Lang, source_line: str = ""
 ) -> str:
@@ -321,7 +333,11 @@ def alert_series(
             points = series[series["alert_id"] == alert_id].tail(LAST_PERIODS)
             x = np.arange(len(points))
             observed = points["observed"].to_numpy(dtype=float)
-            ax.plot(x, observed, color="#4a4a4a", lw=1.0, marker="o", ms=1.6)
+            # the observed line without a dot per period (see trend); a lone shown count
+            # between withheld ones still gets one, or it would not be drawn at all
+            ax.plot(x, observed, color="#4a4a4a", lw=1.0)
+            alone = np.isfinite(observed) & ~_neighboured(observed)
+            ax.plot(x[alone], observed[alone], color="#4a4a4a", lw=0, marker="o", ms=1.6)
             ax.plot(x, points["expected"].to_numpy(dtype=float), color=MUTED, lw=0.9, ls="--")
             ax.plot(x, points["threshold"].to_numpy(dtype=float), color=ACCENT, lw=0.8, ls=":")
             alarm = points["alarm"].astype(bool).to_numpy()

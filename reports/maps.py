@@ -17,7 +17,8 @@ import pandas as pd
 from matplotlib import colormaps, patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch, Polygon, Rectangle
+from matplotlib.patches import Patch, PathPatch, Polygon, Rectangle
+from matplotlib.path import Path as MplPath
 from pyproj import CRS
 
 from reports.charts import INK, WIDTH_IN, source, style, to_svg
@@ -267,7 +268,13 @@ def hotspots(
         frame = cells.to_crs(crs)
         bins = pd.to_numeric(frame["gi_bin"], errors="coerce")
         colours = bins.map(GI_COLOURS).fillna(NO_VALUE)  # a cell without a bin: grey
-        frame.plot(ax=ax, color=colours.tolist(), edgecolor="white", lw=0.25, zorder=2)
+        # One path per colour and one for all the cells' edges, not one per cell: the
+        # same drawing, but a few SVG elements instead of hundreds (WeasyPrint lays out
+        # each element of an inline SVG apart, and a run has ~700 cells: ~10 MiB).
+        for colour, members in frame.groupby(colours.to_numpy(), sort=False):
+            ax.add_patch(PathPatch(_one_path(members.geometry), facecolor=colour, lw=0, zorder=2))
+        edges = _one_path(frame.geometry)
+        ax.add_patch(PathPatch(edges, facecolor="none", edgecolor="white", lw=0.25, zorder=2))
         # Cells of a few km vanish at country scale: small significant ones also get an
         # outline in their own colour, so a lone hot spot still shows.
         x0, x1 = ax.get_xlim()
@@ -285,6 +292,24 @@ def hotspots(
         ]
         _legend(fig, handles, "Gi*")
         return _finish(fig, ax, lang, source_line, lang("map.hotspots"))
+
+
+def _one_path(geometries: gpd.GeoSeries) -> MplPath:
+    """The polygons' rings (exteriors and holes) as one compound path."""
+    rings = [
+        np.asarray(ring.coords)
+        for polygon in geometries.explode(index_parts=False)
+        if polygon is not None and not polygon.is_empty
+        for ring in (polygon.exterior, *polygon.interiors)
+    ]
+    if not rings:
+        return MplPath(np.empty((0, 2)))
+    codes = []
+    for ring in rings:
+        code = np.full(len(ring), MplPath.LINETO, dtype=MplPath.code_type)
+        code[0], code[-1] = MplPath.MOVETO, MplPath.CLOSEPOLY
+        codes.append(code)
+    return MplPath(np.concatenate(rings), np.concatenate(codes))
 
 
 def _ring_small(ax: Axes, frame: gpd.GeoDataFrame) -> None:
