@@ -35,7 +35,8 @@ and compute only those of new or moved incidents).
 
 The four ways are interleaved in every round (after one warm-up round) and the medians
 shown: the machine is shared, and interleaving keeps a busy moment from falling on one
-way only.
+way only. Their CPU seconds too (this process, the database's backends, the worker),
+means over the rounds: steadier than wall times on a busy machine.
 
 Targets (issue 19): the whole nightly evaluation under 60 s on these 2-core machines,
 and within 1.5x the direct detector calls, per detector and in total.
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -70,6 +72,39 @@ from bench._common import console, launch_worker, ratio, step, throwaway_cluster
 
 OUT = Path(__file__).parent / "out" / "early_warning.json"
 WORKER_ENV = {"OBSERVATORY_WORKER__SCHEDULES": "{}", "OBSERVATORY_ANALYSIS__WARM_UP": "false"}
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of this process, of a worker process and of the
+    database's backends, read from /proc (the throw-away cluster runs on this machine).
+    On a shared machine wall times follow the load; CPU seconds much less, so their
+    ratio is the steadier figure (a sum of CPU that could overlap on two cores, so not
+    below the wall time of a quiet machine)."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True)
+
+    @staticmethod
+    def _proc(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) * TICK_S
+
+    def database(self) -> float:
+        """CPU seconds so far of every client backend of the database but this one's
+        (not autovacuum's: it runs when it likes)."""
+        pids = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        return sum(self._proc(p) for (p,) in pids)
+
+    def worker(self, pid: int) -> float:
+        """CPU seconds so far of the worker process."""
+        return self._proc(pid)
 
 
 async def load(settings: Settings, incidents: int, seed: int) -> None:
@@ -150,7 +185,7 @@ async def _job(app: Any, url: str) -> dict[str, float]:
 
 
 async def measure_ways(
-    settings: Settings, repeats: int
+    settings: Settings, repeats: int, worker_pid: int
 ) -> tuple[list[dict[str, Any]], dict[str, float], list[dict[str, float]]]:
     """Every way, interleaved in each of ``repeats`` rounds after a warm-up round (the
     machine is shared: interleaving keeps a busy moment from falling on one way only):
@@ -168,6 +203,10 @@ async def measure_ways(
     per: dict[str, dict[str, Any]] = {}
     body: dict[str, list[float]] = {"evaluate_all_s": [], "refresh_risk_zones_s": []}
     task = []
+    meter = CpuMeter(settings.libpq_url)
+    # CPU seconds summed over the timed rounds: per monitor direct/service, and the
+    # task's body and the task (the worker process and the database's backends).
+    cpu: dict[str, float] = defaultdict(float)
     try:
         async with engine.connect() as conn:
             records = await monitors.list_definitions(conn, include_sensitive=True)
@@ -194,12 +233,15 @@ async def measure_ways(
                     async with engine.connect() as conn:
                         await monitors._series(conn, definition, tz, last)
                     read = time.perf_counter() - started
-                    started = time.perf_counter()
+                    started, cpu0 = time.perf_counter(), time.process_time()
                     candidates, alarms = detect(definition, data.counts, n)
                     direct = time.perf_counter() - started
-                    started = time.perf_counter()
+                    direct_cpu = time.process_time() - cpu0
+                    db0 = meter.database()
+                    started, cpu0 = time.perf_counter(), time.process_time()
                     outcome = await monitors.evaluate_monitor(engine, record, tz, now=now)
                     service = time.perf_counter() - started
+                    service_cpu = time.process_time() - cpu0 + meter.database() - db0
                     assert (outcome.evaluated, outcome.alarms) == (candidates, alarms), outcome
                     row = per.setdefault(record.code, {
                         "monitor": record.code, "detector": definition.detector.name,
@@ -211,25 +253,37 @@ async def measure_ways(
                         row["direct"].append(direct)
                         row["service"].append(service)
                         row["series"].append(read)
+                        cpu[f"direct:{record.code}"] += direct_cpu / repeats
+                        cpu[f"service:{record.code}"] += service_cpu / repeats
+                db0, cpu0 = meter.database(), time.process_time()
                 started = time.perf_counter()
                 await monitors.evaluate_all(engine, tz)
                 middle = time.perf_counter()
+                body_cpu = time.process_time() - cpu0 + meter.database() - db0
                 await refresh_risk_zones(engine, settings)
                 ended = time.perf_counter()
+                db0, worker0 = meter.database(), meter.worker(worker_pid)
                 job = await _job(app, settings.libpq_url)
+                task_cpu = meter.worker(worker_pid) - worker0 + meter.database() - db0
                 if k:
+                    cpu["evaluate_all"] += body_cpu / repeats
+                    cpu["task"] += task_cpu / repeats
                     body["evaluate_all_s"].append(middle - started)
                     body["refresh_risk_zones_s"].append(ended - middle)
                     task.append(job)
     finally:
+        meter.conn.close()
         await engine.dispose()
     rows = [
         {**{k: v for k, v in r.items() if k not in ("direct", "service", "series")},
          "direct_s": statistics.median(r["direct"]), "service_s": statistics.median(r["service"]),
-         "series_s": statistics.median(r["series"])}
-        for r in per.values()
+         "series_s": statistics.median(r["series"]),
+         "direct_cpu_s": cpu[f"direct:{code}"], "service_cpu_s": cpu[f"service:{code}"]}
+        for code, r in per.items()
     ]  # fmt: skip
-    return rows, {k: statistics.median(v) for k, v in body.items()}, task
+    summary = {k: statistics.median(v) for k, v in body.items()}
+    summary |= {"evaluate_all_cpu_s": cpu["evaluate_all"], "task_cpu_s": cpu["task"]}
+    return rows, summary, task
 
 
 def report(
@@ -278,7 +332,24 @@ def report(
     table.add_row("evaluate_monitors task, worker side", f"{server:.3f}", ratio(server / direct))
     table.add_row("evaluate_monitors task, defer to end", f"{wall:.3f}", ratio(wall / direct))
     console.print(table)
+    table = Table(
+        title="CPU seconds (this process and the database's backends; the task: the worker's)"
+    )
+    for col in ("what", "CPU s", "/ direct"):
+        table.add_column(col, justify="left" if col == "what" else "right")
+    direct_cpu = sum(r["direct_cpu_s"] for r in rows)
+    table.add_row("direct detector calls (sum)", f"{direct_cpu:.3f}", "1.00x")
+    for r in rows:
+        table.add_row(f"  evaluate_monitor {r['monitor']}", f"{r['service_cpu_s']:.3f}",
+                      ratio(r["service_cpu_s"] / r["direct_cpu_s"]))  # fmt: skip
+    service_cpu = sum(r["service_cpu_s"] for r in rows)
+    table.add_row("evaluate_monitor (sum)", f"{service_cpu:.3f}", ratio(service_cpu / direct_cpu))
+    for what, key in (("task body in process: evaluate_all", "evaluate_all_cpu_s"),
+                      ("evaluate_monitors task, worker side", "task_cpu_s")):  # fmt: skip
+        table.add_row(what, f"{body[key]:.3f}", ratio(body[key] / direct_cpu))
+    console.print(table)
     return {
+        "direct_cpu_s": direct_cpu, "service_cpu_s": service_cpu,
         "per_detector": dict(by_detector),
         "direct_s": direct, "service_s": service, **body,
         "task_server_s": server, "task_wall_s": wall,
@@ -295,8 +366,8 @@ def measure(args: argparse.Namespace, base: Path) -> None:
         step(f"loading boundaries, {args.incidents:,} demo incidents and the shipped monitors")
         asyncio.run(load(settings, args.incidents, args.seed))
         step(f"direct calls, evaluate_monitor, the task's body and the task: {args.repeats} rounds")
-        with launch_worker(settings, base / "worker.log", env=WORKER_ENV):
-            rows, body, task = asyncio.run(measure_ways(settings, args.repeats))
+        with launch_worker(settings, base / "worker.log", env=WORKER_ENV) as worker:
+            rows, body, task = asyncio.run(measure_ways(settings, args.repeats, worker.pid))
         results |= {"monitors": rows, "task_body": body, "task": task}
         results["summary"] = report(results["monitors"], results["task_body"], results["task"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
