@@ -303,3 +303,35 @@ def test_cached_tiles_keep_cors_and_the_access_rules(client, keys, points):
     assert client.get(url).status_code == 401
     assert client.get(url, headers=auth(keys["viewer"])).status_code == 403
     assert client.get(url, headers=auth("obs_00000000_not-a-real-key")).status_code == 401
+
+
+def test_cached_tiles_at_the_door_answer_as_the_whole_stack(client, keys, points):
+    """A cached tile asked without ``Origin`` is answered by ``TileHits``, the outermost
+    middleware, before the others run: the same body and headers as the same hit through
+    the whole stack (``Vary`` naming ``Origin`` as CORS adds it), a 304 for its ETag, and
+    the same access rules (an unknown key and the public go the normal way)."""
+    from app.ogc.tilecache import TileHits
+
+    z, x, y = tile_of(*CENTRE, 14)
+    url = f"/tiles/incidents/{z}/{x}/{y}.mvt?source={SOURCE}&category=homicide"
+    analyst = auth(keys["analyst"])
+    browser = {**analyst, "Origin": "https://dashboard.example", "Accept-Encoding": "identity"}
+    client.get(url, headers=browser)  # rendered and cached (or already cached)
+    stack = client.get(url, headers=browser)  # a hit through every middleware (CORS)
+    hits = client.app.state.tile_cache.hits
+    door = client.get(url, headers={**analyst, "Accept-Encoding": "identity"})
+    assert client.app.state.tile_cache.hits == hits + 1
+    assert door.status_code == 200 and door.content == stack.content
+    assert len(decode(door.content)["incidents"]["features"]) == 10  # the homicides
+    cors = {k for k in stack.headers if k.startswith("access-control-")}
+    assert cors and not cors & door.headers.keys()
+    assert {k: v for k, v in stack.headers.items() if k not in cors} == dict(door.headers)
+    assert door.headers["vary"] == "Accept-Encoding, Authorization, Origin"
+    assert door.headers["x-cache"] == "hit" and door.headers["cache-control"].startswith("private")
+    again = client.get(url, headers={**analyst, "If-None-Match": door.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == door.headers["etag"]
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=auth("obs_00000000_not-a-real-key")).status_code == 401
+    # The door is the outermost of the app's own middlewares (rate limiting is off here).
+    assert client.app.user_middleware[0].cls is TileHits
