@@ -68,7 +68,8 @@ What is measured, and why
    first run on it; the polygons once per database): the cell ids
    (``spatial.grids.h3_cell_ids``), the neighbours (``spatial.h3_neighbours``), the
    ``Graph`` esda gets (``SpatialWeights.star_graph``), and storing the polygons
-   (``h3_polygons`` + ``app.services.grids.store_grid``). On every run: reading the points,
+   (``h3_polygons_wkb``, their EWKB, + ``app.services.grids.store_grid``, one binary
+   COPY). On every run: reading the points,
    binning and counting, ``gi_star`` on the cached weights (esda + bins),
    ``app.services.hotspots.store_cells`` (the COPY of the values; scratch runs, deleted
    afterwards) and the GeoJSON statement of ``GET /analyses/{id}`` run with psycopg (the
@@ -347,7 +348,7 @@ class Prepared:
 
     resolution: int
     ids: list[str]
-    geometry: np.ndarray
+    geometry: np.ndarray  # the cells' polygons as EWKB, what the service stores
     counts: np.ndarray
     neighbours: Any  # spatial.SpatialWeights
     stages: dict[str, float]
@@ -366,7 +367,7 @@ def read_inputs(url: str) -> tuple[shapely.Geometry, np.ndarray, np.ndarray, flo
 
 
 def prepare(area: shapely.Geometry, lon: np.ndarray, lat: np.ndarray, resolution: int) -> Prepared:
-    from spatial.grids import h3_cell_ids, h3_polygons
+    from spatial.grids import h3_cell_ids, h3_polygons_wkb
     from spatial.weights import binary_with_self
 
     ids, cells_s = timed(lambda: h3_cell_ids(area, resolution))
@@ -374,7 +375,7 @@ def prepare(area: shapely.Geometry, lon: np.ndarray, lat: np.ndarray, resolution
     counts, count_s = timed(lambda: spatial.count_by_cell(point_cells, ids))
     neighbours, neighbours_s = timed(lambda: spatial.h3_neighbours(ids))
     _, graph_s = timed(lambda: neighbours.star_graph)
-    geometry, polygons_s = timed(lambda: h3_polygons(ids))
+    geometry, polygons_s = timed(lambda: h3_polygons_wkb(ids))
     _, self_s = timed(lambda: binary_with_self(neighbours))
     return Prepared(
         resolution=resolution,
@@ -386,7 +387,7 @@ def prepare(area: shapely.Geometry, lon: np.ndarray, lat: np.ndarray, resolution
             "grid: h3_cell_ids": cells_s,
             "grid: h3_neighbours": neighbours_s,
             "grid: star_graph (Graph for esda)": graph_s,
-            "grid: h3_polygons": polygons_s,
+            "grid: h3_polygons_wkb (EWKB)": polygons_s,
             "run: points_to_h3": bin_s,
             "run: count_by_cell": count_s,
             "floor: binary_with_self (its W)": self_s,
@@ -452,7 +453,7 @@ def extra_stages(settings: Settings, prepared: Prepared, api_run_id: int) -> dic
             engine = create_engine(settings)
             try:
                 t = time.perf_counter()
-                # owned by the scratch run, so deleted with it
+                # owned by the scratch run, so deleted with it; the polygons as EWKB
                 await store_grid(engine, key, "h3", {}, ids, prepared.geometry, scratch)
                 grid_s = time.perf_counter() - t
                 t = time.perf_counter()

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Sequence
+from itertools import chain
 
 import geopandas as gpd
 import h3
+import h3.api.basic_int as h3_int
 import numpy as np
 import pandas as pd
 import shapely
@@ -33,6 +36,7 @@ __all__ = [
     "h3_cell_ids",
     "h3_cells",
     "h3_polygons",
+    "h3_polygons_wkb",
     "points_to_grid",
     "points_to_h3",
     "square_grid",
@@ -149,6 +153,46 @@ def h3_polygons(ids: Sequence[str]) -> np.ndarray:
     return np.array(
         [shapely.Polygon([(lng, lat) for lat, lng in b]) for b in boundaries], dtype=object
     )
+
+
+def h3_polygons_wkb(ids: Sequence[str], srid: int = 4326) -> np.ndarray:
+    """The polygon of each H3 cell as EWKB with ``srid``, in order, without shapely.
+
+    The bytes are those of ``shapely.to_wkb(shapely.set_srid(h3_polygons(ids), srid),
+    include_srid=True)`` (little-endian; each ring closed by its first vertex), written
+    straight from the boundaries' coordinates: building 200,000 shapely polygons and
+    encoding them took ~4 s, this takes under one (mostly ``h3.cell_to_boundary``).
+
+    Returns
+    -------
+    numpy.ndarray of object, shape (len(ids),)
+        One ``bytes`` per cell.
+    """
+    n = len(ids)
+    out = np.empty(n, dtype=object)
+    if n == 0:
+        return out
+    # The integer API: twice as fast as the string one, which parses each id first.
+    boundaries = list(map(h3_int.cell_to_boundary, map(h3.str_to_int, ids)))
+    counts = np.fromiter(map(len, boundaries), dtype=np.int64, count=n)
+    coords = np.fromiter(
+        chain.from_iterable(chain.from_iterable(boundaries)),
+        dtype="<f8",
+        count=2 * int(counts.sum()),
+    ).reshape(-1, 2)[:, ::-1]  # (lat, lng) -> (lng, lat)
+    starts = np.cumsum(counts) - counts
+    # Cells with the same number of vertices (hexagons, pentagons, cells cut by an
+    # icosahedron edge) have records of the same length: one array per vertex count.
+    for k in np.unique(counts).tolist():
+        rows = np.flatnonzero(counts == k)
+        ring = coords[starts[rows, None] + np.arange(k)]
+        ring = np.ascontiguousarray(np.concatenate([ring, ring[:, :1]], axis=1), dtype="<f8")
+        # byte order 1 (little), type Polygon with the SRID flag, SRID, 1 ring, k+1 points
+        head = np.frombuffer(struct.pack("<BIIII", 1, 0x20000003, srid, 1, k + 1), np.uint8)
+        body = ring.view(np.uint8).reshape(len(rows), -1)
+        records = np.hstack([np.broadcast_to(head, (len(rows), head.size)), body])
+        out[rows] = [r.tobytes() for r in records]
+    return out
 
 
 def square_grid(

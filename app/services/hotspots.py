@@ -428,10 +428,14 @@ async def run_hotspots(
         )
     if n_incidents == 0:
         raise InvalidParameter("no incidents match the filters")
-    # A new grid's polygons are stored while the run computes (the database encodes
-    # and indexes them on its own core): the first run on a grid waited ~5 s for them.
+    # A new grid's polygons are stored while the run computes (the database indexes
+    # them on its own core), and while it stores its values: the first run on a grid
+    # waited ~5 s for them. The grid's ids are known before its polygons are written.
+    located: asyncio.Future[StoredGrid] = asyncio.get_running_loop().create_future()
     polygons = (
-        None if cells.grid is None else asyncio.create_task(store_polygons(engine, cells.grid))
+        None
+        if cells.grid is None
+        else asyncio.create_task(store_polygons(engine, cells.grid, located.set_result))
     )
     try:
         crs = settings.territory.projected_crs
@@ -447,12 +451,14 @@ async def run_hotspots(
         table, computed = await asyncio.to_thread(compute, cells, weights, request)
         extra.update(computed)
         await progress(0.8, "storing results")
-        stored = None if polygons is None else await polygons
+        stored = None if polygons is None else await _located(located, polygons)
+        await store_cells(engine, run_id, table, cells, stored)
+        if polygons is not None:
+            await polygons  # the run's layer is complete when the run is
     finally:
         if polygons is not None and not polygons.done():
             polygons.cancel()  # the run failed: its transaction rolls back
             await asyncio.gather(polygons, return_exceptions=True)
-    await store_cells(engine, run_id, table, cells, stored)
     if cells.grid is not None:
         counted = cover_summary(cells.grid, n_incidents, cells.counted)
     else:  # admin units: every incident is in its unit
@@ -477,6 +483,15 @@ async def run_hotspots(
     if "label" in table:
         summary["labels"] = {str(k): int(v) for k, v in table["label"].value_counts().items()}
     return summary
+
+
+async def _located(located: asyncio.Future[StoredGrid], storing: asyncio.Task) -> StoredGrid:
+    """Where the run's grid is (``located``), as soon as ``storing`` (its polygons) knows;
+    the error of ``storing`` if it fails first."""
+    await asyncio.wait({located, storing}, return_when=asyncio.FIRST_COMPLETED)
+    if located.done():
+        return located.result()
+    return storing.result()  # raises: it failed before the ids were known
 
 
 async def store_cells(

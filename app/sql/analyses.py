@@ -43,8 +43,9 @@ COPY_CELL_VALUES = (
     f"COPY analysis_cell_value ({', '.join(VALUE_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
 )
 GRID_CELL_COLUMNS = ("grid_id", "cell_id", "geom")
+# Binary: the polygons are sent as EWKB (app.services.grids._cells_copy).
 COPY_GRID_CELLS = (
-    f"COPY analysis_grid_cell ({', '.join(GRID_CELL_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+    f"COPY analysis_grid_cell ({', '.join(GRID_CELL_COLUMNS)}) FROM STDIN WITH (FORMAT binary)"
 )
 
 

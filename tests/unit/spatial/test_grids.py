@@ -20,7 +20,7 @@ from spatial import (
     points_to_h3,
     square_grid,
 )
-from spatial.grids import h3_polygons, with_cells
+from spatial.grids import h3_polygons, h3_polygons_wkb, with_cells
 
 # A small irregular polygon around Belmopan, Belize (EPSG:4326).
 AREA = shapely.Polygon(
@@ -262,3 +262,15 @@ def test_with_cells_beyond_the_bounding_box_and_bad_ids() -> None:
         h3_cells(AREA, 8, cover="touches")
     with pytest.raises(AnalysisError):
         square_grid(AREA, 500.0, UTM16N, cover="inside")
+
+
+def test_h3_polygons_wkb_are_the_bytes_shapely_writes() -> None:
+    # Hexagons of the area, the 12 pentagons (5 vertices) and resolution-0 cells cut by
+    # icosahedron edges (10 vertices): every record length in one call.
+    ids = list(h3_cells(AREA, 9)["cell_id"]) + sorted(h3.get_pentagons(3))
+    ids += sorted(h3.get_res0_cells())[:30]
+    assert {len(h3.cell_to_boundary(c)) for c in ids} >= {5, 6, 10}
+    expected = shapely.to_wkb(shapely.set_srid(h3_polygons(ids), 4326), include_srid=True)
+    assert list(h3_polygons_wkb(ids)) == list(expected)
+    assert shapely.get_srid(shapely.from_wkb(h3_polygons_wkb(ids[:1]))).tolist() == [4326]
+    assert h3_polygons_wkb([]).shape == (0,)

@@ -14,7 +14,12 @@ from numpy.testing import assert_array_equal
 from scipy import sparse
 
 from spatial import AnalysisError, contiguity, distance_band, h3_neighbours, knn
-from spatial.weights import from_neighbours, from_sparse
+from spatial.weights import (
+    binary_with_self_graph,
+    binary_with_self_sparse,
+    from_neighbours,
+    from_sparse,
+)
 from tests.unit.spatial.conftest import COLUMBUS
 
 
@@ -191,3 +196,18 @@ def test_snapped_contiguity_refuses_degrees_and_rook() -> None:
         contiguity(gdf, snap=10.0)
     with pytest.raises(AnalysisError, match="queen contiguity only"):
         contiguity(gdf.to_crs(32616), rook=True, snap=10.0)
+
+
+def test_star_graph_is_the_graph_libpysal_builds() -> None:
+    from libpysal.graph import Graph
+
+    cells = sorted(h3.grid_disk(h3.latlng_to_cell(17.25, -88.77, 9), 6))
+    # With an island: a unit with no neighbour is still its own (Gi*).
+    for weights in (h3_neighbours(cells), from_neighbours([[1], [0], []], ["a", "b", "c"])):
+        expected = Graph.from_sparse(binary_with_self_sparse(weights)).adjacency
+        got = binary_with_self_graph(weights).adjacency
+        assert got.equals(expected)
+        assert got.index.equals(expected.index)
+        assert [level.dtype for level in got.index.levels] == [
+            level.dtype for level in expected.index.levels
+        ]
