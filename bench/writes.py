@@ -311,9 +311,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "tiles": {layer: len(v) for layer, v in tiles.items()},
         "machine": machine,
         "server_log_tail": server_log[-20000:],
-        "server_log_warnings": [line for line in server_log.splitlines() if "WARNING" in line][
-            :200
-        ],
+        "server_log_warnings": [
+            line
+            for line in server_log.splitlines()
+            if "WARNING" in line or "layer catalog built" in line
+        ][:400],
+        "server_log": server_log,
     }
 
 
@@ -324,8 +327,9 @@ def main(argv: list[str] | None = None) -> None:
     result = measure(args)
     print_summary(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".log").write_text(result.pop("server_log"))
     args.output.write_text(json.dumps(result, indent=2, default=str))
-    console.print(f"written to {args.output}")
+    console.print(f"written to {args.output} (the server's log beside it, .log)")
 
 
 if __name__ == "__main__":

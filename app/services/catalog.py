@@ -15,6 +15,7 @@ import gc
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,6 +141,16 @@ class Catalog:
                     changed = self._changed_tables()
                     same_everything = self._built_tables[0] == self.version.everything
                     unchanged = same_everything and self._units_unchanged()
+                    if same_everything and not unchanged and changed <= _LOCATED_INCIDENTS:
+                        # An update or a deletion after the periods read (a new incident's
+                        # units are set by an UPDATE: every POST /incidents is one) may
+                        # move the latest period back: read where it is, don't guess.
+                        async with self.engine.connect() as conn:
+                            last = (await conn.execute(stats_sql.select_last_incident())).scalar()
+                        if last is not None:
+                            unchanged = self._units_unchanged(last.timestamp())
+                            if unchanged:
+                                self._last_incident = last.timestamp()
                     if changed <= _LOCATED_INCIDENTS and unchanged:
                         self._built_at, self._built_tables = wanted, tables
                         self._built_located = located
@@ -149,7 +160,15 @@ class Catalog:
                         or (changed & _INDEXES_READ <= _LOCATED_INCIDENTS and unchanged)
                     )
                     first = self._built_at < 0
+                    started = time.perf_counter()
                     self._layers = await self._rebuild(same_indexes)
+                    # Said, so a benchmark's log shows how often a worker builds and why.
+                    log.info(
+                        "layer catalog built in %.2f s (%s; changed since the last build: %s)",
+                        time.perf_counter() - started,
+                        "index values kept" if same_indexes else "index values computed",
+                        ", ".join(sorted(changed)) or "nothing known",
+                    )
                     if first:
                         # What the first build imported and built lives as long as the
                         # worker: out of the collector's way, a full collection no longer
@@ -199,12 +218,14 @@ class Catalog:
         built = self._built_tables[1]
         return {name for name, n in self.version.tables.items() if built.get(name, 0) != n}
 
-    def _units_unchanged(self) -> bool:
+    def _units_unchanged(self, last_incident: float | None = None) -> bool:
         """Whether the incident changes since the last build (all located, with their
         times) leave every index value as it was: none reads an incident of the periods
         the latest values read, and none moves the latest complete period (an incident
         entered after it, in a period not yet complete, does not). Anything unknown (an
-        index without values, changes no longer all known) says no."""
+        index without values, changes no longer all known) says no. ``last_incident``:
+        the latest incident's time, read now; without it, an update or a deletion after
+        the periods read says no (it may have moved the latest incident back)."""
         periods = self._index_periods
         if periods is None:
             return False
@@ -213,26 +234,33 @@ class Catalog:
         changes = self.version.located_since(self._built_located)
         if changes is None:
             return False
-        return all(self._leaves_periods(change, periods) for change in changes)
+        return all(self._leaves_periods(change, periods, last_incident) for change in changes)
 
-    def _leaves_periods(self, change: Change, periods: list[_IndexPeriod]) -> bool:
+    def _leaves_periods(
+        self, change: Change, periods: list[_IndexPeriod], last_incident: float | None
+    ) -> bool:
         if change.times is None:
             return False
         first, last = change.times
         for period in periods:
             if last < period.reads_from:
-                continue
-            if change.op != "insert" or first < period.latest_end:
+                continue  # before what is read, and not the latest incident
+            if first < period.latest_end:
                 return False
-            if self._latest_label(last, period.granularity) != period.label:
+            if last_incident is not None:
+                moment = last_incident
+            elif change.op == "insert":  # the latest incident can only have moved on
+                moment = max(last, self._last_incident or last)
+            else:
+                return False
+            if self._latest_label(moment, period.granularity) != period.label:
                 return False
         return True
 
-    def _latest_label(self, inserted: float, granularity: str) -> str:
-        """The latest complete period once an incident of ``inserted`` is in (as
+    def _latest_label(self, moment: float, granularity: str) -> str:
+        """The latest complete period when the latest incident is of ``moment`` (as
         ``app.services.indexes.latest_period`` finds it)."""
         tz = self.settings.territory.timezone
-        moment = max(inserted, self._last_incident or inserted)
         period = period_containing(datetime.fromtimestamp(moment, UTC), granularity, tz)
         if period.end > pd.Timestamp.now(tz=tz):
             period = previous_period(period, tz)
