@@ -237,6 +237,7 @@ class IndexDefinition(_Model):
     name: Code
     version: Annotated[int, Field(ge=1)] = 1
     title: str = ""
+    title_es: str = ""  # the title in Spanish (the reports' other language); "": ``title``
     description: str = ""
     unit_level: Annotated[int, Field(ge=0, le=10)] = 1
     period: Literal["year", "quarter", "month"] = "year"

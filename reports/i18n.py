@@ -90,10 +90,13 @@ LABELS: dict[str, tuple[str, str]] = {
         "Hot spot cells by class (and emerging hot spot categories)",
         "Celdas por clase de punto caliente (y categorías emergentes)",
     ),
-    "table.where.alerts": ("Open early-warning alerts", "Alertas tempranas abiertas"),
+    "table.where.alerts": (
+        "Early-warning alerts of the period",
+        "Alertas tempranas del periodo",
+    ),
     "table.where.alert_series": (
-        "Series of the open alerts",
-        "Series de las alertas abiertas",
+        "Series of the period's alerts",
+        "Series de las alertas del periodo",
     ),
     "table.index.ranking": ("Ranking", "Clasificación"),
     "table.quality.sources": (
@@ -137,6 +140,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "col.cells": ("Cells", "Celdas"),
     "col.alert_id": ("Alert", "Alerta"),
     "col.monitor": ("Monitor", "Monitor"),
+    "col.monitor_name": ("Monitor", "Monitor"),
     "col.place": ("Place", "Lugar"),
     "col.observed": ("Observed", "Observado"),
     "col.expected": ("Expected", "Esperado"),
@@ -186,8 +190,8 @@ LABELS: dict[str, tuple[str, str]] = {
     ),
     "chart.heat.x": ("Hour of day", "Hora del día"),
     "chart.alert_series": (
-        "Open alerts: observed, expected and threshold per period",
-        "Alertas abiertas: observado, esperado y umbral por período",
+        "Alerts of the period: observed, expected and threshold per week or month",
+        "Alertas del periodo: observado, esperado y umbral por semana o mes",
     ),
     "chart.alarm": ("Alarm", "Alarma"),
     "chart.heat.legend": ("Incidents", "Incidentes"),
@@ -201,8 +205,8 @@ LABELS: dict[str, tuple[str, str]] = {
         "Puntos calientes y fríos (Getis-Ord Gi*)",
     ),
     "map.alerts": (
-        "Areas with an open early-warning alert",
-        "Zonas con una alerta temprana abierta",
+        "Areas with an early-warning alert in the period",
+        "Zonas con una alerta temprana en el periodo",
     ),
     "map.no_value": ("Withheld or no data", "No publicado o sin datos"),
     "map.alert_area": ("Alert area", "Zona de alerta"),

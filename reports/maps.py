@@ -332,6 +332,42 @@ def _alert_labels(frame: gpd.GeoDataFrame, lang: Lang) -> list[str]:
     return [""] * len(frame)
 
 
+def _label_places(
+    ax: Axes, frame: gpd.GeoDataFrame, lang: Lang
+) -> dict[tuple[float, float, bool], list[str]]:
+    """Where each alert's label goes, alerts that would share a place under one label:
+    the upper right of a small area (its ring), a point inside a large one; two places
+    whose labels would overlap (within a label's width across and its height up or
+    down: alerts on the same district, or cells a few kilometres apart) are one."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    across, up, small_span = 0.2 * (x1 - x0), 0.035 * (y1 - y0), 0.02 * (x1 - x0)
+    places: dict[tuple[float, float, bool], list[str]] = {}
+    for geom, name in zip(frame.geometry, _alert_labels(frame, lang), strict=True):
+        minx, miny, maxx, maxy = geom.bounds
+        small = max(maxx - minx, maxy - miny) < small_span
+        if small:
+            x, y = maxx, maxy
+        else:
+            point = geom.representative_point()
+            x, y = point.x, point.y
+        for px, py, psmall in places:
+            if psmall == small and abs(px - x) < across and abs(py - y) < up:
+                places[(px, py, psmall)].append(name)
+                break
+        else:
+            places[(x, y, small)] = [name]
+    return places
+
+
+def _joined(names: list[str], lang: Lang) -> str:
+    """One label for the alerts at one place: "Alert 3, 11" (their ids) or the places."""
+    prefix = f"{lang('col.alert_id')} "
+    if all(n.startswith(prefix) and n[len(prefix) :].isdigit() for n in names):
+        return prefix + ", ".join(str(i) for i in sorted(int(n[len(prefix) :]) for n in names))
+    return ", ".join(dict.fromkeys(names))
+
+
 def alerts(
     areas: gpd.GeoDataFrame, basemap: dict[str, gpd.GeoDataFrame], lang: Lang, source_line: str = ""
 ) -> str:
@@ -344,11 +380,13 @@ def alerts(
         frame.plot(ax=ax, facecolor=(0.75, 0.22, 0.17, 0.12), edgecolor=ALERT, lw=1.4, zorder=6)
         _ring_small(ax, frame)
         halo = [patheffects.withStroke(linewidth=2.4, foreground="white")]
-        for geom, name in zip(frame.geometry, _alert_labels(frame, lang), strict=True):
-            _, _, x1, y1 = geom.bounds  # upper right, clear of a small area's ring
+        for (x, y, small), names in _label_places(ax, frame, lang).items():
+            # a small area's label sits up and right of its ring, a large one's inside it
             ax.annotate(
-                name, (x1, y1), xytext=(5, 4), textcoords="offset points", ha="left",
-                va="bottom", fontsize=7, color=ALERT, path_effects=halo, zorder=11,
+                _joined(names, lang), (x, y), xytext=(5, 4) if small else (0, 0),
+                textcoords="offset points", ha="left" if small else "center",
+                va="bottom" if small else "center", fontsize=7, color=ALERT,
+                path_effects=halo, zorder=11,
             )  # fmt: skip
         handles = [
             Patch(

@@ -255,6 +255,9 @@ def _tables(section: Section, lang: Lang) -> dict[str, Table]:
             continue  # 168 cells: the chart shows them, the bundle has them
         elif section.key == "where" and name == "alert_series":
             continue  # two years per alert: the small multiples show them, the bundle has them
+        elif section.key == "where" and name == "alerts" and "monitor_name" in frame:
+            # the monitor by its title in the report's language; its code is for the bundle
+            out[name] = table(frame.drop(columns="monitor"), caption, lang)
         else:
             out[name] = table(frame, caption, lang)
     return out

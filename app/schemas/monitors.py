@@ -95,6 +95,7 @@ class MonitorDefinition(_Strict):
     name: Code
     version: int = 1
     title: str
+    title_es: str = Field(default="", description='the title in Spanish; "": the title')
     description: str = ""
     incidents: IncidentSelection = Field(default_factory=IncidentSelection)
     places: Places

@@ -128,6 +128,27 @@ def analyst_report(client: TestClient, keys: dict[str, str]) -> dict:
     return build(client, keys["analyst"], "quarterly-analyst", PERIOD)
 
 
+@pytest.fixture(scope="module")
+def public_q4(client: TestClient, keys: dict[str, str]) -> dict:
+    """The public report of 2025Q4: the demo's monitors alarm in its last weeks and months
+    (2025Q2's report, built later, must not show them)."""
+    return build(client, keys["analyst"], "quarterly-public", "2025Q4")
+
+
+def period_alerts(client: TestClient, period: str, key: str | None = None) -> list[dict]:
+    """GET /alerts?period=... for each week and month of a report period (any state)."""
+    from app.services.reports import parse_report_period
+    from app.services.reports.where import alert_periods
+
+    p = parse_report_period(period, "America/Belize")
+    out = []
+    for label in alert_periods(p.start.date(), p.end.date()):
+        answer = client.get("/alerts", params={"period": label, "limit": 1000}, headers=auth(key))
+        assert answer.status_code == 200, answer.text
+        out += answer.json()["items"]
+    return out
+
+
 def public_stats(client: TestClient, **params) -> list[dict]:
     """/stats for a caller without a key (rows)."""
     if "extra_by" in params:
@@ -223,7 +244,7 @@ def test_every_public_figure_is_the_public_apis(client, public_report):
         assert same(victims.loc[(r["victim_sex"], r["age_group"]), "count"], r["count"])
 
 
-def test_public_ranking_and_alerts_are_the_public_apis(client, public_report):
+def test_public_ranking_is_the_public_rankings(client, public_report):
     t = tables(client, public_report["id"])
     ranking = client.get("/rankings", params={"index": "territorial-violence", "period": "2024"})
     assert ranking.status_code == 200, ranking.text
@@ -233,18 +254,29 @@ def test_public_ranking_and_alerts_are_the_public_apis(client, public_report):
     for (_, row), r in zip(mine.iterrows(), expected, strict=True):
         assert row["rank"] == r["rank"] and row["band"] == r["ranks"]
         assert same(row["score"], r["score"])
-    params = {"state": ["new", "acknowledged"], "limit": 1000}
-    alerts = client.get("/alerts", params=params).json()["items"]
-    mine = t["where-alerts"].set_index("alert_id")
-    assert sorted(mine.index) == sorted(a["id"] for a in alerts)
-    assert len(alerts) > 0  # the demo's monitors alarm
-    for a in alerts:
-        row = mine.loc[a["id"]]
-        assert row["monitor"] == a["monitor"] and row["state"] == a["state"]
-        pairs = [("observed", "observed"), ("expected", "expected")]
-        pairs += [("threshold", "threshold"), ("periods_lasting", "lasted")]
-        for mine_key, api_key in pairs:
-            assert same(row[mine_key], a[api_key]), (a["id"], mine_key)
+
+
+def test_the_alerts_are_those_of_the_period(client, public_report, public_q4):
+    """The where section's alerts are /alerts' answer for each week and month of the
+    report's period, in their stored state: the demo alarms in late 2025, so 2025Q2's
+    report (built later) has none of them and 2025Q4's has them all."""
+    every = client.get("/alerts", params={"limit": 1000}).json()["items"]
+    assert every  # the demo's monitors alarm
+    for report, period in ((public_report, PERIOD), (public_q4, "2025Q4")):
+        mine = tables(client, report["id"])["where-alerts"].set_index("alert_id")
+        alerts = period_alerts(client, period)
+        assert list(mine.index) == [a["id"] for a in alerts]  # newest period first
+        for a in alerts:
+            row = mine.loc[a["id"]]
+            assert row["monitor"] == a["monitor"] and row["state"] == a["state"]
+            assert row["monitor_name"] == a["title"] and row["period"] == a["period"]
+            pairs = [("observed", "observed"), ("expected", "expected")]
+            pairs += [("threshold", "threshold"), ("periods_lasting", "lasted")]
+            for mine_key, api_key in pairs:
+                assert same(row[mine_key], a[api_key]), (a["id"], mine_key)
+    q2 = tables(client, public_report["id"])["where-alerts"]
+    q4 = tables(client, public_q4["id"])["where-alerts"]
+    assert len(q4) > 0 and len(q2) < len(every)
 
 
 def test_public_report_holds_nothing_sensitive(client, keys, public_report, analyst_report):
@@ -494,14 +526,15 @@ def test_the_quality_annex_is_get_quality(client, keys, analyst_report, public_r
     assert client.get("/quality", params={"period": STATS_PERIOD}).status_code == 401
 
 
-def test_the_alert_series_are_get_alerts_id(client, keys, analyst_report, public_report):
-    """Each open alert's series in the where section is GET /alerts/{id}'s, for the
-    report's reader (public: withheld small counts stay withheld)."""
-    for report, key in ((public_report, None), (analyst_report, keys["analyst"])):
+def test_the_alert_series_are_get_alerts_id(client, keys, analyst_report, public_q4):
+    """Each alert's series in the where section is GET /alerts/{id}'s, for the report's
+    reader (public: withheld small counts stay withheld)."""
+    for report, key in ((public_q4, None), (analyst_report, keys["analyst"])):
         t = tables(client, report["id"], key)
         series = t["where-alert_series"]
         ids = list(t["where-alerts"]["alert_id"])
-        assert ids and sorted(set(series["alert_id"])) == sorted(ids)
+        assert sorted(set(series["alert_id"])) == sorted(ids)
+        assert ids or report is analyst_report  # 2025Q4 alarms; 2025Q2 may not
         for alert_id in ids:
             answer = client.get(f"/alerts/{alert_id}", headers=auth(key))
             assert answer.status_code == 200, answer.text
@@ -538,6 +571,17 @@ def test_the_spanish_report_has_no_english_note(demo):
     english = {pair[0] for pair in (*LABELS.values(), *VOCABULARY.values()) if pair[0] != pair[1]}
     left = sorted(w for w in english if len(w) > 3 and re.search(rf"\b{re.escape(w)}\b", text))
     assert left == []
+    # the index and the monitors by their Spanish titles (the shipped definitions' title_es)
+    import yaml
+
+    from app.core.settings import DATA_DIR
+
+    shipped = [DATA_DIR / "indexes" / "territorial_violence.yaml",
+               *sorted((DATA_DIR / "monitors").glob("*.yaml"))]  # fmt: skip
+    for path in shipped:
+        definition = yaml.safe_load(path.read_text())
+        assert definition["title_es"] in text, path.name
+        assert definition["title"] not in text and definition["name"] not in text, path.name
     assert str(doc.data_version) not in text.replace(f"({doc.data_version})", "")
     assert f"versión de los datos {doc.data_label}" in text and len(doc.data_label) == 7
 

@@ -71,3 +71,33 @@ def test_the_schedule_builds_the_period_just_ended(kind, label):
     # On the first local day of a quarter, the quarter that has just ended.
     first = datetime(2026, 10, 1, 4, 30, tzinfo=BZ)
     assert last_complete_period("quarter", TZ, first).label == "2026Q3"
+
+
+@pytest.mark.parametrize(
+    ("period", "months", "weeks"),
+    [
+        # 1 April 2025 is a Tuesday: week 14 (31 March - 6 April) has its Thursday in
+        # April; week 27 (30 June - 6 July) has its Thursday in July.
+        ("2025Q2", ["2025-06", "2025-05", "2025-04"], (2025, 14, 26)),
+        # 29 September 2025 is a Monday: week 40's Thursday is 2 October; week 1 of 2026
+        # starts on 29 December 2025 and its Thursday is 1 January 2026.
+        ("2025Q4", ["2025-12", "2025-11", "2025-10"], (2025, 40, 52)),
+        # 2026 begins on a Thursday: its week 1 starts on 29 December 2025 and is 2026's;
+        # 2026 has 53 ISO weeks, the last ending on 3 January 2027.
+        ("2026-01", ["2026-01"], (2026, 1, 5)),
+        ("2026-12", ["2026-12"], (2026, 49, 53)),
+    ],
+)
+def test_alert_periods_are_the_months_and_the_weeks_thursday_falls_in(period, months, weeks):
+    """The alert periods a report asks /alerts for: its months and the ISO weeks whose
+    Thursday falls within it (ISO 8601's rule for a week's year), latest first."""
+    from app.services.reports.where import alert_periods
+
+    p = parse_report_period(period, TZ)
+    labels = alert_periods(p.start.date(), p.end.date())
+    year, first, last = weeks
+    expected_weeks = [f"{year}-W{w:02d}" for w in range(first, last + 1)]
+    assert sorted(x for x in labels if "W" in x) == expected_weeks
+    assert [x for x in labels if "W" not in x] == months
+    # latest start first (the order of /alerts): the last week, then ... the first
+    assert labels[0] == expected_weeks[-1] and labels[-1] in (expected_weeks[0], months[-1])

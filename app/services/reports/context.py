@@ -28,7 +28,6 @@ ANALYST = Principal(role="analyst", name="report")
 PUBLISHER = Principal(role="analyst", name="published ranking")
 # The territory's units: the country (headline, trend, victims) and its districts.
 COUNTRY_LEVEL, DISTRICT_LEVEL = 0, 1
-OPEN_STATES = ("new", "acknowledged")
 
 # --- statistics through /stats -------------------------------------------------------------
 
@@ -62,6 +61,12 @@ class _Context:
         """A measure's name in the report's language (the catalogue's word for its code,
         else the definition's own name)."""
         return self.lang.term(m.code) if m.code in VOCABULARY else m.name
+
+    def title(self, definition: dict, fallback: str = "") -> str:
+        """A stored index or monitor definition's title in the report's language (its
+        ``title_es`` in Spanish; the English ``title`` when it has none)."""
+        english = definition.get("title") or fallback
+        return (definition.get("title_es") or english) if self.es else english
 
     def words(self, codes: list[str] | tuple[str, ...]) -> str:
         """Category codes as the reader's words, e.g. ``homicidio, tiroteo``."""

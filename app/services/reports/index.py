@@ -55,19 +55,20 @@ async def _index(ctx: _Context) -> Section:
         columns=["rank", "unit_code", "unit_name", "score", "band"],
     )
     section = Section("index", tables={"ranking": table})
+    title = ctx.title(record.definition, ranking.title)
     ties = " ".join(ranking.ties) if not ctx.es else _ties_es(table)
     section.notes.append(
         ctx.t(
-            f"{ranking.title} (version {ranking.version}), {ranking.period}. {ties}",
-            f"{ranking.title} (versión {ranking.version}), {ranking.period}. {ties}",
+            f"{title} (version {ranking.version}), {ranking.period}. {ties}",
+            f"{title} (versión {ranking.version}), {ranking.period}. {ties}",
         ).strip()
     )
     ctx.notes.append(
         ctx.t(
-            f"Index: {ranking.title}, version {ranking.version}, period {ranking.period}; "
+            f"Index: {title}, version {ranking.version}, period {ranking.period}; "
             f"rank bands from {ranking.runs} Monte Carlo runs (seed {ranking.seed}); "
             f"{ranking.treatment.rule}",
-            f"Índice: {ranking.title}, versión {ranking.version}, periodo {ranking.period}; "
+            f"Índice: {title}, versión {ranking.version}, periodo {ranking.period}; "
             f"bandas de rango de {ranking.runs} simulaciones Monte Carlo (semilla "
             f"{ranking.seed}); {_treatment_es(ranking.treatment)}",
         )

@@ -82,7 +82,7 @@ async def _methods(ctx: _Context, version: int, data: int) -> Section:
                 f"no alert below {md.get('min_count')} incidents."
             )
             continue
-        # Spanish: the monitor described from its definition (its title is English data).
+        # Spanish: the monitor's Spanish title, and what it counts from its definition.
         chosen = md.get("incidents") or {}
         what = ctx.words([*chosen.get("categories", []), *chosen.get("category_groups", [])])
         places = md.get("places") or {}
@@ -95,7 +95,8 @@ async def _methods(ctx: _Context, version: int, data: int) -> Section:
         )
         step = {"week": "semanal", "month": "mensual"}.get(md.get("step"), md.get("step"))
         notes.append(
-            f"Monitor {monitor.code} (versión {monitor.version}): {what or 'todos los delitos'} "
+            f"Monitor {ctx.title(md, monitor.code)} (versión {monitor.version}): "
+            f"{what or 'todos los delitos'} "
             f"por {where}, serie {step}; detector {det.get('name')} ({parameters}); sin "
             f"alerta por debajo de {md.get('min_count')} incidentes."
         )

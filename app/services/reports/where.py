@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import geopandas as gpd
 import pandas as pd
 import shapely
 
 from app.services import monitors
-from app.services.reports.context import OPEN_STATES, _Context, _day
+from app.services.reports.context import _Context, _day
 from app.services.reports.methods import _run_note
 from app.sql import reports as sql
 from reports.document import Section
@@ -31,7 +31,8 @@ async def _where(ctx: _Context) -> Section:
         await _alerts(ctx, section)
     if not section.tables:
         section.empty = ctx.t(
-            "No hot spot run and no open alert.", "Ningún análisis de puntos calientes ni alerta."
+            "No hot spot run and no alert in the period.",
+            "Ningún análisis de puntos calientes ni alerta en el periodo.",
         )
     return section
 
@@ -86,19 +87,43 @@ async def _hotspots(ctx: _Context, section: Section) -> None:
         section.tables["hotspot_classes"] = pd.DataFrame.from_records(classes)
 
 
+def alert_periods(start: date, end: date) -> list[str]:
+    """The alert periods that fall within ``[start, end)``, latest first: its months, and
+    the ISO weeks whose Thursday falls within it (a week belongs to the month, quarter or
+    year that holds most of its days, as ISO 8601 gives a week to a year)."""
+    starts: list[tuple[date, str]] = []
+    month = date(start.year, start.month, 1)
+    while month < end:
+        if month >= start:
+            starts.append((month, monitors.period_label(month, "month")))
+        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    thursday = start + timedelta(days=(3 - start.weekday()) % 7)
+    while thursday < end:
+        monday = thursday - timedelta(days=3)
+        starts.append((monday, monitors.period_label(monday, "week")))
+        thursday += timedelta(days=7)
+    return [label for _, label in sorted(starts, reverse=True)]
+
+
 async def _alerts(ctx: _Context, section: Section) -> None:
-    items = await monitors.list_alerts(
-        ctx.conn, include_sensitive=not ctx.public, states=OPEN_STATES
-    )
+    # The alerts of the period, as GET /alerts?period=... answers for each of its weeks
+    # and months, in their state as stored (not those open when the report is built:
+    # a report on a past period would show later alarms).
+    items = []
+    for label in alert_periods(ctx.period.start.date(), ctx.period.end.date()):
+        found = await monitors.list_alerts(ctx.conn, include_sensitive=not ctx.public, period=label)
+        items += sorted(found, key=lambda a: a.id)
     if ctx.public:
         items = [monitors.published(a, ctx.settings.privacy.min_count) for a in items]
+    # the monitor's title in the report's language (its latest version's, as /alerts')
+    definitions = await monitors.list_definitions(ctx.conn, include_sensitive=not ctx.public)
+    names = {m.code: ctx.title(m.definition, m.title) for m in definitions}
     records = [
         {
             "alert_id": a.id,
             "monitor": a.monitor,
-            "place": a.unit_name
-            or a.unit
-            or ctx.t(f"{len(a.cells)} H3 cell(s)", f"{len(a.cells)} celda(s) H3"),
+            "monitor_name": names.get(a.monitor, a.title or a.monitor),
+            "place": a.unit_name or a.unit or _cells(ctx, len(a.cells)),
             "period": a.period,
             "observed": a.observed,
             "expected": a.expected,
@@ -109,8 +134,8 @@ async def _alerts(ctx: _Context, section: Section) -> None:
         for a in items
     ]
     columns = [
-        "alert_id", "monitor", "place", "period", "observed", "expected", "threshold",
-        "periods_lasting", "state",
+        "alert_id", "monitor", "monitor_name", "place", "period", "observed", "expected",
+        "threshold", "periods_lasting", "state",
     ]  # fmt: skip
     section.tables["alerts"] = pd.DataFrame.from_records(records, columns=columns)
     section.tables["alert_series"] = await _alert_series(ctx, [a.id for a in items])
@@ -126,18 +151,28 @@ async def _alerts(ctx: _Context, section: Section) -> None:
             geometry=[shapes[a.id] for a in items if a.id in shapes],
             crs=4326,
         )
+    today = ctx.lang.date(date.today())
     section.notes.append(
         ctx.t(
-            f"{len(records)} early-warning alert(s) open (new or acknowledged) when the "
-            f"report was built, {ctx.lang.date(date.today())}, whatever their period; the "
-            "charts show the strongest (observed count over threshold) of those whose counts "
-            "are shown.",
-            f"{len(records)} alerta(s) temprana(s) abierta(s) (nuevas o reconocidas) al "
-            f"elaborar el informe, el {ctx.lang.date(date.today())}, sea cual sea su período; "
-            "los gráficos muestran las más fuertes (conteo observado sobre el umbral) entre "
-            "las que tienen sus conteos publicados.",
+            f"Early-warning alerts of the period: {len(records)}, those whose period (a month "
+            "of it, or an ISO week whose Thursday falls in it) is within "
+            f"{ctx.period.label}, in their state on {today}, when the report was built "
+            "(new, acknowledged or closed); the charts show the strongest (observed count "
+            "over threshold) of those whose counts are shown.",
+            f"Alertas tempranas del periodo: {len(records)}, las de un periodo (uno de sus "
+            "meses, o una semana ISO cuyo jueves cae en él) dentro de "
+            f"{ctx.period.label}, en su estado del {today}, al elaborar el informe (nueva, "
+            "reconocida o cerrada); los gráficos muestran las más fuertes (conteo observado "
+            "sobre el umbral) entre las que tienen sus conteos publicados.",
         )
     )
+
+
+def _cells(ctx: _Context, n: int) -> str:
+    """ "1 H3 cell", "3 H3 cells" in the report's language."""
+    if n == 1:
+        return ctx.t("1 H3 cell", "1 celda H3")
+    return ctx.t(f"{n} H3 cells", f"{n} celdas H3")
 
 
 async def _alert_series(ctx: _Context, ids: list[int]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from reports.maps import _nice_length, class_breaks, metric_crs
 from .conftest import make_document
 
 #: Labels that are the same word in both languages.
-SAME = {"col.monitor", "col.total", "map.km", "no"}
+SAME = {"col.monitor", "col.monitor_name", "col.total", "map.km", "no"}
 
 
 def test_every_label_has_both_languages_and_spanish_differs():
