@@ -314,9 +314,11 @@ async def _h3_places(
     """(H3 cell as a 64-bit integer, local period start) of every incident of the
     selection with a cell, read as arrays. Cells come stored (``incident_h3``); those of
     incidents without one yet (new or moved since the last evaluation) are computed here
-    and stored for the next. ``conn`` is committed when cells were stored."""
+    and stored for the next. ``conn``'s transaction runs the read without nested loops
+    (``sql.NESTED_LOOPS_OFF``), and is committed when cells were stored."""
     resolution = int(definition.places.resolution)
     stmt = sql.cells_by_period(definition.incidents, resolution, definition.step, timezone)
+    previous = (await conn.execute(sql.NESTED_LOOPS_OFF)).scalar_one()
     row = (await conn.execute(stmt)).one()
     if not row.cells:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype="datetime64[us]")
@@ -328,6 +330,7 @@ async def _h3_places(
         lat = np.array(row.lat, dtype=np.float64)
         computed = _h3_cells(lon, lat, resolution)
         cells[cells == -1] = computed
+        await conn.execute(sql.NESTED_LOOPS_BACK, {"previous": previous})
         await _store_cells(conn, resolution, row.missing, lon, lat, computed)
     kept = cells != 0  # 0: a point without a cell
     return cells[kept].astype(np.uint64), period[kept].astype("datetime64[us]")
