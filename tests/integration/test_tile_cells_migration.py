@@ -71,7 +71,8 @@ def test_upgrade_counts_what_is_there_and_downgrade_takes_it_out(database):
     command.upgrade(config, "0018")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO category (code, name, category_group) VALUES ('theft', 'Theft', 'property')"
+            "INSERT INTO category (code, name, category_group) "
+            "VALUES ('theft', 'Theft', 'property')"
         )
         _insert(conn, "a", -88.19, 17.50)
         _insert(conn, "b", -88.19, 17.51, "2024-04-01T05:00:00Z")
