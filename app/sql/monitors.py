@@ -200,17 +200,20 @@ NESTED_LOOPS_BACK = text("SELECT set_config('enable_nestloop', :previous, true)"
 
 
 # The cells of incidents computed in Python (h3: there is no H3 extension here), stored
-# for the next evaluation. Only where the incident still lies where it was read: a point
-# moved since (committed, or in a transaction the row lock waits for) is left for the
-# next evaluation, as the trigger of migration 0018 would have dropped its cell. A cell
-# stored meanwhile by a concurrent evaluation stays.
+# for the next evaluation. Only where the incident still lies where it was read, and is
+# not being written: a point moved since is left for the next evaluation, as the trigger
+# of migration 0018 would have dropped its cell, and so is a row an open transaction (an
+# import) has locked, which may be moving it (SKIP LOCKED: never waiting on a writer,
+# never deadlocking with one; the share lock keeps it from moving the point until the
+# cells are committed, when its trigger sees them). A cell stored meanwhile by a
+# concurrent evaluation stays.
 STORE_CELLS = text("""
 INSERT INTO incident_h3 (incident_id, resolution, cell)
 SELECT i.id, CAST(:resolution AS smallint), u.cell
 FROM unnest(CAST(:ids AS bigint[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
             CAST(:cells AS bigint[])) AS u (id, lon, lat, cell)
 JOIN incident AS i ON i.id = u.id AND ST_X(i.geom) = u.lon AND ST_Y(i.geom) = u.lat
-FOR SHARE OF i
+FOR SHARE OF i SKIP LOCKED
 ON CONFLICT (incident_id, resolution) DO NOTHING
 """)
 

@@ -2,7 +2,8 @@
 from ``incident_h3`` equal the series of every incident's point assigned in Python
 (``spatial.grids.points_to_h3``, a pandas pivot), whether the cells are computed on the
 way (first evaluation) or read back; a moved incident gets its new cell, a deleted one
-disappears, a point without a cell is counted nowhere; filling the cells sends no
+disappears, a point without a cell is counted nowhere, a point an open transaction is
+moving is not stored stale (nor waited for); filling the cells sends no
 incident change notification; the migration goes down and up again.
 
 Demo-like data (``generate_incidents``, 6,000 incidents, seed 11) in a database of its own
@@ -11,6 +12,7 @@ on the session's cluster.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -208,6 +210,34 @@ def test_a_moved_incident_gets_its_new_cell(demo, definition, last):
     assert_equal_reference(got, url, last)
     after = stored(url, moved)[moved]
     assert after == h3_int.latlng_to_cell(new_lat, new_lon, 8) != before
+
+
+def test_a_point_being_moved_by_an_open_transaction_is_not_stored_stale(demo, definition, last):
+    """An import moving an incident and not yet committed: the evaluation neither waits
+    for it nor stores the cell of the old point (which the import's trigger, having run
+    already, would never drop); the next evaluation stores the new one."""
+    url = demo.libpq_url
+    series(demo, definition, last)
+    moving, *_ = property_incidents(url)[30]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM incident_h3 WHERE incident_id = %s", [moving])
+    new_lon, new_lat = -88.4, 18.39  # Corozal
+    with psycopg.connect(url) as writer:  # a transaction left open
+        writer.execute(
+            "UPDATE incident SET geom = ST_SetSRID(ST_MakePoint(%s, %s), 4326) WHERE id = %s",
+            [new_lon, new_lat, moving],
+        )
+
+        async def read(engine):
+            async with engine.connect() as conn:
+                return await monitors._series(conn, definition, TZ, last)
+
+        got = call_service(demo, lambda e: asyncio.wait_for(read(e), 20))
+        assert_equal_reference(got, url, last)  # the committed (old) point, counted
+        assert stored(url, moving) == {}
+        writer.commit()
+    assert_equal_reference(series(demo, definition, last), url, last)
+    assert stored(url, moving)[moving] == h3_int.latlng_to_cell(new_lat, new_lon, 8)
 
 
 def test_a_deleted_incident_disappears(demo, definition, last):
