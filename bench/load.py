@@ -62,6 +62,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -430,6 +431,22 @@ async def warm(base: str, plan: Plan, analyst: dict[str, str], workers: int) -> 
     return statuses
 
 
+def settle_rankings(base: str, plan: Plan, timeout_s: float = 180.0) -> float:
+    """Wait until every ranking answers 200: its sensitivity run stored and completed.
+    The run's completion moves every worker's data version, which empties the stats and
+    rankings caches (keyed on it) of every worker at once; measured under load, that
+    stampede held /rankings 10-25 s and ran the pools dry. Returns the seconds waited."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=base, timeout=120) as http:
+        for url in plan.repeated["rankings"]:
+            while http.get(url).status_code != 200:
+                if time.perf_counter() - started > timeout_s:
+                    raise RuntimeError(f"{url} never answered 200 in {timeout_s:g} s")
+                time.sleep(1.0)
+    time.sleep(1.0)  # every worker hears of the completed run (NOTIFY)
+    return time.perf_counter() - started
+
+
 async def alone(
     base: str, plan: Plan, analyst: dict[str, str], repeats: int, seed: int
 ) -> dict[str, float]:
@@ -496,10 +513,35 @@ def probe_result(probe: subprocess.Popen) -> dict[str, Any]:
     }
 
 
-def stalls(slow: list[tuple[float, float, str, str]], probe_slow: list, origin: float) -> list:
+_BLOCK = re.compile(
+    r"^(\S+ \S+) \[(\d+)\] WARNING:observatory:event loop was blocked for ([0-9.]+) s .*: "
+    r"(held by code on the loop|another thread of the process held the GIL|not run)"
+)
+
+
+def loop_blocks(server_log: str) -> list[tuple[float, float, str, str]]:
+    """The event-loop blocks the service logged (``app.core.watchdog``): (end, seconds,
+    worker pid, what held the loop), end in epoch seconds."""
+    out = []
+    for line in server_log.splitlines():
+        if match := _BLOCK.match(line):
+            at, pid, seconds, verdict = match.groups()
+            end = datetime.strptime(at, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time
+            out.append((end, float(seconds), pid, verdict))
+    return out
+
+
+def stalls(
+    slow: list[tuple[float, float, str, str]],
+    probe_slow: list,
+    origin: float,
+    blocks: list[tuple[float, float, str, str]] = (),
+) -> list:
     """Spans in which requests took longer than STALL_S (overlapping ones merged), with
-    the kinds they hit and the probe's slowest sample meanwhile; times in seconds from
-    the start of the load."""
+    the kinds they hit, the probe's slowest sample and the event-loop blocks the service
+    logged meanwhile, by worker and cause ("not run": the machine's other processes had
+    the cores; "held by code on the loop": the service's own); times in seconds from the
+    start of the load."""
     spans: list[list] = []
     for started, seconds, kind, _ in sorted(r for r in slow if r[1] > STALL_S):
         end = started + seconds
@@ -511,6 +553,10 @@ def stalls(slow: list[tuple[float, float, str, str]], probe_slow: list, origin: 
     out = []
     for begin, end, kinds in spans:
         probe = [s for w, s in probe_slow if w < end and w + s > begin]
+        held: Counter = Counter()
+        for block_end, seconds, pid, verdict in blocks:
+            if block_end > begin and block_end - seconds < end:
+                held[f"{pid}: {verdict}"] += round(seconds, 2)
         out.append(
             {
                 "from_s": round(begin - origin, 2),
@@ -518,6 +564,7 @@ def stalls(slow: list[tuple[float, float, str, str]], probe_slow: list, origin: 
                 "at": datetime.fromtimestamp(begin, UTC).strftime("%H:%M:%S.%f")[:-3],
                 "requests_over_stall": dict(kinds),
                 "probe_max_ms": round(max(probe) * 1e3) if probe else None,
+                "loop_blocked_s": {k: round(v, 2) for k, v in sorted(held.items())},
             }
         )
     return out
@@ -655,7 +702,8 @@ def print_summary(result: dict[str, Any]) -> None:
     for span in spans:
         console.print(
             f"  {span['from_s']:.1f}-{span['to_s']:.1f} s into the load ({span['at']} UTC): "
-            f"{span['requests_over_stall']}, probe max {span['probe_max_ms']} ms"
+            f"{span['requests_over_stall']}, probe max {span['probe_max_ms']} ms; event loop "
+            f"blocked (s, by worker and cause): {span['loop_blocked_s'] or 'never'}"
         )
     if verdict["processes_gone_after_load"] or not verdict["server_alive_after_load"]:
         console.print(f"[red]service processes gone during the load: "
@@ -738,6 +786,9 @@ def main(argv: list[str] | None = None) -> None:
                     f"({3 * args.workers} fetches each)"
                 )
                 warm_statuses = asyncio.run(warm(app.base, plan, analyst, args.workers))
+                waited = settle_rankings(app.base, plan)
+                step(f"rankings' bands computed ({waited:.0f} s more); warming again")
+                warm_statuses += asyncio.run(warm(app.base, plan, analyst, args.workers))
                 step(f"each kind alone: {args.alone} requests, one at a time")
                 solo = asyncio.run(alone(app.base, plan, analyst, args.alone, args.seed))
                 processes = service_processes(app.pid)
@@ -829,7 +880,7 @@ def main(argv: list[str] | None = None) -> None:
             "probe": probed,
             "service_cpu_cores": sum(service_cpu.values()),
             "postgres_cpu_cores": pg_cpu,
-            "stalls": stalls(rec.slow, probed["slow"], origin),
+            "stalls": stalls(rec.slow, probed["slow"], origin, loop_blocks(server_log)),
             "slow_requests": [
                 [round(t - origin, 3), round(d, 3), k, st] for t, d, k, st in sorted(rec.slow)
             ],
