@@ -10,7 +10,9 @@ httpapi draft's header fields, as most clients and gateways read them).
 
 Where it sits: a pure ASGI middleware *outside* :class:`app.ogc.tilecache.CachedTiles`, so
 cached tiles count like any other request (a client flooding cached tiles still takes a
-worker's time), and inside CORS, so a browser can read the 429. It runs before routing,
+worker's time; :class:`app.ogc.tilecache.TileHits`, which answers cached tiles in front of
+every middleware, is not installed while a limit is set), and inside CORS, so a browser
+can read the 429. It runs before routing,
 so it cannot wait for a key to be checked against the database: a key counts as a key
 once this worker has validated it (``app.state.key_cache``, filled by
 :func:`app.deps.get_principal`); until then, and for unknown keys, the request counts
