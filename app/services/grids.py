@@ -231,8 +231,34 @@ class StoredGrid:
         return np.where(is_added, self.added_id, self.base_id).astype(np.int64)
 
 
+@dataclass(eq=False)
+class Storing:
+    """A grid's polygons being stored (:func:`start_storing`): its id once known, and
+    the task that stores them."""
+
+    key: str
+    id: asyncio.Future[int]
+    task: asyncio.Task[int]
+
+    def cancel(self) -> None:
+        """Stop storing (its transaction rolls back)."""
+        self.task.cancel()
+
+
+def start_storing(engine: AsyncEngine, grid: Grid, *, added: bool = False) -> Storing:
+    """Start storing the polygons of ``grid`` (``added``: only those of the cells it
+    adds to its base) in a task of the running loop, unless they are stored already."""
+    loop = asyncio.get_running_loop()
+    grid_id: asyncio.Future[int] = loop.create_future()
+    task = loop.create_task(_stored_id(engine, grid, grid_id.set_result, added=added))
+    return Storing(grid.key, grid_id, task)
+
+
 async def store_polygons(
-    engine: AsyncEngine, grid: Grid, ready: Callable[[StoredGrid], None] | None = None
+    engine: AsyncEngine,
+    grid: Grid,
+    ready: Callable[[StoredGrid], None] | None = None,
+    base: Storing | None = None,
 ) -> StoredGrid:
     """Store the polygons of ``grid`` where they are new, and say where they are: a
     completed grid's base cells are in its base grid (stored once for every run), the
@@ -244,24 +270,35 @@ async def store_polygons(
     ``ready`` is called with the answer as soon as the grids' ids are known, before
     their polygons are written (each grid's row and cells are committed together, so
     no other worker uses a grid before it is complete): a run stores its values
-    meanwhile, and waits for this function before it completes.
+    meanwhile, and waits for this function before it completes. ``base`` is the storing
+    of the grid over the area alone, if the run started it earlier (as soon as it knew
+    that grid); it is taken over (awaited, or cancelled on failure).
     """
-    loop = asyncio.get_running_loop()
-    base_id: asyncio.Future[int] = loop.create_future()
-    added_id: asyncio.Future[int] | None = None if grid.base is None else loop.create_future()
-
-    async def report() -> None:
-        stored = StoredGrid(await base_id, None if added_id is None else await added_id)
+    area_grid = grid.base or grid
+    if base is None or base.key != area_grid.key:
+        if base is not None:
+            base.cancel()
+        base = start_storing(engine, area_grid)
+    parts = [base] if grid.base is None else [base, start_storing(engine, grid, added=True)]
+    tasks = [part.task for part in parts]
+    try:
+        # The ids, or the error of the part that failed before knowing its id.
+        while not all(part.id.done() for part in parts):
+            waiting = {part.id for part in parts if not part.id.done()} | set(tasks)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()
+        stored = StoredGrid(*(part.id.result() for part in parts))
         if ready is not None:
             ready(stored)
-
-    # A TaskGroup: when one part fails, the others are cancelled, not left waiting.
-    async with asyncio.TaskGroup() as group:
-        group.create_task(_stored_id(engine, grid.base or grid, base_id.set_result))
-        if added_id is not None:
-            group.create_task(_stored_id(engine, grid, added_id.set_result, added=True))
-        group.create_task(report())
-    return StoredGrid(base_id.result(), None if added_id is None else added_id.result())
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return stored
 
 
 async def stored_grid_ids(engine: AsyncEngine, grid: Grid, cell_ids: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +37,9 @@ from app.schemas.surfaces import EvaluationRequest
 from app.services.grids import (
     Grid,
     StoredGrid,
+    Storing,
     cached_grid,
+    start_storing,
     store_grid,
     store_polygons,
     stored_grid_ids,
@@ -102,10 +105,17 @@ async def incident_filter(
 
 
 async def load_cells(
-    conn: AsyncConnection, settings: Settings, request: HotspotRequest
+    conn: AsyncConnection,
+    settings: Settings,
+    request: HotspotRequest,
+    on_grid: Callable[[Grid], None] | None = None,
 ) -> tuple[Cells, int]:
     """The analysis units with their counts, and how many incidents the study area has
-    (those of the filters; in a unit's area, those the unit holds)."""
+    (those of the filters; in a unit's area, those the unit holds).
+
+    ``on_grid`` (H3 and square grids) is called in the event loop with the grid over
+    the area alone as soon as it is known, before the points are binned: a run starts
+    storing its polygons then."""
     filters = await incident_filter(conn, request.filters, settings.territory.timezone)
     units = request.units
     if isinstance(units, AdminUnits):
@@ -132,9 +142,13 @@ async def load_cells(
     lon, lat, victims = (np.asarray(c, dtype=float) for c in columns[:3])
     in_area = np.asarray(columns[3], dtype=bool) if area_unit is not None else None
     weights = victims if request.weight_by_victims else None
+    if on_grid is not None:
+        loop = asyncio.get_running_loop()
+        callback = on_grid
+        on_grid = lambda grid: loop.call_soon_threadsafe(callback, grid)  # noqa: E731
     cells = await asyncio.to_thread(
         _grid_cells, units, request.cover, area, lon, lat, in_area, weights,
-        settings.territory.projected_crs, settings.analysis.max_cells,
+        settings.territory.projected_crs, settings.analysis.max_cells, on_grid,
     )  # fmt: skip
     # The study area's incidents: all those read, or those its unit holds.
     incidents = len(lon) if in_area is None else int(in_area.sum())
@@ -159,8 +173,11 @@ def _grid_cells(
     weights: np.ndarray | None,
     crs: str,
     max_cells: int,
+    on_grid: Callable[[Grid], None] | None = None,
 ) -> Cells:
-    grid, point_cells = grid_and_point_cells(units, area, lon, lat, crs, max_cells, cover, in_area)
+    grid, point_cells = grid_and_point_cells(
+        units, area, lon, lat, crs, max_cells, cover, in_area, on_grid
+    )
     inside = grid.index.get_indexer(point_cells) >= 0
     counts = spatial.count_by_cell(point_cells, grid.index, weights=weights)
     return Cells(grid.ids, None, counts, grid=grid, counted=int(inside.sum()))
@@ -175,6 +192,7 @@ def grid_and_point_cells(
     max_cells: int,
     cover: str = "center",
     in_area: np.ndarray | None = None,
+    on_grid: Callable[[Grid], None] | None = None,
 ) -> tuple[Grid, np.ndarray]:
     """The grid of the study area by the ``cover`` rule (from this worker's cache when it
     has it), and the cell id of each point (an id the grid lacks: the point is not counted).
@@ -182,11 +200,14 @@ def grid_and_point_cells(
     With ``center`` the grid is the cells whose centre lies in the area plus the cells
     that hold the points of the area (``in_area``; None: every point is the area's), so
     every such point is counted. With ``intersects`` it is the cells touching the area.
+    ``on_grid`` is called with the grid over the area alone as soon as it is known.
     """
     # Checked before the run too (check_grid_size); again here because the boundaries
     # may have changed in between.
     check_cells(units, area, crs, max_cells)
     grid = cached_grid(units, area, crs, cover)
+    if on_grid is not None:
+        on_grid(grid)
     point_cells = grid.point_cells(lon, lat)
     if cover == "center":
         grid = with_cells(grid, point_cells if in_area is None else point_cells[in_area])
@@ -419,46 +440,42 @@ async def run_hotspots(
     """The job behind ``POST /analyses/hotspots``: returns the run's summary."""
     started = time.perf_counter()
     await progress(0.05, "counting incidents per unit")
-    async with engine.connect() as conn:
-        cells, n_incidents = await load_cells(conn, settings, request)
-    if len(cells.ids) < MIN_UNITS:
-        raise InvalidParameter(
-            f"local statistics need at least {MIN_UNITS} units; this area has "
-            f"{len(cells.ids)}: use H3 hexagons, a grid or a finer level"
-        )
-    if n_incidents == 0:
-        raise InvalidParameter("no incidents match the filters")
-    # A new grid's polygons are stored while the run computes (the database indexes
-    # them on its own core), and while it stores its values: the first run on a grid
-    # waited ~5 s for them. The grid's ids are known before its polygons are written.
+    # A new grid's polygons are stored while the run bins its points and computes (the
+    # database indexes them on its own core), and while it stores its values: the
+    # first run on a grid waited ~5 s for them. The grid's ids are known before its
+    # polygons are written.
+    early: list[Storing] = []
+    polygons: asyncio.Task | None = None
     located: asyncio.Future[StoredGrid] = asyncio.get_running_loop().create_future()
-    polygons = (
-        None
-        if cells.grid is None
-        else asyncio.create_task(store_polygons(engine, cells.grid, located.set_result))
-    )
     try:
-        crs = settings.territory.projected_crs
-        extra: dict = {}
-        if request.method == "optimized_gi_star":
-            await progress(0.2, "choosing the scale (incremental spatial autocorrelation)")
-            weights, extra = await asyncio.to_thread(optimized_weights, cells, n_incidents, crs)
-            request = request.model_copy(update={"fdr": True})
-        else:
-            await progress(0.3, "building spatial weights")
-            weights = await asyncio.to_thread(build_weights, cells, request, crs)
-        await progress(0.5, f"computing {request.method}")
-        table, computed = await asyncio.to_thread(compute, cells, weights, request)
-        extra.update(computed)
+        async with engine.connect() as conn:
+            cells, n_incidents = await load_cells(
+                conn, settings, request, lambda grid: early.append(start_storing(engine, grid))
+            )
+        if len(cells.ids) < MIN_UNITS:
+            raise InvalidParameter(
+                f"local statistics need at least {MIN_UNITS} units; this area has "
+                f"{len(cells.ids)}: use H3 hexagons, a grid or a finer level"
+            )
+        if n_incidents == 0:
+            raise InvalidParameter("no incidents match the filters")
+        if cells.grid is not None:
+            base = early.pop() if early else None
+            polygons = asyncio.create_task(
+                store_polygons(engine, cells.grid, located.set_result, base)
+            )
+        weights, table, extra = await _statistic(cells, n_incidents, request, settings, progress)
         await progress(0.8, "storing results")
         stored = None if polygons is None else await _located(located, polygons)
         await store_cells(engine, run_id, table, cells, stored)
         if polygons is not None:
             await polygons  # the run's layer is complete when the run is
     finally:
-        if polygons is not None and not polygons.done():
-            polygons.cancel()  # the run failed: its transaction rolls back
-            await asyncio.gather(polygons, return_exceptions=True)
+        # Storing still under way here is a failed run's: its transaction rolls back.
+        pending = [s.task for s in early] + ([polygons] if polygons is not None else [])
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     if cells.grid is not None:
         counted = cover_summary(cells.grid, n_incidents, cells.counted)
     else:  # admin units: every incident is in its unit
@@ -483,6 +500,28 @@ async def run_hotspots(
     if "label" in table:
         summary["labels"] = {str(k): int(v) for k, v in table["label"].value_counts().items()}
     return summary
+
+
+async def _statistic(
+    cells: Cells,
+    n_incidents: int,
+    request: HotspotRequest,
+    settings: Settings,
+    progress: JobProgress,
+) -> tuple[spatial.SpatialWeights, pd.DataFrame, dict]:
+    """The weights, the cells' table and what the summary adds (see :func:`compute`)."""
+    crs = settings.territory.projected_crs
+    extra: dict = {}
+    if request.method == "optimized_gi_star":
+        await progress(0.2, "choosing the scale (incremental spatial autocorrelation)")
+        weights, extra = await asyncio.to_thread(optimized_weights, cells, n_incidents, crs)
+        request = request.model_copy(update={"fdr": True})
+    else:
+        await progress(0.3, "building spatial weights")
+        weights = await asyncio.to_thread(build_weights, cells, request, crs)
+    await progress(0.5, f"computing {request.method}")
+    table, computed = await asyncio.to_thread(compute, cells, weights, request)
+    return weights, table, {**extra, **computed}
 
 
 async def _located(located: asyncio.Future[StoredGrid], storing: asyncio.Task) -> StoredGrid:
