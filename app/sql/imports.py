@@ -227,6 +227,11 @@ def insert_batch(
     )
 
 
+def analyze_incidents() -> TextClause:
+    """``ANALYZE`` the incidents and what their triggers fill (the low-zoom tile cells)."""
+    return text("ANALYZE incident")
+
+
 def finish_batch(batch_id: int, **counts: int) -> Update:
     """UPDATE a batch to completed, with its row ``counts``."""
     return (

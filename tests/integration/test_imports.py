@@ -396,3 +396,30 @@ def test_cli_set_gives_constants(base_data, settings, tmp_path, db):
         text=True,
     )
     assert typo.returncode == 1 and "did you mean 'category'?" in typo.stdout
+
+
+def test_a_large_batch_refreshes_the_planner_statistics(base_data, settings, tmp_path, db):
+    """After a batch of ANALYZE_AFTER_ROWS rows the incidents are analysed at once (the
+    evaluation queued after an import would otherwise be planned without statistics); a
+    small batch leaves that to autovacuum."""
+    from app.services.imports import ANALYZE_AFTER_ROWS
+
+    def last_analyze():
+        row = db.execute(
+            "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'incident'"
+        ).fetchone()
+        return row[0]
+
+    small = write_incident_csv(tmp_path / "small.csv", n=20, source="stats-small", seed=3)
+    before = last_analyze()
+    assert import_csv(settings, small).inserted == 20
+    time.sleep(1.5)  # statistics reach other sessions within a second
+    assert last_analyze() == before
+    large = write_incident_csv(
+        tmp_path / "large.csv", n=ANALYZE_AFTER_ROWS, source="stats-large", seed=4
+    )
+    assert import_csv(settings, large).inserted == ANALYZE_AFTER_ROWS
+    deadline = time.monotonic() + 10
+    while last_analyze() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last_analyze() is not None and last_analyze() != before
