@@ -407,10 +407,13 @@ async def run_load(
 
 
 async def warm(base: str, plan: Plan, analyst: dict[str, str], workers: int) -> Counter:
-    """Fetch every repeated URL a few times per worker (connections land on any worker)."""
+    """Fetch every repeated URL a few times per worker, each on a new connection: kept-alive
+    connections all landed on the worker whose loop accepted first, and the other met its
+    first requests, and its stats and rankings caches empty, under the load."""
     statuses: Counter = Counter()
     limits = httpx.Limits(max_connections=8 * workers)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as http:
+    close = {"Connection": "close"}
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120, headers=close) as http:
         semaphore = asyncio.Semaphore(8 * workers)
 
         async def get(kind: str, url: str) -> None:
@@ -702,7 +705,9 @@ def print_summary(result: dict[str, Any]) -> None:
     for span in spans:
         console.print(
             f"  {span['from_s']:.1f}-{span['to_s']:.1f} s into the load ({span['at']} UTC): "
-            f"{span['requests_over_stall']}, probe max {span['probe_max_ms']} ms; event loop "
+            f"{span['requests_over_stall']}, probe "
+            + (f"max {span['probe_max_ms']} ms" if span["probe_max_ms"] else "under 1 s")
+            + "; event loop "
             f"blocked (s, by worker and cause): {span['loop_blocked_s'] or 'never'}"
         )
     if verdict["processes_gone_after_load"] or not verdict["server_alive_after_load"]:
