@@ -17,7 +17,7 @@ from indexes.aggregate import aggregate, shift_positive
 from indexes.contribution import contributions
 from indexes.impute import ImputationNote, impute
 from indexes.normalise import normalise
-from indexes.rank import classify, rank_scores
+from indexes.rank import Classes, classify, rank_scores
 from indexes.screen import select_indicators
 from indexes.spec import IndexDefinition, load_definition
 from indexes.treat import TreatmentNote, treat, treatment_rule
@@ -180,7 +180,7 @@ def normalised_for(
     return normalised, {"method": method, "low": low, "high": high, "shifts": shifts}
 
 
-def compute_index(raw: pd.DataFrame, definition: Any) -> IndexResult:
+def compute_index(raw: pd.DataFrame, definition: Any, *, classes: bool = True) -> IndexResult:
     """Build a composite index from a raw indicator table.
 
     Parameters
@@ -190,6 +190,10 @@ def compute_index(raw: pd.DataFrame, definition: Any) -> IndexResult:
         definition (others are ignored). Not modified.
     definition : IndexDefinition, mapping, or JSON / YAML text
         Validated with :func:`indexes.spec.load_definition`.
+    classes : bool, default True
+        Classify the scores for a choropleth (:func:`indexes.rank.classify`). ``False``
+        leaves every class missing and no bins: for work that shows ranks only, since
+        mapclassify compiles its numba kernels on import (~90 MiB, seconds).
 
     Returns
     -------
@@ -246,7 +250,11 @@ def compute_index(raw: pd.DataFrame, definition: Any) -> IndexResult:
     effective = weights.effective
     points, shares = contributions(normalised, effective, aggregated.score, agg)
     ranks = rank_scores(aggregated.score)
-    classes = classify(aggregated.score, definition.classes.method, definition.classes.k)
+    classes = (
+        classify(aggregated.score, definition.classes.method, definition.classes.k)
+        if classes
+        else Classes.none(aggregated.score)
+    )
     parameters = {
         "definition": definition.model_dump(mode="json"),
         "normalisation": norm_parameters,
@@ -334,7 +342,7 @@ def compare_treatments(raw: pd.DataFrame, definition: Any) -> pd.DataFrame:
     index = None
     for suffix, variant in variants.items():
         try:
-            result = compute_index(raw, variant)
+            result = compute_index(raw, variant, classes=False)
         except IndexDataError:
             continue
         index = result.score.index

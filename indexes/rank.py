@@ -73,6 +73,11 @@ class Classes:
     method: str
     k: int
 
+    @classmethod
+    def none(cls, score: pd.Series) -> Classes:
+        """No classification: every class missing, no bins (method ``"none"``, k 0)."""
+        return cls(pd.Series(pd.NA, index=score.index, dtype="Int64", name="class"), (), "none", 0)
+
 
 def classify(score: pd.Series, method: str = "quantiles", k: int = 5) -> Classes:
     """Classify scores for a choropleth with mapclassify (see the module docstring)."""

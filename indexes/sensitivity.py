@@ -200,7 +200,7 @@ def sensitivity(
     norms, aggs = _alternatives(definition, normalisations, aggregations)
     seed = spec.seed if seed is None else int(seed)
 
-    nominal = compute_index(raw, definition)
+    nominal = compute_index(raw, definition, classes=False)  # scores and ranks only
     weights = hierarchy(definition)
     runner = _Runner(nominal.treated, definition, weights)
     n = len(nominal.score)

@@ -227,7 +227,7 @@ async def _previous_rank(
     data: IndexData, definition: IndexDefinition, previous: Period
 ) -> pd.Series | None:
     try:
-        return indexes.compute_index(await data.raw(previous), definition).rank
+        return indexes.compute_index(await data.raw(previous), definition, classes=False).rank
     except indexes.IndexDataError as exc:
         data.notes.append(f"No rank change: the {previous.label} index is not computable ({exc})")
         return None
@@ -240,13 +240,18 @@ async def compute_results(
     code: str,
     period_text: str,
     version: int | None = None,
+    *,
+    map_classes: bool = True,
 ) -> IndexResults:
     """The index for one period, with the rank change since the previous period, the
-    outlier rule that applied, what each indicator counts and the values treated."""
+    outlier rule that applied, what each indicator counts and the values treated.
+
+    ``map_classes=False``: no choropleth classes (missing, no bins), for ranks only
+    (:func:`indexes.compute_index`'s ``classes``)."""
     record, definition, data, period = await _prepare(
         conn, settings, who, code, version, period_text
     )
-    result = indexes.compute_index(await data.raw(period), definition)
+    result = indexes.compute_index(await data.raw(period), definition, classes=map_classes)
     indicators = data.describe(period)
     previous = previous_period(period, settings.territory.timezone)
     previous_rank = await _previous_rank(data, definition, previous)

@@ -127,12 +127,14 @@ async def draft_ranking(
     runs: int | None = None,
     seed: int | None = None,
     version: int | None = None,
+    map_classes: bool = True,
 ) -> RankingDraft:
     """Everything of a ranking but its rank bands: the index for the period
     (:func:`compute_results`, a couple of index computations: cheap), and the parameters
     of the sensitivity run that gives the bands (the definition's runs and seed unless an
     analyst gives others). A bad index, version, period, runs or seed, and data the index
-    cannot use, are refused here, before any run is stored."""
+    cannot use, are refused here, before any run is stored. ``map_classes=False`` leaves the
+    map classes out (:func:`compute_results`)."""
     record = await get_definition(conn, code, version)
     definition = indexes.load_definition(record.definition)
     _check_bands(definition, reader, runs, seed)
@@ -142,8 +144,9 @@ async def draft_ranking(
         withheld = _withheld_indicators(definition, sensitive)
     with _scrubbed(withheld):
         results = await compute_results(
-            conn, settings, who, record.code, period_text, record.version
-        )
+            conn, settings, who, record.code, period_text, record.version,
+            map_classes=map_classes,
+        )  # fmt: skip
     bands = await resolve_sensitivity(
         conn, settings, record.code, period_text, runs=runs, seed=seed, version=record.version
     )
@@ -192,12 +195,14 @@ async def compute_ranking(
     runs: int | None = None,
     seed: int | None = None,
     version: int | None = None,
+    map_classes: bool = True,
 ) -> Ranking:
     """The planners' view, computed here, rank bands included (for work that runs in a
     worker already, such as a periodic report; ``GET /rankings`` takes its bands from a
     sensitivity run instead): :func:`compute_results` joined with the rank bands of
     :func:`compute_sensitivity` (the definition's runs and seed unless an analyst gives
     others), the ranks units share, and each unit's largest contributing indicators.
+    ``map_classes=False`` leaves the map classes out (a report shows ranks only).
 
     ``who`` computes the index; ``reader`` is who gets the page. Below the analyst role, when
     any indicator is counted from sensitive categories (:func:`_withheld_indicators`), no
@@ -210,7 +215,7 @@ async def compute_ranking(
     """
     draft = await draft_ranking(
         conn, settings, who, code, period_text, reader=reader, runs=runs, seed=seed,
-        version=version,
+        version=version, map_classes=map_classes,
     )  # fmt: skip
     request = draft.bands
     with _scrubbed(set(draft.withheld)):

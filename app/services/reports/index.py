@@ -32,8 +32,9 @@ async def _index(ctx: _Context) -> Section:
         record = await index_service.get_definition(ctx.conn, code)
         kind = record.definition.get("period", "year")
         label = _index_period(ctx, kind)
+        # Ranks only: map classes would import mapclassify (~90 MiB of numba kernels).
         ranking = await rankings.compute_ranking(
-            ctx.conn, ctx.settings, PUBLISHER, code, label, reader=ctx.who
+            ctx.conn, ctx.settings, PUBLISHER, code, label, reader=ctx.who, map_classes=False
         )
     except ProblemError as exc:
         return Section(

@@ -149,3 +149,12 @@ def test_bad_tables_and_definitions(raw, definition):
     definition["normalisation"] = "softmax"
     with pytest.raises(IndexDefinitionError, match=r"normalisation\.method"):
         compute_index(raw, definition)
+
+
+def test_without_classes_the_same_scores_and_ranks_and_no_class(raw, definition):
+    full = compute_index(raw, definition)
+    ranks_only = compute_index(raw, definition, classes=False)
+    pd.testing.assert_series_equal(ranks_only.score, full.score)
+    pd.testing.assert_series_equal(ranks_only.rank, full.rank)
+    assert full.classes.notna().all() and ranks_only.classes.isna().all()
+    assert ranks_only.class_bins == () and ranks_only.parameters["classes"]["k"] == 0
