@@ -148,12 +148,20 @@ TILE_CAP, TILE_EXTENT, TILE_BUFFER, CLUSTER_BELOW = 20_000, 4096, 64, 12
 # 150-200 ms of a 250-400 ms tile on these machines; the floor is the best raw SQL.
 SESSION = {"max_parallel_workers_per_gather": "0", "jit": "off"}
 
-TARGETS = {
-    "uncached tiles vs tipg (c=1)": 1.5,
-    "uncached tiles vs floor (c=1)": 0.8,
-    "cached tiles, slowest phase, tiles/s": 2_000,
+TARGETS = {  # issue 22's
+    "uncached z14 tiles vs tipg (c=1)": 1.5,
+    "uncached z14 tiles vs floor (c=1)": 1.1,
+    "uncached z10 tiles vs tipg (c=16)": 1.5,
+    "cached tiles, slowest phase, tiles/s": 5_000,
     "items features/s vs tipg": 5.0,
 }
+
+
+def cached_paths(paths: list[str], by_zoom: dict[int, list[str]], passes: int) -> list[str]:
+    """``passes`` passes over the largest zoom's tiles, as many requests at every zoom: Belize
+    has ~33 occupied z10 tiles, and 5 passes over them (~0.05 s) measured a hiccup."""
+    largest = max(len(p) for p in by_zoom.values())
+    return (paths * -(-passes * largest // len(paths)))[: passes * largest]
 
 
 def our_layer() -> dict[str, Any]:
@@ -766,7 +774,7 @@ def measure_server(
                         f"z{zoom} cached",
                         base,
                         headers,
-                        paths * args.cached_passes,
+                        cached_paths(paths, server.tile_paths, args.cached_passes),
                         c,
                         args.phase_seconds,
                     )
@@ -917,6 +925,7 @@ def target_figures(results: list[dict], rat: dict[str, float]) -> dict[str, Any]
             (
                 rat.get(f"{z14}: ours/tipg"),
                 rat.get(f"{z14}: ours/floor(c=1)"),
+                rat.get("tiles z10 uncached c=16: ours/tipg"),
                 min(cached) if cached else None,
                 rat.get("items c=1: ours/tipg features/s"),
             ),
