@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 
@@ -49,3 +50,30 @@ def app_cache(state: Any, name: str, maxsize: int = 256, ttl_s: float = 600) -> 
         cache = TTLCache(maxsize=maxsize, ttl_s=ttl_s)
         setattr(state, name, cache)
     return cache
+
+
+_FAILED = object()
+
+
+async def once(state: Any, name: str, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """``compute()`` run once for the callers that ask for ``key`` at the same time (in
+    the app's flights called ``name``): the others wait for its result instead of
+    computing the same answer again. After a data change every worker's caches are
+    empty at once, and each concurrent request of one ranking computed it again, each
+    holding a pooled connection: 3-4 s and the pool dry under bench.load (issue 22). A
+    failure is the first caller's only: the others then compute on their own."""
+    flights = getattr(state, f"{name}_flights", None)
+    if flights is None:
+        flights = {}
+        setattr(state, f"{name}_flights", flights)
+    if (flight := flights.get(key)) is not None:
+        value = await asyncio.shield(flight)
+        return await compute() if value is _FAILED else value
+    flight = flights[key] = asyncio.get_running_loop().create_future()
+    value: Any = _FAILED
+    try:
+        value = await compute()
+        return value
+    finally:
+        del flights[key]
+        flight.set_result(value)

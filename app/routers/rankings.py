@@ -19,7 +19,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from app.access import sees_published_view
-from app.core.cache import app_cache
+from app.core.cache import app_cache, once
 from app.deps import EngineDep, PrincipalDep, SettingsDep
 from app.files.exports import CSV, XLSX, about_rows, csv_text, download, xlsx_bytes
 from app.schemas.indexes import IndexSensitivity, Ranking, RankingRow
@@ -96,26 +96,36 @@ async def get_ranking(
         not sees_published_view(who),
     )
     if (ranking := cache.get(key)) is None:
-        async with engine.connect() as conn:
-            draft = await service.draft_ranking(
-                conn, settings, PUBLISHER, index, period, reader=who, runs=runs, seed=seed,
-                version=version,
+
+        async def rank() -> Ranking | Mapping[str, Any]:
+            """The ranking, cached; or the run still computing its bands."""
+            async with engine.connect() as conn:
+                draft = await service.draft_ranking(
+                    conn, settings, PUBLISHER, index, period, reader=who, runs=runs,
+                    seed=seed, version=version,
+                )  # fmt: skip
+            run_id = await jobs.reuse_or_enqueue(
+                request.app.state.queue, engine, who.actor, "sensitivity", "monte_carlo",
+                draft.bands.model_dump(mode="json"),
             )  # fmt: skip
-        run_id = await jobs.reuse_or_enqueue(
-            request.app.state.queue, engine, who.actor, "sensitivity", "monte_carlo",
-            draft.bands.model_dump(mode="json"),
-        )  # fmt: skip
-        await jobs.wait_for_run(engine, run_id, settings.analysis.read_wait_s, max_pause_s=0.25)
-        try:
-            run = await jobs.read_run(engine, run_id, "sensitivity")
-        except jobs.AnalysisFailed as exc:
-            raise draft.failure(exc.detail, run_id) from None
-        if run["status"] == "running":
-            return _computing(request, who, run)
-        ranking = service.finish_ranking(
-            draft, IndexSensitivity.model_validate(run["summary"]["sensitivity"])
-        )
-        cache.set(key, ranking)
+            await jobs.wait_for_run(engine, run_id, settings.analysis.read_wait_s, max_pause_s=0.25)
+            try:
+                run = await jobs.read_run(engine, run_id, "sensitivity")
+            except jobs.AnalysisFailed as exc:
+                raise draft.failure(exc.detail, run_id) from None
+            if run["status"] == "running":
+                return run
+            done = service.finish_ranking(
+                draft, IndexSensitivity.model_validate(run["summary"]["sensitivity"])
+            )
+            cache.set(key, done)
+            return done
+
+        # Concurrent requests of one ranking wait for one computation (issue 22).
+        outcome = await once(request.app.state, "rankings", key, rank)
+        if not isinstance(outcome, Ranking):
+            return _computing(request, who, outcome)
+        ranking = outcome
     if format == "json":
         return Response(ranking.model_dump_json(by_alias=True), media_type="application/json")
     columns, rows = _table(ranking)
