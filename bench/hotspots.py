@@ -36,7 +36,8 @@ What is measured, and why
    transform="B", star=True, permutations=..., keep_simulations=False, n_jobs=1)``
    called in this process on the same arrays: the incidents read with psycopg (the
    statement the service runs), binned with ``spatial.points_to_h3`` /
-   ``count_by_cell`` into ``spatial.h3_cells`` of the country, and binary weights from
+   ``count_by_cell`` into the service's grid (the cells centred in the country and the
+   cells holding incidents, as a request's default ``cover``), and binary weights from
    ``spatial.h3_neighbours`` with each cell its own neighbour
    (``spatial.weights.binary_with_self``: exactly what ``spatial.gi_star`` hands esda).
    A warm-up call precedes the timed ones; every call gets a freshly built weights
@@ -370,8 +371,12 @@ def prepare(area: shapely.Geometry, lon: np.ndarray, lat: np.ndarray, resolution
     from spatial.grids import h3_cell_ids, h3_polygons_wkb
     from spatial.weights import binary_with_self
 
-    ids, cells_s = timed(lambda: h3_cell_ids(area, resolution))
+    # The service's grid (a request's default): the cells whose centre is in the area,
+    # and the cells outside it that hold incidents (``app.services.grids.with_cells``).
+    area_ids, cells_s = timed(lambda: h3_cell_ids(area, resolution, cover="center"))
     point_cells, bin_s = timed(lambda: spatial.points_to_h3(lon, lat, resolution))
+    held = {c for c in point_cells if c is not None}
+    ids = sorted(set(area_ids) | held)
     counts, count_s = timed(lambda: spatial.count_by_cell(point_cells, ids))
     neighbours, neighbours_s = timed(lambda: spatial.h3_neighbours(ids))
     _, graph_s = timed(lambda: neighbours.star_graph)
