@@ -238,6 +238,11 @@ def auth(key: str | None) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def client(base_data: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(base_data)) as client:
+        # As a load balancer would: no request before the worker says it is warm (its
+        # layer catalog can take more than /ready's own wait on a busy machine).
+        deadline = time.monotonic() + 120
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/ready").text
         yield client
 
 

@@ -167,7 +167,8 @@ CONFLICT_DETAIL = (
 def transaction_conflict(exc: BaseException) -> bool:
     """Whether an error, or one it was raised from, is a deadlock (SQLSTATE 40P01) or a
     serialization failure (40001): the database is fine, the transaction lost a race."""
-    return _caused_by(exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
+    lost = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+    return _caused_by(exc, lambda e: isinstance(e, lost))
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -175,25 +176,18 @@ def database_unavailable(exc: BaseException) -> bool:
     (stopped, restarting, connection lost, or every pooled connection busy past the
     pool timeout) rather than a fault in a query. A deadlock is not that
     (``transaction_conflict``), though psycopg files it as an OperationalError too."""
-    if transaction_conflict(exc):
-        return False
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OperationalError | PoolTimeout | psycopg.OperationalError):
-            return True
-        if isinstance(current, DBAPIError) and current.connection_invalidated:
-            return True
-        if isinstance(current, BaseExceptionGroup):  # from task groups (streaming, anyio)
-            return any(database_unavailable(e) for e in current.exceptions)
-        current = current.__cause__ or current.__context__
-    return False
+    return not transaction_conflict(exc) and _caused_by(exc, _unreachable)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | PoolTimeout | psycopg.OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def unavailable(exc: BaseException | None = None) -> JSONResponse:
     """The 503 for a database that is away, or busy when ``exc`` is a pool timeout."""
-    if exc is not None and _caused_by(exc, PoolTimeout):
+    if exc is not None and _caused_by(exc, lambda e: isinstance(e, PoolTimeout)):
         # Not down, busy: every pooled connection stayed in use for the pool timeout.
         detail = "The service is busy: no database connection became free in time; retry."
     else:
@@ -202,16 +196,20 @@ def unavailable(exc: BaseException | None = None) -> JSONResponse:
 
 
 def _caused_by(
-    exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+    exc: BaseException, matches: Callable[[BaseException], bool], seen: set[int] | None = None
 ) -> bool:
-    seen: set[int] = set()
+    """Whether ``exc``, an error it was raised from or during, or a member of an exception
+    group among them (task groups: streaming, anyio) ``matches``."""
+    # One ``seen`` for the whole walk: a group's member can have the group itself in its
+    # context (a streamed answer failing in a task group), which recursed without end.
+    seen = set() if seen is None else seen
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, kind):
+        if matches(current):
             return True
         if isinstance(current, BaseExceptionGroup):
-            return any(_caused_by(e, kind) for e in current.exceptions)
+            return any(_caused_by(e, matches, seen) for e in current.exceptions)
         # SQLAlchemy's wrapper carries the driver's error as ``orig`` (and as its cause
         # when raised; not when built with ``DBAPIError.instance``).
         orig = current.orig if isinstance(current, DBAPIError) else None
