@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from app.access import sees_published_view
-from app.core.cache import app_cache
+from app.core.cache import app_cache, once
 from app.core.errors import InvalidParameter
 from app.deps import ConnDep, PrincipalDep, SettingsDep
 from app.files.exports import CSV, csv_text
@@ -147,16 +147,19 @@ async def get_stats(
     )
     if public:
         query = lattice.restrict(query, settings, age_groups_given=age_groups is not None)
-    table = await service.compute_stats(conn, settings, query, who)
-    if format == "csv":
-        answer = (
-            _csv(table),
-            CSV,
-            {"Content-Disposition": 'attachment; filename="stats.csv"'},
-        )
-    else:
-        answer = (_json(table), "application/json", {})
-    cache.set(key, answer)
+
+    async def compute() -> tuple[str, str, dict[str, str]]:
+        table = await service.compute_stats(conn, settings, query, who)
+        if format == "csv":
+            headers = {"Content-Disposition": 'attachment; filename="stats.csv"'}
+            answer = (_csv(table), CSV, headers)
+        else:
+            answer = (_json(table), "application/json", {})
+        cache.set(key, answer)
+        return answer
+
+    # A dashboard's requests of one table after a data change wait for one computation.
+    answer = await once(request.app.state, "stats", key, compute)
     return Response(answer[0], media_type=answer[1], headers=answer[2])
 
 
