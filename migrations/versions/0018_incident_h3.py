@@ -43,10 +43,11 @@ END $$
 
 # Per row, only where the point really moved: an import's upsert sets geom on every row
 # it updates. (0017's statement triggers use transition tables, which a trigger on a
-# column list cannot have.)
+# column list cannot have.) Compared as bytes: pg_restore recreates the trigger with an
+# empty search_path, where geometry's `=` (IS DISTINCT FROM) is "not unique".
 FORGET_TRIGGER = (
     "CREATE TRIGGER incident_h3_forget AFTER UPDATE OF geom ON incident "
-    "FOR EACH ROW WHEN (OLD.geom IS DISTINCT FROM NEW.geom) "
+    "FOR EACH ROW WHEN (OLD.geom::bytea IS DISTINCT FROM NEW.geom::bytea) "
     "EXECUTE FUNCTION incident_h3_forget()"
 )
 
