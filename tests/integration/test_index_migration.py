@@ -66,9 +66,11 @@ def test_the_shipped_definitions_move_to_their_new_names(database):
     url = settings.libpq_url
     command.upgrade(alembic_config(settings.sqlalchemy_url), migration.down_revision)
     before = migration.BEFORE
-    # What the migration stores is what app/data/indexes ships at this revision.
+    # What the migration stores is what app/data/indexes ships at this revision, but for
+    # the fields added since (the Spanish title, issue 20).
+    later = {"title_es"}
     shipped = {
-        d.name: d.model_dump(mode="json")
+        d.name: {k: v for k, v in d.model_dump(mode="json").items() if k not in later}
         for d in (indexes.load_definition(p.read_text()) for p in DEFAULTS_DIR.glob("*.yaml"))
     }
     assert shipped == migration.AFTER
