@@ -636,25 +636,28 @@ incident_h3 = Table(
 incident_tile_cell = Table(
     "incident_tile_cell",
     metadata,
-    Column("z", SmallInteger, primary_key=True),
-    Column("cx", Integer, primary_key=True),
-    Column("cy", Integer, primary_key=True),
-    Column("category", Text, primary_key=True),
+    Column("z", SmallInteger, nullable=False),
+    Column("cx", Integer, nullable=False),
+    Column("cy", Integer, nullable=False),
+    Column("category", Text, nullable=False),
     Column("n", Integer, nullable=False),
     Column("sum_lon", Float, nullable=False),
     Column("sum_lat", Float, nullable=False),
+    # No unique key: a key's rows are signed deltas until compacted (migration 0019).
+    Index("ix_incident_tile_cell_key", "z", "cx", "cy", "category"),
 )
 incident_tile_month = Table(
     "incident_tile_month",
     metadata,
-    Column("z", SmallInteger, primary_key=True),
-    Column("cx", Integer, primary_key=True),
-    Column("cy", Integer, primary_key=True),
-    Column("category", Text, primary_key=True),
-    Column("month", Date, primary_key=True),
+    Column("z", SmallInteger, nullable=False),
+    Column("cx", Integer, nullable=False),
+    Column("cy", Integer, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("month", Date, nullable=False),
     Column("n", Integer, nullable=False),
     Column("sum_lon", Float, nullable=False),
     Column("sum_lat", Float, nullable=False),
+    Index("ix_incident_tile_month_key", "z", "cx", "cy", "category", "month"),
 )
 incident_tile_zone = Table(
     "incident_tile_zone",

@@ -60,6 +60,7 @@ from app.services.incident_rows import (
 )
 from app.sql import audit as audit_sql
 from app.sql import imports as sql
+from app.sql import tiles as tiles_sql
 from app.sql import units as units_sql
 from app.sql.territory import select_territory
 
@@ -252,6 +253,7 @@ async def import_frames(
             raise
         await _release(conn, batch_id)
         await _analyze_after(conn, counts)
+        await _compact_tiles_after(conn, counts)
     return ImportReport(batch_id=batch_id, status="completed", warnings=tuple(warnings), **counts)
 
 
@@ -269,6 +271,22 @@ async def _analyze_after(conn: AsyncConnection, counts: dict[str, int]) -> None:
             await conn.execute(sql.analyze_incidents())
     except Exception:  # a concurrent ANALYZE or a lock timeout: autovacuum will do it
         log.warning("ANALYZE incident after the import failed", exc_info=True)
+
+
+async def _compact_tiles_after(conn: AsyncConnection, counts: dict[str, int]) -> None:
+    """Fold the tile cells' deltas the batch appended into one row a key (migration 0019).
+
+    The triggers only append (no row lock on a shared cell, so an import and a PATCH
+    cannot deadlock on them); an import appends a row per touched key and zoom, which
+    the tile reads would add up until the nightly housekeeping. Its own short
+    transaction, best effort: the batch is already stored, and the rows sum the same."""
+    if counts["inserted"] + counts["updated"] == 0:
+        return
+    try:
+        async with conn.begin():
+            await conn.execute(tiles_sql.compact_cells())
+    except Exception:  # e.g. a lock timeout: the housekeeping compacts them tonight
+        log.warning("compacting the tile cells after the import failed", exc_info=True)
 
 
 async def _claim(conn: AsyncConnection, batch_id: int, warnings: list[str]) -> bool:

@@ -200,7 +200,9 @@ def tile_cells(
 
     A cell's row holds its count and the sums of its longitudes and latitudes, so the
     mean of a group of cells is exact; its column and row are integers, so a coarser
-    grid is a shift."""
+    grid is a shift. The rows are signed deltas until compacted (several a key, counts
+    possibly negative): the sums per tile cell add them up, and a cell whose count adds
+    up to zero (its incidents moved or deleted) is no feature."""
     cells = incident_tile_cell if months is None else incident_tile_month
     level = _level(months is not None)
     shift = level - _Z
@@ -234,6 +236,12 @@ def tile_cells(
         .group_by(cells.c.cx.op(">>")(shift), cells.c.cy.op(">>")(shift))
         .having(n > 0)
     )
+
+
+def compact_cells() -> Select:
+    """Fold the cell tables' deltas into one row a key (``incident_tiles_compact``,
+    migration 0019): the rows removed, NULL when another compaction was running."""
+    return select(func.incident_tiles_compact())
 
 
 def _ring(layer: Layer) -> int:

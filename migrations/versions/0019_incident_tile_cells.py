@@ -24,9 +24,17 @@ categories and months a z11 cell holds about one incident in sparse areas, and a
 tile grouped from the z11 rows read nearly as many rows as it has points.
 
 Kept current by statement triggers on ``incident`` with transition tables (as 0017's
-notifications): a COPY of a million rows is one aggregation, not a million upserts. An
+notifications): a COPY of a million rows is one aggregation, not a million rows. An
 UPDATE counts only the rows whose point, category, time or deletion changed (an import's
-upsert rewrites every row it matches). Cells whose count falls to zero are deleted.
+upsert rewrites every row it matches). The tables are append-only between compactions:
+a trigger only INSERTs its signed deltas (a moved or deleted incident adds a row of -1
+and minus its coordinates), with no unique key, so a writer never updates, deletes or
+locks a shared row. Upserted counters were locked until the writing transaction ended:
+an import holding cells and a PATCH holding its incident's row, its trigger then waiting
+for one of those cells, deadlocked. A tile sums a key's rows (``app.sql.tiles``), and a
+cell whose count sums to zero is no feature. ``incident_tiles_compact()`` folds each
+key's rows into one and drops the empty keys (after an import batch, and nightly in the
+worker's housekeeping).
 ``incident_tiles_refill(zone)`` rebuilds both tables (with the months in ``zone``): the
 migration runs it with ``territory.timezone`` of the settings it runs with; a service
 whose territory time zone differs serves period-filtered tiles live until it is run
@@ -82,9 +90,12 @@ UPDATED = """
 """
 EVERY_ROW = "SELECT geom, category, occurred_at, 1 FROM incident WHERE deleted_at IS NULL"
 
-# Adds a change (``delta``) to both tables; the keys whose count fell to zero are
-# deleted after (a statement cannot see its own data-modifying CTEs' rows). The cell
-# formulas are app.sql.tiles._world_position's, term for term: a cell is the same float.
+# Appends a change (``delta``) to both tables as signed rows: a writer only inserts,
+# never updates or deletes a shared row, so it takes no row lock another writer could
+# wait for (with upserts, an import holding cells until its commit and a PATCH holding
+# its incident's row then needing one of those cells deadlocked). A key's rows add up to
+# its count and sums; ``incident_tiles_compact`` folds them into one. The cell formulas
+# are app.sql.tiles._world_position's, term for term: a cell is the same float.
 # Run with EXECUTE (``$1``: the time zone of the months), so it is planned for each
 # statement's rows: a cached plan keeps the row count of the first call's transition
 # tables, and an UPDATE's join planned for one row (a PATCH) ran as a nested loop over
@@ -124,57 +135,23 @@ APPLY = f"""
         HAVING sum(n) <> 0 OR sum(sum_lon) <> 0 OR sum(sum_lat) <> 0
     ),
     months AS (
-        INSERT INTO incident_tile_month AS t (z, cx, cy, category, month, n, sum_lon, sum_lat)
+        INSERT INTO incident_tile_month (z, cx, cy, category, month, n, sum_lon, sum_lat)
         SELECT z, cx, cy, category, month, n, sum_lon, sum_lat FROM month_levels
         ORDER BY z, cx, cy, category COLLATE "C", month
-        ON CONFLICT (z, cx, cy, category, month) DO UPDATE SET
-            n = t.n + excluded.n,
-            sum_lon = t.sum_lon + excluded.sum_lon,
-            sum_lat = t.sum_lat + excluded.sum_lat
-        {{returning}}
-    ),
-    cells AS (
-        INSERT INTO incident_tile_cell AS t (z, cx, cy, category, n, sum_lon, sum_lat)
-        SELECT z, cx, cy, category, n, sum_lon, sum_lat FROM cell_levels
-        ORDER BY z, cx, cy, category COLLATE "C"
-        ON CONFLICT (z, cx, cy, category) DO UPDATE SET
-            n = t.n + excluded.n,
-            sum_lon = t.sum_lon + excluded.sum_lon,
-            sum_lat = t.sum_lat + excluded.sum_lat
-        {{returning}}
     )
-    {{emptied}}
-    $apply$ INTO empty_months, empty_cells USING zone;
-    DELETE FROM incident_tile_month AS t USING unnest(empty_months) AS e
-    WHERE (t.z, t.cx, t.cy, t.category, t.month) = (e.z, e.cx, e.cy, e.category, e.month)
-      AND t.n = 0;
-    DELETE FROM incident_tile_cell AS t USING unnest(empty_cells) AS e
-    WHERE (t.z, t.cx, t.cy, t.category) = (e.z, e.cx, e.cy, e.category) AND t.n = 0;
+    INSERT INTO incident_tile_cell (z, cx, cy, category, n, sum_lon, sum_lat)
+    SELECT z, cx, cy, category, n, sum_lon, sum_lat FROM cell_levels
+    ORDER BY z, cx, cy, category COLLATE "C"
+    $apply$ USING zone;
 """
 
-# A change that only adds (an INSERT) empties no cell: no need to return the rows written.
-EMPTIED = {
-    True: {
-        "returning": "RETURNING t AS cell",
-        "emptied": "SELECT "
-        "(SELECT coalesce(array_agg(m.cell), '{}') FROM months AS m WHERE (m.cell).n = 0), "
-        "(SELECT coalesce(array_agg(c.cell), '{}') FROM cells AS c WHERE (c.cell).n = 0)",
-    },
-    False: {
-        "returning": "",
-        "emptied": "SELECT '{}'::incident_tile_month[], '{}'::incident_tile_cell[]",
-    },
-}
 
-
-def _apply(delta: str, *, removes: bool) -> str:
-    return APPLY.format(delta=delta, **EMPTIED[removes])
+def _apply(delta: str) -> str:
+    return APPLY.format(delta=delta)
 
 
 DECLARE = """
     zone text := (SELECT timezone FROM incident_tile_zone);
-    empty_months incident_tile_month[];
-    empty_cells incident_tile_cell[];
 """
 
 TRIGGER_FUNCTION = f"""
@@ -183,13 +160,13 @@ DECLARE {DECLARE}
 BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NOT EXISTS (SELECT FROM new_rows) THEN RETURN NULL; END IF;
-        {_apply(INSERTED, removes=False)}
+        {_apply(INSERTED)}
     ELSIF TG_OP = 'UPDATE' THEN
         IF NOT EXISTS (SELECT FROM new_rows) THEN RETURN NULL; END IF;
-        {_apply(UPDATED, removes=True)}
+        {_apply(UPDATED)}
     ELSE
         IF NOT EXISTS (SELECT FROM old_rows) THEN RETURN NULL; END IF;
-        {_apply(DELETED, removes=True)}
+        {_apply(DELETED)}
     END IF;
     RETURN NULL;
 END $$
@@ -204,7 +181,60 @@ BEGIN
     DELETE FROM incident_tile_zone;
     INSERT INTO incident_tile_zone (timezone) VALUES (new_zone);
     zone := new_zone;
-    {_apply(EVERY_ROW, removes=False)}
+    -- Every row counted at once: one row a key, compacted already.
+    {_apply(EVERY_ROW)}
+END $$
+"""
+
+# Folds each key's rows into one (and drops the keys whose count is zero). DELETE ...
+# RETURNING re-inserts exactly the rows this statement deleted: a writer's rows committed
+# meanwhile are left for the next time, and a row another compaction deleted first is
+# skipped (READ COMMITTED re-checks it), so nothing is counted twice or lost. The
+# transaction-scoped advisory lock keeps two compactions from deleting the same keys' rows
+# in different orders (a deadlock between them); the second skips. Returns the rows
+# removed, or NULL when another compaction was running.
+COMPACT_FUNCTION = """
+CREATE FUNCTION incident_tiles_compact() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    removed_cells bigint;
+    removed_months bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('incident_tiles_compact')) THEN
+        RETURN NULL;
+    END IF;
+    WITH folded AS (
+        SELECT z, cx, cy, category FROM incident_tile_cell
+        GROUP BY 1, 2, 3, 4 HAVING count(*) > 1 OR sum(n) = 0
+    ),
+    gone AS (
+        DELETE FROM incident_tile_cell AS t USING folded AS f
+        WHERE (t.z, t.cx, t.cy, t.category) = (f.z, f.cx, f.cy, f.category)
+        RETURNING t.*
+    ),
+    kept AS (
+        INSERT INTO incident_tile_cell (z, cx, cy, category, n, sum_lon, sum_lat)
+        SELECT z, cx, cy, category, sum(n), sum(sum_lon), sum(sum_lat) FROM gone
+        GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept) INTO removed_cells;
+    WITH folded AS (
+        SELECT z, cx, cy, category, month FROM incident_tile_month
+        GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1 OR sum(n) = 0
+    ),
+    gone AS (
+        DELETE FROM incident_tile_month AS t USING folded AS f
+        WHERE (t.z, t.cx, t.cy, t.category, t.month) = (f.z, f.cx, f.cy, f.category, f.month)
+        RETURNING t.*
+    ),
+    kept AS (
+        INSERT INTO incident_tile_month (z, cx, cy, category, month, n, sum_lon, sum_lat)
+        SELECT z, cx, cy, category, month, sum(n), sum(sum_lon), sum(sum_lat) FROM gone
+        GROUP BY 1, 2, 3, 4, 5 HAVING sum(n) <> 0
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept) INTO removed_months;
+    RETURN removed_cells + removed_months;
 END $$
 """
 
@@ -235,8 +265,10 @@ def _cells(name: str, *month: sa.Column) -> None:
         sa.Column("n", sa.Integer(), nullable=False),
         sa.Column("sum_lon", sa.Float(), nullable=False),
         sa.Column("sum_lat", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint(*keys, name=op.f(f"pk_{name}")),
     )
+    # No unique key: a key has as many rows as changes since the last compaction. The
+    # tile read looks up a zoom's range of columns and rows.
+    op.create_index(op.f(f"ix_{name}_key"), name, keys)
 
 
 def _zone() -> str:
@@ -260,6 +292,7 @@ def upgrade() -> None:
     op.execute(TRIGGER_FUNCTION)
     op.execute(REFILL_FUNCTION)
     op.execute(TRUNCATE_FUNCTION)
+    op.execute(COMPACT_FUNCTION)
     for event, clause in EVENTS.items():
         op.execute(
             f"CREATE TRIGGER incident_tiles_{event} {clause} "
@@ -278,6 +311,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS incident_tiles_change()")
     op.execute("DROP FUNCTION IF EXISTS incident_tiles_refill(text)")
     op.execute("DROP FUNCTION IF EXISTS incident_tiles_truncate()")
+    op.execute("DROP FUNCTION IF EXISTS incident_tiles_compact()")
     op.drop_table("incident_tile_zone")
     op.drop_table("incident_tile_month")
     op.drop_table("incident_tile_cell")

@@ -140,7 +140,8 @@ def tiles_around(lon, lat, zooms) -> list[tuple[int, int, int]]:
 
 
 def recount_differences(db) -> list:
-    """Rows where the cell tables differ from a fresh count of the live incidents."""
+    """Keys where the cell tables (their rows summed per key) differ from a fresh count
+    of the live incidents."""
     check = """
         WITH fresh AS (
             SELECT floor((ST_X(geom) + 180) / 360 * 131072)::int AS cx,
@@ -157,10 +158,17 @@ def recount_differences(db) -> list:
                    {month} count(*)::int AS n, sum(lon) AS sum_lon, sum(lat) AS sum_lat
             FROM fresh CROSS JOIN {zooms} AS z
             GROUP BY 1, 2, 3, 4 {group}
+        ),
+        summed AS (  -- a key's rows are signed deltas until compacted
+            SELECT z, cx, cy, category, {month} sum(n)::int AS n, sum(sum_lon) AS sum_lon,
+                   sum(sum_lat) AS sum_lat
+            FROM {table}
+            GROUP BY 1, 2, 3, 4 {group}
+            HAVING sum(n) <> 0
         )
         SELECT '{table}', coalesce(e.z, t.z), coalesce(e.cx, t.cx), coalesce(e.cy, t.cy),
                coalesce(e.category, t.category), e.n, t.n
-        FROM expected e FULL JOIN {table} t
+        FROM expected e FULL JOIN summed t
           ON (e.z, e.cx, e.cy, e.category{on}) = (t.z, t.cx, t.cy, t.category{on_t})
         WHERE e.n IS DISTINCT FROM t.n
            OR abs(e.sum_lon - t.sum_lon) > 1e-9 * e.n OR abs(e.sum_lat - t.sum_lat) > 1e-9 * e.n
@@ -174,6 +182,26 @@ def recount_differences(db) -> list:
         on_t=", t.month", zooms="unnest(ARRAY[2, 5, 8, 11])",
     )  # fmt: skip
     return db.execute(cells).fetchall() + db.execute(months).fetchall()
+
+
+def zero_keys(db) -> int:
+    """Keys of incident_tile_cell whose rows add up to no incident."""
+    (n,) = db.execute(
+        "SELECT count(*) FROM (SELECT FROM incident_tile_cell GROUP BY z, cx, cy, category "
+        "HAVING sum(n) = 0) AS k"
+    ).fetchone()
+    return n
+
+
+def row_counts(db) -> tuple[int, int, int, int]:
+    """Rows and keys of incident_tile_cell, rows and keys of incident_tile_month."""
+    return db.execute(
+        "SELECT (SELECT count(*) FROM incident_tile_cell), "
+        "(SELECT count(*) FROM (SELECT DISTINCT z, cx, cy, category FROM incident_tile_cell) c), "
+        "(SELECT count(*) FROM incident_tile_month), "
+        "(SELECT count(*) FROM (SELECT DISTINCT z, cx, cy, category, month "
+        "FROM incident_tile_month) m)"
+    ).fetchone()
 
 
 def test_the_cells_hold_a_fresh_count(db, spread):
@@ -303,10 +331,11 @@ def test_writes_keep_the_cells_equal_to_a_fresh_count(client, keys, db, base_dat
     deleted = client.delete(f"/incidents/{incident}", headers=editor)
     assert deleted.status_code == 204
     assert recount_differences(db) == []
-    (left,) = db.execute(
-        "SELECT count(*) FROM incident_tile_cell WHERE n = 0"
-    ).fetchone()  # a cell emptied by the delete is gone, not kept at zero
-    assert left == 0
+    # The delete appended negative rows: its cells now add up to zero until compacted.
+    assert zero_keys(db) > 0
+    db.execute("SELECT incident_tiles_compact()")
+    assert zero_keys(db) == 0  # a cell emptied by the delete is gone, not kept at zero
+    assert recount_differences(db) == []
     restored = client.post(f"/incidents/{incident}/restore", headers=editor)
     assert restored.status_code == 200, restored.text
     assert recount_differences(db) == []
@@ -356,4 +385,94 @@ def test_months_of_another_zone_are_counted_live(client, keys, db, base_data, sp
         db.execute("UPDATE incident_tile_zone SET timezone = %s", [zone])
     # Refilled in a zone, the months are that zone's.
     db.execute("SELECT incident_tiles_refill(%s)", [zone])
+    assert recount_differences(db) == []
+
+
+def test_compaction_leaves_the_tiles_unchanged_and_folds_the_rows(db, base_data, spread):
+    """Writes append signed rows (several a key, counts that add up to zero);
+    ``incident_tiles_compact`` folds them into one row a key and drops the empty keys,
+    and every tile stays the same."""
+    lon, lat = spread
+    ids = [r[0] for r in db.execute(
+        "SELECT id FROM incident WHERE source = %s AND deleted_at IS NULL ORDER BY id LIMIT 40",
+        [SOURCE],
+    ).fetchall()]  # fmt: skip
+    # Another category and month, then back: deltas that add up to nothing; and a few
+    # incidents deleted and restored, then deleted for good (emptied cells).
+    swap = (
+        "UPDATE incident SET category = CASE category WHEN 'theft' THEN 'robbery' "
+        "WHEN 'robbery' THEN 'theft' ELSE category END, "
+        "occurred_at = occurred_at + %s * interval '40 days' WHERE id = ANY(%s)"
+    )
+    db.execute(swap, [1, ids[:30]])
+    db.execute(swap, [-1, ids[:30]])
+    db.execute("UPDATE incident SET deleted_at = now() WHERE id = ANY(%s)", [ids[30:]])
+    db.execute("UPDATE incident SET deleted_at = NULL WHERE id = ANY(%s)", [ids[30:35]])
+    assert recount_differences(db) == []
+    tiles = tiles_around(lon, lat, (3, 8, 10, 11))
+    queries = ({}, {"category": "homicide"}, {"occurred_from": "2024-02-01"})
+    before = {
+        (zxy, i): sql_tile(db, base_data, q, zxy, cells=True)[0]
+        for zxy in tiles
+        for i, q in enumerate(queries)
+    }
+    cell_rows, cell_keys, month_rows, month_keys = row_counts(db)
+    assert cell_rows > cell_keys and month_rows > month_keys  # deltas to fold
+    assert zero_keys(db) > 0
+
+    (removed,) = db.execute("SELECT incident_tiles_compact()").fetchone()
+
+    after_counts = row_counts(db)
+    assert removed == cell_rows + month_rows - after_counts[0] - after_counts[2] > 0
+    # One row a key, no empty key.
+    assert after_counts[0] == after_counts[1] and after_counts[2] == after_counts[3]
+    assert after_counts[1] < cell_keys and zero_keys(db) == 0
+    assert recount_differences(db) == []
+    for (zxy, i), content in before.items():
+        again, _ = sql_tile(db, base_data, queries[i], zxy, cells=True)
+        assert features(again) == features(content), (zxy, queries[i])
+        live, _ = sql_tile(db, base_data, queries[i], zxy, cells=False)
+        assert features(again) == features(live), (zxy, queries[i])
+    # Nothing left to fold: a second compaction removes nothing.
+    assert db.execute("SELECT incident_tiles_compact()").fetchone() == (0,)
+    db.execute("UPDATE incident SET deleted_at = NULL WHERE id = ANY(%s)", [ids[35:]])
+    assert recount_differences(db) == []
+
+
+def test_a_write_never_waits_for_another_transactions_cells(db, base_data, spread):
+    """The deadlock the upserted cells had: an import (one long transaction) wrote cell
+    C, then a PATCH locked incident X (in C) and its trigger waited for C, while the
+    import went on to X: each waited for the other. Appended cells take no lock: with a
+    transaction open that wrote C, an update of another incident in C goes through at
+    once, and the first transaction can then update that incident too."""
+    import psycopg
+
+    x, category = db.execute(
+        "SELECT id, category FROM incident WHERE source = %s AND deleted_at IS NULL "
+        "ORDER BY id LIMIT 1",
+        [SOURCE],
+    ).fetchone()
+    other = "theft" if category != "theft" else "robbery"
+    with (
+        psycopg.connect(base_data.libpq_url) as importer,
+        psycopg.connect(base_data.libpq_url, autocommit=True) as patcher,
+    ):
+        # The "import": a new incident at X's point, X's category and time (X's cells
+        # at every zoom), its transaction left open.
+        importer.execute(
+            "INSERT INTO incident (source, source_id, category, occurred_at, geom) "
+            "SELECT source, 'lock-test', category, occurred_at, geom FROM incident "
+            "WHERE id = %s",
+            [x],
+        )
+        # The "PATCH", with a lock timeout (a wait fails it rather than hanging the test).
+        patcher.execute("SET lock_timeout = '2s'")
+        with patcher.transaction():
+            patcher.execute("UPDATE incident SET category = %s WHERE id = %s", [other, x])
+        # The importer reaches X after the patch committed: no deadlock either way.
+        importer.execute("SET lock_timeout = '2s'")
+        importer.execute("UPDATE incident SET category = %s WHERE id = %s", [category, x])
+        importer.commit()
+    assert recount_differences(db) == []
+    db.execute("DELETE FROM incident WHERE source = %s AND source_id = 'lock-test'", [SOURCE])
     assert recount_differences(db) == []

@@ -65,6 +65,13 @@ def _counts(conn) -> tuple[int, int]:
     ).fetchone()
 
 
+def _rows_and_keys(conn) -> tuple[int, int]:
+    """Rows of incident_tile_cell, and its distinct keys."""
+    return conn.execute(
+        "SELECT count(*), count(DISTINCT (z, cx, cy, category)) FROM incident_tile_cell"
+    ).fetchone()
+
+
 def test_upgrade_counts_what_is_there_and_downgrade_takes_it_out(database):
     url = database.libpq_url
     config = alembic_config(database.sqlalchemy_url)
@@ -82,8 +89,18 @@ def test_upgrade_counts_what_is_there_and_downgrade_takes_it_out(database):
         # 05:00 UTC on 1 April is 23:00 on 31 March in Belize: both are March's.
         months = conn.execute("SELECT DISTINCT month FROM incident_tile_month").fetchall()
         assert [str(m) for (m,) in months] == ["2024-03-01"]
+        rows, keys = _rows_and_keys(conn)
+        assert rows == keys >= 12  # the refill: one row a key, z0-z11
         _insert(conn, "c", -88.30, 17.20)
         conn.execute("UPDATE incident SET deleted_at = now() WHERE source_id = 'a'")
+        assert _counts(conn) == (2, 2)
+        # Appended deltas: "a"'s removal is a row of -1 beside its cells' +2 (or +1).
+        rows, keys = _rows_and_keys(conn)
+        assert rows > keys
+        (removed,) = conn.execute("SELECT incident_tiles_compact()").fetchone()
+        after, kept = _rows_and_keys(conn)
+        # One row a key; "a"'s own cells (those it did not share with "b") are gone.
+        assert after == kept < keys and removed >= rows - after  # cells and months
         assert _counts(conn) == (2, 2)
         conn.execute("TRUNCATE incident CASCADE")
         assert _counts(conn) == (0, 0)
@@ -92,9 +109,10 @@ def test_upgrade_counts_what_is_there_and_downgrade_takes_it_out(database):
     with psycopg.connect(url, autocommit=True) as conn:
         gone = conn.execute(
             "SELECT to_regclass('incident_tile_cell'), to_regclass('incident_tile_month'), "
-            "to_regclass('incident_tile_zone'), to_regprocedure('incident_tiles_refill(text)')"
+            "to_regclass('incident_tile_zone'), to_regprocedure('incident_tiles_refill(text)'), "
+            "to_regprocedure('incident_tiles_compact()')"
         ).fetchone()
-        assert gone == (None, None, None, None)
+        assert gone == (None, None, None, None, None)
         triggers = conn.execute(
             "SELECT tgname FROM pg_trigger WHERE tgname LIKE 'incident_tiles%'"
         ).fetchall()
