@@ -66,8 +66,9 @@ from app.sql.territory import select_territory
 
 # Progress callback: (stage, done, total).
 Progress = Callable[[str, int, int], None]
-# A batch changing this many rows refreshes the planner's statistics at once.
-ANALYZE_AFTER_ROWS = 10_000
+# A batch changing this many rows compacts the tile cells and refreshes the planner's
+# statistics at once (``_after_large_batch``); smaller ones leave it to the night.
+LARGE_BATCH_ROWS = 10_000
 # Rows validated, copied and upserted at a time (the whole batch is still one transaction).
 CHUNK_ROWS = 100_000
 # How many times a batch is written in all when its transaction loses a deadlock.
@@ -252,41 +253,33 @@ async def import_frames(
             await _release(conn, batch_id)
             raise
         await _release(conn, batch_id)
-        await _analyze_after(conn, counts)
-        await _compact_tiles_after(conn, counts)
+        await _after_large_batch(conn, counts)
     return ImportReport(batch_id=batch_id, status="completed", warnings=tuple(warnings), **counts)
 
 
-async def _analyze_after(conn: AsyncConnection, counts: dict[str, int]) -> None:
-    """Refresh the planner's statistics of the incidents after a large batch.
+async def _after_large_batch(conn: AsyncConnection, counts: dict[str, int]) -> None:
+    """After a batch of ``LARGE_BATCH_ROWS`` changed rows or more, each in its own short
+    transaction and best effort (the batch is already stored):
 
-    Autovacuum would, but later: the evaluation queued after every import (and any
-    query in between) is planned without them, e.g. as nested loops over a table the
-    planner believes small (seen: the monitors' series read in 55 ms instead of 35).
-    Best effort: the batch is already stored."""
-    if counts["inserted"] + counts["updated"] < ANALYZE_AFTER_ROWS:
+    * fold the tile cells' deltas into one row a key (migration 0019). Their triggers
+      only append (no row lock on a shared cell, so an import and a PATCH cannot
+      deadlock on them), a row per key for each statement of the batch, which the tile
+      reads add up until the nightly housekeeping compacts them;
+    * refresh the planner's statistics of the incidents. Autovacuum would, but later: the
+      evaluation queued after every import (and any query in between) is planned without
+      them, e.g. as nested loops over a table the planner believes small (seen: the
+      monitors' series read in 55 ms instead of 35)."""
+    if counts["inserted"] + counts["updated"] < LARGE_BATCH_ROWS:
         return
-    try:
-        async with conn.begin():
-            await conn.execute(sql.analyze_incidents())
-    except Exception:  # a concurrent ANALYZE or a lock timeout: autovacuum will do it
-        log.warning("ANALYZE incident after the import failed", exc_info=True)
-
-
-async def _compact_tiles_after(conn: AsyncConnection, counts: dict[str, int]) -> None:
-    """Fold the tile cells' deltas the batch appended into one row a key (migration 0019).
-
-    The triggers only append (no row lock on a shared cell, so an import and a PATCH
-    cannot deadlock on them); an import appends a row per touched key and zoom, which
-    the tile reads would add up until the nightly housekeeping. Its own short
-    transaction, best effort: the batch is already stored, and the rows sum the same."""
-    if counts["inserted"] + counts["updated"] == 0:
-        return
-    try:
-        async with conn.begin():
-            await conn.execute(tiles_sql.compact_cells())
-    except Exception:  # e.g. a lock timeout: the housekeeping compacts them tonight
-        log.warning("compacting the tile cells after the import failed", exc_info=True)
+    for what, statement in (
+        ("compacting the tile cells", tiles_sql.compact_cells()),
+        ("ANALYZE incident", sql.analyze_incidents()),
+    ):
+        try:
+            async with conn.begin():
+                await conn.execute(statement)
+        except Exception:  # e.g. a lock timeout: the housekeeping or autovacuum will
+            log.warning("%s after the import failed", what, exc_info=True)
 
 
 async def _claim(conn: AsyncConnection, batch_id: int, warnings: list[str]) -> bool:

@@ -399,10 +399,10 @@ def test_cli_set_gives_constants(base_data, settings, tmp_path, db):
 
 
 def test_a_large_batch_refreshes_the_planner_statistics(base_data, settings, tmp_path, db):
-    """After a batch of ANALYZE_AFTER_ROWS rows the incidents are analysed at once (the
-    evaluation queued after an import would otherwise be planned without statistics); a
-    small batch leaves that to autovacuum."""
-    from app.services.imports import ANALYZE_AFTER_ROWS
+    """After a batch of LARGE_BATCH_ROWS rows the incidents are analysed at once (the
+    evaluation queued after an import would otherwise be planned without statistics) and
+    the tile cells compacted; a small batch leaves that to autovacuum and the night."""
+    from app.services.imports import LARGE_BATCH_ROWS
 
     def last_analyze():
         row = db.execute(
@@ -416,10 +416,17 @@ def test_a_large_batch_refreshes_the_planner_statistics(base_data, settings, tmp
     time.sleep(1.5)  # statistics reach other sessions within a second
     assert last_analyze() == before
     large = write_incident_csv(
-        tmp_path / "large.csv", n=ANALYZE_AFTER_ROWS, source="stats-large", seed=4
+        tmp_path / "large.csv", n=LARGE_BATCH_ROWS, source="stats-large", seed=4
     )
-    assert import_csv(settings, large).inserted == ANALYZE_AFTER_ROWS
+    assert import_csv(settings, large).inserted == LARGE_BATCH_ROWS
     deadline = time.monotonic() + 10
     while last_analyze() == before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert last_analyze() is not None and last_analyze() != before
+    # ... and the low-zoom tile cells are folded into one row a key (migration 0019).
+    for table in ("incident_tile_cell", "incident_tile_month"):
+        keys = "z, cx, cy, category" + (", month" if table.endswith("month") else "")
+        repeated = db.execute(
+            f"SELECT count(*) FROM (SELECT FROM {table} GROUP BY {keys} HAVING count(*) > 1) k"
+        ).fetchone()[0]
+        assert repeated == 0, table
