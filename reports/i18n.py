@@ -41,8 +41,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "page_of": ("of", "de"),
     "source_prefix": ("Source:", "Fuente:"),
     "missing_note": (
-        "— : withheld (small count) or not available.",
-        "— : no publicado (cifra pequeña) o no disponible.",
+        "— : withheld (small count) or not available; a count is also withheld where it"
+        " would let a small one be recomputed from a total.",
+        "— : no publicado (cifra pequeña) o no disponible; también se omite una cifra que"
+        " permitiría recalcular una pequeña a partir de un total.",
     ),
     "no_incidents": ("No incidents in the period.", "No hubo incidentes en el período."),
     "no_rows": ("none in the period.", "ninguna en el período."),

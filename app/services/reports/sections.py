@@ -90,6 +90,14 @@ async def _trend(ctx: _Context) -> Section:
             f"Incidentes por mes, los últimos {months} meses hasta el final de {p.label}.",
         )
     )
+    if any(f["count"] is None for f in frames):  # a public report's withheld months
+        section.notes.append(
+            ctx.t(
+                "A gap in a line is a month whose count is withheld (see Methods), not a zero.",
+                "Un hueco en una línea es un mes cuya cifra no se publica (ver Métodos), "
+                "no un cero.",
+            )
+        )
     return section
 
 
