@@ -80,6 +80,14 @@ async def ogc_tile(
     return await _tile(request, collection_id, z, x, y, who)
 
 
+def _tile_field(description: str, json_type: str) -> str:
+    """A field's TileJSON description; a timestamp says how tiles carry it
+    (``app.sql.tiles``: Unix time, where features and items give ISO 8601)."""
+    if json_type == "date-time":
+        return f"{description} In tiles: Unix time (seconds since 1970-01-01 UTC)."
+    return description
+
+
 def _tile_template(request: Request, layer_id: str) -> str:
     query = f"?{request.url.query}" if request.url.query else ""
     return absolute(request, f"/tiles/{layer_id}") + "/{z}/{x}/{y}.mvt" + query
@@ -108,7 +116,9 @@ async def tilejson(
     bounds = extent[:4] if extent else (-180, -85.0511, 180, 85.0511)
     visible = visible_fields(layer, who)
     fields = {
-        f.name: f.description or f.type for f in layer.fields if f.in_tiles and f.name in visible
+        f.name: _tile_field(f.description or f.type, f.type)
+        for f in layer.fields
+        if f.in_tiles and f.name in visible
     }
     if layer.style == "incidents":
         fields = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import math
+from datetime import datetime, timedelta, timezone
 
 import mapbox_vector_tile
 import numpy as np
@@ -88,6 +89,11 @@ def test_points_land_in_their_tile_with_their_properties(client, keys, points):
         assert {"category", "occurred_at", "victim_sex", "victim_age", "count"} <= props.keys()
         assert props["count"] == 1 and props["victim_sex"] == "female"
         assert isinstance(f["id"], int)
+    # The times travel as Unix time: 10:00 in Belize (UTC-6) on 1-9 March 2024.
+    belize = timezone(timedelta(hours=-6))
+    days = range(1, 10)
+    expected_times = {int(datetime(2024, 3, d, 10, tzinfo=belize).timestamp()) for d in days}
+    assert {f["properties"]["occurred_at"] for f in features} == expected_times
 
 
 def test_points_sit_where_st_asmvtgeom_puts_them(client, keys, points, db):
@@ -282,6 +288,7 @@ def test_tilejson_describes_the_layer_and_keeps_the_filters(client, keys, points
     assert west <= CENTRE[0] <= east and south <= CENTRE[1] <= north
     (layer,) = body["vector_layers"]
     assert layer["id"] == "incidents" and "category" in layer["fields"]
+    assert "Unix time" in layer["fields"]["occurred_at"]
     assert body["minzoom"] <= body["maxzoom"]
 
 
