@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 DEFAULT_AGE_GROUPS = "0-14,15-29,30-44,45-64,65+"
+# The victim_sex values a table breaks down by.
+VICTIM_SEXES = ("female", "male", "unknown")
 # Largest table one request may build (units x breakdown combinations).
 MAX_ROWS = 250_000
 # The oldest age an import accepts (app.services.incident_rows).
@@ -301,7 +303,7 @@ def _combinations(
         dims.append([(p,) for p in _periods(query, by.index("period"), counted, tz)])
     if "victim_sex" in by:
         wanted = query.filters.victim_sex
-        dims.append([(s,) for s in ("female", "male", "unknown") if not wanted or s in wanted])
+        dims.append([(s,) for s in VICTIM_SEXES if not wanted or s in wanted])
     if "age_group" in by:
         dims.append([(a,) for a in _age_values(query)])
     return [tuple(itertools.chain.from_iterable(parts)) for parts in itertools.product(*dims)]

@@ -20,6 +20,7 @@ from app.services.reports.context import (
     _rows,
 )
 from app.services.reports.periods import _MONTHS, _add_months
+from app.services.stats import VICTIM_SEXES
 from app.sql import reports as sql
 from reports.document import Section
 
@@ -148,12 +149,21 @@ async def _victims(ctx: _Context) -> Section:
         if code is None or (name == "vawg" and ctx.public):
             continue
         m = d.measure(code)
-        # Violence against women and girls: its female victims, by age group.
-        sexes = ("female",) if name == "vawg" else ()
-        rows = await _rows(
-            ctx, m, level=COUNTRY_LEVEL, period=ctx.period, by=("victim_sex", "age_group"),
-            victim_sex=sexes,
-        )  # fmt: skip
+        # Violence against women and girls: its female victims, by age group. The public
+        # pyramid is one table per sex, as a public caller asks /stats (one victim_sex at
+        # a time). In one table of every sex, an age group whose few victims of unknown
+        # sex were withheld also lost its smaller shown cell (complementary suppression):
+        # the demo's public pyramid had no female count at all.
+        if name == "vawg":
+            sexes: list[tuple[str, ...]] = [("female",)]
+        else:
+            sexes = [(s,) for s in VICTIM_SEXES] if ctx.public else [()]
+        rows = []
+        for sex in sexes:
+            rows += await _rows(
+                ctx, m, level=COUNTRY_LEVEL, period=ctx.period, by=("victim_sex", "age_group"),
+                victim_sex=sex,
+            ) or []  # fmt: skip
         tables[name] = pd.DataFrame.from_records(
             [
                 {
@@ -161,7 +171,7 @@ async def _victims(ctx: _Context) -> Section:
                     "age_group": r.age_group,
                     "count": None if r.count is None else float(r.count),
                 }
-                for r in rows or []
+                for r in rows
             ],
             columns=["sex", "age_group", "count"],
         )
