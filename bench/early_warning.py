@@ -27,7 +27,8 @@ and compute only those of new or moved incidents).
 2. **Service**: ``evaluate_monitor`` in this process for each monitor: reading the
    series (H3: the stored cells), the same detector calls, grouping, storing alerts.
 3. **Task body**: what the task runs, in this process: ``evaluate_all`` (every
-   monitor; the next monitor's series read while this one's detector runs) and
+   monitor; the next two monitors' series read, and the previous one's alerts stored,
+   while this one's detector runs) and
    ``refresh_risk_zones`` (near-repeat risk zones; none here).
 4. **Task**: the ``evaluate_monitors`` job deferred to a real ``observatory worker``
    (idle, no schedule), timed from its ``started`` event to its ``succeeded`` event

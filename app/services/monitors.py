@@ -25,7 +25,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -85,6 +85,8 @@ DEFAULTS_DIR = DATA_DIR / "monitors"
 FREQ = {"week": 52, "month": 12}
 CHART = {"week": 104, "month": 24}
 _PANDAS_FREQ = {"week": "W-MON", "month": "MS"}
+# evaluate_all: series read ahead while a detector runs (each on its own connection).
+READ_AHEAD = 2
 _JSON_TYPES = ("application/json", "application/yaml", "text/yaml", "application/x-yaml")
 
 
@@ -552,13 +554,29 @@ async def _judge(
     engine: AsyncEngine, record: MonitorRecord, timezone: str, read: _Read
 ) -> MonitorOutcome:
     """The detector on the places that could alarm, then their alerts stored."""
+    return await _store(engine, record, timezone, await _detect(record, read))
+
+
+@dataclass
+class _Verdict:
+    """What the detector found for one evaluation, before its alerts are stored."""
+
+    outcome: MonitorOutcome  # alerts_new/alerts_updated still 0
+    definition: MonitorDefinition | None = None
+    label: str = ""
+    last: pd.Timestamp | None = None
+    groups: list[_Group] = field(default_factory=list)
+
+
+async def _detect(record: MonitorRecord, read: _Read) -> _Verdict:
+    """The detector on the places that could alarm, and their alert groups (no database)."""
     definition, last, series = read.definition, read.last, read.series
     if last is None or series is None:
-        return MonitorOutcome(record.code, record.version, None, 0, 0, 0, 0, 0)
+        return _Verdict(MonitorOutcome(record.code, record.version, None, 0, 0, 0, 0, 0))
     step = definition.step
     label = period_label(last, step)
     if not series.places:
-        return MonitorOutcome(record.code, record.version, label, 0, 0, 0, 0, 0)
+        return _Verdict(MonitorOutcome(record.code, record.version, label, 0, 0, 0, 0, 0))
     n = len(series.periods)
     y_last = series.counts[:, n - 1]
     candidates = np.flatnonzero(y_last >= definition.min_count)
@@ -579,20 +597,32 @@ async def _judge(
         return alarmed
 
     # The fits are CPU work: keep the event loop free for the worker's heartbeat (and
-    # for reading the next monitor's series meanwhile, ``evaluate_all``).
+    # for reading the next monitors' series and storing the previous one's alerts
+    # meanwhile, ``evaluate_all``).
     alarmed = await asyncio.to_thread(detect)
+    outcome = MonitorOutcome(
+        record.code, record.version, label, len(series.places), len(candidates), len(alarmed),
+        0, 0,
+    )  # fmt: skip
     groups = _alert_groups(definition, alarmed, series.periods)
+    return _Verdict(outcome, definition, label, last, groups)
+
+
+async def _store(
+    engine: AsyncEngine, record: MonitorRecord, timezone: str, verdict: _Verdict
+) -> MonitorOutcome:
+    """Store or update the alerts of ``verdict`` (one transaction); the outcome."""
     new = updated = 0
-    if groups:
+    if verdict.groups:
+        assert verdict.definition is not None and verdict.last is not None
         async with engine.begin() as conn:
-            for g in groups:
-                is_new = await _upsert(conn, record, definition, label, last, timezone, g)
+            for g in verdict.groups:
+                is_new = await _upsert(
+                    conn, record, verdict.definition, verdict.label, verdict.last, timezone, g
+                )
                 new += is_new
                 updated += not is_new
-    return MonitorOutcome(
-        record.code, record.version, label, len(series.places), len(candidates), len(alarmed),
-        new, updated,
-    )  # fmt: skip
+    return replace(verdict.outcome, alerts_new=new, alerts_updated=updated)
 
 
 @dataclass
@@ -685,9 +715,12 @@ async def evaluate_all(
     latest ``periods`` complete periods, oldest first (more than 1: catching up on nights
     without an evaluation, or a new monitor's recent past).
 
-    One evaluation after the other, as ``evaluate_monitor``, except that the next one's
-    series is read while the detector of this one runs (in a thread): the database and
-    the fits use two cores instead of taking turns. Alerts are stored in order."""
+    One evaluation after the other, as ``evaluate_monitor``, except that the series of
+    the next ``READ_AHEAD`` are read while the detector of this one runs (in a thread),
+    and this one's alerts are stored while the next one's detector runs: the database
+    and the fits use two cores instead of taking turns, and no fit waits for a series
+    read or an alert stored. Alerts are stored in order, one evaluation after the
+    other."""
     async with engine.connect() as conn:
         records = await list_definitions(conn, include_sensitive=True)
         latest = (await conn.execute(sql.latest_incident())).scalar_one()
@@ -699,28 +732,48 @@ async def evaluate_all(
     now = now or datetime.now(ZoneInfo(timezone))
     runs = [(r, back) for r in records for back in range(periods - 1, -1, -1)]
 
-    def read(k: int) -> asyncio.Task[_Read]:
-        record, back = runs[k]
-        return asyncio.create_task(
-            _read(engine, record, timezone, now=now, back=back, latest=latest)
-        )
+    reads: dict[int, asyncio.Task[_Read]] = {}
+
+    def read_ahead(k: int) -> None:
+        """Start reading the series of runs k to k + READ_AHEAD (those not started)."""
+        for j in range(k, min(k + READ_AHEAD + 1, len(runs))):
+            if j not in reads:
+                record, back = runs[j]
+                reads[j] = asyncio.create_task(
+                    _read(engine, record, timezone, now=now, back=back, latest=latest)
+                )
 
     out: list[MonitorOutcome] = []
-    pending = read(0) if runs else None
+    storing: asyncio.Task[MonitorOutcome] | None = None
     try:
         for k, (record, back) in enumerate(runs):
             if progress is not None and back == periods - 1:
                 progress(record.code)
-            assert pending is not None
-            series = await pending
-            pending = read(k + 1) if k + 1 < len(runs) else None
-            out.append(await _judge(engine, record, timezone, series))
+            read_ahead(k)
+            series = await reads.pop(k)
+            read_ahead(k + 1)
+            verdict = await _detect(record, series)
+            if storing is not None:  # the previous run's alerts, stored meanwhile
+                out.append(await storing)
+            storing = asyncio.create_task(_store(engine, record, timezone, verdict))
+        if storing is not None:
+            out.append(await storing)
+            storing = None
     finally:
-        if pending is not None:  # an evaluation failed: the read ahead is not wanted
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pending
+        await _wind_up(list(reads.values()), storing)
     return out
+
+
+async def _wind_up(reads: list[asyncio.Task], storing: asyncio.Task | None) -> None:
+    """After an evaluation failed: the reads ahead are not wanted; alerts being stored are
+    (their transaction ends, committed or not)."""
+    for task in reads:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if storing is not None and not storing.done():
+        with contextlib.suppress(Exception):
+            await storing
 
 
 # The queueing lock of the evaluation deferred after imports: one waits at a time.
