@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 import pytest
 from fastapi.testclient import TestClient
 
@@ -229,6 +230,49 @@ def keys(settings: Settings, db_url: str) -> dict[str, str]:
             )
             out[role] = key
     return out
+
+
+DEMO_TEMPLATE = "observatory_demo_template"
+
+
+@pytest.fixture(scope="session")
+def demo_template(cluster: Cluster) -> str:
+    """The Belize demo exactly as ``observatory demo`` loads it (``load_demo``'s defaults:
+    60,000 synthetic incidents, seed 42, the demo census and hot spot run), loaded once
+    into a database that nothing else connects to; :func:`demo_database` copies it for
+    each module that needs the demo in a database of its own."""
+    from app.demo.load import load_demo
+
+    settings = _fresh_database(cluster, DEMO_TEMPLATE)
+    upgrade(settings.sqlalchemy_url)
+    call_service(settings, lambda e: load_demo(e, settings))
+    return DEMO_TEMPLATE
+
+
+def _fresh_database(cluster: Cluster, name: str, template: str | None = None) -> Settings:
+    """Settings for database ``name`` on ``cluster``, (re)created empty or as a copy of
+    ``template``."""
+    admin = cluster.url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        ident = psycopg.sql.Identifier(name)
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        create = psycopg.sql.SQL("CREATE DATABASE {}").format(ident)
+        if template is not None:
+            create += psycopg.sql.SQL(" TEMPLATE {}").format(psycopg.sql.Identifier(template))
+        conn.execute(create)
+    return Settings(
+        environment="test",
+        database=cluster.settings.model_copy(update={"name": name}),
+        database_url=None,
+        analysis={"warm_up": False},
+    )
+
+
+def demo_database(cluster: Cluster, template: str, name: str) -> Settings:
+    """Database ``name``, (re)created as a copy of the demo (``template``: the
+    ``demo_template`` fixture): the same rows as loading the demo into it, in a second
+    rather than twenty."""
+    return _fresh_database(cluster, name, template)
 
 
 def auth(key: str | None) -> dict[str, str]:

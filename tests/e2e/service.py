@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,17 +23,21 @@ ROOT = Path(__file__).parents[2]
 
 @contextmanager
 def running_service(database_url: str) -> Iterator[str]:
-    """Yield the base URL (``http://127.0.0.1:PORT``) once ``/ready`` answers 200."""
+    """Yield the base URL (``http://127.0.0.1:PORT``) once ``/ready`` answers 200 and the
+    worker has registered. Both processes start together (each takes seconds to import
+    the app); /ready does not depend on the worker."""
     with (
         tempfile.TemporaryDirectory() as logs,
+        _api(database_url) as ready,
         worker_process(database_url, Path(logs) / "worker.log"),
-        _api(database_url) as base,
     ):
-        yield base
+        yield ready()
 
 
 @contextmanager
-def _api(database_url: str) -> Iterator[str]:
+def _api(database_url: str) -> Iterator[Callable[[], str]]:
+    """uvicorn, started; yields a function that waits for ``/ready`` and returns the base
+    URL."""
     port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OBSERVATORY_")},
@@ -53,20 +57,24 @@ def _api(database_url: str) -> Iterator[str]:
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
+    started = time.monotonic()
+
+    def ready() -> str:
+        deadline = started + 60
         while True:
             if process.poll() is not None:
                 pytest.fail(f"uvicorn exited:\n{process.stdout.read()}")
             try:
                 if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
+                    return base
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail("the service never became ready")
             time.sleep(0.1)
-        yield base
+
+    try:
+        yield ready
     finally:
         process.terminate()
         try:

@@ -8,38 +8,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from shapely.geometry import shape
 
-from app.core.migrate import upgrade
+from app.core.cluster import Cluster
 from app.core.settings import Settings
-from tests.conftest import call_service
+from tests.conftest import call_service, demo_database
 from tests.e2e.service import running_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 DESKTOP = {"width": 1280, "height": 800}
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--enable-unsafe-swiftshader"]  # fmt: skip
-DEMO_INCIDENTS = 60_000
 
 
 @pytest.fixture(scope="module")
-def demo(base_data: Settings) -> tuple[Settings, str]:
-    """The demo in a database of its own (acknowledging alerts changes it), and an
-    analyst key for it."""
-    from app.demo.load import load_demo
+def demo(cluster: Cluster, demo_template: str) -> tuple[Settings, str]:
+    """The demo (60,000 incidents) in a database of its own (acknowledging alerts changes
+    it), and an analyst key for it."""
     from app.services.keys import create_key
 
-    name = "observatory_alerts_panel"
-    with psycopg.connect(base_data.libpq_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base_data.libpq_url.rsplit("/", 1)[0] + f"/{name}"
-    settings = Settings(environment="test", database_url=url, analysis={"warm_up": False})
-    upgrade(settings.sqlalchemy_url)
-    call_service(settings, lambda e: load_demo(e, settings, incidents=DEMO_INCIDENTS))
+    settings = demo_database(cluster, demo_template, "observatory_alerts_panel")
     key = call_service(
         settings, lambda e: create_key(e, role="analyst", name="alerts-panel", actor="tests")
     )

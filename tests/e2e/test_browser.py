@@ -17,14 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 import geopandas as gpd
 import httpx
 import pandas as pd
-import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from app.core.migrate import upgrade
 from app.core.settings import Settings
 from tests.conftest import BELIZE, call_service
-from tests.e2e.service import running_service
 
 ROOT = Path(__file__).parents[2]
 OUTPUT = ROOT / "tests" / "output"
@@ -32,7 +29,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 INDEX = "territorial-violence"
-DEMO_INCIDENTS = 60_000
 # The declared age groups of public /stats tables (privacy.age_groups): (age_min, age_max).
 AGE_GROUPS = {("0", "14"), (None, "14"), ("15", "29"), ("30", "44"), ("45", "64"), ("65", None)}
 ONE_PERIOD = re.compile(r"\d{4}(-Q[1-4]|-\d{2})?")
@@ -46,20 +42,12 @@ ARGS = [
 
 
 @pytest.fixture(scope="module")
-def demo(base_data: Settings) -> tuple[Settings, str]:
-    """The demo in its own database (other tests count incidents in the shared one), and
-    an analyst key for it."""
-    from app.demo.load import load_demo
+def demo(demo_service: tuple[Settings, str]) -> tuple[Settings, str]:
+    """The demo (60,000 incidents) in its own database (other tests count incidents in the
+    shared one), and an analyst key for it."""
     from app.services.keys import create_key
 
-    name = "observatory_browser"
-    with psycopg.connect(base_data.libpq_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base_data.libpq_url.rsplit("/", 1)[0] + f"/{name}"
-    settings = Settings(environment="test", database_url=url, analysis={"warm_up": False})
-    upgrade(settings.sqlalchemy_url)
-    call_service(settings, lambda e: load_demo(e, settings, incidents=DEMO_INCIDENTS))
+    settings, _ = demo_service
     key = call_service(
         settings, lambda e: create_key(e, role="analyst", name="browser", actor="tests")
     )
@@ -67,10 +55,10 @@ def demo(base_data: Settings) -> tuple[Settings, str]:
 
 
 @pytest.fixture(scope="module")
-def server(demo: tuple[Settings, str]) -> Iterator[str]:
-    settings, _ = demo
-    with running_service(settings.libpq_url) as base:
-        yield base
+def server(demo_service: tuple[Settings, str], demo: tuple[Settings, str]) -> str:
+    """The demo's service; after the key's creation (``demo``), which, like the demo's
+    loading, needs the event loop that Playwright's synchronous API holds once started."""
+    return demo_service[1]
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,16 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from app.core.settings import Settings
-from tests.e2e.service import running_service
-
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WRONG = "obs_00000000_not-a-key-of-this-service"
 
 
 @pytest.fixture(scope="module")
-def server(base_data: Settings) -> Iterator[str]:
-    with running_service(base_data.libpq_url) as base:
-        yield base
+def server(session_db_service: str) -> str:
+    """uvicorn on 127.0.0.1 serving the session's test database, warm-up off (shared by
+    the package's modules that use that database)."""
+    return session_db_service
 
 
 @pytest.fixture(scope="module")

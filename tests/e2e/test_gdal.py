@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,6 @@ import psycopg
 import pytest
 
 from app.core.settings import Settings
-from tests.e2e.service import running_service
 from tests.integration.helpers import import_csv
 
 SOURCE = "gdal-e2e"
@@ -41,10 +39,10 @@ def _ogrinfo() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(base_data: Settings, keys: dict[str, str]) -> Iterator[str]:
-    """uvicorn on 127.0.0.1 serving the session's test database, warm-up off."""
-    with running_service(base_data.libpq_url) as base:
-        yield base
+def server(session_db_service: str) -> str:
+    """uvicorn on 127.0.0.1 serving the session's test database, warm-up off (shared by
+    the package's modules that use that database)."""
+    return session_db_service
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,11 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.core.settings import Settings
-from tests.e2e.service import running_service
 from tests.integration.publishing import completed_gi_run
 
 ROOT = Path(__file__).parents[2]
@@ -46,10 +43,10 @@ def _system_python() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(base_data: Settings) -> Iterator[str]:
-    """uvicorn on 127.0.0.1 serving the session's test database, warm-up off."""
-    with running_service(base_data.libpq_url) as base:
-        yield base
+def server(session_db_service: str) -> str:
+    """uvicorn on 127.0.0.1 serving the session's test database, warm-up off (shared by
+    the package's modules that use that database)."""
+    return session_db_service
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from app.core.migrate import upgrade
 from app.core.settings import Settings
-from tests.conftest import call_service
-from tests.e2e.service import running_service
 
 ROOT = Path(__file__).parents[2]
 OUTPUT = ROOT / "tests" / "output"
@@ -35,20 +31,9 @@ DASH = "\u2013"
 
 
 @pytest.fixture(scope="module")
-def server(base_data: Settings) -> Iterator[str]:
-    """uvicorn serving the demo, in a database of its own."""
-    from app.demo.load import load_demo
-
-    name = "observatory_rankings_page"
-    with psycopg.connect(base_data.libpq_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = base_data.libpq_url.rsplit("/", 1)[0] + f"/{name}"
-    settings = Settings(environment="test", database_url=url, analysis={"warm_up": False})
-    upgrade(settings.sqlalchemy_url)
-    call_service(settings, lambda e: load_demo(e, settings))
-    with running_service(settings.libpq_url) as base:
-        yield base
+def server(demo_service: tuple[Settings, str]) -> str:
+    """uvicorn serving the demo, in a database of its own (which nobody writes to)."""
+    return demo_service[1]
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,14 @@ import io
 import json
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
-from psycopg import sql
 
 from app.core.cluster import Cluster
-from app.core.migrate import upgrade
 from app.core.settings import Settings
 from app.main import create_app
-from tests.conftest import auth, call_service, worker_process
+from tests.conftest import auth, call_service, demo_database, worker_process
 
 DATABASE = "demo_rankings"
 TVI = "territorial-violence"
@@ -43,23 +40,11 @@ ORDER = ["BZ-BZ", "BZ-CY", "BZ-OW", "BZ-SC", "BZ-CZL", "BZ-TOL"]
 
 
 @pytest.fixture(scope="module")
-def demo(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def demo(
+    cluster: Cluster, demo_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
     """The Belize demo, as ``observatory demo`` loads it, in its own database."""
-    from app.demo.load import load_demo
-
-    admin = cluster.url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        name = sql.Identifier(DATABASE)
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    settings = Settings(
-        environment="test",
-        database=cluster.settings.model_copy(update={"name": DATABASE}),
-        database_url=None,
-        analysis={"warm_up": False},
-    )
-    upgrade(settings.sqlalchemy_url)
-    call_service(settings, lambda e: load_demo(e, settings))
+    settings = demo_database(cluster, demo_template, DATABASE)
     # The sensitivity view is a run a worker computes (issue 18): one on this database.
     log = tmp_path_factory.mktemp("demo-rankings") / "worker.log"
     with worker_process(settings.libpq_url, log, env={"OBSERVATORY_WORKER__SCHEDULES": "{}"}):
