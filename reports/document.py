@@ -24,7 +24,8 @@ CSV header, in English whatever the language):
                (each open alert's series as ``GET /alerts/{id}`` gives it, the alert's
                period last; small multiples draw the first few alerts of ``alerts``)
 ``index``      ``ranking``: rank, unit_code, unit_name, score, band
-``quality``    ``georeferenced``: source, unit_name, incidents, georeferenced_pct;
+``quality``    ``georeferenced``: source, unit_name, incidents, georeferenced_pct (public
+               audience: unit_name, georeferenced_pct over every source);
                ``rejected``: batch_id, reason, rows; ``delay``: source, median_days,
                p90_days; ``sources`` (analyst audience only, as ``GET /quality`` is):
                source, records, completeness_pct, georeferenced_pct, timely_pct,

@@ -299,6 +299,10 @@ def test_public_report_holds_nothing_sensitive(client, keys, public_report, anal
     assert "POINT" not in text
     sections = {s["key"]: s["empty"] for s in public_report["summary"]["sections"]}
     assert sections["when"] and "public" in sections["when"]
+    # The georeferenced shares carry no count (not a column of dashes either).
+    geo = t["quality-georeferenced"]
+    assert list(geo.columns) == ["unit_name", "georeferenced_pct"]
+    assert geo["georeferenced_pct"].notna().all()
     a = tables(client, analyst_report["id"], keys["analyst"])
     assert {"victims-vawg", "when-weekday_hour"} <= set(a)
     assert a["victims-vawg"]["count"].sum() > 0

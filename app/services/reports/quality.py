@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from app.core.errors import NotFound
@@ -27,16 +26,17 @@ async def _quality(ctx: _Context) -> Section:
         columns=["source", "unit_name", "incidents", "georeferenced"],
     )
     if ctx.public:
-        # No counts by source (a public table has no source breakdown): whole percentages
+        # No counts and no source breakdown (a public table has neither: a district's
+        # count of every category would give its sensitive ones away): whole percentages
         # per district over every source.
         geo = geo.groupby("unit_name", as_index=False)[["incidents", "georeferenced"]].sum()
-        geo.insert(0, "source", ctx.t("all sources", "todas las fuentes"))
     geo["georeferenced_pct"] = (geo["georeferenced"] / geo["incidents"] * 100).round(
         0 if ctx.public else 1
     )
     if ctx.public:
-        geo["incidents"] = np.nan
-    geo = geo[["source", "unit_name", "incidents", "georeferenced_pct"]]
+        geo = geo[["unit_name", "georeferenced_pct"]]
+    else:
+        geo = geo[["source", "unit_name", "incidents", "georeferenced_pct"]]
     rejected = pd.DataFrame.from_records(
         [
             {"batch_id": r.batch_id, "reason": r.reason, "rows": float(r.rows)}
