@@ -739,7 +739,8 @@ def alerts_list(
         return "" if v is None else f"{v:.1f}"
 
     for a in alerts:
-        place = a.unit_name or a.unit or f"{len(a.cells)} H3 cell(s) from {a.cells[0]}"
+        cells = f"{len(a.cells)} H3 cell{'s' if len(a.cells) > 1 else ''}"
+        place = a.unit_name or a.unit or f"{cells} from {a.cells[0]}"
         table.add_row(str(a.id), a.monitor, place, a.period, num(a.observed), num(a.expected),
                       num(a.threshold), str(a.lasted), a.state)  # fmt: skip
     console.print(table)
