@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import geopandas as gpd
 import pandas as pd
@@ -225,6 +226,18 @@ def _cli_env(settings) -> dict[str, str]:
     return {**os.environ, "OBSERVATORY_DATABASE_URL": settings.libpq_url}
 
 
+@pytest.fixture
+def removed_afterwards(db) -> Iterator[list[str]]:
+    """Sources whose incidents are deleted once the test is done. This module's large
+    batches (2 x 150,000 and 10,000 rows) left in the session's database slowed every
+    later module that reads all incidents: a boundary upload in test_units reassigns
+    every incident (39 s with them, 0.3 s without)."""
+    sources: list[str] = []
+    yield sources
+    for source in sources:
+        db.execute("DELETE FROM incident WHERE source = %s", [source])
+
+
 def _wait_for(db, sql: str, process: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not db.execute(sql).fetchone()[0]:
@@ -236,9 +249,10 @@ def _wait_for(db, sql: str, process: subprocess.Popen, timeout: float = 60) -> N
 
 @pytest.mark.parametrize("how", ["kill the importer", "terminate its database session"])
 def test_a_batch_killed_midway_leaves_nothing_and_rerun_completes(
-    base_data, settings, tmp_path, db, how
+    base_data, settings, tmp_path, db, how, removed_afterwards
 ):
     source = "killed-" + how.split()[0]
+    removed_afterwards.append(source)
     path = write_incident_csv(tmp_path / "big.csv", n=150_000, source=source, seed=9)
     command = [sys.executable, "-m", "app.cli", "import", "incidents", str(path)]
     process = subprocess.Popen(
@@ -398,7 +412,9 @@ def test_cli_set_gives_constants(base_data, settings, tmp_path, db):
     assert typo.returncode == 1 and "did you mean 'category'?" in typo.stdout
 
 
-def test_a_large_batch_refreshes_the_planner_statistics(base_data, settings, tmp_path, db):
+def test_a_large_batch_refreshes_the_planner_statistics(
+    base_data, settings, tmp_path, db, removed_afterwards
+):
     """After a batch of LARGE_BATCH_ROWS rows the incidents are analysed at once (the
     evaluation queued after an import would otherwise be planned without statistics) and
     the tile cells compacted; a small batch leaves that to autovacuum and the night."""
@@ -410,6 +426,7 @@ def test_a_large_batch_refreshes_the_planner_statistics(base_data, settings, tmp
         ).fetchone()
         return row[0]
 
+    removed_afterwards.append("stats-large")
     small = write_incident_csv(tmp_path / "small.csv", n=20, source="stats-small", seed=3)
     before = last_analyze()
     assert import_csv(settings, small).inserted == 20
